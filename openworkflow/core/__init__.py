@@ -1,0 +1,1 @@
+"""Pure rules of the engine: records, decisions and formats, with no I/O."""

@@ -1,0 +1,337 @@
+"""The storage seam: the ``Backend`` protocol and one frozen params type per method.
+
+The method list is the TypeScript original's, in snake_case. A backend is
+bound to one namespace; every method reads and writes only that namespace.
+Writes that advance a run or its steps are *fenced*: they take effect only
+while the run is ``running`` and owned by ``worker_id``, and raise
+:class:`~openworkflow.errors.WriteConflictError` (message ``Failed to ...``)
+when no such row exists. Decisions that are not SQL (retry, counts folding,
+cancel conflicts) live in :mod:`openworkflow.core` and are shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from openworkflow.core.cursor import Page
+from openworkflow.core.json import JsonValue
+from openworkflow.core.retry import ResolvedRetryPolicy
+from openworkflow.core.step_attempt import StepAttempt
+from openworkflow.core.workflow_run import WorkflowRun
+
+DEFAULT_NAMESPACE_ID = "default"
+RUN_IDEMPOTENCY_PERIOD_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateWorkflowRunParams:
+    """Input of :meth:`Backend.create_workflow_run`. ``available_at=None`` means now."""
+
+    workflow_name: str
+    version: str | None = None
+    idempotency_key: str | None = None
+    config: JsonValue = field(default_factory=dict)
+    context: JsonValue = None
+    input: JsonValue = None
+    parent_step_attempt_namespace_id: str | None = None
+    parent_step_attempt_id: str | None = None
+    available_at: datetime | None = None
+    deadline_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetWorkflowRunParams:
+    """Input of :meth:`Backend.get_workflow_run`."""
+
+    workflow_run_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListWorkflowRunsParams:
+    """Input of :meth:`Backend.list_workflow_runs`; filters combine with AND."""
+
+    limit: int | None = None
+    after: str | None = None
+    before: str | None = None
+    status: str | None = None
+    workflow_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimWorkflowRunParams:
+    """Input of :meth:`Backend.claim_workflow_run`."""
+
+    worker_id: str
+    lease_duration_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExtendWorkflowRunLeaseParams:
+    """Input of :meth:`Backend.extend_workflow_run_lease`."""
+
+    workflow_run_id: str
+    worker_id: str
+    lease_duration_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SleepWorkflowRunParams:
+    """Input of :meth:`Backend.sleep_workflow_run`."""
+
+    workflow_run_id: str
+    worker_id: str
+    available_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompleteWorkflowRunParams:
+    """Input of :meth:`Backend.complete_workflow_run`."""
+
+    workflow_run_id: str
+    worker_id: str
+    output: JsonValue
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailWorkflowRunParams:
+    """Input of :meth:`Backend.fail_workflow_run`.
+
+    When ``attempts`` is None, both it and ``deadline_at`` are read from the row.
+    """
+
+    workflow_run_id: str
+    worker_id: str
+    error: JsonValue
+    retry_policy: ResolvedRetryPolicy
+    attempts: int | None = None
+    deadline_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RescheduleWorkflowRunAfterFailedStepAttemptParams:
+    """Input of :meth:`Backend.reschedule_workflow_run_after_failed_step_attempt`."""
+
+    workflow_run_id: str
+    worker_id: str
+    error: JsonValue
+    available_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelWorkflowRunParams:
+    """Input of :meth:`Backend.cancel_workflow_run`."""
+
+    workflow_run_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateStepAttemptParams:
+    """Input of :meth:`Backend.create_step_attempt`."""
+
+    workflow_run_id: str
+    worker_id: str
+    step_name: str
+    kind: str
+    config: JsonValue = field(default_factory=dict)
+    context: JsonValue = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetStepAttemptParams:
+    """Input of :meth:`Backend.get_step_attempt`."""
+
+    step_attempt_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListStepAttemptsParams:
+    """Input of :meth:`Backend.list_step_attempts`."""
+
+    workflow_run_id: str
+    limit: int | None = None
+    after: str | None = None
+    before: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompleteStepAttemptParams:
+    """Input of :meth:`Backend.complete_step_attempt`."""
+
+    workflow_run_id: str
+    step_attempt_id: str
+    worker_id: str
+    output: JsonValue
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailStepAttemptParams:
+    """Input of :meth:`Backend.fail_step_attempt`."""
+
+    workflow_run_id: str
+    step_attempt_id: str
+    worker_id: str
+    error: JsonValue
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetStepAttemptChildWorkflowRunParams:
+    """Input of :meth:`Backend.set_step_attempt_child_workflow_run`."""
+
+    workflow_run_id: str
+    step_attempt_id: str
+    worker_id: str
+    child_workflow_run_namespace_id: str
+    child_workflow_run_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendSignalParams:
+    """Input of :meth:`Backend.send_signal`."""
+
+    signal: str
+    data: JsonValue = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendSignalResult:
+    """The runs a signal was delivered to."""
+
+    workflow_run_ids: list[str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetSignalDeliveryParams:
+    """Input of :meth:`Backend.get_signal_delivery`."""
+
+    step_attempt_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignalDelivery:
+    """A payload delivered to a waiting step (``data`` may be ``None``)."""
+
+    data: JsonValue
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowRunCounts:
+    """Runs per status, with legacy ``sleeping``/``succeeded`` folded in."""
+
+    pending: int = 0
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+    canceled: int = 0
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Durable storage for runs, step attempts and signals, bound to one namespace."""
+
+    @property
+    def namespace_id(self) -> str:
+        """The namespace every call reads and writes."""
+        ...
+
+    async def create_workflow_run(self, params: CreateWorkflowRunParams) -> WorkflowRun:
+        """Insert a ``pending`` run with 0 attempts and return it.
+
+        With an idempotency key, under a lock, return the existing run of the
+        same workflow name and key created in the last 24 h instead (any
+        status, any version).
+        """
+        ...
+
+    async def get_workflow_run(self, params: GetWorkflowRunParams) -> WorkflowRun | None:
+        """Return the run, or None."""
+        ...
+
+    async def list_workflow_runs(self, params: ListWorkflowRunsParams) -> Page[WorkflowRun]:
+        """List runs newest first (``created_at``, ``id`` descending), cursor-paginated."""
+        ...
+
+    async def count_workflow_runs(self) -> WorkflowRunCounts:
+        """Count runs by status."""
+        ...
+
+    async def claim_workflow_run(self, params: ClaimWorkflowRunParams) -> WorkflowRun | None:
+        """Fail runs past their deadline, then atomically claim one available run.
+
+        Pending runs come first, then by ``available_at``, then ``created_at``.
+        The claimed run is ``running``, owned by ``worker_id``, leased until
+        now + lease, with ``attempts + 1``.
+        """
+        ...
+
+    async def extend_workflow_run_lease(
+        self, params: ExtendWorkflowRunLeaseParams
+    ) -> WorkflowRun:
+        """Fenced: push the lease of an owned running run to now + lease."""
+        ...
+
+    async def sleep_workflow_run(self, params: SleepWorkflowRunParams) -> WorkflowRun:
+        """Fenced: park the run (running, no owner, available at the given time).
+
+        If a wait already has its answer (a terminal child or a delivered
+        signal), the run is made available now instead.
+        """
+        ...
+
+    async def complete_workflow_run(self, params: CompleteWorkflowRunParams) -> WorkflowRun:
+        """Fenced: mark completed with the output; wake a waiting parent."""
+        ...
+
+    async def fail_workflow_run(self, params: FailWorkflowRunParams) -> WorkflowRun:
+        """Fenced: apply the retry decision (pending later, or failed); wake a parent if failed."""
+        ...
+
+    async def reschedule_workflow_run_after_failed_step_attempt(
+        self, params: RescheduleWorkflowRunAfterFailedStepAttemptParams
+    ) -> WorkflowRun:
+        """Fenced: back to pending at ``available_at`` with the step's error."""
+        ...
+
+    async def cancel_workflow_run(self, params: CancelWorkflowRunParams) -> WorkflowRun:
+        """Cancel a pending, running or parked run; idempotent; raises for finished runs."""
+        ...
+
+    async def create_step_attempt(self, params: CreateStepAttemptParams) -> StepAttempt:
+        """Fenced: insert a ``running`` step attempt."""
+        ...
+
+    async def get_step_attempt(self, params: GetStepAttemptParams) -> StepAttempt | None:
+        """Return the step attempt, or None."""
+        ...
+
+    async def list_step_attempts(self, params: ListStepAttemptsParams) -> Page[StepAttempt]:
+        """List a run's step attempts oldest first, cursor-paginated."""
+        ...
+
+    async def complete_step_attempt(self, params: CompleteStepAttemptParams) -> StepAttempt:
+        """Fenced: mark completed; a repeat keeps the first output."""
+        ...
+
+    async def fail_step_attempt(self, params: FailStepAttemptParams) -> StepAttempt:
+        """Fenced: mark failed; a repeat keeps the first error."""
+        ...
+
+    async def set_step_attempt_child_workflow_run(
+        self, params: SetStepAttemptChildWorkflowRunParams
+    ) -> StepAttempt:
+        """Fenced, on a running attempt: link the child run it started."""
+        ...
+
+    async def send_signal(self, params: SendSignalParams) -> SendSignalResult:
+        """Deliver to every running wait on this signal (one delivery each) and wake them."""
+        ...
+
+    async def get_signal_delivery(self, params: GetSignalDeliveryParams) -> SignalDelivery | None:
+        """Return the delivery made to a waiting step attempt, or None."""
+        ...
+
+    async def stop(self) -> None:
+        """Release connections; the backend cannot be used afterwards."""
+        ...

@@ -1,0 +1,96 @@
+"""The workflow run record, its statuses and the rules about them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from openworkflow.core.json import JsonValue
+from openworkflow.errors import InvalidRunStateError, WorkflowRunNotFoundError
+
+
+class WorkflowRunStatus(StrEnum):
+    """Run statuses, with the original's deprecated ones kept readable."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    SLEEPING = "sleeping"  # deprecated: a parked run, treated as running
+    SUCCEEDED = "succeeded"  # deprecated: treated as completed
+
+
+TERMINAL_STATUSES = frozenset({"completed", "succeeded", "failed", "canceled"})
+ACTIVE_STATUSES = ("pending", "running", "sleeping")
+COUNTED_STATUSES = ("pending", "running", "completed", "failed", "canceled")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowRun:
+    """One execution of a workflow, as stored in ``workflow_runs``."""
+
+    namespace_id: str
+    id: str
+    workflow_name: str
+    version: str | None
+    status: str
+    idempotency_key: str | None
+    config: JsonValue
+    context: JsonValue
+    input: JsonValue
+    output: JsonValue
+    error: JsonValue
+    attempts: int
+    parent_step_attempt_namespace_id: str | None
+    parent_step_attempt_id: str | None
+    worker_id: str | None
+    available_at: datetime | None
+    deadline_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the run has finished for good (completed, failed or canceled)."""
+        return is_terminal_status(self.status)
+
+
+def is_terminal_status(status: str) -> bool:
+    """Return True for completed, failed and canceled (and legacy succeeded)."""
+    return status in TERMINAL_STATUSES
+
+
+def fold_status_counts(rows: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """Fold ``(status, count)`` rows into the five public buckets.
+
+    ``sleeping`` counts as running and ``succeeded`` as completed; unknown
+    statuses are ignored, as in the original.
+    """
+    counts = dict.fromkeys(COUNTED_STATUSES, 0)
+    for status, count in rows:
+        bucket = {"sleeping": "running", "succeeded": "completed"}.get(status, status)
+        if bucket in counts:
+            counts[bucket] += int(count)
+    return counts
+
+
+def resolve_cancel_conflict(workflow_run_id: str, existing: WorkflowRun | None) -> WorkflowRun:
+    """Decide what a cancel that updated no row means.
+
+    Returns the run when it is already canceled (cancel is idempotent);
+    raises for a missing run or one that already finished.
+    """
+    if existing is None:
+        raise WorkflowRunNotFoundError(workflow_run_id)
+    if existing.status == "canceled":
+        return existing
+    if existing.status in ("succeeded", "completed", "failed"):
+        raise InvalidRunStateError(
+            f"Cannot cancel workflow run {workflow_run_id} with status {existing.status}"
+        )
+    raise InvalidRunStateError("Failed to cancel workflow run")

@@ -1,0 +1,129 @@
+"""Every error OpenWorkflow raises, in one tree.
+
+::
+
+    OpenWorkflowError
+    ├── WorkflowDefinitionError        a bad @workflow: not async, unknown parameter, bad schema
+    ├── DuplicateWorkflowError         two implementations of one (name, version)
+    ├── InputValidationError           input rejected by the workflow's schema (also ValueError)
+    ├── InvalidDurationError           a duration or time that cannot be parsed (also ValueError)
+    ├── PayloadError                   a value that cannot be stored as JSON (also TypeError)
+    ├── NonRetryableError              raise it in a step to fail the step without retries
+    ├── StepLimitExceededError         a run made more than 1000 step attempts
+    ├── WorkflowRunNotFoundError       no run with that id in this namespace
+    ├── InvalidRunStateError           e.g. canceling a completed run
+    ├── WorkflowFailedError            handle.result() of a failed run
+    ├── WorkflowCanceledError          handle.result() of a canceled run
+    ├── ResultTimeoutError             handle.result() gave up waiting (also TimeoutError)
+    └── BackendError                   the database could not do what was asked
+        ├── WriteConflictError         a fenced write found no row it owns ("Failed to ...")
+        └── BackendClosedError         the backend was stopped
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OpenWorkflowError(Exception):
+    """Root of every error raised by OpenWorkflow."""
+
+
+class WorkflowDefinitionError(OpenWorkflowError, TypeError):
+    """A workflow function or declaration is not usable as written."""
+
+
+class DuplicateWorkflowError(OpenWorkflowError):
+    """Two implementations were registered for the same (name, version)."""
+
+
+class InputValidationError(OpenWorkflowError, ValueError):
+    """Input does not match the workflow's schema; nothing was written.
+
+    Attributes:
+        workflow_name: The workflow whose schema rejected the input.
+        errors: pydantic's list of error dicts.
+    """
+
+    def __init__(self, message: str, *, workflow_name: str, errors: list[Any]) -> None:
+        super().__init__(message)
+        self.workflow_name = workflow_name
+        self.errors = errors
+
+
+class InvalidDurationError(OpenWorkflowError, ValueError):
+    """A duration or point in time could not be understood."""
+
+
+class PayloadError(OpenWorkflowError, TypeError):
+    """A value (input, step output, workflow output) cannot be stored as JSON."""
+
+
+class NonRetryableError(OpenWorkflowError):
+    """Raised inside a step to fail that step at once, skipping its retry policy."""
+
+
+class StepLimitExceededError(OpenWorkflowError):
+    """A run exceeded the number of step attempts it may record."""
+
+    code = "STEP_LIMIT_EXCEEDED"
+
+    def __init__(self, limit: int, step_count: int) -> None:
+        super().__init__(
+            f"Exceeded the step limit of {limit} attempts (current count: {step_count})"
+        )
+        self.limit = limit
+        self.step_count = step_count
+
+
+class WorkflowRunNotFoundError(OpenWorkflowError, LookupError):
+    """No workflow run with this id exists in the backend's namespace."""
+
+    def __init__(self, workflow_run_id: str) -> None:
+        super().__init__(f"Workflow run {workflow_run_id} does not exist")
+        self.workflow_run_id = workflow_run_id
+
+
+class InvalidRunStateError(OpenWorkflowError):
+    """The run's status does not allow the requested operation."""
+
+
+class WorkflowFailedError(OpenWorkflowError):
+    """The awaited run failed; ``error`` is its stored error object."""
+
+    def __init__(self, message: str, *, workflow_run_id: str, error: Any) -> None:
+        super().__init__(message)
+        self.workflow_run_id = workflow_run_id
+        self.error = error
+
+
+class WorkflowCanceledError(OpenWorkflowError):
+    """The awaited run was canceled."""
+
+    def __init__(self, message: str, *, workflow_run_id: str) -> None:
+        super().__init__(message)
+        self.workflow_run_id = workflow_run_id
+
+
+class ResultTimeoutError(OpenWorkflowError, TimeoutError):
+    """``handle.result(timeout=...)`` ran out of time; the run itself goes on."""
+
+    def __init__(self, message: str, *, workflow_run_id: str) -> None:
+        super().__init__(message)
+        self.workflow_run_id = workflow_run_id
+
+
+class BackendError(OpenWorkflowError):
+    """The backend failed to carry out an operation."""
+
+
+class WriteConflictError(BackendError):
+    """A write fenced on run ownership or state matched no row.
+
+    The run was canceled, finished, or claimed by another worker; the message
+    keeps the original's wording (``Failed to create step attempt``).
+    """
+
+
+class BackendClosedError(BackendError):
+    """The backend was stopped and can no longer be used."""

@@ -1,0 +1,598 @@
+"""``SqliteBackend``: the embedded backend on the standard library's sqlite3.
+
+One connection lives on one dedicated thread, so the event loop never waits
+on SQLite. The database runs in WAL mode with a busy timeout, and every
+transaction that writes after reading starts with ``BEGIN IMMEDIATE`` so that
+several processes sharing a file queue for the lock instead of failing with
+"database is locked". Timestamps come from the application clock and are
+stored as ISO strings with milliseconds, which sort like the times they name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any, TypeVar
+
+from openworkflow.core import clock
+from openworkflow.core import json as ow_json
+from openworkflow.core.backend import (
+    RUN_IDEMPOTENCY_PERIOD_MS,
+    CancelWorkflowRunParams,
+    ClaimWorkflowRunParams,
+    CompleteStepAttemptParams,
+    CompleteWorkflowRunParams,
+    CreateStepAttemptParams,
+    CreateWorkflowRunParams,
+    ExtendWorkflowRunLeaseParams,
+    FailStepAttemptParams,
+    FailWorkflowRunParams,
+    GetSignalDeliveryParams,
+    GetStepAttemptParams,
+    GetWorkflowRunParams,
+    ListStepAttemptsParams,
+    ListWorkflowRunsParams,
+    RescheduleWorkflowRunAfterFailedStepAttemptParams,
+    SendSignalParams,
+    SendSignalResult,
+    SetStepAttemptChildWorkflowRunParams,
+    SignalDelivery,
+    SleepWorkflowRunParams,
+    WorkflowRunCounts,
+)
+from openworkflow.core.cursor import DEFAULT_PAGE_SIZE, Page, build_page, decode_list_cursor
+from openworkflow.core.retry import DEADLINE_EXCEEDED_MESSAGE, compute_failed_workflow_run_update
+from openworkflow.core.step_attempt import StepAttempt
+from openworkflow.core.workflow_run import WorkflowRun, fold_status_counts, resolve_cancel_conflict
+from openworkflow.errors import BackendClosedError, BackendError, WriteConflictError
+from openworkflow.sqlite import queries as q
+
+T = TypeVar("T")
+_iso = clock.to_iso
+_iso_or_none = clock.to_iso_or_none
+
+
+class _Database:
+    """One sqlite3 connection, used only from its own thread."""
+
+    def __init__(self, path: str, busy_timeout_ms: int, run_migrations: bool) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="openworkflow-sqlite")
+        self._connection: sqlite3.Connection | None = None
+        self._users = 1
+        self.closed = False
+        try:
+            self._executor.submit(self._open, busy_timeout_ms, run_migrations).result()
+        except Exception as error:
+            self._executor.shutdown(wait=False)
+            raise BackendError(
+                f"SQLite backend failed to open database {path!r}: {error}. "
+                "Check the path is valid and writable."
+            ) from error
+
+    def _open(self, busy_timeout_ms: int, run_migrations: bool) -> None:
+        connection = sqlite3.connect(
+            self.path,
+            timeout=busy_timeout_ms / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            connection.row_factory = sqlite3.Row
+            if self.path != ":memory:":
+                connection.execute("PRAGMA journal_mode = WAL")
+                # WAL keeps commits durable with one fsync at checkpoints; NORMAL
+                # is the documented pairing and cannot corrupt the database.
+                connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute("PRAGMA foreign_keys = ON")
+            if run_migrations:
+                migrate(connection)
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the database thread."""
+        if self.closed:
+            raise BackendClosedError("the SQLite backend was stopped; create a new one")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, fn)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._connection is None:
+            raise BackendClosedError("the SQLite backend was stopped; create a new one")
+        return fn(self._connection)
+
+    def share(self) -> _Database:
+        self._users += 1
+        return self
+
+    async def release(self) -> None:
+        self._users -= 1
+        if self._users > 0 or self.closed:
+            return
+        self.closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def migration_scripts() -> list[str]:
+    """Return the migration SQL, in version order (index = version)."""
+    folder = resources.files("openworkflow.sqlite").joinpath("migrations")
+    names = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".sql"))
+    return [folder.joinpath(name).read_text(encoding="utf-8") for name in names]
+
+
+def current_migration_version(connection: sqlite3.Connection) -> int:
+    """Highest applied migration, or -1 for a fresh database."""
+    if connection.execute(q.MIGRATIONS_TABLE_EXISTS).fetchone()[0] == 0:
+        return -1
+    version = connection.execute(q.CURRENT_MIGRATION_VERSION).fetchone()[0]
+    return -1 if version is None else int(version)
+
+
+def migrate(connection: sqlite3.Connection) -> None:
+    """Apply the migrations the database lacks, each in its own immediate transaction."""
+    for version, script in enumerate(migration_scripts()):
+        if version <= current_migration_version(connection):
+            continue
+        connection.executescript(f"BEGIN IMMEDIATE;\n{script}\nCOMMIT;")
+
+
+def _transaction(connection: sqlite3.Connection, body: Callable[[], T]) -> T:
+    """Run ``body`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolling back on error."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        result = body()
+    except BaseException:
+        try:
+            connection.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the original error matters more than a failed rollback
+        raise
+    connection.execute("COMMIT")
+    return result
+
+
+def _require(row: sqlite3.Row | None, operation: str) -> sqlite3.Row:
+    if row is None:
+        raise WriteConflictError(f"Failed to {operation}")
+    return row
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class SqliteBackend:
+    """Backend storing runs in a SQLite file (or ``":memory:"``), bound to one namespace.
+
+    Example:
+        ``backend = SqliteBackend("openworkflow/backend.db")``
+
+    Args:
+        path: Database file path, or ``":memory:"`` for a private in-memory database.
+        namespace_id: The namespace every call reads and writes.
+        run_migrations: Create or upgrade the tables on open (the default).
+        busy_timeout_ms: How long a write waits for another process's lock.
+    """
+
+    def __init__(
+        self,
+        path: str = ":memory:",
+        namespace_id: str = "default",
+        *,
+        run_migrations: bool = True,
+        busy_timeout_ms: int = 5000,
+        _database: _Database | None = None,
+    ) -> None:
+        if not isinstance(namespace_id, str) or not namespace_id:
+            raise ValueError("namespace_id must be a non-empty string")
+        self._namespace_id = namespace_id
+        self._db = _database or _Database(str(path), busy_timeout_ms, run_migrations)
+        self._stopped = False
+
+    @property
+    def namespace_id(self) -> str:
+        """The namespace every call reads and writes."""
+        return self._namespace_id
+
+    @property
+    def path(self) -> str:
+        """The database path given at construction."""
+        return self._db.path
+
+    def with_namespace(self, namespace_id: str) -> SqliteBackend:
+        """Return a backend on the same database and connection, bound to another namespace."""
+        return SqliteBackend(namespace_id=namespace_id, _database=self._db.share())
+
+    async def stop(self) -> None:
+        """Close this backend; the connection closes when its last user stops."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self._db.release()
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._stopped:
+            raise BackendClosedError("the SQLite backend was stopped; create a new one")
+        return await self._db.run(fn)
+
+    # -- workflow runs -------------------------------------------------------
+
+    async def create_workflow_run(self, params: CreateWorkflowRunParams) -> WorkflowRun:
+        """Insert a pending run, or return the one with the same idempotency key (24 h)."""
+        values = self._insert_run_values(params)
+        if params.idempotency_key is None:
+            return await self._run(lambda c: _to_run(c.execute(q.INSERT_WORKFLOW_RUN, values)
+                                                     .fetchone()))
+        cutoff = _iso(clock.now() - timedelta(milliseconds=RUN_IDEMPOTENCY_PERIOD_MS))
+        lookup = (self._namespace_id, params.workflow_name, params.idempotency_key, cutoff)
+
+        def create(c: sqlite3.Connection) -> WorkflowRun:
+            def body() -> WorkflowRun:
+                existing = c.execute(q.SELECT_RUN_BY_IDEMPOTENCY_KEY, lookup).fetchone()
+                row = existing or c.execute(q.INSERT_WORKFLOW_RUN, values).fetchone()
+                return _to_run(row)
+
+            return _transaction(c, body)
+
+        return await self._run(create)
+
+    def _insert_run_values(self, params: CreateWorkflowRunParams) -> tuple[Any, ...]:
+        now = _iso(clock.now())
+        available_at = _iso(params.available_at) if params.available_at else now
+        return (
+            self._namespace_id,
+            _new_id(),
+            params.workflow_name,
+            params.version,
+            params.idempotency_key,
+            ow_json.dumps(params.config if params.config is not None else {}),
+            ow_json.dumps_or_none(params.context),
+            ow_json.dumps_or_none(params.input),
+            params.parent_step_attempt_namespace_id,
+            params.parent_step_attempt_id,
+            available_at,
+            _iso_or_none(params.deadline_at),
+            now,
+            now,
+        )
+
+    async def get_workflow_run(self, params: GetWorkflowRunParams) -> WorkflowRun | None:
+        """Return the run, or None."""
+        args = (self._namespace_id, params.workflow_run_id)
+        row = await self._run(lambda c: c.execute(q.SELECT_WORKFLOW_RUN, args).fetchone())
+        return None if row is None else _to_run(row)
+
+    async def list_workflow_runs(self, params: ListWorkflowRunsParams) -> Page[WorkflowRun]:
+        """List runs newest first with cursor pagination and optional filters."""
+        where = '"namespace_id" = ?'
+        args: list[Any] = [self._namespace_id]
+        if params.status:
+            where += ' AND "status" = ?'
+            args.append(params.status)
+        if params.workflow_name:
+            where += ' AND "workflow_name" = ?'
+            args.append(params.workflow_name)
+        return await self._list_page(
+            "workflow_runs", "DESC", where, args, params.limit, params.after, params.before,
+            _to_run,
+        )
+
+    async def count_workflow_runs(self) -> WorkflowRunCounts:
+        """Count runs per status in this namespace."""
+        rows = await self._run(
+            lambda c: c.execute(q.COUNT_WORKFLOW_RUNS, (self._namespace_id,)).fetchall()
+        )
+        return WorkflowRunCounts(**fold_status_counts((row[0], row[1]) for row in rows))
+
+    async def claim_workflow_run(self, params: ClaimWorkflowRunParams) -> WorkflowRun | None:
+        """Expire deadlines, then claim the next available run under the write lock."""
+        ns = self._namespace_id
+
+        def claim(c: sqlite3.Connection) -> WorkflowRun | None:
+            now_dt = clock.now()
+            now = _iso(now_dt)
+            lease_until = _iso(now_dt + timedelta(milliseconds=params.lease_duration_ms))
+
+            def body() -> WorkflowRun | None:
+                error = ow_json.dumps({"message": DEADLINE_EXCEEDED_MESSAGE})
+                c.execute(q.EXPIRE_DEADLINES, (error, now, now, ns, now))
+                found = c.execute(q.SELECT_CLAIMABLE_PENDING, (ns, now, now)).fetchone()
+                if found is None:
+                    found = c.execute(q.SELECT_CLAIMABLE_RUNNING, (ns, now, now)).fetchone()
+                if found is None:
+                    return None
+                row = c.execute(
+                    q.CLAIM_WORKFLOW_RUN, (params.worker_id, lease_until, now, now, ns, found[0])
+                ).fetchone()
+                return _to_run(row)
+
+            return _transaction(c, body)
+
+        return await self._run(claim)
+
+    async def extend_workflow_run_lease(
+        self, params: ExtendWorkflowRunLeaseParams
+    ) -> WorkflowRun:
+        """Fenced: move the lease of an owned running run to now + lease."""
+        now_dt = clock.now()
+        args = (
+            _iso(now_dt + timedelta(milliseconds=params.lease_duration_ms)),
+            _iso(now_dt),
+            *self._owned(params.workflow_run_id, params.worker_id),
+        )
+        row = await self._run(lambda c: c.execute(q.EXTEND_LEASE, args).fetchone())
+        return _to_run(_require(row, "extend lease for workflow run"))
+
+    async def sleep_workflow_run(self, params: SleepWorkflowRunParams) -> WorkflowRun:
+        """Fenced: park the run until ``available_at`` (or now if a wait is already answered)."""
+        now = _iso(clock.now())
+        resume_at = _iso(params.available_at)
+        args = (resume_at, now, now, resume_at, now, self._namespace_id, params.workflow_run_id,
+                params.worker_id)
+        row = await self._run(lambda c: c.execute(q.SLEEP_WORKFLOW_RUN, args).fetchone())
+        return _to_run(_require(row, "sleep workflow run"))
+
+    async def complete_workflow_run(self, params: CompleteWorkflowRunParams) -> WorkflowRun:
+        """Fenced: mark the run completed and wake its parent."""
+        now = _iso(clock.now())
+        args = (ow_json.dumps_or_none(params.output), now, now,
+                *self._owned(params.workflow_run_id, params.worker_id))
+
+        def complete(c: sqlite3.Connection) -> WorkflowRun:
+            def body() -> WorkflowRun:
+                row = _require(c.execute(q.COMPLETE_WORKFLOW_RUN, args).fetchone(),
+                               "mark workflow run completed")
+                run = _to_run(row)
+                _wake_parent(c, run, now)
+                return run
+
+            return _transaction(c, body)
+
+        return await self._run(complete)
+
+    async def fail_workflow_run(self, params: FailWorkflowRunParams) -> WorkflowRun:
+        """Fenced: apply the retry decision; a terminal failure wakes the parent."""
+        attempts, deadline_at = params.attempts, params.deadline_at
+        if attempts is None:
+            current = await self.get_workflow_run(
+                GetWorkflowRunParams(workflow_run_id=params.workflow_run_id)
+            )
+            if current is None:
+                raise WriteConflictError("Failed to mark workflow run failed")
+            attempts, deadline_at = current.attempts, current.deadline_at
+        now_dt = clock.now()
+        update = compute_failed_workflow_run_update(
+            params.retry_policy, attempts, deadline_at, params.error, now_dt
+        )
+        now = _iso(now_dt)
+        args = (update.status, _iso_or_none(update.available_at),
+                _iso_or_none(update.finished_at), ow_json.dumps_or_none(update.error), now,
+                *self._owned(params.workflow_run_id, params.worker_id))
+
+        def fail(c: sqlite3.Connection) -> WorkflowRun:
+            def body() -> WorkflowRun:
+                row = _require(c.execute(q.FAIL_WORKFLOW_RUN, args).fetchone(),
+                               "mark workflow run failed")
+                run = _to_run(row)
+                if run.status == "failed":
+                    _wake_parent(c, run, now)
+                return run
+
+            return _transaction(c, body)
+
+        return await self._run(fail)
+
+    async def reschedule_workflow_run_after_failed_step_attempt(
+        self, params: RescheduleWorkflowRunAfterFailedStepAttemptParams
+    ) -> WorkflowRun:
+        """Fenced: send the run back to pending until ``available_at``."""
+        args = (_iso(params.available_at), ow_json.dumps_or_none(params.error),
+                _iso(clock.now()), *self._owned(params.workflow_run_id, params.worker_id))
+        row = await self._run(lambda c: c.execute(q.RESCHEDULE_AFTER_FAILED_STEP, args)
+                              .fetchone())
+        return _to_run(_require(row, "reschedule workflow run after failed step attempt"))
+
+    async def cancel_workflow_run(self, params: CancelWorkflowRunParams) -> WorkflowRun:
+        """Cancel an active run (idempotently) and wake its parent."""
+        now = _iso(clock.now())
+        args = (now, now, self._namespace_id, params.workflow_run_id)
+
+        def cancel(c: sqlite3.Connection) -> WorkflowRun | None:
+            def body() -> WorkflowRun | None:
+                row = c.execute(q.CANCEL_WORKFLOW_RUN, args).fetchone()
+                if row is None:
+                    return None
+                run = _to_run(row)
+                _wake_parent(c, run, now)
+                return run
+
+            return _transaction(c, body)
+
+        canceled = await self._run(cancel)
+        if canceled is not None:
+            return canceled
+        existing = await self.get_workflow_run(
+            GetWorkflowRunParams(workflow_run_id=params.workflow_run_id)
+        )
+        return resolve_cancel_conflict(params.workflow_run_id, existing)
+
+    # -- step attempts -------------------------------------------------------
+
+    async def create_step_attempt(self, params: CreateStepAttemptParams) -> StepAttempt:
+        """Fenced: insert a running step attempt for an owned run."""
+        now = _iso(clock.now())
+        args = (self._namespace_id, _new_id(), params.workflow_run_id, params.step_name,
+                params.kind, ow_json.dumps(params.config if params.config is not None else {}),
+                ow_json.dumps_or_none(params.context), now, now, now,
+                *self._owned(params.workflow_run_id, params.worker_id))
+        row = await self._run(lambda c: c.execute(q.INSERT_STEP_ATTEMPT, args).fetchone())
+        return _to_step(_require(row, "create step attempt"))
+
+    async def get_step_attempt(self, params: GetStepAttemptParams) -> StepAttempt | None:
+        """Return the step attempt, or None."""
+        args = (self._namespace_id, params.step_attempt_id)
+        row = await self._run(lambda c: c.execute(q.SELECT_STEP_ATTEMPT, args).fetchone())
+        return None if row is None else _to_step(row)
+
+    async def list_step_attempts(self, params: ListStepAttemptsParams) -> Page[StepAttempt]:
+        """List a run's step attempts oldest first, with cursor pagination."""
+        return await self._list_page(
+            "step_attempts", "ASC", '"namespace_id" = ? AND "workflow_run_id" = ?',
+            [self._namespace_id, params.workflow_run_id], params.limit, params.after,
+            params.before, _to_step,
+        )
+
+    async def complete_step_attempt(self, params: CompleteStepAttemptParams) -> StepAttempt:
+        """Fenced: mark the attempt completed (a repeat keeps the first output)."""
+        now = _iso(clock.now())
+        args = (ow_json.dumps_or_none(params.output), now, now,
+                *self._step_owned(params.workflow_run_id, params.step_attempt_id,
+                                  params.worker_id))
+        row = await self._run(lambda c: c.execute(q.COMPLETE_STEP_ATTEMPT, args).fetchone())
+        return _to_step(_require(row, "mark step attempt completed"))
+
+    async def fail_step_attempt(self, params: FailStepAttemptParams) -> StepAttempt:
+        """Fenced: mark the attempt failed (a repeat keeps the first error)."""
+        now = _iso(clock.now())
+        args = (ow_json.dumps_or_none(params.error), now, now,
+                *self._step_owned(params.workflow_run_id, params.step_attempt_id,
+                                  params.worker_id))
+        row = await self._run(lambda c: c.execute(q.FAIL_STEP_ATTEMPT, args).fetchone())
+        return _to_step(_require(row, "mark step attempt failed"))
+
+    async def set_step_attempt_child_workflow_run(
+        self, params: SetStepAttemptChildWorkflowRunParams
+    ) -> StepAttempt:
+        """Fenced: link a running attempt to the child run it started."""
+        args = (params.child_workflow_run_namespace_id, params.child_workflow_run_id,
+                _iso(clock.now()),
+                *self._step_owned(params.workflow_run_id, params.step_attempt_id,
+                                  params.worker_id))
+        row = await self._run(lambda c: c.execute(q.SET_STEP_CHILD, args).fetchone())
+        return _to_step(_require(row, "set step attempt child workflow run"))
+
+    # -- signals -------------------------------------------------------------
+
+    async def send_signal(self, params: SendSignalParams) -> SendSignalResult:
+        """Deliver ``data`` once to every running wait on the signal, and wake those runs."""
+        ns = self._namespace_id
+        data = ow_json.dumps_or_none(params.data)
+
+        def send(c: sqlite3.Connection) -> list[str]:
+            now = _iso(clock.now())
+
+            def body() -> list[str]:
+                if params.idempotency_key is not None:
+                    earlier = c.execute(q.SELECT_SIGNAL_RUNS_BY_KEY,
+                                        (ns, params.signal, params.idempotency_key)).fetchall()
+                    if earlier:
+                        return [row[0] for row in earlier]
+                delivered: list[str] = []
+                for waiter in c.execute(q.SELECT_SIGNAL_WAITERS, (ns, params.signal)).fetchall():
+                    inserted = c.execute(q.INSERT_SIGNAL_DELIVERY, (
+                        ns, _new_id(), params.signal, data, params.idempotency_key,
+                        waiter["workflow_run_id"], waiter["id"], now,
+                    )).rowcount
+                    if inserted and waiter["workflow_run_id"] not in delivered:
+                        delivered.append(waiter["workflow_run_id"])
+                for run_id in delivered:
+                    c.execute(q.WAKE_SIGNALED_RUN, (now, now, now, ns, run_id))
+                return delivered
+
+            return _transaction(c, body)
+
+        return SendSignalResult(workflow_run_ids=await self._run(send))
+
+    async def get_signal_delivery(self, params: GetSignalDeliveryParams) -> SignalDelivery | None:
+        """Return what was delivered to a waiting attempt, or None."""
+        args = (self._namespace_id, params.step_attempt_id)
+        row = await self._run(lambda c: c.execute(q.SELECT_SIGNAL_DELIVERY, args).fetchone())
+        return None if row is None else SignalDelivery(data=ow_json.loads(row[0]))
+
+    # -- helpers -------------------------------------------------------------
+
+    def _owned(self, workflow_run_id: str, worker_id: str) -> tuple[str, str, str]:
+        return (self._namespace_id, workflow_run_id, worker_id)
+
+    def _step_owned(self, workflow_run_id: str, step_attempt_id: str,
+                    worker_id: str) -> tuple[str, ...]:
+        ns = self._namespace_id
+        return (ns, workflow_run_id, step_attempt_id, ns, workflow_run_id, worker_id)
+
+    async def _list_page(  # noqa: PLR0913
+        self,
+        table: str,
+        natural_order: str,
+        where: str,
+        args: list[Any],
+        limit: int | None,
+        after: str | None,
+        before: str | None,
+        to_record: Callable[[sqlite3.Row], T],
+    ) -> Page[T]:
+        page_size = DEFAULT_PAGE_SIZE if limit is None else limit
+        if page_size < 1:
+            raise ValueError(f"limit must be at least 1, got {page_size}")
+        cursor = decode_list_cursor(after, before)
+        order = natural_order
+        if before:
+            order = "ASC" if natural_order == "DESC" else "DESC"
+        cursor_op = None
+        if cursor is not None:
+            cursor_op = ">" if order == "ASC" else "<"
+            args = [*args, _iso(cursor.created_at), cursor.id]
+        sql = q.list_page_query(table, where, order, cursor_op)
+        params = (*args, page_size + 1)
+        rows = await self._run(lambda c: c.execute(sql, params).fetchall())
+        return build_page([to_record(row) for row in rows], page_size,  # type: ignore[type-var]
+                          has_after=bool(after), has_before=bool(before))
+
+
+def _wake_parent(c: sqlite3.Connection, child: WorkflowRun, now: str) -> None:
+    if child.parent_step_attempt_namespace_id is None or child.parent_step_attempt_id is None:
+        return
+    parent_ns = child.parent_step_attempt_namespace_id
+    c.execute(q.WAKE_PARENT, (now, now, now, parent_ns, parent_ns, child.parent_step_attempt_id,
+                              child.namespace_id, child.id))
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else clock.from_iso(value)
+
+
+def _to_run(row: sqlite3.Row | Sequence[Any]) -> WorkflowRun:
+    return WorkflowRun(
+        namespace_id=row[0], id=row[1], workflow_name=row[2], version=row[3], status=row[4],
+        idempotency_key=row[5], config=ow_json.loads(row[6]), context=ow_json.loads(row[7]),
+        input=ow_json.loads(row[8]), output=ow_json.loads(row[9]), error=ow_json.loads(row[10]),
+        attempts=row[11], parent_step_attempt_namespace_id=row[12],
+        parent_step_attempt_id=row[13], worker_id=row[14], available_at=_dt(row[15]),
+        deadline_at=_dt(row[16]), started_at=_dt(row[17]), finished_at=_dt(row[18]),
+        created_at=clock.from_iso(row[19]), updated_at=clock.from_iso(row[20]),
+    )
+
+
+def _to_step(row: sqlite3.Row | Sequence[Any]) -> StepAttempt:
+    return StepAttempt(
+        namespace_id=row[0], id=row[1], workflow_run_id=row[2], step_name=row[3], kind=row[4],
+        status=row[5], config=ow_json.loads(row[6]), context=ow_json.loads(row[7]),
+        output=ow_json.loads(row[8]), error=ow_json.loads(row[9]),
+        child_workflow_run_namespace_id=row[10], child_workflow_run_id=row[11],
+        started_at=_dt(row[12]), finished_at=_dt(row[13]), created_at=clock.from_iso(row[14]),
+        updated_at=clock.from_iso(row[15]),
+    )

@@ -1,0 +1,242 @@
+"""Every SQL statement of the SQLite backend, as named constants.
+
+Placeholders are positional (``?``); fragments that check run ownership are
+shared so that every fenced write uses the same condition.
+"""
+
+from __future__ import annotations
+
+# A running run owned by the given worker: binds namespace_id, id, worker_id.
+RUN_OWNED = """
+  "namespace_id" = ? AND "id" = ? AND "status" = 'running' AND "worker_id" = ?"""
+
+# A step attempt whose run is running and owned: binds namespace_id,
+# workflow_run_id, id, then namespace_id, run id, worker_id.
+STEP_OWNED = """
+  "namespace_id" = ? AND "workflow_run_id" = ? AND "id" = ?
+  AND EXISTS (
+    SELECT 1 FROM "workflow_runs" wr
+    WHERE wr."namespace_id" = ? AND wr."id" = ? AND wr."status" = 'running'
+      AND wr."worker_id" = ?
+  )"""
+
+MIGRATIONS_TABLE_EXISTS = """
+SELECT COUNT(*) FROM sqlite_master
+WHERE type = 'table' AND name = 'openworkflow_migrations'"""
+
+CURRENT_MIGRATION_VERSION = 'SELECT MAX("version") FROM "openworkflow_migrations"'
+
+INSERT_WORKFLOW_RUN = """
+INSERT INTO "workflow_runs" (
+  "namespace_id", "id", "workflow_name", "version", "status", "idempotency_key",
+  "config", "context", "input", "attempts", "parent_step_attempt_namespace_id",
+  "parent_step_attempt_id", "available_at", "deadline_at", "created_at", "updated_at"
+)
+VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)
+RETURNING *"""
+
+SELECT_RUN_BY_IDEMPOTENCY_KEY = """
+SELECT * FROM "workflow_runs"
+WHERE "namespace_id" = ? AND "workflow_name" = ? AND "idempotency_key" = ?
+  AND "created_at" >= ?
+ORDER BY "created_at" ASC, "id" ASC
+LIMIT 1"""
+
+SELECT_WORKFLOW_RUN = """
+SELECT * FROM "workflow_runs" WHERE "namespace_id" = ? AND "id" = ? LIMIT 1"""
+
+COUNT_WORKFLOW_RUNS = """
+SELECT "status", COUNT(*) FROM "workflow_runs" WHERE "namespace_id" = ? GROUP BY "status" """
+
+EXPIRE_DEADLINES = """
+UPDATE "workflow_runs"
+SET "status" = 'failed', "error" = ?, "worker_id" = NULL, "available_at" = NULL,
+    "finished_at" = ?, "updated_at" = ?
+WHERE "namespace_id" = ? AND "status" IN ('pending', 'running', 'sleeping')
+  AND "deadline_at" IS NOT NULL AND "deadline_at" <= ?"""
+
+# Pending runs come first; each query walks the status/available_at index in
+# claim order instead of sorting the backlog.
+SELECT_CLAIMABLE_PENDING = """
+SELECT "id" FROM "workflow_runs"
+WHERE "namespace_id" = ? AND "status" = 'pending' AND "available_at" <= ?
+  AND ("deadline_at" IS NULL OR "deadline_at" > ?)
+ORDER BY "available_at", "created_at"
+LIMIT 1"""
+
+SELECT_CLAIMABLE_RUNNING = """
+SELECT "id" FROM "workflow_runs"
+WHERE "namespace_id" = ? AND "status" IN ('running', 'sleeping') AND "available_at" <= ?
+  AND ("deadline_at" IS NULL OR "deadline_at" > ?)
+ORDER BY "available_at", "created_at"
+LIMIT 1"""
+
+CLAIM_WORKFLOW_RUN = """
+UPDATE "workflow_runs"
+SET "status" = 'running', "attempts" = "attempts" + 1, "worker_id" = ?, "available_at" = ?,
+    "started_at" = COALESCE("started_at", ?), "updated_at" = ?
+WHERE "namespace_id" = ? AND "id" = ?
+RETURNING *"""
+
+EXTEND_LEASE = f"""
+UPDATE "workflow_runs" SET "available_at" = ?, "updated_at" = ?
+WHERE {RUN_OWNED}
+RETURNING *"""
+
+# Parking: if a wait already has its answer (terminal child, delivered
+# signal), the run becomes available now so the wake-up cannot be missed.
+SLEEP_WORKFLOW_RUN = """
+UPDATE "workflow_runs"
+SET
+  "status" = 'running',
+  "available_at" = CASE
+    WHEN (
+      EXISTS (
+        SELECT 1 FROM "step_attempts" sa
+        JOIN "workflow_runs" child
+          ON child."namespace_id" = sa."child_workflow_run_namespace_id"
+          AND child."id" = sa."child_workflow_run_id"
+        WHERE sa."namespace_id" = "workflow_runs"."namespace_id"
+          AND sa."workflow_run_id" = "workflow_runs"."id"
+          AND sa."kind" = 'workflow' AND sa."status" = 'running'
+          AND child."status" IN ('completed', 'succeeded', 'failed', 'canceled')
+      )
+      OR EXISTS (
+        SELECT 1 FROM "step_attempts" sa
+        JOIN "workflow_signals" ws
+          ON ws."namespace_id" = sa."namespace_id" AND ws."step_attempt_id" = sa."id"
+        WHERE sa."namespace_id" = "workflow_runs"."namespace_id"
+          AND sa."workflow_run_id" = "workflow_runs"."id"
+          AND sa."kind" = 'signal-wait' AND sa."status" = 'running'
+      )
+    ) AND ? > ? THEN ?
+    ELSE ?
+  END,
+  "worker_id" = NULL,
+  "updated_at" = ?
+WHERE "namespace_id" = ? AND "id" = ?
+  AND "status" NOT IN ('succeeded', 'completed', 'failed', 'canceled')
+  AND "worker_id" = ?
+RETURNING *"""
+
+COMPLETE_WORKFLOW_RUN = f"""
+UPDATE "workflow_runs"
+SET "status" = 'completed', "output" = ?, "error" = NULL, "available_at" = NULL,
+    "finished_at" = ?, "updated_at" = ?
+WHERE {RUN_OWNED}
+RETURNING *"""
+
+FAIL_WORKFLOW_RUN = f"""
+UPDATE "workflow_runs"
+SET "status" = ?, "available_at" = ?, "finished_at" = ?, "error" = ?, "worker_id" = NULL,
+    "started_at" = NULL, "updated_at" = ?
+WHERE {RUN_OWNED}
+RETURNING *"""
+
+RESCHEDULE_AFTER_FAILED_STEP = f"""
+UPDATE "workflow_runs"
+SET "status" = 'pending', "available_at" = ?, "finished_at" = NULL, "error" = ?,
+    "worker_id" = NULL, "started_at" = NULL, "updated_at" = ?
+WHERE {RUN_OWNED}
+RETURNING *"""
+
+CANCEL_WORKFLOW_RUN = """
+UPDATE "workflow_runs"
+SET "status" = 'canceled', "worker_id" = NULL, "available_at" = NULL, "finished_at" = ?,
+    "updated_at" = ?
+WHERE "namespace_id" = ? AND "id" = ? AND "status" IN ('pending', 'running', 'sleeping')
+RETURNING *"""
+
+# Wake the parked parent of a child that reached a terminal status: only if
+# the parent's step still waits on exactly this child and nobody owns it.
+WAKE_PARENT = """
+UPDATE "workflow_runs"
+SET "available_at" = CASE WHEN "available_at" IS NULL OR "available_at" > ? THEN ?
+                          ELSE "available_at" END,
+    "updated_at" = ?
+WHERE "namespace_id" = ?
+  AND "id" = (
+    SELECT "workflow_run_id" FROM "step_attempts"
+    WHERE "namespace_id" = ? AND "id" = ? AND "kind" = 'workflow' AND "status" = 'running'
+      AND "child_workflow_run_namespace_id" = ? AND "child_workflow_run_id" = ?
+    LIMIT 1
+  )
+  AND ("status" = 'sleeping' OR ("status" = 'running' AND "worker_id" IS NULL))"""
+
+INSERT_STEP_ATTEMPT = f"""
+INSERT INTO "step_attempts" (
+  "namespace_id", "id", "workflow_run_id", "step_name", "kind", "status", "config",
+  "context", "started_at", "created_at", "updated_at"
+)
+SELECT ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?
+FROM "workflow_runs"
+WHERE {RUN_OWNED}
+RETURNING *"""
+
+SELECT_STEP_ATTEMPT = """
+SELECT * FROM "step_attempts" WHERE "namespace_id" = ? AND "id" = ? LIMIT 1"""
+
+SET_STEP_CHILD = f"""
+UPDATE "step_attempts"
+SET "child_workflow_run_namespace_id" = ?, "child_workflow_run_id" = ?, "updated_at" = ?
+WHERE "status" = 'running' AND {STEP_OWNED}
+RETURNING *"""
+
+# Completing twice keeps the first output (an ack lost after commit is retried).
+COMPLETE_STEP_ATTEMPT = f"""
+UPDATE "step_attempts"
+SET "status" = 'completed',
+    "output" = CASE WHEN "status" = 'running' THEN ? ELSE "output" END,
+    "error" = NULL,
+    "finished_at" = COALESCE("finished_at", ?),
+    "updated_at" = CASE WHEN "status" = 'running' THEN ? ELSE "updated_at" END
+WHERE "status" IN ('running', 'completed') AND {STEP_OWNED}
+RETURNING *"""
+
+FAIL_STEP_ATTEMPT = f"""
+UPDATE "step_attempts"
+SET "status" = 'failed',
+    "output" = NULL,
+    "error" = CASE WHEN "status" = 'running' THEN ? ELSE "error" END,
+    "finished_at" = COALESCE("finished_at", ?),
+    "updated_at" = CASE WHEN "status" = 'running' THEN ? ELSE "updated_at" END
+WHERE "status" IN ('running', 'failed') AND {STEP_OWNED}
+RETURNING *"""
+
+SELECT_SIGNAL_RUNS_BY_KEY = """
+SELECT DISTINCT "workflow_run_id" FROM "workflow_signals"
+WHERE "namespace_id" = ? AND "signal" = ? AND "sender_idempotency_key" = ?"""
+
+SELECT_SIGNAL_WAITERS = """
+SELECT "id", "workflow_run_id" FROM "step_attempts"
+WHERE "namespace_id" = ? AND "kind" = 'signal-wait' AND "status" = 'running'
+  AND json_extract("context", '$.signal') = ?"""
+
+INSERT_SIGNAL_DELIVERY = """
+INSERT OR IGNORE INTO "workflow_signals" (
+  "namespace_id", "id", "signal", "data", "sender_idempotency_key", "workflow_run_id",
+  "step_attempt_id", "created_at"
+)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+
+WAKE_SIGNALED_RUN = """
+UPDATE "workflow_runs"
+SET "available_at" = CASE WHEN "available_at" IS NULL OR "available_at" > ? THEN ?
+                          ELSE "available_at" END,
+    "updated_at" = ?
+WHERE "namespace_id" = ? AND "id" = ? AND "status" IN ('pending', 'running', 'sleeping')
+  AND "worker_id" IS NULL"""
+
+SELECT_SIGNAL_DELIVERY = """
+SELECT "data" FROM "workflow_signals"
+WHERE "namespace_id" = ? AND "step_attempt_id" = ?
+LIMIT 1"""
+
+
+def list_page_query(table: str, where: str, order: str, cursor_op: str | None) -> str:
+    """Build a cursor-paginated SELECT; ``table``, ``order`` and ``cursor_op`` are constants."""
+    cursor = f' AND ("created_at", "id") {cursor_op} (?, ?)' if cursor_op else ""
+    return (
+        f'SELECT * FROM "{table}" WHERE {where}{cursor} '
+        f'ORDER BY "created_at" {order}, "id" {order} LIMIT ?'
+    )
