@@ -50,6 +50,7 @@ from openworkflow.core.retry import DEADLINE_EXCEEDED_MESSAGE, compute_failed_wo
 from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_run import WorkflowRun, fold_status_counts, resolve_cancel_conflict
 from openworkflow.errors import BackendClosedError, BackendError, WriteConflictError
+from openworkflow.notifications import ChangeNotifier
 from openworkflow.sqlite import queries as q
 
 T = TypeVar("T")
@@ -66,6 +67,7 @@ class _Database:
         self._connection: sqlite3.Connection | None = None
         self._users = 1
         self.closed = False
+        self.notifier = ChangeNotifier()
         try:
             self._executor.submit(self._open, busy_timeout_ms, run_migrations).result()
         except Exception as error:
@@ -210,6 +212,11 @@ class SqliteBackend:
         return self._namespace_id
 
     @property
+    def notifier(self) -> ChangeNotifier:
+        """In-process wake-ups for workers and result waiters sharing this database."""
+        return self._db.notifier
+
+    @property
     def path(self) -> str:
         """The database path given at construction."""
         return self._db.path
@@ -236,8 +243,10 @@ class SqliteBackend:
         """Insert a pending run, or return the one with the same idempotency key (24 h)."""
         values = self._insert_run_values(params)
         if params.idempotency_key is None:
-            return await self._run(lambda c: _to_run(c.execute(q.INSERT_WORKFLOW_RUN, values)
-                                                     .fetchone()))
+            run = await self._run(lambda c: _to_run(c.execute(q.INSERT_WORKFLOW_RUN, values)
+                                                    .fetchone()))
+            self.notifier.notify_work_available()
+            return run
         cutoff = _iso(clock.now() - timedelta(milliseconds=RUN_IDEMPOTENCY_PERIOD_MS))
         lookup = (self._namespace_id, params.workflow_name, params.idempotency_key, cutoff)
 
@@ -249,7 +258,9 @@ class SqliteBackend:
 
             return _transaction(c, body)
 
-        return await self._run(create)
+        run = await self._run(create)
+        self.notifier.notify_work_available()
+        return run
 
     def _insert_run_values(self, params: CreateWorkflowRunParams) -> tuple[Any, ...]:
         now = _iso(clock.now())
@@ -303,27 +314,31 @@ class SqliteBackend:
         """Expire deadlines, then claim the next available run under the write lock."""
         ns = self._namespace_id
 
-        def claim(c: sqlite3.Connection) -> WorkflowRun | None:
+        def claim(c: sqlite3.Connection) -> tuple[WorkflowRun | None, list[str]]:
             now_dt = clock.now()
             now = _iso(now_dt)
             lease_until = _iso(now_dt + timedelta(milliseconds=params.lease_duration_ms))
 
-            def body() -> WorkflowRun | None:
+            def body() -> tuple[WorkflowRun | None, list[str]]:
                 error = ow_json.dumps({"message": DEADLINE_EXCEEDED_MESSAGE})
-                c.execute(q.EXPIRE_DEADLINES, (error, now, now, ns, now))
+                expired = [row[0] for row in
+                           c.execute(q.EXPIRE_DEADLINES, (error, now, now, ns, now)).fetchall()]
                 found = c.execute(q.SELECT_CLAIMABLE_PENDING, (ns, now, now)).fetchone()
                 if found is None:
                     found = c.execute(q.SELECT_CLAIMABLE_RUNNING, (ns, now, now)).fetchone()
                 if found is None:
-                    return None
+                    return None, expired
                 row = c.execute(
                     q.CLAIM_WORKFLOW_RUN, (params.worker_id, lease_until, now, now, ns, found[0])
                 ).fetchone()
-                return _to_run(row)
+                return _to_run(row), expired
 
             return _transaction(c, body)
 
-        return await self._run(claim)
+        claimed, expired = await self._run(claim)
+        if expired:
+            self.notifier.notify_runs_finished(expired)
+        return claimed
 
     async def extend_workflow_run_lease(
         self, params: ExtendWorkflowRunLeaseParams
@@ -345,7 +360,10 @@ class SqliteBackend:
         args = (resume_at, now, now, resume_at, now, self._namespace_id, params.workflow_run_id,
                 params.worker_id)
         row = await self._run(lambda c: c.execute(q.SLEEP_WORKFLOW_RUN, args).fetchone())
-        return _to_run(_require(row, "sleep workflow run"))
+        run = _to_run(_require(row, "sleep workflow run"))
+        if run.available_at is not None and run.available_at <= clock.now():
+            self.notifier.notify_work_available()
+        return run
 
     async def complete_workflow_run(self, params: CompleteWorkflowRunParams) -> WorkflowRun:
         """Fenced: mark the run completed and wake its parent."""
@@ -363,7 +381,9 @@ class SqliteBackend:
 
             return _transaction(c, body)
 
-        return await self._run(complete)
+        run = await self._run(complete)
+        self._notify_finished(run)
+        return run
 
     async def fail_workflow_run(self, params: FailWorkflowRunParams) -> WorkflowRun:
         """Fenced: apply the retry decision; a terminal failure wakes the parent."""
@@ -395,7 +415,10 @@ class SqliteBackend:
 
             return _transaction(c, body)
 
-        return await self._run(fail)
+        run = await self._run(fail)
+        if run.status == "failed":
+            self._notify_finished(run)
+        return run
 
     async def reschedule_workflow_run_after_failed_step_attempt(
         self, params: RescheduleWorkflowRunAfterFailedStepAttemptParams
@@ -425,6 +448,7 @@ class SqliteBackend:
 
         canceled = await self._run(cancel)
         if canceled is not None:
+            self._notify_finished(canceled)
             return canceled
         existing = await self.get_workflow_run(
             GetWorkflowRunParams(workflow_run_id=params.workflow_run_id)
@@ -516,7 +540,10 @@ class SqliteBackend:
 
             return _transaction(c, body)
 
-        return SendSignalResult(workflow_run_ids=await self._run(send))
+        delivered = await self._run(send)
+        if delivered:
+            self.notifier.notify_work_available()
+        return SendSignalResult(workflow_run_ids=delivered)
 
     async def get_signal_delivery(self, params: GetSignalDeliveryParams) -> SignalDelivery | None:
         """Return what was delivered to a waiting attempt, or None."""
@@ -525,6 +552,11 @@ class SqliteBackend:
         return None if row is None else SignalDelivery(data=ow_json.loads(row[0]))
 
     # -- helpers -------------------------------------------------------------
+
+    def _notify_finished(self, run: WorkflowRun) -> None:
+        self.notifier.notify_runs_finished((run.id,))
+        if run.parent_step_attempt_id is not None:
+            self.notifier.notify_work_available()  # the parent may have been woken
 
     def _owned(self, workflow_run_id: str, worker_id: str) -> tuple[str, str, str]:
         return (self._namespace_id, workflow_run_id, worker_id)

@@ -53,7 +53,8 @@ UPDATE "workflow_runs"
 SET "status" = 'failed', "error" = ?, "worker_id" = NULL, "available_at" = NULL,
     "finished_at" = ?, "updated_at" = ?
 WHERE "namespace_id" = ? AND "status" IN ('pending', 'running', 'sleeping')
-  AND "deadline_at" IS NOT NULL AND "deadline_at" <= ?"""
+  AND "deadline_at" IS NOT NULL AND "deadline_at" <= ?
+RETURNING "id" """
 
 # Pending runs come first; each query walks the status/available_at index in
 # claim order instead of sorting the backlog.

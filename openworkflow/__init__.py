@@ -1,0 +1,65 @@
+"""OpenWorkflow for Python: durable workflows stored in SQLite or PostgreSQL.
+
+Define workflows with :func:`workflow`, start them with :class:`OpenWorkflow`,
+and execute them with a :class:`Worker`.
+"""
+
+from __future__ import annotations
+
+from openworkflow.client import OpenWorkflow, RunHandle, SyncOpenWorkflow, SyncRunHandle
+from openworkflow.connect import connect
+from openworkflow.core.backend import Backend, WorkflowRunCounts
+from openworkflow.core.cursor import Page
+from openworkflow.core.retry import RetryPolicy
+from openworkflow.core.step_attempt import StepAttempt
+from openworkflow.core.workflow_definition import (
+    RunInfo,
+    Workflow,
+    WorkflowSpec,
+    declare_workflow,
+    workflow,
+)
+from openworkflow.core.workflow_run import WorkflowRun
+from openworkflow.errors import (
+    InputValidationError,
+    NonRetryableError,
+    OpenWorkflowError,
+    ResultTimeoutError,
+    StepLimitExceededError,
+    WorkflowCanceledError,
+    WorkflowFailedError,
+)
+from openworkflow.sqlite import SqliteBackend
+from openworkflow.worker.execution import StepExecutor as Step
+from openworkflow.worker.worker import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "InputValidationError",
+    "NonRetryableError",
+    "OpenWorkflow",
+    "OpenWorkflowError",
+    "Page",
+    "ResultTimeoutError",
+    "RetryPolicy",
+    "RunHandle",
+    "RunInfo",
+    "SqliteBackend",
+    "Step",
+    "StepAttempt",
+    "StepLimitExceededError",
+    "SyncOpenWorkflow",
+    "SyncRunHandle",
+    "Worker",
+    "Workflow",
+    "WorkflowCanceledError",
+    "WorkflowFailedError",
+    "WorkflowRun",
+    "WorkflowRunCounts",
+    "WorkflowSpec",
+    "connect",
+    "declare_workflow",
+    "workflow",
+]

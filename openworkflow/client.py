@@ -1,0 +1,361 @@
+"""The client: start runs, wait for results, cancel, and read runs and steps."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Coroutine, Iterable
+from concurrent.futures import Future
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+from openworkflow.connect import connect
+from openworkflow.core.backend import (
+    Backend,
+    CancelWorkflowRunParams,
+    CreateWorkflowRunParams,
+    GetWorkflowRunParams,
+    ListStepAttemptsParams,
+    ListWorkflowRunsParams,
+    WorkflowRunCounts,
+)
+from openworkflow.core.cursor import Page
+from openworkflow.core.duration import Duration, parse_duration_ms, resolve_time
+from openworkflow.core.error import error_message
+from openworkflow.core.step_attempt import StepAttempt
+from openworkflow.core.workflow_definition import Workflow, WorkflowRef, spec_of
+from openworkflow.core.workflow_run import WorkflowRun
+from openworkflow.errors import (
+    ResultTimeoutError,
+    WorkflowCanceledError,
+    WorkflowFailedError,
+    WorkflowRunNotFoundError,
+)
+from openworkflow.notifications import notifier_of
+from openworkflow.worker.worker import Worker
+
+T = TypeVar("T")
+
+_POLL_START_S = 0.05
+_POLL_MAX_S = 1.0
+
+
+class RunHandle:
+    """A started run: wait for its result, cancel it, or read its status.
+
+    Attributes:
+        id: The run id.
+        workflow_run: The run as it was when the handle was made (may be None
+            for a handle made from an id).
+    """
+
+    def __init__(self, client: OpenWorkflow, run_id: str,
+                 workflow_run: WorkflowRun | None = None) -> None:
+        self._client = client
+        self.id = run_id
+        self.workflow_run = workflow_run
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.id}>"
+
+    async def status(self) -> str:
+        """The run's current status."""
+        return (await self._client._require_run(self.id)).status
+
+    async def cancel(self) -> WorkflowRun:
+        """Cancel the run (see :meth:`OpenWorkflow.cancel`)."""
+        return await self._client.cancel(self.id)
+
+    async def result(self, timeout: Duration | None = "5m") -> Any:
+        """Wait for the run to finish and return its output.
+
+        Wakes as soon as the run finishes when the worker shares this backend
+        object, and otherwise polls (50 ms growing to 1 s). ``timeout=None``
+        waits indefinitely.
+
+        Raises:
+            WorkflowFailedError: the run failed.
+            WorkflowCanceledError: the run was canceled.
+            ResultTimeoutError: the run did not finish within ``timeout``.
+            WorkflowRunNotFoundError: the run does not exist.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + parse_duration_ms(timeout) / 1000
+        notifier = notifier_of(self._client.backend)
+        interval = _POLL_START_S
+        while True:
+            run = await self._client._require_run(self.id)
+            if run.is_terminal:
+                return _outcome(run)
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise ResultTimeoutError(
+                    f"Timed out waiting for workflow run {self.id} to finish",
+                    workflow_run_id=self.id,
+                )
+            wait = interval if remaining is None else min(interval, remaining)
+            if notifier is not None:
+                await notifier.wait_for_run(self.id, wait)
+            else:
+                await asyncio.sleep(wait)
+            interval = min(interval * 1.5, _POLL_MAX_S)
+
+
+def _outcome(run: WorkflowRun) -> Any:
+    if run.status in ("completed", "succeeded"):
+        return run.output
+    if run.status == "failed":
+        raise WorkflowFailedError(
+            f"Workflow {run.workflow_name} failed: {error_message(run.error)}",
+            workflow_run_id=run.id,
+            error=run.error,
+        )
+    raise WorkflowCanceledError(f"Workflow {run.workflow_name} was canceled",
+                                workflow_run_id=run.id)
+
+
+class OpenWorkflow:
+    """The client for one backend (and its namespace).
+
+    Example:
+        ``async with OpenWorkflow("sqlite:///openworkflow/backend.db") as ow:``
+        ``    handle = await ow.run(send_welcome_email, {"user_id": "u1"})``
+
+    Args:
+        backend: A backend object, or a URL for :func:`openworkflow.connect`.
+            A backend opened from a URL is stopped by :meth:`close`.
+        namespace_id: Namespace used when ``backend`` is a URL.
+    """
+
+    def __init__(self, backend: Backend | str, *, namespace_id: str = "default") -> None:
+        self._owns_backend = isinstance(backend, str)
+        self.backend: Backend = connect(backend, namespace_id=namespace_id) if isinstance(
+            backend, str) else backend
+
+    async def __aenter__(self) -> OpenWorkflow:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop the backend if this client opened it from a URL."""
+        if self._owns_backend:
+            await self.backend.stop()
+
+    async def run(
+        self,
+        workflow: WorkflowRef,
+        input: Any = None,
+        *,
+        version: str | None = None,
+        idempotency_key: str | None = None,
+        available_at: datetime | Duration | None = None,
+        deadline_at: datetime | Duration | None = None,
+    ) -> RunHandle:
+        """Start a run of ``workflow`` and return its handle.
+
+        The input is validated against the workflow's schema here, before
+        anything is written. ``available_at`` schedules the run (a datetime or
+        a duration from now); ``deadline_at`` fails it if not finished in time.
+        With an ``idempotency_key``, a run of the same workflow and key created
+        in the last 24 h is returned instead of a new one.
+
+        Raises:
+            InputValidationError: the input does not match the schema.
+            InvalidDurationError: a time or duration cannot be understood.
+        """
+        spec = spec_of(workflow)
+        stored_input = spec.validate_input(input)
+        if idempotency_key is not None and not isinstance(idempotency_key, str):
+            raise TypeError(f"idempotency_key must be a string, got {type(idempotency_key)!r}")
+        created = await self.backend.create_workflow_run(
+            CreateWorkflowRunParams(
+                workflow_name=spec.name,
+                version=version if version is not None else spec.version,
+                idempotency_key=idempotency_key,
+                config={},
+                context=None,
+                input=stored_input,
+                available_at=None if available_at is None else resolve_time(available_at),
+                deadline_at=None if deadline_at is None else resolve_time(deadline_at),
+            )
+        )
+        return RunHandle(self, created.id, created)
+
+    def handle(self, run_id: str) -> RunHandle:
+        """A handle for an existing run id."""
+        return RunHandle(self, run_id)
+
+    async def get_run(self, run_id: str) -> WorkflowRun | None:
+        """Return the run, or None if it does not exist."""
+        return await self.backend.get_workflow_run(GetWorkflowRunParams(workflow_run_id=run_id))
+
+    async def _require_run(self, run_id: str) -> WorkflowRun:
+        run = await self.get_run(run_id)
+        if run is None:
+            raise WorkflowRunNotFoundError(run_id)
+        return run
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow_name: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> Page[WorkflowRun]:
+        """List runs newest first; pass ``page.next`` as ``after`` for the next page."""
+        return await self.backend.list_workflow_runs(
+            ListWorkflowRunsParams(limit=limit, after=after, before=before, status=status,
+                                   workflow_name=workflow_name)
+        )
+
+    async def list_steps(
+        self,
+        run_id: str,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> Page[StepAttempt]:
+        """List a run's step attempts oldest first."""
+        return await self.backend.list_step_attempts(
+            ListStepAttemptsParams(workflow_run_id=run_id, limit=limit, after=after, before=before)
+        )
+
+    async def cancel(self, run_id: str) -> WorkflowRun:
+        """Cancel a pending, running or sleeping run; canceling twice is fine.
+
+        Raises:
+            InvalidRunStateError: the run already completed or failed.
+            WorkflowRunNotFoundError: no such run.
+        """
+        return await self.backend.cancel_workflow_run(
+            CancelWorkflowRunParams(workflow_run_id=run_id)
+        )
+
+    async def counts(self) -> WorkflowRunCounts:
+        """Number of runs in each status."""
+        return await self.backend.count_workflow_runs()
+
+    def new_worker(self, workflows: Iterable[Workflow], *, concurrency: int = 10,
+                   **options: Any) -> Worker:
+        """Create a :class:`Worker` on this client's backend."""
+        return Worker(self.backend, workflows, concurrency=concurrency, **options)
+
+
+class SyncRunHandle:
+    """Blocking twin of :class:`RunHandle`, made by :class:`SyncOpenWorkflow`."""
+
+    def __init__(self, client: SyncOpenWorkflow, handle: RunHandle) -> None:
+        self._client = client
+        self._handle = handle
+        self.id = handle.id
+        self.workflow_run = handle.workflow_run
+
+    def result(self, timeout: Duration | None = "5m") -> Any:
+        """Wait for the run's output (see :meth:`RunHandle.result`)."""
+        return self._client._call(self._handle.result(timeout))
+
+    def cancel(self) -> WorkflowRun:
+        """Cancel the run."""
+        return self._client._call(self._handle.cancel())
+
+    def status(self) -> str:
+        """The run's current status."""
+        return self._client._call(self._handle.status())
+
+
+class SyncOpenWorkflow:
+    """Blocking client for Django, Flask and scripts; an event loop runs in a thread.
+
+    Example:
+        ``with SyncOpenWorkflow("sqlite:///openworkflow/backend.db") as ow:``
+        ``    ow.run("send-welcome-email", {"user_id": "u1"}).result()``
+    """
+
+    def __init__(self, backend: Backend | str, *, namespace_id: str = "default") -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="openworkflow-sync-client")
+        self._thread.start()
+        self._closed = False
+        try:
+            self._client = self._call(_make_client(backend, namespace_id))
+        except BaseException:
+            self._shutdown_loop()
+            raise
+
+    def _call(self, coroutine: Coroutine[Any, Any, T] | Awaitable[T]) -> T:
+        if self._closed:
+            raise RuntimeError("this SyncOpenWorkflow is closed")
+        future: Future[T] = asyncio.run_coroutine_threadsafe(_awaited(coroutine), self._loop)
+        return future.result()
+
+    def run(self, workflow: WorkflowRef, input: Any = None, **options: Any) -> SyncRunHandle:
+        """Start a run (see :meth:`OpenWorkflow.run`)."""
+        return SyncRunHandle(self, self._call(self._client.run(workflow, input, **options)))
+
+    def handle(self, run_id: str) -> SyncRunHandle:
+        """A handle for an existing run id."""
+        return SyncRunHandle(self, self._client.handle(run_id))
+
+    def get_run(self, run_id: str) -> WorkflowRun | None:
+        """Return the run, or None."""
+        return self._call(self._client.get_run(run_id))
+
+    def list_runs(self, **filters: Any) -> Page[WorkflowRun]:
+        """List runs newest first (see :meth:`OpenWorkflow.list_runs`)."""
+        return self._call(self._client.list_runs(**filters))
+
+    def list_steps(self, run_id: str, **page: Any) -> Page[StepAttempt]:
+        """List a run's step attempts."""
+        return self._call(self._client.list_steps(run_id, **page))
+
+    def cancel(self, run_id: str) -> WorkflowRun:
+        """Cancel a run."""
+        return self._call(self._client.cancel(run_id))
+
+    def counts(self) -> WorkflowRunCounts:
+        """Number of runs in each status."""
+        return self._call(self._client.counts())
+
+    def close(self) -> None:
+        """Close the client (and its backend if opened from a URL)."""
+        if self._closed:
+            return
+        self._call(self._client.close())
+        self._shutdown_loop()
+
+    def _shutdown_loop(self) -> None:
+        self._closed = True
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> SyncOpenWorkflow:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+async def _make_client(backend: Backend | str, namespace_id: str) -> OpenWorkflow:
+    return OpenWorkflow(backend, namespace_id=namespace_id)
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable

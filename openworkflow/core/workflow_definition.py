@@ -1,0 +1,298 @@
+"""Declaring workflows: ``@workflow``, ``declare_workflow`` and ``WorkflowSpec.implement``.
+
+A workflow is a spec (name, version, input schema, retry policy) plus an
+``async def`` implementation whose parameters are injected by name from
+``input``, ``step``, ``run`` and ``version``. Nothing is registered globally;
+workers receive the workflows they run.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar, overload
+
+from pydantic import TypeAdapter, ValidationError
+
+from openworkflow.core.json import JsonConversionError, JsonValue, to_json_value
+from openworkflow.core.retry import RetryPolicy
+from openworkflow.errors import InputValidationError, PayloadError, WorkflowDefinitionError
+
+INJECTABLE_PARAMETERS = ("input", "step", "run", "version")
+
+WorkflowFn = Callable[..., Awaitable[Any]]
+F = TypeVar("F", bound=WorkflowFn)
+
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<from the input annotation>"
+
+
+_UNSET: Any = _Unset()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunInfo:
+    """Facts about the run being executed, stable across replays of one attempt."""
+
+    id: str
+    workflow_name: str
+    created_at: datetime
+    started_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkflowSpec:
+    """A workflow's identity and contract, without an implementation.
+
+    Create one with :func:`declare_workflow` to start runs from a service that
+    does not import the code; attach the code with :meth:`implement`.
+    """
+
+    name: str
+    version: str | None = None
+    schema: Any = None
+    retry_policy: RetryPolicy | None = None
+    _adapter: TypeAdapter[Any] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise WorkflowDefinitionError(f"workflow name must be a non-empty string, got "
+                                          f"{self.name!r}")
+        if self.version is not None and not isinstance(self.version, str):
+            raise WorkflowDefinitionError(
+                f"workflow {self.name!r}: version must be a string or None, got {self.version!r}"
+            )
+        if self.retry_policy is not None and not isinstance(self.retry_policy, RetryPolicy):
+            raise WorkflowDefinitionError(
+                f"workflow {self.name!r}: retry_policy must be a RetryPolicy, got "
+                f"{type(self.retry_policy).__name__}"
+            )
+        if self.schema is not None:
+            try:
+                object.__setattr__(self, "_adapter", TypeAdapter(self.schema))
+            except Exception as error:
+                raise WorkflowDefinitionError(
+                    f"workflow {self.name!r}: schema {self.schema!r} is not a type pydantic can "
+                    f"validate: {error}"
+                ) from error
+
+    def implement(self, fn: WorkflowFn) -> Workflow:
+        """Attach an implementation to this spec (usable as a decorator)."""
+        return Workflow(spec=self, fn=fn)
+
+    def validate_input(self, value: Any) -> JsonValue:
+        """Validate ``value`` against the schema and return the JSON to store.
+
+        Raises:
+            InputValidationError: the schema rejected the value.
+            PayloadError: the value (without a schema) is not plain JSON.
+        """
+        if self._adapter is not None:
+            try:
+                validated = self._adapter.validate_python(value)
+            except ValidationError as error:
+                raise InputValidationError(
+                    f"invalid input for workflow {self.name!r}: {_pydantic_message(error)}",
+                    workflow_name=self.name,
+                    errors=error.errors(include_url=False),
+                ) from None
+            return self._adapter.dump_python(validated, mode="json")
+        try:
+            return to_json_value(value)
+        except JsonConversionError as error:
+            raise PayloadError(
+                f"input for workflow {self.name!r} cannot be stored as JSON: {error}"
+            ) from None
+
+    def parse_input(self, stored: JsonValue) -> Any:
+        """Rebuild the validated input (e.g. a model instance) from stored JSON."""
+        if self._adapter is None:
+            return stored
+        try:
+            return self._adapter.validate_python(stored)
+        except ValidationError as error:
+            raise InputValidationError(
+                f"stored input of workflow {self.name!r} does not match its schema: "
+                f"{_pydantic_message(error)}",
+                workflow_name=self.name,
+                errors=error.errors(include_url=False),
+            ) from None
+
+
+def _pydantic_message(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False):
+        location = ".".join(str(part) for part in item["loc"])
+        parts.append(f"{location}: {item['msg']}" if location else item["msg"])
+    return "; ".join(parts) or "Validation failed"
+
+
+class Workflow:
+    """A workflow spec with its implementation, as made by ``@workflow``.
+
+    Attributes:
+        spec: The workflow's :class:`WorkflowSpec`.
+        fn: The ``async def`` implementation.
+        parameters: The injected parameter names the function declares.
+        source: ``file:line`` where the function is defined, for error messages.
+    """
+
+    __slots__ = ("fn", "parameters", "source", "spec")
+
+    def __init__(self, *, spec: WorkflowSpec, fn: WorkflowFn) -> None:
+        self.parameters = _check_function(fn)
+        self.spec = spec
+        self.fn = fn
+        self.source = describe_source(fn)
+
+    @property
+    def name(self) -> str:
+        """The workflow name."""
+        return self.spec.name
+
+    @property
+    def version(self) -> str | None:
+        """The workflow version (None when unversioned)."""
+        return self.spec.version
+
+    def __repr__(self) -> str:
+        version = f", version={self.spec.version!r}" if self.spec.version else ""
+        return f"<Workflow {self.spec.name!r}{version} at {self.source}>"
+
+
+def describe_source(fn: Callable[..., Any]) -> str:
+    """``path:line`` of a function's definition (best effort)."""
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    if code is None:
+        return getattr(fn, "__qualname__", repr(fn))
+    return f"{code.co_filename}:{code.co_firstlineno}"
+
+
+def _check_function(fn: WorkflowFn) -> tuple[str, ...]:
+    label = getattr(fn, "__qualname__", repr(fn))
+    if not inspect.iscoroutinefunction(fn):
+        raise WorkflowDefinitionError(
+            f"workflow function {label} must be defined with 'async def'"
+        )
+    names = []
+    for parameter in inspect.signature(fn).parameters.values():
+        if parameter.name not in INJECTABLE_PARAMETERS or parameter.kind in (
+            inspect.Parameter.VAR_POSITIONAL,
+            inspect.Parameter.VAR_KEYWORD,
+            inspect.Parameter.POSITIONAL_ONLY,
+        ):
+            raise WorkflowDefinitionError(
+                f"workflow function {label} has parameter {parameter.name!r}; "
+                f"workflow parameters are injected by name and may only be "
+                f"{', '.join(INJECTABLE_PARAMETERS)}"
+            )
+        names.append(parameter.name)
+    return tuple(names)
+
+
+def _input_annotation(fn: WorkflowFn) -> Any:
+    signature = inspect.signature(fn)
+    parameter = signature.parameters.get("input")
+    if parameter is None or parameter.annotation is inspect.Parameter.empty:
+        return None
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as error:
+        raise WorkflowDefinitionError(
+            f"cannot resolve the annotation of 'input' on workflow function "
+            f"{fn.__qualname__} ({error}); define the type at module level or pass "
+            "schema= to @workflow"
+        ) from error
+    annotation = hints.get("input")
+    return None if annotation is Any else annotation
+
+
+def _default_name(fn: WorkflowFn) -> str:
+    return fn.__name__.replace("_", "-")
+
+
+@overload
+def workflow(fn: WorkflowFn, /) -> Workflow: ...
+
+
+@overload
+def workflow(
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    schema: Any = _UNSET,
+    retry_policy: RetryPolicy | None = None,
+) -> Callable[[WorkflowFn], Workflow]: ...
+
+
+def workflow(
+    fn: WorkflowFn | None = None,
+    /,
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    schema: Any = _UNSET,
+    retry_policy: RetryPolicy | None = None,
+) -> Workflow | Callable[[WorkflowFn], Workflow]:
+    """Turn an ``async def`` into a durable workflow.
+
+    Works bare (``@workflow``) or with options. The name defaults to the
+    function name with ``_`` replaced by ``-``; the schema defaults to the
+    annotation of the ``input`` parameter (``schema=None`` turns validation off).
+
+    Example:
+        ``@workflow(name="process-order", version="v2")``
+    """
+
+    def decorate(function: WorkflowFn) -> Workflow:
+        _check_function(function)
+        resolved_schema = _input_annotation(function) if schema is _UNSET else schema
+        spec = WorkflowSpec(
+            name=name if name is not None else _default_name(function),
+            version=version,
+            schema=resolved_schema,
+            retry_policy=retry_policy,
+        )
+        return Workflow(spec=spec, fn=function)
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate
+
+
+def declare_workflow(
+    name: str,
+    version: str | None = None,
+    schema: Any = None,
+    retry_policy: RetryPolicy | None = None,
+) -> WorkflowSpec:
+    """Declare a workflow without its code, to start runs of it from anywhere.
+
+    Attach the implementation later with ``@spec.implement``.
+    """
+    return WorkflowSpec(name=name, version=version, schema=schema, retry_policy=retry_policy)
+
+
+WorkflowRef = Workflow | WorkflowSpec | str
+"""Anything that names a workflow: a workflow, a spec, or a plain name."""
+
+
+def spec_of(ref: WorkflowRef) -> WorkflowSpec:
+    """Return the spec behind a workflow reference."""
+    if isinstance(ref, Workflow):
+        return ref.spec
+    if isinstance(ref, WorkflowSpec):
+        return ref
+    if isinstance(ref, str):
+        return WorkflowSpec(name=ref)
+    raise TypeError(
+        f"expected a workflow, a WorkflowSpec or a workflow name, got {type(ref).__name__}"
+    )
+
+

@@ -1,0 +1,79 @@
+"""In-process wake-ups between a backend and the clients and workers using it.
+
+When a client and a worker share a backend object, a new run wakes an idle
+worker at once and a finished run wakes ``handle.result()`` at once, instead
+of waiting for the next poll. Across processes, polling still applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+
+
+class ChangeNotifier:
+    """Futures resolved when work becomes available or a run finishes."""
+
+    def __init__(self) -> None:
+        self._work_waiters: set[asyncio.Future[None]] = set()
+        self._run_waiters: dict[str, set[asyncio.Future[None]]] = {}
+
+    def notify_work_available(self) -> None:
+        """Wake every worker waiting for work."""
+        waiters, self._work_waiters = self._work_waiters, set()
+        for waiter in waiters:
+            _resolve(waiter)
+
+    def notify_runs_finished(self, run_ids: Iterable[str]) -> None:
+        """Wake every ``result()`` waiting on one of these runs."""
+        for run_id in run_ids:
+            for waiter in self._run_waiters.pop(run_id, ()):
+                _resolve(waiter)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when work may be available, or after ``timeout`` seconds."""
+        await self._wait(self._work_waiters, timeout)
+
+    async def wait_for_run(self, run_id: str, timeout: float) -> None:
+        """Return when the run may have finished, or after ``timeout`` seconds."""
+        waiters = self._run_waiters.setdefault(run_id, set())
+        try:
+            await self._wait(waiters, timeout)
+        finally:
+            if not waiters:
+                self._run_waiters.pop(run_id, None)
+
+    @staticmethod
+    async def _wait(waiters: set[asyncio.Future[None]], timeout: float) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters.add(waiter)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter, timeout)
+        finally:
+            waiters.discard(waiter)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    def set_done() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    loop = waiter.get_loop()
+    if loop.is_closed():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        set_done()
+    else:
+        loop.call_soon_threadsafe(set_done)
+
+
+def notifier_of(backend: object) -> ChangeNotifier | None:
+    """The backend's notifier, when it offers in-process wake-ups."""
+    notifier = getattr(backend, "notifier", None)
+    return notifier if isinstance(notifier, ChangeNotifier) else None

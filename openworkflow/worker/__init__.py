@@ -1,0 +1,1 @@
+"""Workers: claiming runs, keeping their leases, and executing them by replay."""

@@ -1,0 +1,499 @@
+"""Executing one claimed run: replay from the top, memoized steps, then one final transition.
+
+An execution pass loads the run's step history, completes elapsed sleeps,
+calls the workflow function with a :class:`StepExecutor`, and ends in exactly
+one of: complete, park (durable wait), reschedule (step retry) or fail.
+Every write is fenced on run ownership by the backend, so a canceled run or
+a lost lease turns later writes into no-ops that are swallowed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from openworkflow.core import clock
+from openworkflow.core.backend import (
+    Backend,
+    CompleteStepAttemptParams,
+    CompleteWorkflowRunParams,
+    CreateStepAttemptParams,
+    FailStepAttemptParams,
+    FailWorkflowRunParams,
+    GetWorkflowRunParams,
+    ListStepAttemptsParams,
+    RescheduleWorkflowRunAfterFailedStepAttemptParams,
+    SleepWorkflowRunParams,
+)
+from openworkflow.core.duration import Duration, resolve_time
+from openworkflow.core.error import serialize_error
+from openworkflow.core.json import JsonConversionError, JsonValue, to_json_value
+from openworkflow.core.retry import (
+    DEFAULT_STEP_RETRY_POLICY,
+    DEFAULT_WORKFLOW_RETRY_POLICY,
+    TERMINAL_STEP_RETRY_POLICY,
+    ResolvedRetryPolicy,
+    RetryPolicy,
+    compute_failed_workflow_run_update,
+)
+from openworkflow.core.step_attempt import StepAttempt, sleep_context
+from openworkflow.core.workflow_definition import RunInfo, Workflow
+from openworkflow.core.workflow_run import WorkflowRun
+from openworkflow.errors import (
+    NonRetryableError,
+    PayloadError,
+    StepLimitExceededError,
+    WriteConflictError,
+)
+from openworkflow.worker.step_history import WORKFLOW_STEP_LIMIT, StepHistory, Wait
+
+logger = logging.getLogger("openworkflow.worker")
+
+
+class _Suspend(BaseException):
+    """Internal: park the run until ``wait.resume_at``.
+
+    A BaseException so that ``except Exception`` in workflow code cannot
+    swallow a durable wait.
+    """
+
+    def __init__(self, wait: Wait) -> None:
+        super().__init__("workflow run suspended")
+        self.wait = wait
+
+
+class _StaleBranch(BaseException):
+    """Internal: a parallel branch tried to write after its pass ended."""
+
+
+@dataclass(frozen=True, slots=True)
+class _StepFailure:
+    step_name: str
+    failed_attempts: int
+    retry_policy: ResolvedRetryPolicy
+
+
+class StepExecutor:
+    """The ``step`` object handed to workflow functions.
+
+    Each call resolves its durable name synchronously, when it is made, so
+    steps started together with ``asyncio.gather`` are named in call order.
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        workflow_run: WorkflowRun,
+        worker_id: str,
+        history: StepHistory,
+        thread_pool: Executor | None,
+    ) -> None:
+        self._backend = backend
+        self._run = workflow_run
+        self._worker_id = worker_id
+        self._history = history
+        self._thread_pool = thread_pool
+        self._active = True
+        self._in_flight = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self.failures: dict[int, tuple[BaseException, _StepFailure]] = {}
+        self.step_limit_error: StepLimitExceededError | None = None
+
+    # -- public step API -------------------------------------------------------
+
+    def run(
+        self,
+        name: str,
+        fn: Callable[[], Any],
+        *,
+        retry_policy: RetryPolicy | None = None,
+    ) -> Awaitable[Any]:
+        """Run ``fn`` once and memoize its JSON result under ``name``.
+
+        A sync ``fn`` runs in a worker thread; an async one (or one returning
+        an awaitable) is awaited. Returns the JSON round-tripped result, the
+        same on the first execution and on every replay.
+        """
+        _check_step_name(name)
+        if not callable(fn):
+            raise TypeError(f"step {name!r}: fn must be callable, got {type(fn).__name__}")
+        policy = (retry_policy.resolve(DEFAULT_STEP_RETRY_POLICY) if retry_policy is not None
+                  else DEFAULT_STEP_RETRY_POLICY)
+        return self._run_function(self._history.resolve_step_name(name), fn, policy)
+
+    def sleep(self, name: str, duration: Duration) -> Awaitable[None]:
+        """Durably sleep: park the run (freeing the worker slot) for ``duration``."""
+        _check_step_name(name)
+        return self._sleep(self._history.resolve_step_name(name), duration)
+
+    # -- internals -------------------------------------------------------------
+
+    async def _run_function(
+        self, step_name: str, fn: Callable[[], Any], policy: ResolvedRetryPolicy
+    ) -> Any:
+        cached = self._history.find_cached(step_name)
+        if cached is not None:
+            return cached.output
+        self._begin_in_flight()
+        try:
+            attempt = await self._create_attempt(step_name, "function", None)
+            try:
+                output = to_json_value(await self._call(fn))
+            except JsonConversionError as error:
+                failure = PayloadError(
+                    f"step {step_name!r} of workflow {self._run.workflow_name!r} returned a value "
+                    f"that cannot be stored as JSON: {error}"
+                )
+                await self._fail_attempt(step_name, attempt, failure, TERMINAL_STEP_RETRY_POLICY)
+                raise failure from None
+            except Exception as error:
+                terminal = isinstance(error, NonRetryableError)
+                await self._fail_attempt(
+                    step_name, attempt, error, TERMINAL_STEP_RETRY_POLICY if terminal else policy
+                )
+                raise
+            completed = await self._backend.complete_step_attempt(
+                CompleteStepAttemptParams(
+                    workflow_run_id=self._run.id,
+                    step_attempt_id=attempt.id,
+                    worker_id=self._worker_id,
+                    output=output,
+                )
+            )
+            self._history.record_completion(completed)
+            return completed.output
+        finally:
+            self._end_in_flight()
+
+    async def _call(self, fn: Callable[[], Any]) -> Any:
+        if _is_async_callable(fn):
+            return await fn()
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._thread_pool, fn)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+    async def _sleep(self, step_name: str, duration: Duration) -> None:
+        if self._history.find_cached(step_name) is not None:
+            return
+        resume_at = resolve_time(duration)
+        attempt = await self._create_attempt(step_name, "sleep", sleep_context(resume_at))
+        raise _Suspend(self._history.earliest_wait_including(Wait(attempt, resume_at)))
+
+    async def _create_attempt(self, step_name: str, kind: str, context: JsonValue) -> StepAttempt:
+        if not self._active:
+            raise _StaleBranch
+        try:
+            self._history.ensure_can_record_new_attempt()
+        except StepLimitExceededError as error:
+            self.step_limit_error = error
+            raise
+        attempt = await self._backend.create_step_attempt(
+            CreateStepAttemptParams(
+                workflow_run_id=self._run.id,
+                worker_id=self._worker_id,
+                step_name=step_name,
+                kind=kind,
+                config={},
+                context=context,
+            )
+        )
+        self._history.record_new_attempt(attempt)
+        return attempt
+
+    async def _fail_attempt(
+        self,
+        step_name: str,
+        attempt: StepAttempt,
+        error: BaseException,
+        policy: ResolvedRetryPolicy,
+    ) -> None:
+        failed = await self._backend.fail_step_attempt(
+            FailStepAttemptParams(
+                workflow_run_id=self._run.id,
+                step_attempt_id=attempt.id,
+                worker_id=self._worker_id,
+                error=serialize_error(error),
+            )
+        )
+        count = self._history.record_failure(failed)
+        # The original exception reaches workflow code unchanged, so `except
+        # ValueError:` works; the engine remembers it was a step failure.
+        self.failures[id(error)] = (error, _StepFailure(step_name, count, policy))
+
+    def _begin_in_flight(self) -> None:
+        self._in_flight += 1
+        self._settled.clear()
+
+    def _end_in_flight(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._settled.set()
+
+    async def close(self) -> None:
+        """End the pass: refuse new attempts, let step bodies already running persist."""
+        self._active = False
+        await self._settled.wait()
+
+    def step_failure_of(self, error: BaseException) -> _StepFailure | None:
+        """The step failure ``error`` came from, if it escaped a step unchanged."""
+        entry = self.failures.get(id(error))
+        return entry[1] if entry is not None and entry[0] is error else None
+
+
+def _check_step_name(name: object) -> None:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"step name must be a non-empty string, got {name!r}")
+
+
+def _is_async_callable(fn: Callable[..., Any]) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - async __call__ objects
+    )
+
+
+# -- the execution pass ---------------------------------------------------------
+
+
+async def load_step_history(backend: Backend, workflow_run_id: str) -> StepHistory:
+    """Load every step attempt of the run (all pages) into a :class:`StepHistory`."""
+    attempts: list[StepAttempt] = []
+    cursor: str | None = None
+    while True:
+        page = await backend.list_step_attempts(
+            ListStepAttemptsParams(
+                workflow_run_id=workflow_run_id, after=cursor, limit=WORKFLOW_STEP_LIMIT
+            )
+        )
+        attempts.extend(page.data)
+        if len(attempts) > WORKFLOW_STEP_LIMIT:
+            raise StepLimitExceededError(WORKFLOW_STEP_LIMIT, len(attempts))
+        if page.next is None:
+            return StepHistory(attempts)
+        cursor = page.next
+
+
+async def _complete_elapsed_sleeps(
+    backend: Backend, run: WorkflowRun, worker_id: str, history: StepHistory
+) -> bool:
+    """Complete running sleeps whose time has come; return True if one is still pending."""
+    pending = False
+    now = clock.now()
+    for attempt in list(history.running.values()):
+        if attempt.kind != "sleep":
+            continue
+        context = attempt.context if isinstance(attempt.context, dict) else {}
+        resume_at = context.get("resumeAt")
+        if isinstance(resume_at, str) and clock.from_iso(resume_at) > now:
+            pending = True
+            continue
+        completed = await backend.complete_step_attempt(
+            CompleteStepAttemptParams(
+                workflow_run_id=run.id, step_attempt_id=attempt.id, worker_id=worker_id,
+                output=None,
+            )
+        )
+        history.record_completion(completed)
+    return pending
+
+
+def _workflow_arguments(workflow: Workflow, run: WorkflowRun, step: StepExecutor) -> dict[str, Any]:
+    arguments: dict[str, Any] = {}
+    for name in workflow.parameters:
+        if name == "input":
+            arguments["input"] = workflow.spec.parse_input(run.input)
+        elif name == "step":
+            arguments["step"] = step
+        elif name == "run":
+            arguments["run"] = RunInfo(
+                id=run.id, workflow_name=run.workflow_name, created_at=run.created_at,
+                started_at=run.started_at,
+            )
+        else:
+            arguments["version"] = run.version
+    return arguments
+
+
+def _unwrap_group(error: BaseException) -> BaseException:
+    """Pick what decides the outcome from a TaskGroup's exception group.
+
+    A step failure or other error wins over parking (the run must not sleep
+    on a failure); among several parks, the earliest wait wins.
+    """
+    if not isinstance(error, BaseExceptionGroup):
+        return error
+    leaves: list[BaseException] = []
+
+    def collect(group: BaseExceptionGroup[BaseException]) -> None:
+        for item in group.exceptions:
+            if isinstance(item, BaseExceptionGroup):
+                collect(item)
+            else:
+                leaves.append(item)
+
+    collect(error)
+    failures = [leaf for leaf in leaves if not isinstance(leaf, _Suspend | _StaleBranch)]
+    if failures:
+        return failures[0]
+    suspends = [leaf for leaf in leaves if isinstance(leaf, _Suspend)]
+    if suspends:
+        return min(suspends, key=lambda s: s.wait.resume_at)
+    return leaves[0] if leaves else error
+
+
+class WorkflowExecution:
+    """One pass over one claimed run, ending in a single fenced transition."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        workflow_run: WorkflowRun,
+        workflow: Workflow,
+        worker_id: str,
+        thread_pool: Executor | None = None,
+    ) -> None:
+        self.backend = backend
+        self.run = workflow_run
+        self.workflow = workflow
+        self.worker_id = worker_id
+        self.thread_pool = thread_pool
+
+    async def execute(self) -> None:
+        """Run the pass; errors from user code end in a transition, never escape."""
+        executor: StepExecutor | None = None
+        try:
+            history = await load_step_history(self.backend, self.run.id)
+            if await _complete_elapsed_sleeps(self.backend, self.run, self.worker_id, history):
+                wait = history.earliest_running_wait()
+                if wait is not None and clock.now() < wait.resume_at:
+                    raise _Suspend(wait)
+            executor = StepExecutor(
+                backend=self.backend, workflow_run=self.run, worker_id=self.worker_id,
+                history=history, thread_pool=self.thread_pool,
+            )
+            output = await self.workflow.fn(**_workflow_arguments(self.workflow, self.run,
+                                                                  executor))
+            await executor.close()
+        except BaseException as raised:  # noqa: BLE001 - every outcome is a transition
+            if executor is not None and not isinstance(raised, asyncio.CancelledError):
+                await executor.close()
+            await self._handle_outcome(_unwrap_group(raised), executor)
+            return
+        await self._complete(output)
+
+    async def _complete(self, output: Any) -> None:
+        try:
+            stored = to_json_value(output)
+        except JsonConversionError as error:
+            failure = PayloadError(
+                f"workflow {self.run.workflow_name!r} returned a value that cannot be stored as "
+                f"JSON: {error}"
+            )
+            await self._fail_run(serialize_error(failure), self._workflow_retry_policy())
+            return
+        await self._transition(
+            self.backend.complete_workflow_run(
+                CompleteWorkflowRunParams(
+                    workflow_run_id=self.run.id, worker_id=self.worker_id, output=stored
+                )
+            )
+        )
+
+    async def _handle_outcome(self, error: BaseException, executor: StepExecutor | None) -> None:
+        if isinstance(error, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+            raise error
+        if isinstance(error, _StaleBranch):
+            return
+        if isinstance(error, _Suspend):
+            await self._transition(
+                self.backend.sleep_workflow_run(
+                    SleepWorkflowRunParams(
+                        workflow_run_id=self.run.id, worker_id=self.worker_id,
+                        available_at=error.wait.resume_at,
+                    )
+                )
+            )
+            return
+        limit_error = executor.step_limit_error if executor is not None else None
+        if isinstance(error, StepLimitExceededError) or limit_error is not None:
+            await self._fail_run(_serialize_limit(limit_error or error),  # type: ignore[arg-type]
+                                 DEFAULT_WORKFLOW_RETRY_POLICY)
+            return
+        failure = executor.step_failure_of(error) if executor is not None else None
+        if failure is not None:
+            await self._retry_step(error, failure)
+            return
+        await self._fail_run(serialize_error(error), self._workflow_retry_policy())
+
+    async def _retry_step(self, error: BaseException, failure: _StepFailure) -> None:
+        serialized = serialize_error(error)
+        decision = compute_failed_workflow_run_update(
+            failure.retry_policy, failure.failed_attempts, self.run.deadline_at, serialized,
+            clock.now(),
+        )
+        if decision.status == "failed" or decision.available_at is None:
+            await self._fail_run(serialized, DEFAULT_WORKFLOW_RETRY_POLICY)
+            return
+        await self._transition(
+            self.backend.reschedule_workflow_run_after_failed_step_attempt(
+                RescheduleWorkflowRunAfterFailedStepAttemptParams(
+                    workflow_run_id=self.run.id, worker_id=self.worker_id, error=serialized,
+                    available_at=decision.available_at,
+                )
+            )
+        )
+
+    def _workflow_retry_policy(self) -> ResolvedRetryPolicy:
+        policy = self.workflow.spec.retry_policy
+        if policy is None:
+            return DEFAULT_WORKFLOW_RETRY_POLICY
+        return policy.resolve(DEFAULT_WORKFLOW_RETRY_POLICY)
+
+    async def _fail_run(self, error: JsonValue, policy: ResolvedRetryPolicy) -> None:
+        await self._transition(
+            self.backend.fail_workflow_run(
+                FailWorkflowRunParams(
+                    workflow_run_id=self.run.id, worker_id=self.worker_id, error=error,
+                    retry_policy=policy, attempts=self.run.attempts,
+                    deadline_at=self.run.deadline_at,
+                )
+            )
+        )
+
+    async def _transition(self, write: Awaitable[WorkflowRun]) -> None:
+        """Apply the final write; a conflict because the run moved on is not an error."""
+        try:
+            await write
+        except WriteConflictError:
+            current = await self.backend.get_workflow_run(
+                GetWorkflowRunParams(workflow_run_id=self.run.id)
+            )
+            if current is None or current.status != "running" or (
+                current.worker_id != self.worker_id
+            ):
+                logger.debug("run %s moved on (canceled or reclaimed); dropping the transition",
+                             self.run.id)
+                return
+            raise
+
+
+def _serialize_limit(error: StepLimitExceededError) -> dict[str, Any]:
+    return {
+        "name": "StepLimitExceededError",
+        "message": str(error),
+        "code": error.code,
+        "limit": error.limit,
+        "stepCount": error.step_count,
+    }

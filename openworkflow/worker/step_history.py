@@ -1,0 +1,142 @@
+"""A run's step attempts as seen by one execution pass: memo cache, names, waits, limit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from openworkflow.core import clock
+from openworkflow.core.step_attempt import StepAttempt
+from openworkflow.errors import StepLimitExceededError
+
+WORKFLOW_STEP_LIMIT = 1000
+WAIT_KINDS = ("sleep", "workflow", "signal-wait")
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """A running wait (sleep, child workflow, signal) and when it resumes."""
+
+    attempt: StepAttempt
+    resume_at: datetime
+
+
+def default_wait_timeout_at(base: datetime | None = None) -> datetime:
+    """One calendar year after ``base`` (default now), the original's default wait."""
+    start = base or clock.now()
+    try:
+        return start.replace(year=start.year + 1)
+    except ValueError:  # 29 February
+        return start + timedelta(days=365)
+
+
+def _parse_context_time(attempt: StepAttempt, key: str) -> datetime | None:
+    context = attempt.context
+    if not isinstance(context, dict):
+        return None
+    value = context.get(key)
+    if not isinstance(value, str):
+        return None
+    try:
+        return clock.from_iso(value)
+    except ValueError:
+        return None
+
+
+def wait_resume_at(attempt: StepAttempt) -> datetime | None:
+    """When a running wait attempt resumes, or None for non-waits."""
+    if attempt.status != "running" or attempt.kind not in WAIT_KINDS:
+        return None
+    if attempt.kind == "sleep":
+        return _parse_context_time(attempt, "resumeAt")
+    return _parse_context_time(attempt, "timeoutAt") or default_wait_timeout_at(
+        attempt.created_at
+    )
+
+
+class StepHistory:
+    """Memoized step attempts of one run, and the naming state of the current pass."""
+
+    def __init__(self, attempts: list[StepAttempt], step_limit: int = WORKFLOW_STEP_LIMIT) -> None:
+        self.step_limit = max(1, step_limit)
+        self.step_count = len(attempts)
+        self.cache: dict[str, StepAttempt] = {}
+        self.failed_counts: dict[str, int] = {}
+        self.failed: dict[str, StepAttempt] = {}
+        self.running: dict[str, StepAttempt] = {}
+        self._resolved: set[str] = set()
+        self._next_index: dict[str, int] = {}
+        for attempt in attempts:
+            if attempt.is_completed:
+                self.cache[attempt.step_name] = attempt
+            elif attempt.status == "failed":
+                self.failed_counts[attempt.step_name] = (
+                    self.failed_counts.get(attempt.step_name, 0) + 1
+                )
+                self.failed[attempt.step_name] = attempt
+            else:
+                self.running[attempt.step_name] = attempt
+
+    def resolve_step_name(self, base: str) -> str:
+        """Return the durable name for a step: ``base``, then ``base:1``, ``base:2``...
+
+        Indices skip names already used in this pass, including literal ones,
+        exactly as the original does, so histories stay compatible.
+        """
+        if base not in self._resolved:
+            self._resolved.add(base)
+            return base
+        index = self._next_index.get(base, 1)
+        while f"{base}:{index}" in self._resolved:
+            index += 1
+        self._next_index[base] = index + 1
+        name = f"{base}:{index}"
+        self._resolved.add(name)
+        return name
+
+    def find_cached(self, step_name: str) -> StepAttempt | None:
+        """The completed attempt of this step, if any."""
+        return self.cache.get(step_name)
+
+    def failed_attempt_count(self, step_name: str) -> int:
+        """How many attempts of this step failed so far."""
+        return self.failed_counts.get(step_name, 0)
+
+    def earliest_running_wait(self) -> Wait | None:
+        """The running wait that resumes first."""
+        earliest: Wait | None = None
+        for attempt in self.running.values():
+            resume_at = wait_resume_at(attempt)
+            if resume_at is not None and (earliest is None or resume_at < earliest.resume_at):
+                earliest = Wait(attempt, resume_at)
+        return earliest
+
+    def earliest_wait_including(self, wait: Wait) -> Wait:
+        """The earlier of ``wait`` and every other running wait."""
+        earliest = self.earliest_running_wait()
+        if earliest is not None and earliest.resume_at < wait.resume_at:
+            return earliest
+        return wait
+
+    def ensure_can_record_new_attempt(self) -> None:
+        """Raise :class:`StepLimitExceededError` when the run has no attempts left."""
+        if self.step_count >= self.step_limit:
+            raise StepLimitExceededError(self.step_limit, self.step_count)
+
+    def record_new_attempt(self, attempt: StepAttempt) -> None:
+        """Note an attempt just created."""
+        self.running[attempt.step_name] = attempt
+        self.step_count += 1
+
+    def record_completion(self, attempt: StepAttempt) -> None:
+        """Note an attempt just completed."""
+        self.running.pop(attempt.step_name, None)
+        self.cache[attempt.step_name] = attempt
+
+    def record_failure(self, attempt: StepAttempt) -> int:
+        """Note an attempt just failed; return the step's failure count."""
+        self.running.pop(attempt.step_name, None)
+        count = self.failed_counts.get(attempt.step_name, 0) + 1
+        self.failed_counts[attempt.step_name] = count
+        self.failed[attempt.step_name] = attempt
+        return count

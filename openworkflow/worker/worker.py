@@ -1,0 +1,310 @@
+"""The worker: claims runs into concurrency slots, keeps their leases, stops gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import TracebackType
+
+from openworkflow.core import clock
+from openworkflow.core.backend import (
+    Backend,
+    ClaimWorkflowRunParams,
+    ExtendWorkflowRunLeaseParams,
+    FailWorkflowRunParams,
+    SleepWorkflowRunParams,
+)
+from openworkflow.core.duration import Duration, parse_duration_ms
+from openworkflow.core.registry import WorkflowRegistry, describe
+from openworkflow.core.retry import MISSING_DEFINITION_RETRY_POLICY
+from openworkflow.core.workflow_definition import Workflow
+from openworkflow.core.workflow_run import WorkflowRun
+from openworkflow.errors import WriteConflictError
+from openworkflow.notifications import notifier_of
+from openworkflow.worker.execution import WorkflowExecution
+
+logger = logging.getLogger("openworkflow.worker")
+
+_POLL_INITIAL_MS = 100.0
+_POLL_MAX_MS = 1000.0
+
+
+def poll_backoff_ms(empty_polls: int) -> float:
+    """Idle wait after ``empty_polls`` empty claims: 100 ms doubling to 1 s, jittered ×[0.5, 1]."""
+    capped = min(_POLL_INITIAL_MS * 2 ** max(0, empty_polls - 1), _POLL_MAX_MS)
+    return max(1.0, capped * random.uniform(0.5, 1.0))
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One concurrency slot; its id is the ``worker_id`` written on the runs it claims."""
+
+    worker_id: str
+    run: WorkflowRun | None = None
+    task: asyncio.Task[None] | None = None
+    execution_task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class Worker:
+    """Executes workflow runs from a backend.
+
+    Example:
+        ``async with Worker(backend, [send_welcome_email], concurrency=10): ...``
+
+    Args:
+        backend: Where runs are claimed from.
+        workflows: The workflows this worker can execute (exact name and version).
+        concurrency: How many runs execute at once (one slot, one worker id each).
+        lease_duration: How long a claim is held without a heartbeat; renewed at half.
+        heartbeat_interval: Override for the renewal period (default: half the lease).
+        shutdown_timeout: How long :meth:`stop` waits for running passes to finish
+            before cancelling them and releasing their leases.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        workflows: Iterable[Workflow],
+        *,
+        concurrency: int = 1,
+        lease_duration: Duration = "30s",
+        heartbeat_interval: Duration | None = None,
+        shutdown_timeout: Duration = "30s",
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
+        self.backend = backend
+        self.registry = WorkflowRegistry(workflows)
+        self.concurrency = concurrency
+        self.lease_duration_ms = int(parse_duration_ms(lease_duration))
+        if self.lease_duration_ms < 10:
+            raise ValueError(f"lease_duration must be at least 10 ms, got {lease_duration!r}")
+        self.heartbeat_interval_s = (
+            parse_duration_ms(heartbeat_interval) if heartbeat_interval is not None
+            else self.lease_duration_ms / 2
+        ) / 1000
+        self.shutdown_timeout_s = parse_duration_ms(shutdown_timeout) / 1000
+        self._slots = [_Slot(str(uuid.uuid4())) for _ in range(concurrency)]
+        self._thread_pool = ThreadPoolExecutor(concurrency, thread_name_prefix="openworkflow-step")
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._stop_now = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._empty_polls = 0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start claiming runs in the background (idempotent)."""
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._run_loop(), name="openworkflow-worker")
+
+    async def stop(self) -> None:
+        """Stop gracefully: stop claiming, let passes finish, release what is left.
+
+        Passes still running after ``shutdown_timeout`` are cancelled and their
+        leases released so another worker resumes them at once. Calling stop
+        again while a stop is under way stops at once.
+        """
+        if self._stopping:
+            self._stop_now.set()
+            return
+        self._stopping = True
+        self._slot_freed.set()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        await self._drain()
+        self._thread_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def active_run_ids(self) -> list[str]:
+        """Ids of the runs this worker is executing now."""
+        return [slot.run.id for slot in self._slots if slot.run is not None]
+
+    # -- claiming ----------------------------------------------------------------
+
+    async def tick(self) -> int:
+        """Claim runs for free slots (until none is available); return how many were claimed."""
+        claimed = 0
+        for slot in self._slots:
+            if self._stopping:
+                break
+            if slot.task is not None:
+                continue
+            run = await self.backend.claim_workflow_run(
+                ClaimWorkflowRunParams(
+                    worker_id=slot.worker_id, lease_duration_ms=self.lease_duration_ms
+                )
+            )
+            if run is None:
+                break
+            claimed += 1
+            self._start_slot(slot, run)
+        return claimed
+
+    async def _run_loop(self) -> None:
+        notifier = notifier_of(self.backend)
+        while not self._stopping:
+            try:
+                claimed = await self.tick()
+            except Exception:
+                logger.exception("Worker tick failed; backing off")
+                claimed = 0
+            if claimed:
+                self._empty_polls = 0
+                continue
+            if all(slot.task is not None for slot in self._slots):
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            self._empty_polls += 1
+            delay = poll_backoff_ms(self._empty_polls) / 1000
+            if notifier is not None:
+                await notifier.wait_for_work(delay)
+            else:
+                await asyncio.sleep(delay)
+
+    def _start_slot(self, slot: _Slot, run: WorkflowRun) -> None:
+        slot.run = run
+        slot.task = asyncio.create_task(self._process(slot, run), name=f"openworkflow-run-{run.id}")
+
+    def _free_slot(self, slot: _Slot) -> None:
+        slot.run = None
+        slot.task = None
+        slot.execution_task = None
+        self._slot_freed.set()
+
+    # -- executing ---------------------------------------------------------------
+
+    async def _process(self, slot: _Slot, run: WorkflowRun) -> None:
+        try:
+            workflow = self.registry.get(run.workflow_name, run.version)
+            if workflow is None:
+                await self._reschedule_unknown(slot, run)
+                return
+            execution = WorkflowExecution(
+                backend=self.backend, workflow_run=run, workflow=workflow,
+                worker_id=slot.worker_id, thread_pool=self._thread_pool,
+            )
+            slot.execution_task = asyncio.create_task(execution.execute())
+            heartbeat = asyncio.create_task(self._heartbeat(slot, run, slot.execution_task))
+            try:
+                await slot.execution_task
+            except asyncio.CancelledError:
+                if not slot.execution_task.cancelled():
+                    raise
+            finally:
+                heartbeat.cancel()
+        except Exception:
+            logger.exception("Critical error while executing workflow run %s", run.id)
+        finally:
+            self._free_slot(slot)
+
+    async def _heartbeat(self, slot: _Slot, run: WorkflowRun, task: asyncio.Task[None]) -> None:
+        """Renew the lease; when it is refused (lost), cancel the execution at once."""
+        last_renewed = asyncio.get_running_loop().time()
+        while not task.done():
+            await asyncio.sleep(self.heartbeat_interval_s)
+            try:
+                await self.backend.extend_workflow_run_lease(
+                    ExtendWorkflowRunLeaseParams(
+                        workflow_run_id=run.id, worker_id=slot.worker_id,
+                        lease_duration_ms=self.lease_duration_ms,
+                    )
+                )
+                last_renewed = asyncio.get_running_loop().time()
+            except WriteConflictError:
+                logger.warning("Lease of workflow run %s was lost; cancelling its execution",
+                               run.id)
+                task.cancel()
+                return
+            except Exception:
+                logger.exception("Heartbeat for workflow run %s failed", run.id)
+                if asyncio.get_running_loop().time() - last_renewed > self.lease_duration_ms / 1000:
+                    logger.warning("Lease of workflow run %s expired; cancelling its execution",
+                                   run.id)
+                    task.cancel()
+                    return
+
+    async def _reschedule_unknown(self, slot: _Slot, run: WorkflowRun) -> None:
+        message = f"Workflow {describe(run.workflow_name, run.version)} is not registered"
+        logger.warning("%s on this worker; rescheduling run %s", message, run.id)
+        await self.backend.fail_workflow_run(
+            FailWorkflowRunParams(
+                workflow_run_id=run.id, worker_id=slot.worker_id, error={"message": message},
+                retry_policy=MISSING_DEFINITION_RETRY_POLICY, attempts=run.attempts,
+                deadline_at=run.deadline_at,
+            )
+        )
+
+    # -- stopping ----------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        busy = [(slot, slot.run, slot.task, slot.execution_task) for slot in self._slots
+                if slot.task is not None and slot.run is not None]
+        pending: set[asyncio.Future[object]] = {task for _, _, task, _ in busy
+                                                 if task is not None}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.shutdown_timeout_s
+        stop_now = asyncio.ensure_future(self._stop_now.wait())
+        try:
+            while pending and not self._stop_now.is_set():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                done, _ = await asyncio.wait({*pending, stop_now}, timeout=remaining,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                pending -= done
+        finally:
+            stop_now.cancel()
+        for slot, run, task, execution_task in busy:
+            if run is not None and task is not None and not task.done():
+                await self._release(slot.worker_id, run, task, execution_task)
+
+    async def _release(
+        self,
+        worker_id: str,
+        run: WorkflowRun,
+        task: asyncio.Task[None],
+        execution_task: asyncio.Task[None] | None,
+    ) -> None:
+        """Cancel a pass still running and hand its run back for immediate pickup."""
+        if execution_task is not None:
+            execution_task.cancel()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        try:
+            await self.backend.sleep_workflow_run(
+                SleepWorkflowRunParams(
+                    workflow_run_id=run.id, worker_id=worker_id,
+                    available_at=clock.now() - timedelta(milliseconds=1),
+                )
+            )
+        except WriteConflictError:
+            return  # finished, canceled or reclaimed meanwhile: nothing to release
+        except Exception:
+            logger.exception("Could not release the lease of workflow run %s", run.id)
+            return
+        logger.info("Released the lease of workflow run %s", run.id)
