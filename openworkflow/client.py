@@ -50,8 +50,9 @@ class RunHandle:
             for a handle made from an id).
     """
 
-    def __init__(self, client: OpenWorkflow, run_id: str,
-                 workflow_run: WorkflowRun | None = None) -> None:
+    def __init__(
+        self, client: OpenWorkflow, run_id: str, workflow_run: WorkflowRun | None = None
+    ) -> None:
         self._client = client
         self.id = run_id
         self.workflow_run = workflow_run
@@ -111,8 +112,9 @@ def _outcome(run: WorkflowRun) -> Any:
             workflow_run_id=run.id,
             error=run.error,
         )
-    raise WorkflowCanceledError(f"Workflow {run.workflow_name} was canceled",
-                                workflow_run_id=run.id)
+    raise WorkflowCanceledError(
+        f"Workflow {run.workflow_name} was canceled", workflow_run_id=run.id
+    )
 
 
 class OpenWorkflow:
@@ -130,8 +132,9 @@ class OpenWorkflow:
 
     def __init__(self, backend: Backend | str, *, namespace_id: str = "default") -> None:
         self._owns_backend = isinstance(backend, str)
-        self.backend: Backend = connect(backend, namespace_id=namespace_id) if isinstance(
-            backend, str) else backend
+        self.backend: Backend = (
+            connect(backend, namespace_id=namespace_id) if isinstance(backend, str) else backend
+        )
 
     async def __aenter__(self) -> OpenWorkflow:
         return self
@@ -214,8 +217,9 @@ class OpenWorkflow:
     ) -> Page[WorkflowRun]:
         """List runs newest first; pass ``page.next`` as ``after`` for the next page."""
         return await self.backend.list_workflow_runs(
-            ListWorkflowRunsParams(limit=limit, after=after, before=before, status=status,
-                                   workflow_name=workflow_name)
+            ListWorkflowRunsParams(
+                limit=limit, after=after, before=before, status=status, workflow_name=workflow_name
+            )
         )
 
     async def list_steps(
@@ -246,8 +250,9 @@ class OpenWorkflow:
         """Number of runs in each status."""
         return await self.backend.count_workflow_runs()
 
-    def new_worker(self, workflows: Iterable[Workflow], *, concurrency: int = 10,
-                   **options: Any) -> Worker:
+    def new_worker(
+        self, workflows: Iterable[Workflow], *, concurrency: int = 10, **options: Any
+    ) -> Worker:
         """Create a :class:`Worker` on this client's backend."""
         return Worker(self.backend, workflows, concurrency=concurrency, **options)
 
@@ -284,8 +289,9 @@ class SyncOpenWorkflow:
 
     def __init__(self, backend: Backend | str, *, namespace_id: str = "default") -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="openworkflow-sync-client")
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name="openworkflow-sync-client"
+        )
         self._thread.start()
         self._closed = False
         try:

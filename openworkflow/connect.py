@@ -12,7 +12,7 @@ SUPPORTED_URLS = "sqlite:///relative/path.db, sqlite:////absolute/path.db or sql
 
 def sqlite_path_from_url(url: str) -> str:
     """Return the file path (or ``:memory:``) named by a ``sqlite://`` URL."""
-    rest = url[len("sqlite://"):]
+    rest = url[len("sqlite://") :]
     if rest in (":memory:", "/:memory:", ""):
         return ":memory:"
     if not rest.startswith("/"):

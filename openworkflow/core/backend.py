@@ -266,9 +266,7 @@ class Backend(Protocol):
         """
         ...
 
-    async def extend_workflow_run_lease(
-        self, params: ExtendWorkflowRunLeaseParams
-    ) -> WorkflowRun:
+    async def extend_workflow_run_lease(self, params: ExtendWorkflowRunLeaseParams) -> WorkflowRun:
         """Fenced: push the lease of an owned running run to now + lease."""
         ...
 

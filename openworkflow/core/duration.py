@@ -11,7 +11,7 @@ from openworkflow.core import clock
 from openworkflow.errors import InvalidDurationError
 
 Duration: TypeAlias = timedelta | int | float | str
-"""A ``timedelta``, a number of seconds, or a string such as ``"30s"`` (a bare number string is ms)."""
+"""A ``timedelta``, seconds, or a string like ``"30s"`` (a bare number string is ms)."""
 
 _SECOND = 1000.0
 _MINUTE = 60 * _SECOND

@@ -50,7 +50,7 @@ def to_json_value(value: object) -> JsonValue:
     return _convert(value, "$")
 
 
-def _convert(value: object, path: str) -> JsonValue:  # noqa: C901, PLR0911
+def _convert(value: object, path: str) -> JsonValue:  # noqa: PLR0911
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int):

@@ -41,8 +41,9 @@ class RetryPolicy:
                 f"RetryPolicy.backoff_coefficient must be a positive number, got {coefficient!r}"
             )
         attempts = self.maximum_attempts
-        if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int)
-                                     or attempts < 0):
+        if attempts is not None and (
+            isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0
+        ):
             raise ValueError(
                 "RetryPolicy.maximum_attempts must be a whole number >= 0 (0 = unlimited), "
                 f"got {attempts!r}"
@@ -82,7 +83,10 @@ class ResolvedRetryPolicy:
 
 
 DEFAULT_STEP_RETRY_POLICY = ResolvedRetryPolicy(
-    initial_interval_ms=1000, backoff_coefficient=2, maximum_interval_ms=100_000, maximum_attempts=10
+    initial_interval_ms=1000,
+    backoff_coefficient=2,
+    maximum_interval_ms=100_000,
+    maximum_attempts=10,
 )
 DEFAULT_WORKFLOW_RETRY_POLICY = ResolvedRetryPolicy(
     initial_interval_ms=1000, backoff_coefficient=2, maximum_interval_ms=100_000, maximum_attempts=1

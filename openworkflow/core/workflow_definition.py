@@ -13,7 +13,7 @@ import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -25,7 +25,6 @@ INJECTABLE_PARAMETERS = ("input", "step", "run", "version")
 
 WorkflowFn = Callable[..., Awaitable[Any]]
 F = TypeVar("F", bound=WorkflowFn)
-
 
 
 class _Unset:
@@ -62,8 +61,9 @@ class WorkflowSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
-            raise WorkflowDefinitionError(f"workflow name must be a non-empty string, got "
-                                          f"{self.name!r}")
+            raise WorkflowDefinitionError(
+                f"workflow name must be a non-empty string, got {self.name!r}"
+            )
         if self.version is not None and not isinstance(self.version, str):
             raise WorkflowDefinitionError(
                 f"workflow {self.name!r}: version must be a string or None, got {self.version!r}"
@@ -177,9 +177,7 @@ def describe_source(fn: Callable[..., Any]) -> str:
 def _check_function(fn: WorkflowFn) -> tuple[str, ...]:
     label = getattr(fn, "__qualname__", repr(fn))
     if not inspect.iscoroutinefunction(fn):
-        raise WorkflowDefinitionError(
-            f"workflow function {label} must be defined with 'async def'"
-        )
+        raise WorkflowDefinitionError(f"workflow function {label} must be defined with 'async def'")
     names = []
     for parameter in inspect.signature(fn).parameters.values():
         if parameter.name not in INJECTABLE_PARAMETERS or parameter.kind in (
@@ -294,5 +292,3 @@ def spec_of(ref: WorkflowRef) -> WorkflowSpec:
     raise TypeError(
         f"expected a workflow, a WorkflowSpec or a workflow name, got {type(ref).__name__}"
     )
-
-

@@ -11,6 +11,7 @@ stored as ISO strings with milliseconds, which sort like the times they name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
@@ -54,6 +55,7 @@ from openworkflow.notifications import ChangeNotifier
 from openworkflow.sqlite import queries as q
 
 T = TypeVar("T")
+R = TypeVar("R", WorkflowRun, StepAttempt)
 _iso = clock.to_iso
 _iso_or_none = clock.to_iso_or_none
 
@@ -159,10 +161,9 @@ def _transaction(connection: sqlite3.Connection, body: Callable[[], T]) -> T:
     try:
         result = body()
     except BaseException:
-        try:
+        # The original error matters more than a failed rollback.
+        with contextlib.suppress(sqlite3.Error):
             connection.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # the original error matters more than a failed rollback
         raise
     connection.execute("COMMIT")
     return result
@@ -243,8 +244,9 @@ class SqliteBackend:
         """Insert a pending run, or return the one with the same idempotency key (24 h)."""
         values = self._insert_run_values(params)
         if params.idempotency_key is None:
-            run = await self._run(lambda c: _to_run(c.execute(q.INSERT_WORKFLOW_RUN, values)
-                                                    .fetchone()))
+            run = await self._run(
+                lambda c: _to_run(c.execute(q.INSERT_WORKFLOW_RUN, values).fetchone())
+            )
             self.notifier.notify_work_available()
             return run
         cutoff = _iso(clock.now() - timedelta(milliseconds=RUN_IDEMPOTENCY_PERIOD_MS))
@@ -299,7 +301,13 @@ class SqliteBackend:
             where += ' AND "workflow_name" = ?'
             args.append(params.workflow_name)
         return await self._list_page(
-            "workflow_runs", "DESC", where, args, params.limit, params.after, params.before,
+            "workflow_runs",
+            "DESC",
+            where,
+            args,
+            params.limit,
+            params.after,
+            params.before,
             _to_run,
         )
 
@@ -321,8 +329,10 @@ class SqliteBackend:
 
             def body() -> tuple[WorkflowRun | None, list[str]]:
                 error = ow_json.dumps({"message": DEADLINE_EXCEEDED_MESSAGE})
-                expired = [row[0] for row in
-                           c.execute(q.EXPIRE_DEADLINES, (error, now, now, ns, now)).fetchall()]
+                expired = [
+                    row[0]
+                    for row in c.execute(q.EXPIRE_DEADLINES, (error, now, now, ns, now)).fetchall()
+                ]
                 found = c.execute(q.SELECT_CLAIMABLE_PENDING, (ns, now, now)).fetchone()
                 if found is None:
                     found = c.execute(q.SELECT_CLAIMABLE_RUNNING, (ns, now, now)).fetchone()
@@ -340,9 +350,7 @@ class SqliteBackend:
             self.notifier.notify_runs_finished(expired)
         return claimed
 
-    async def extend_workflow_run_lease(
-        self, params: ExtendWorkflowRunLeaseParams
-    ) -> WorkflowRun:
+    async def extend_workflow_run_lease(self, params: ExtendWorkflowRunLeaseParams) -> WorkflowRun:
         """Fenced: move the lease of an owned running run to now + lease."""
         now_dt = clock.now()
         args = (
@@ -357,8 +365,16 @@ class SqliteBackend:
         """Fenced: park the run until ``available_at`` (or now if a wait is already answered)."""
         now = _iso(clock.now())
         resume_at = _iso(params.available_at)
-        args = (resume_at, now, now, resume_at, now, self._namespace_id, params.workflow_run_id,
-                params.worker_id)
+        args = (
+            resume_at,
+            now,
+            now,
+            resume_at,
+            now,
+            self._namespace_id,
+            params.workflow_run_id,
+            params.worker_id,
+        )
         row = await self._run(lambda c: c.execute(q.SLEEP_WORKFLOW_RUN, args).fetchone())
         run = _to_run(_require(row, "sleep workflow run"))
         if run.available_at is not None and run.available_at <= clock.now():
@@ -368,13 +384,19 @@ class SqliteBackend:
     async def complete_workflow_run(self, params: CompleteWorkflowRunParams) -> WorkflowRun:
         """Fenced: mark the run completed and wake its parent."""
         now = _iso(clock.now())
-        args = (ow_json.dumps_or_none(params.output), now, now,
-                *self._owned(params.workflow_run_id, params.worker_id))
+        args = (
+            ow_json.dumps_or_none(params.output),
+            now,
+            now,
+            *self._owned(params.workflow_run_id, params.worker_id),
+        )
 
         def complete(c: sqlite3.Connection) -> WorkflowRun:
             def body() -> WorkflowRun:
-                row = _require(c.execute(q.COMPLETE_WORKFLOW_RUN, args).fetchone(),
-                               "mark workflow run completed")
+                row = _require(
+                    c.execute(q.COMPLETE_WORKFLOW_RUN, args).fetchone(),
+                    "mark workflow run completed",
+                )
                 run = _to_run(row)
                 _wake_parent(c, run, now)
                 return run
@@ -400,14 +422,20 @@ class SqliteBackend:
             params.retry_policy, attempts, deadline_at, params.error, now_dt
         )
         now = _iso(now_dt)
-        args = (update.status, _iso_or_none(update.available_at),
-                _iso_or_none(update.finished_at), ow_json.dumps_or_none(update.error), now,
-                *self._owned(params.workflow_run_id, params.worker_id))
+        args = (
+            update.status,
+            _iso_or_none(update.available_at),
+            _iso_or_none(update.finished_at),
+            ow_json.dumps_or_none(update.error),
+            now,
+            *self._owned(params.workflow_run_id, params.worker_id),
+        )
 
         def fail(c: sqlite3.Connection) -> WorkflowRun:
             def body() -> WorkflowRun:
-                row = _require(c.execute(q.FAIL_WORKFLOW_RUN, args).fetchone(),
-                               "mark workflow run failed")
+                row = _require(
+                    c.execute(q.FAIL_WORKFLOW_RUN, args).fetchone(), "mark workflow run failed"
+                )
                 run = _to_run(row)
                 if run.status == "failed":
                     _wake_parent(c, run, now)
@@ -424,10 +452,13 @@ class SqliteBackend:
         self, params: RescheduleWorkflowRunAfterFailedStepAttemptParams
     ) -> WorkflowRun:
         """Fenced: send the run back to pending until ``available_at``."""
-        args = (_iso(params.available_at), ow_json.dumps_or_none(params.error),
-                _iso(clock.now()), *self._owned(params.workflow_run_id, params.worker_id))
-        row = await self._run(lambda c: c.execute(q.RESCHEDULE_AFTER_FAILED_STEP, args)
-                              .fetchone())
+        args = (
+            _iso(params.available_at),
+            ow_json.dumps_or_none(params.error),
+            _iso(clock.now()),
+            *self._owned(params.workflow_run_id, params.worker_id),
+        )
+        row = await self._run(lambda c: c.execute(q.RESCHEDULE_AFTER_FAILED_STEP, args).fetchone())
         return _to_run(_require(row, "reschedule workflow run after failed step attempt"))
 
     async def cancel_workflow_run(self, params: CancelWorkflowRunParams) -> WorkflowRun:
@@ -460,10 +491,19 @@ class SqliteBackend:
     async def create_step_attempt(self, params: CreateStepAttemptParams) -> StepAttempt:
         """Fenced: insert a running step attempt for an owned run."""
         now = _iso(clock.now())
-        args = (self._namespace_id, _new_id(), params.workflow_run_id, params.step_name,
-                params.kind, ow_json.dumps(params.config if params.config is not None else {}),
-                ow_json.dumps_or_none(params.context), now, now, now,
-                *self._owned(params.workflow_run_id, params.worker_id))
+        args = (
+            self._namespace_id,
+            _new_id(),
+            params.workflow_run_id,
+            params.step_name,
+            params.kind,
+            ow_json.dumps(params.config if params.config is not None else {}),
+            ow_json.dumps_or_none(params.context),
+            now,
+            now,
+            now,
+            *self._owned(params.workflow_run_id, params.worker_id),
+        )
         row = await self._run(lambda c: c.execute(q.INSERT_STEP_ATTEMPT, args).fetchone())
         return _to_step(_require(row, "create step attempt"))
 
@@ -476,26 +516,37 @@ class SqliteBackend:
     async def list_step_attempts(self, params: ListStepAttemptsParams) -> Page[StepAttempt]:
         """List a run's step attempts oldest first, with cursor pagination."""
         return await self._list_page(
-            "step_attempts", "ASC", '"namespace_id" = ? AND "workflow_run_id" = ?',
-            [self._namespace_id, params.workflow_run_id], params.limit, params.after,
-            params.before, _to_step,
+            "step_attempts",
+            "ASC",
+            '"namespace_id" = ? AND "workflow_run_id" = ?',
+            [self._namespace_id, params.workflow_run_id],
+            params.limit,
+            params.after,
+            params.before,
+            _to_step,
         )
 
     async def complete_step_attempt(self, params: CompleteStepAttemptParams) -> StepAttempt:
         """Fenced: mark the attempt completed (a repeat keeps the first output)."""
         now = _iso(clock.now())
-        args = (ow_json.dumps_or_none(params.output), now, now,
-                *self._step_owned(params.workflow_run_id, params.step_attempt_id,
-                                  params.worker_id))
+        args = (
+            ow_json.dumps_or_none(params.output),
+            now,
+            now,
+            *self._step_owned(params.workflow_run_id, params.step_attempt_id, params.worker_id),
+        )
         row = await self._run(lambda c: c.execute(q.COMPLETE_STEP_ATTEMPT, args).fetchone())
         return _to_step(_require(row, "mark step attempt completed"))
 
     async def fail_step_attempt(self, params: FailStepAttemptParams) -> StepAttempt:
         """Fenced: mark the attempt failed (a repeat keeps the first error)."""
         now = _iso(clock.now())
-        args = (ow_json.dumps_or_none(params.error), now, now,
-                *self._step_owned(params.workflow_run_id, params.step_attempt_id,
-                                  params.worker_id))
+        args = (
+            ow_json.dumps_or_none(params.error),
+            now,
+            now,
+            *self._step_owned(params.workflow_run_id, params.step_attempt_id, params.worker_id),
+        )
         row = await self._run(lambda c: c.execute(q.FAIL_STEP_ATTEMPT, args).fetchone())
         return _to_step(_require(row, "mark step attempt failed"))
 
@@ -503,10 +554,12 @@ class SqliteBackend:
         self, params: SetStepAttemptChildWorkflowRunParams
     ) -> StepAttempt:
         """Fenced: link a running attempt to the child run it started."""
-        args = (params.child_workflow_run_namespace_id, params.child_workflow_run_id,
-                _iso(clock.now()),
-                *self._step_owned(params.workflow_run_id, params.step_attempt_id,
-                                  params.worker_id))
+        args = (
+            params.child_workflow_run_namespace_id,
+            params.child_workflow_run_id,
+            _iso(clock.now()),
+            *self._step_owned(params.workflow_run_id, params.step_attempt_id, params.worker_id),
+        )
         row = await self._run(lambda c: c.execute(q.SET_STEP_CHILD, args).fetchone())
         return _to_step(_require(row, "set step attempt child workflow run"))
 
@@ -522,16 +575,26 @@ class SqliteBackend:
 
             def body() -> list[str]:
                 if params.idempotency_key is not None:
-                    earlier = c.execute(q.SELECT_SIGNAL_RUNS_BY_KEY,
-                                        (ns, params.signal, params.idempotency_key)).fetchall()
+                    earlier = c.execute(
+                        q.SELECT_SIGNAL_RUNS_BY_KEY, (ns, params.signal, params.idempotency_key)
+                    ).fetchall()
                     if earlier:
                         return [row[0] for row in earlier]
                 delivered: list[str] = []
                 for waiter in c.execute(q.SELECT_SIGNAL_WAITERS, (ns, params.signal)).fetchall():
-                    inserted = c.execute(q.INSERT_SIGNAL_DELIVERY, (
-                        ns, _new_id(), params.signal, data, params.idempotency_key,
-                        waiter["workflow_run_id"], waiter["id"], now,
-                    )).rowcount
+                    inserted = c.execute(
+                        q.INSERT_SIGNAL_DELIVERY,
+                        (
+                            ns,
+                            _new_id(),
+                            params.signal,
+                            data,
+                            params.idempotency_key,
+                            waiter["workflow_run_id"],
+                            waiter["id"],
+                            now,
+                        ),
+                    ).rowcount
                     if inserted and waiter["workflow_run_id"] not in delivered:
                         delivered.append(waiter["workflow_run_id"])
                 for run_id in delivered:
@@ -561,12 +624,13 @@ class SqliteBackend:
     def _owned(self, workflow_run_id: str, worker_id: str) -> tuple[str, str, str]:
         return (self._namespace_id, workflow_run_id, worker_id)
 
-    def _step_owned(self, workflow_run_id: str, step_attempt_id: str,
-                    worker_id: str) -> tuple[str, ...]:
+    def _step_owned(
+        self, workflow_run_id: str, step_attempt_id: str, worker_id: str
+    ) -> tuple[str, ...]:
         ns = self._namespace_id
         return (ns, workflow_run_id, step_attempt_id, ns, workflow_run_id, worker_id)
 
-    async def _list_page(  # noqa: PLR0913
+    async def _list_page(
         self,
         table: str,
         natural_order: str,
@@ -575,8 +639,8 @@ class SqliteBackend:
         limit: int | None,
         after: str | None,
         before: str | None,
-        to_record: Callable[[sqlite3.Row], T],
-    ) -> Page[T]:
+        to_record: Callable[[sqlite3.Row], R],
+    ) -> Page[R]:
         page_size = DEFAULT_PAGE_SIZE if limit is None else limit
         if page_size < 1:
             raise ValueError(f"limit must be at least 1, got {page_size}")
@@ -591,16 +655,31 @@ class SqliteBackend:
         sql = q.list_page_query(table, where, order, cursor_op)
         params = (*args, page_size + 1)
         rows = await self._run(lambda c: c.execute(sql, params).fetchall())
-        return build_page([to_record(row) for row in rows], page_size,  # type: ignore[type-var]
-                          has_after=bool(after), has_before=bool(before))
+        return build_page(
+            [to_record(row) for row in rows],
+            page_size,
+            has_after=bool(after),
+            has_before=bool(before),
+        )
 
 
 def _wake_parent(c: sqlite3.Connection, child: WorkflowRun, now: str) -> None:
     if child.parent_step_attempt_namespace_id is None or child.parent_step_attempt_id is None:
         return
     parent_ns = child.parent_step_attempt_namespace_id
-    c.execute(q.WAKE_PARENT, (now, now, now, parent_ns, parent_ns, child.parent_step_attempt_id,
-                              child.namespace_id, child.id))
+    c.execute(
+        q.WAKE_PARENT,
+        (
+            now,
+            now,
+            now,
+            parent_ns,
+            parent_ns,
+            child.parent_step_attempt_id,
+            child.namespace_id,
+            child.id,
+        ),
+    )
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -609,22 +688,46 @@ def _dt(value: str | None) -> datetime | None:
 
 def _to_run(row: sqlite3.Row | Sequence[Any]) -> WorkflowRun:
     return WorkflowRun(
-        namespace_id=row[0], id=row[1], workflow_name=row[2], version=row[3], status=row[4],
-        idempotency_key=row[5], config=ow_json.loads(row[6]), context=ow_json.loads(row[7]),
-        input=ow_json.loads(row[8]), output=ow_json.loads(row[9]), error=ow_json.loads(row[10]),
-        attempts=row[11], parent_step_attempt_namespace_id=row[12],
-        parent_step_attempt_id=row[13], worker_id=row[14], available_at=_dt(row[15]),
-        deadline_at=_dt(row[16]), started_at=_dt(row[17]), finished_at=_dt(row[18]),
-        created_at=clock.from_iso(row[19]), updated_at=clock.from_iso(row[20]),
+        namespace_id=row[0],
+        id=row[1],
+        workflow_name=row[2],
+        version=row[3],
+        status=row[4],
+        idempotency_key=row[5],
+        config=ow_json.loads(row[6]),
+        context=ow_json.loads(row[7]),
+        input=ow_json.loads(row[8]),
+        output=ow_json.loads(row[9]),
+        error=ow_json.loads(row[10]),
+        attempts=row[11],
+        parent_step_attempt_namespace_id=row[12],
+        parent_step_attempt_id=row[13],
+        worker_id=row[14],
+        available_at=_dt(row[15]),
+        deadline_at=_dt(row[16]),
+        started_at=_dt(row[17]),
+        finished_at=_dt(row[18]),
+        created_at=clock.from_iso(row[19]),
+        updated_at=clock.from_iso(row[20]),
     )
 
 
 def _to_step(row: sqlite3.Row | Sequence[Any]) -> StepAttempt:
     return StepAttempt(
-        namespace_id=row[0], id=row[1], workflow_run_id=row[2], step_name=row[3], kind=row[4],
-        status=row[5], config=ow_json.loads(row[6]), context=ow_json.loads(row[7]),
-        output=ow_json.loads(row[8]), error=ow_json.loads(row[9]),
-        child_workflow_run_namespace_id=row[10], child_workflow_run_id=row[11],
-        started_at=_dt(row[12]), finished_at=_dt(row[13]), created_at=clock.from_iso(row[14]),
+        namespace_id=row[0],
+        id=row[1],
+        workflow_run_id=row[2],
+        step_name=row[3],
+        kind=row[4],
+        status=row[5],
+        config=ow_json.loads(row[6]),
+        context=ow_json.loads(row[7]),
+        output=ow_json.loads(row[8]),
+        error=ow_json.loads(row[9]),
+        child_workflow_run_namespace_id=row[10],
+        child_workflow_run_id=row[11],
+        started_at=_dt(row[12]),
+        finished_at=_dt(row[13]),
+        created_at=clock.from_iso(row[14]),
         updated_at=clock.from_iso(row[15]),
     )

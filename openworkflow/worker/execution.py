@@ -125,8 +125,11 @@ class StepExecutor:
         _check_step_name(name)
         if not callable(fn):
             raise TypeError(f"step {name!r}: fn must be callable, got {type(fn).__name__}")
-        policy = (retry_policy.resolve(DEFAULT_STEP_RETRY_POLICY) if retry_policy is not None
-                  else DEFAULT_STEP_RETRY_POLICY)
+        policy = (
+            retry_policy.resolve(DEFAULT_STEP_RETRY_POLICY)
+            if retry_policy is not None
+            else DEFAULT_STEP_RETRY_POLICY
+        )
         return self._run_function(self._history.resolve_step_name(name), fn, policy)
 
     def sleep(self, name: str, duration: Duration) -> Awaitable[None]:
@@ -300,7 +303,9 @@ async def _complete_elapsed_sleeps(
             continue
         completed = await backend.complete_step_attempt(
             CompleteStepAttemptParams(
-                workflow_run_id=run.id, step_attempt_id=attempt.id, worker_id=worker_id,
+                workflow_run_id=run.id,
+                step_attempt_id=attempt.id,
+                worker_id=worker_id,
                 output=None,
             )
         )
@@ -317,7 +322,9 @@ def _workflow_arguments(workflow: Workflow, run: WorkflowRun, step: StepExecutor
             arguments["step"] = step
         elif name == "run":
             arguments["run"] = RunInfo(
-                id=run.id, workflow_name=run.workflow_name, created_at=run.created_at,
+                id=run.id,
+                workflow_name=run.workflow_name,
+                created_at=run.created_at,
                 started_at=run.started_at,
             )
         else:
@@ -380,13 +387,17 @@ class WorkflowExecution:
                 if wait is not None and clock.now() < wait.resume_at:
                     raise _Suspend(wait)
             executor = StepExecutor(
-                backend=self.backend, workflow_run=self.run, worker_id=self.worker_id,
-                history=history, thread_pool=self.thread_pool,
+                backend=self.backend,
+                workflow_run=self.run,
+                worker_id=self.worker_id,
+                history=history,
+                thread_pool=self.thread_pool,
             )
-            output = await self.workflow.fn(**_workflow_arguments(self.workflow, self.run,
-                                                                  executor))
+            output = await self.workflow.fn(
+                **_workflow_arguments(self.workflow, self.run, executor)
+            )
             await executor.close()
-        except BaseException as raised:  # noqa: BLE001 - every outcome is a transition
+        except BaseException as raised:
             if executor is not None and not isinstance(raised, asyncio.CancelledError):
                 await executor.close()
             await self._handle_outcome(_unwrap_group(raised), executor)
@@ -420,7 +431,8 @@ class WorkflowExecution:
             await self._transition(
                 self.backend.sleep_workflow_run(
                     SleepWorkflowRunParams(
-                        workflow_run_id=self.run.id, worker_id=self.worker_id,
+                        workflow_run_id=self.run.id,
+                        worker_id=self.worker_id,
                         available_at=error.wait.resume_at,
                     )
                 )
@@ -428,8 +440,10 @@ class WorkflowExecution:
             return
         limit_error = executor.step_limit_error if executor is not None else None
         if isinstance(error, StepLimitExceededError) or limit_error is not None:
-            await self._fail_run(_serialize_limit(limit_error or error),  # type: ignore[arg-type]
-                                 DEFAULT_WORKFLOW_RETRY_POLICY)
+            await self._fail_run(
+                _serialize_limit(limit_error or error),  # type: ignore[arg-type]
+                DEFAULT_WORKFLOW_RETRY_POLICY,
+            )
             return
         failure = executor.step_failure_of(error) if executor is not None else None
         if failure is not None:
@@ -440,7 +454,10 @@ class WorkflowExecution:
     async def _retry_step(self, error: BaseException, failure: _StepFailure) -> None:
         serialized = serialize_error(error)
         decision = compute_failed_workflow_run_update(
-            failure.retry_policy, failure.failed_attempts, self.run.deadline_at, serialized,
+            failure.retry_policy,
+            failure.failed_attempts,
+            self.run.deadline_at,
+            serialized,
             clock.now(),
         )
         if decision.status == "failed" or decision.available_at is None:
@@ -449,7 +466,9 @@ class WorkflowExecution:
         await self._transition(
             self.backend.reschedule_workflow_run_after_failed_step_attempt(
                 RescheduleWorkflowRunAfterFailedStepAttemptParams(
-                    workflow_run_id=self.run.id, worker_id=self.worker_id, error=serialized,
+                    workflow_run_id=self.run.id,
+                    worker_id=self.worker_id,
+                    error=serialized,
                     available_at=decision.available_at,
                 )
             )
@@ -465,8 +484,11 @@ class WorkflowExecution:
         await self._transition(
             self.backend.fail_workflow_run(
                 FailWorkflowRunParams(
-                    workflow_run_id=self.run.id, worker_id=self.worker_id, error=error,
-                    retry_policy=policy, attempts=self.run.attempts,
+                    workflow_run_id=self.run.id,
+                    worker_id=self.worker_id,
+                    error=error,
+                    retry_policy=policy,
+                    attempts=self.run.attempts,
                     deadline_at=self.run.deadline_at,
                 )
             )
@@ -480,11 +502,14 @@ class WorkflowExecution:
             current = await self.backend.get_workflow_run(
                 GetWorkflowRunParams(workflow_run_id=self.run.id)
             )
-            if current is None or current.status != "running" or (
-                current.worker_id != self.worker_id
+            if (
+                current is None
+                or current.status != "running"
+                or (current.worker_id != self.worker_id)
             ):
-                logger.debug("run %s moved on (canceled or reclaimed); dropping the transition",
-                             self.run.id)
+                logger.debug(
+                    "run %s moved on (canceled or reclaimed); dropping the transition", self.run.id
+                )
                 return
             raise
 

@@ -49,9 +49,7 @@ def wait_resume_at(attempt: StepAttempt) -> datetime | None:
         return None
     if attempt.kind == "sleep":
         return _parse_context_time(attempt, "resumeAt")
-    return _parse_context_time(attempt, "timeoutAt") or default_wait_timeout_at(
-        attempt.created_at
-    )
+    return _parse_context_time(attempt, "timeoutAt") or default_wait_timeout_at(attempt.created_at)
 
 
 class StepHistory:

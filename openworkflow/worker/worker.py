@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
+from typing import Any
 
 from openworkflow.core import clock
 from openworkflow.core.backend import (
@@ -37,9 +38,9 @@ _POLL_MAX_MS = 1000.0
 
 
 def poll_backoff_ms(empty_polls: int) -> float:
-    """Idle wait after ``empty_polls`` empty claims: 100 ms doubling to 1 s, jittered ×[0.5, 1]."""
+    """Idle wait after ``empty_polls`` empty claims: 100 ms doubling to 1 s, jittered by 0.5-1."""
     capped = min(_POLL_INITIAL_MS * 2 ** max(0, empty_polls - 1), _POLL_MAX_MS)
-    return max(1.0, capped * random.uniform(0.5, 1.0))
+    return float(max(1.0, capped * random.uniform(0.5, 1.0)))
 
 
 @dataclass(eq=False)
@@ -87,7 +88,8 @@ class Worker:
         if self.lease_duration_ms < 10:
             raise ValueError(f"lease_duration must be at least 10 ms, got {lease_duration!r}")
         self.heartbeat_interval_s = (
-            parse_duration_ms(heartbeat_interval) if heartbeat_interval is not None
+            parse_duration_ms(heartbeat_interval)
+            if heartbeat_interval is not None
             else self.lease_duration_ms / 2
         ) / 1000
         self.shutdown_timeout_s = parse_duration_ms(shutdown_timeout) / 1000
@@ -204,8 +206,11 @@ class Worker:
                 await self._reschedule_unknown(slot, run)
                 return
             execution = WorkflowExecution(
-                backend=self.backend, workflow_run=run, workflow=workflow,
-                worker_id=slot.worker_id, thread_pool=self._thread_pool,
+                backend=self.backend,
+                workflow_run=run,
+                workflow=workflow,
+                worker_id=slot.worker_id,
+                thread_pool=self._thread_pool,
             )
             slot.execution_task = asyncio.create_task(execution.execute())
             heartbeat = asyncio.create_task(self._heartbeat(slot, run, slot.execution_task))
@@ -229,21 +234,24 @@ class Worker:
             try:
                 await self.backend.extend_workflow_run_lease(
                     ExtendWorkflowRunLeaseParams(
-                        workflow_run_id=run.id, worker_id=slot.worker_id,
+                        workflow_run_id=run.id,
+                        worker_id=slot.worker_id,
                         lease_duration_ms=self.lease_duration_ms,
                     )
                 )
                 last_renewed = asyncio.get_running_loop().time()
             except WriteConflictError:
-                logger.warning("Lease of workflow run %s was lost; cancelling its execution",
-                               run.id)
+                logger.warning(
+                    "Lease of workflow run %s was lost; cancelling its execution", run.id
+                )
                 task.cancel()
                 return
             except Exception:
                 logger.exception("Heartbeat for workflow run %s failed", run.id)
                 if asyncio.get_running_loop().time() - last_renewed > self.lease_duration_ms / 1000:
-                    logger.warning("Lease of workflow run %s expired; cancelling its execution",
-                                   run.id)
+                    logger.warning(
+                        "Lease of workflow run %s expired; cancelling its execution", run.id
+                    )
                     task.cancel()
                     return
 
@@ -252,8 +260,11 @@ class Worker:
         logger.warning("%s on this worker; rescheduling run %s", message, run.id)
         await self.backend.fail_workflow_run(
             FailWorkflowRunParams(
-                workflow_run_id=run.id, worker_id=slot.worker_id, error={"message": message},
-                retry_policy=MISSING_DEFINITION_RETRY_POLICY, attempts=run.attempts,
+                workflow_run_id=run.id,
+                worker_id=slot.worker_id,
+                error={"message": message},
+                retry_policy=MISSING_DEFINITION_RETRY_POLICY,
+                attempts=run.attempts,
                 deadline_at=run.deadline_at,
             )
         )
@@ -261,10 +272,12 @@ class Worker:
     # -- stopping ----------------------------------------------------------------
 
     async def _drain(self) -> None:
-        busy = [(slot, slot.run, slot.task, slot.execution_task) for slot in self._slots
-                if slot.task is not None and slot.run is not None]
-        pending: set[asyncio.Future[object]] = {task for _, _, task, _ in busy
-                                                 if task is not None}
+        busy = [
+            (slot, slot.run, slot.task, slot.execution_task)
+            for slot in self._slots
+            if slot.task is not None and slot.run is not None
+        ]
+        pending: set[asyncio.Future[Any]] = {task for _, _, task, _ in busy if task is not None}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.shutdown_timeout_s
         stop_now = asyncio.ensure_future(self._stop_now.wait())
@@ -273,8 +286,9 @@ class Worker:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
-                done, _ = await asyncio.wait({*pending, stop_now}, timeout=remaining,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {*pending, stop_now}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
                 pending -= done
         finally:
             stop_now.cancel()
@@ -298,7 +312,8 @@ class Worker:
         try:
             await self.backend.sleep_workflow_run(
                 SleepWorkflowRunParams(
-                    workflow_run_id=run.id, worker_id=worker_id,
+                    workflow_run_id=run.id,
+                    worker_id=worker_id,
                     available_at=clock.now() - timedelta(milliseconds=1),
                 )
             )

@@ -1,0 +1,1 @@
+"""Example workflows, loaded by the repository's openworkflow.config.py."""

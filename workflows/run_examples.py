@@ -1,0 +1,51 @@
+"""Run the example workflows end to end on SQLite and print their outputs.
+
+Usage: ``python -m workflows.run_examples``; the backend and concurrency come from
+the repository's ``openworkflow.config.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import runpy
+from pathlib import Path
+
+from openworkflow import OpenWorkflow
+from workflows.hello_world import hello_world
+from workflows.process_order import process_order
+
+CONFIG = runpy.run_path(str(Path(__file__).parent.parent / "openworkflow.config.py"))["config"]
+DATABASE_URL: str = CONFIG["backend"]
+CONCURRENCY: int = CONFIG["worker"]["concurrency"]
+
+
+async def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    async with OpenWorkflow(DATABASE_URL) as ow:
+        hello = await ow.run(hello_world, {"name": "OpenWorkflow"})
+        order = await ow.run(
+            process_order,
+            {
+                "order_id": "A-1001",
+                "items": [
+                    {"sku": "book", "quantity": 2, "unit_price": 12.5},
+                    {"sku": "pen", "quantity": 3, "unit_price": 1.2},
+                ],
+            },
+        )
+        print(f"enqueued hello-world run {hello.id} and process-order run {order.id}")
+        async with ow.new_worker([hello_world, process_order], concurrency=CONCURRENCY):
+            for name, handle in (("hello-world", hello), ("process-order", order)):
+                output = await handle.result(timeout="30s")
+                print(f"{name} completed: {json.dumps(output)}")
+                steps = await ow.list_steps(handle.id)
+                for attempt in steps.data:
+                    print(f"  step {attempt.step_name:<14} {attempt.kind:<9} {attempt.status}")
+        counts = await ow.counts()
+        print(f"runs in {DATABASE_URL}: {counts}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
