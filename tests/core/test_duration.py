@@ -53,4 +53,4 @@ def test_resolve_time_accepts_aware_datetimes_and_durations() -> None:
     exact = datetime(2026, 1, 1, 0, 0, 0, 123456, tzinfo=UTC)
     assert resolve_time(exact).microsecond == 123000
     with pytest.raises(InvalidDurationError, match="timezone-aware"):
-        resolve_time(datetime(2026, 1, 1))  # noqa: DTZ001
+        resolve_time(datetime(2026, 1, 1))

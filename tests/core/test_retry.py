@@ -17,7 +17,12 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 def test_backoff_formula_matches_the_original() -> None:
     policy = DEFAULT_STEP_RETRY_POLICY
     assert [policy.delay_ms(n) for n in (1, 2, 3, 4, 8, 20)] == [
-        1000, 2000, 4000, 8000, 100_000, 100_000,
+        1000,
+        2000,
+        4000,
+        8000,
+        100_000,
+        100_000,
     ]
 
 
