@@ -208,10 +208,17 @@ SELECT_SIGNAL_RUNS_BY_KEY = """
 SELECT DISTINCT "workflow_run_id" FROM "workflow_signals"
 WHERE "namespace_id" = ? AND "signal" = ? AND "sender_idempotency_key" = ?"""
 
+# Only waits of runs that can still resume: a canceled or finished run keeps
+# its wait attempt 'running' forever, and must not receive (or report) a delivery.
 SELECT_SIGNAL_WAITERS = """
-SELECT "id", "workflow_run_id" FROM "step_attempts"
-WHERE "namespace_id" = ? AND "kind" = 'signal-wait' AND "status" = 'running'
-  AND json_extract("context", '$.signal') = ?"""
+SELECT sa."id", sa."workflow_run_id" FROM "step_attempts" sa
+WHERE sa."namespace_id" = ? AND sa."kind" = 'signal-wait' AND sa."status" = 'running'
+  AND json_extract(sa."context", '$.signal') = ?
+  AND EXISTS (
+    SELECT 1 FROM "workflow_runs" wr
+    WHERE wr."namespace_id" = sa."namespace_id" AND wr."id" = sa."workflow_run_id"
+      AND wr."status" IN ('pending', 'running', 'sleeping')
+  )"""
 
 INSERT_SIGNAL_DELIVERY = """
 INSERT OR IGNORE INTO "workflow_signals" (

@@ -155,9 +155,7 @@ async def park(backend: Any, run: WorkflowRun, available_at: datetime) -> Workfl
     )
 
 
-async def create_parked_signal_waiter(
-    backend: Any, signal: str
-) -> tuple[WorkflowRun, StepAttempt]:
+async def create_parked_signal_waiter(backend: Any, signal: str) -> tuple[WorkflowRun, StepAttempt]:
     """A claimed run with a running wait on ``signal``, parked for a year."""
     run = await create_claimed_run(backend)
     step = await create_signal_wait(backend, run, signal)
