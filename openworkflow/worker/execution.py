@@ -189,8 +189,29 @@ class StepExecutor:
         if self._history.find_cached(step_name) is not None:
             return
         resume_at = resolve_time(duration)
-        attempt = await self._create_attempt(step_name, "sleep", sleep_context(resume_at))
+        attempt = await self._create_wait_attempt(step_name, "sleep", sleep_context(resume_at))
         raise _Suspend(self._history.earliest_wait_including(Wait(attempt, resume_at)))
+
+    async def _create_wait_attempt(
+        self, step_name: str, kind: str, context: JsonValue
+    ) -> StepAttempt:
+        """Create the attempt of a durable wait, even if this branch is cancelled meanwhile.
+
+        Parallel waits each park the run; the first to do so ends the pass (and a
+        TaskGroup then cancels its siblings while their inserts may already be on
+        the way to the database). The creation is shielded and counted as in
+        flight, so the pass waits for it, records it, and parks until the earliest
+        wait instead of losing one.
+        """
+        self._begin_in_flight()
+        creation = asyncio.ensure_future(self._create_attempt(step_name, kind, context))
+        creation.add_done_callback(self._wait_creation_done)
+        return await asyncio.shield(creation)
+
+    def _wait_creation_done(self, creation: asyncio.Future[StepAttempt]) -> None:
+        if not creation.cancelled():
+            creation.exception()  # mark retrieved: a cancelled branch never awaits it
+        self._end_in_flight()
 
     async def _create_attempt(self, step_name: str, kind: str, context: JsonValue) -> StepAttempt:
         if not self._active:
@@ -246,6 +267,10 @@ class StepExecutor:
         """End the pass: refuse new attempts, let step bodies already running persist."""
         self._active = False
         await self._settled.wait()
+
+    def earliest_wait_including(self, wait: Wait) -> Wait:
+        """The earlier of ``wait`` and every running wait recorded so far."""
+        return self._history.earliest_wait_including(wait)
 
     def step_failure_of(self, error: BaseException) -> _StepFailure | None:
         """The step failure ``error`` came from, if it escaped a step unchanged."""
@@ -428,12 +453,16 @@ class WorkflowExecution:
         if isinstance(error, _StaleBranch):
             return
         if isinstance(error, _Suspend):
+            # Parallel waits (gather/TaskGroup) each raise their own suspend and the
+            # first one raised wins; the executor has since recorded every sibling
+            # wait (close() waited for them), so park until the earliest of all.
+            wait = error.wait if executor is None else executor.earliest_wait_including(error.wait)
             await self._transition(
                 self.backend.sleep_workflow_run(
                     SleepWorkflowRunParams(
                         workflow_run_id=self.run.id,
                         worker_id=self.worker_id,
-                        available_at=error.wait.resume_at,
+                        available_at=wait.resume_at,
                     )
                 )
             )
