@@ -104,6 +104,7 @@ class StepExecutor:
         self._in_flight = 0
         self._settled = asyncio.Event()
         self._settled.set()
+        self._wait_creations: set[asyncio.Future[StepAttempt]] = set()
         self.failures: dict[int, tuple[BaseException, _StepFailure]] = {}
         self.step_limit_error: StepLimitExceededError | None = None
 
@@ -205,10 +206,12 @@ class StepExecutor:
         """
         self._begin_in_flight()
         creation = asyncio.ensure_future(self._create_attempt(step_name, kind, context))
+        self._wait_creations.add(creation)  # a strong reference while it runs
         creation.add_done_callback(self._wait_creation_done)
         return await asyncio.shield(creation)
 
     def _wait_creation_done(self, creation: asyncio.Future[StepAttempt]) -> None:
+        self._wait_creations.discard(creation)
         if not creation.cancelled():
             creation.exception()  # mark retrieved: a cancelled branch never awaits it
         self._end_in_flight()
