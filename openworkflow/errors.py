@@ -17,6 +17,7 @@
     ├── ResultTimeoutError             handle.result() gave up waiting (also TimeoutError)
     └── BackendError                   the database could not do what was asked
         ├── WriteConflictError         a fenced write found no row it owns ("Failed to ...")
+        ├── BackendUnavailableError    the database cannot be reached (retried)
         └── BackendClosedError         the backend was stopped
 """
 
@@ -122,6 +123,14 @@ class WriteConflictError(BackendError):
 
     The run was canceled, finished, or claimed by another worker; the message
     keeps the original's wording (``Failed to create step attempt``).
+    """
+
+
+class BackendUnavailableError(BackendError):
+    """The database could not be reached (connection refused, dropped or restarting).
+
+    Nothing was decided: the worker backs off and retries, and a run it was
+    executing is resumed from its last recorded step.
     """
 
 

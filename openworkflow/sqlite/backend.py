@@ -16,7 +16,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import timedelta
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -48,6 +48,7 @@ from openworkflow.core.backend import (
 )
 from openworkflow.core.cursor import DEFAULT_PAGE_SIZE, Page, build_page, decode_list_cursor
 from openworkflow.core.retry import DEADLINE_EXCEEDED_MESSAGE, compute_failed_workflow_run_update
+from openworkflow.core.rows import step_attempt_from_row, workflow_run_from_row
 from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_run import WorkflowRun, fold_status_counts, resolve_cancel_conflict
 from openworkflow.errors import BackendClosedError, BackendError, WriteConflictError
@@ -682,52 +683,9 @@ def _wake_parent(c: sqlite3.Connection, child: WorkflowRun, now: str) -> None:
     )
 
 
-def _dt(value: str | None) -> datetime | None:
-    return None if value is None else clock.from_iso(value)
-
-
 def _to_run(row: sqlite3.Row | Sequence[Any]) -> WorkflowRun:
-    return WorkflowRun(
-        namespace_id=row[0],
-        id=row[1],
-        workflow_name=row[2],
-        version=row[3],
-        status=row[4],
-        idempotency_key=row[5],
-        config=ow_json.loads(row[6]),
-        context=ow_json.loads(row[7]),
-        input=ow_json.loads(row[8]),
-        output=ow_json.loads(row[9]),
-        error=ow_json.loads(row[10]),
-        attempts=row[11],
-        parent_step_attempt_namespace_id=row[12],
-        parent_step_attempt_id=row[13],
-        worker_id=row[14],
-        available_at=_dt(row[15]),
-        deadline_at=_dt(row[16]),
-        started_at=_dt(row[17]),
-        finished_at=_dt(row[18]),
-        created_at=clock.from_iso(row[19]),
-        updated_at=clock.from_iso(row[20]),
-    )
+    return workflow_run_from_row(row, ow_json.loads, clock.from_iso)
 
 
 def _to_step(row: sqlite3.Row | Sequence[Any]) -> StepAttempt:
-    return StepAttempt(
-        namespace_id=row[0],
-        id=row[1],
-        workflow_run_id=row[2],
-        step_name=row[3],
-        kind=row[4],
-        status=row[5],
-        config=ow_json.loads(row[6]),
-        context=ow_json.loads(row[7]),
-        output=ow_json.loads(row[8]),
-        error=ow_json.loads(row[9]),
-        child_workflow_run_namespace_id=row[10],
-        child_workflow_run_id=row[11],
-        started_at=_dt(row[12]),
-        finished_at=_dt(row[13]),
-        created_at=clock.from_iso(row[14]),
-        updated_at=clock.from_iso(row[15]),
-    )
+    return step_attempt_from_row(row, ow_json.loads, clock.from_iso)

@@ -25,18 +25,10 @@ from tests.backend.helpers import (
     create_pending_run,
     create_step,
     new_id,
-    now,
 )
 
 GAP_S = 0.01
 """Pause between creates so that ``created_at`` differs (timestamps are in ms)."""
-
-
-@pytest.fixture
-def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stop the application clock so that rows created now share ``created_at``."""
-    frozen = now()
-    monkeypatch.setattr(clock_module, "now", lambda: frozen)
 
 
 async def _list(backend, **params) -> object:

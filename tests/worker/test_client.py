@@ -27,6 +27,7 @@ from openworkflow.errors import (
     PayloadError,
     WorkflowRunNotFoundError,
 )
+from tests.fixtures.backends import backend_url
 from tests.worker.helpers import (
     get_run,
     idle_worker,
@@ -319,9 +320,8 @@ async def test_sync_client_runs_and_waits_while_an_async_worker_runs(
             "a ':memory:' SQLite database lives in one connection, so a second client "
             "(the blocking one, with its own event loop) cannot open it"
         )
-    if backend_kind != "sqlite_file":
-        pytest.skip(f"no URL to reopen a {backend_kind} backend from another event loop")
-    url = f"sqlite:///{backend.path}"
+    url = backend_url(backend_kind, backend)
+    assert url is not None
     namespace_id = backend.namespace_id
 
     def blocking_caller() -> dict[str, Any]:

@@ -1,0 +1,80 @@
+"""Build run and step records from database rows (columns in table order).
+
+Both backends select ``*`` from tables whose column order is the original's
+DDL, so one mapping serves both; each backend passes how it decodes JSON and
+timestamps (SQLite stores text, PostgreSQL returns Python values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from openworkflow.core.json import JsonValue
+from openworkflow.core.step_attempt import StepAttempt
+from openworkflow.core.workflow_run import WorkflowRun
+
+JsonDecoder = Callable[[Any], JsonValue]
+TimeDecoder = Callable[[Any], datetime]
+
+
+def workflow_run_from_row(
+    row: Sequence[Any], load_json: JsonDecoder, load_time: TimeDecoder
+) -> WorkflowRun:
+    """Map a ``workflow_runs`` row to a :class:`WorkflowRun`."""
+
+    def time_or_none(value: Any) -> datetime | None:
+        return None if value is None else load_time(value)
+
+    return WorkflowRun(
+        namespace_id=row[0],
+        id=row[1],
+        workflow_name=row[2],
+        version=row[3],
+        status=row[4],
+        idempotency_key=row[5],
+        config=load_json(row[6]),
+        context=load_json(row[7]),
+        input=load_json(row[8]),
+        output=load_json(row[9]),
+        error=load_json(row[10]),
+        attempts=row[11],
+        parent_step_attempt_namespace_id=row[12],
+        parent_step_attempt_id=row[13],
+        worker_id=row[14],
+        available_at=time_or_none(row[15]),
+        deadline_at=time_or_none(row[16]),
+        started_at=time_or_none(row[17]),
+        finished_at=time_or_none(row[18]),
+        created_at=load_time(row[19]),
+        updated_at=load_time(row[20]),
+    )
+
+
+def step_attempt_from_row(
+    row: Sequence[Any], load_json: JsonDecoder, load_time: TimeDecoder
+) -> StepAttempt:
+    """Map a ``step_attempts`` row to a :class:`StepAttempt`."""
+
+    def time_or_none(value: Any) -> datetime | None:
+        return None if value is None else load_time(value)
+
+    return StepAttempt(
+        namespace_id=row[0],
+        id=row[1],
+        workflow_run_id=row[2],
+        step_name=row[3],
+        kind=row[4],
+        status=row[5],
+        config=load_json(row[6]),
+        context=load_json(row[7]),
+        output=load_json(row[8]),
+        error=load_json(row[9]),
+        child_workflow_run_namespace_id=row[10],
+        child_workflow_run_id=row[11],
+        started_at=time_or_none(row[12]),
+        finished_at=time_or_none(row[13]),
+        created_at=load_time(row[14]),
+        updated_at=load_time(row[15]),
+    )

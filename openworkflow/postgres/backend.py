@@ -1,0 +1,696 @@
+"""``PostgresBackend``: many workers on many machines sharing one PostgreSQL.
+
+The tables are the TypeScript original's, in a configurable schema, so Python
+and TypeScript workers can share a database. Statements run on a
+``psycopg_pool`` pool in autocommit mode; the few multi-statement operations
+(idempotent create, failure, finishing a child, signals) run in short
+``READ COMMITTED`` transactions. Every timestamp is the database's ``NOW()``.
+Connection problems surface as :class:`~openworkflow.errors.BackendUnavailableError`
+with the password removed; the worker backs off and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from openworkflow.core import clock
+from openworkflow.core import json as ow_json
+from openworkflow.core.backend import (
+    DEFAULT_NAMESPACE_ID,
+    RUN_IDEMPOTENCY_PERIOD_MS,
+    CancelWorkflowRunParams,
+    ClaimWorkflowRunParams,
+    CompleteStepAttemptParams,
+    CompleteWorkflowRunParams,
+    CreateStepAttemptParams,
+    CreateWorkflowRunParams,
+    ExtendWorkflowRunLeaseParams,
+    FailStepAttemptParams,
+    FailWorkflowRunParams,
+    GetSignalDeliveryParams,
+    GetStepAttemptParams,
+    GetWorkflowRunParams,
+    ListStepAttemptsParams,
+    ListWorkflowRunsParams,
+    RescheduleWorkflowRunAfterFailedStepAttemptParams,
+    SendSignalParams,
+    SendSignalResult,
+    SetStepAttemptChildWorkflowRunParams,
+    SignalDelivery,
+    SleepWorkflowRunParams,
+    WorkflowRunCounts,
+)
+from openworkflow.core.cursor import DEFAULT_PAGE_SIZE, Page, build_page, decode_list_cursor
+from openworkflow.core.json import JsonValue
+from openworkflow.core.retry import DEADLINE_EXCEEDED_MESSAGE, compute_failed_workflow_run_update
+from openworkflow.core.rows import step_attempt_from_row, workflow_run_from_row
+from openworkflow.core.step_attempt import StepAttempt
+from openworkflow.core.workflow_run import WorkflowRun, fold_status_counts, resolve_cancel_conflict
+from openworkflow.errors import (
+    BackendClosedError,
+    BackendError,
+    BackendUnavailableError,
+    WriteConflictError,
+)
+from openworkflow.notifications import ChangeNotifier
+from openworkflow.postgres import queries as q
+from openworkflow.postgres.listener import NotificationListener, work_payload
+from openworkflow.postgres.schema import DEFAULT_SCHEMA, migrate, validate_schema_name
+from openworkflow.postgres.url import URL_EXAMPLE, check_postgres_url, redact_url, scrub
+
+logger = logging.getLogger("openworkflow.postgres")
+
+Row = Sequence[Any]
+
+
+def _load_time(value: datetime) -> datetime:
+    return clock.truncate_ms(value.astimezone(UTC))
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _to_run(row: Row) -> WorkflowRun:
+    return workflow_run_from_row(row, _identity, _load_time)
+
+
+def _to_step(row: Row) -> StepAttempt:
+    return step_attempt_from_row(row, _identity, _load_time)
+
+
+def _jsonb(value: JsonValue) -> Jsonb | None:
+    return None if value is None else Jsonb(value, dumps=ow_json.dumps)
+
+
+def _require(row: Row | None, operation: str) -> Row:
+    if row is None:
+        raise WriteConflictError(f"Failed to {operation}")
+    return row
+
+
+def _lock_scope(**fields: str) -> str:
+    # The original's JSON.stringify of the same object, so both take one lock.
+    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+
+
+class _Database:
+    """The pool, the listener and the rendered statements shared by namespaces."""
+
+    def __init__(
+        self,
+        url: str,
+        schema: str,
+        *,
+        run_migrations: bool,
+        max_pool_size: int,
+        connect_timeout: float,
+        listen: bool,
+    ) -> None:
+        self.url = check_postgres_url(url)
+        self.schema = validate_schema_name(schema)
+        if not isinstance(max_pool_size, int) or max_pool_size < 1:
+            raise ValueError(f"max_pool_size must be a positive integer, got {max_pool_size!r}")
+        self.queries = q.Queries(schema)
+        self.notifier = ChangeNotifier()
+        self.base_params: dict[str, Any] = {
+            "channel": q.NOTIFY_CHANNEL,
+            "schema_name": schema,
+            "work_payload": work_payload(schema),
+        }
+        self._run_migrations = run_migrations
+        self._max_pool_size = max_pool_size
+        self._connect_kwargs: dict[str, Any] = {"connect_timeout": max(1, round(connect_timeout))}
+        self._listen = listen
+        self._pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._listener: NotificationListener | None = None
+        self._open_lock: asyncio.Lock | None = None
+        self._users = 1
+        self.closed = False
+
+    async def pool(self) -> psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        if self.closed:
+            raise BackendClosedError("the PostgreSQL backend was stopped; create a new one")
+        if self._pool is not None:
+            return self._pool
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if self._pool is None:
+                await self._open()
+        assert self._pool is not None
+        return self._pool
+
+    async def _open(self) -> None:
+        # One direct connection first: a wrong URL, a refused connection or a
+        # missing permission fails here with one clear message.
+        try:
+            connection = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, **self._connect_kwargs
+            )
+        except psycopg.Error as error:
+            raise BackendUnavailableError(
+                f"PostgreSQL backend failed to connect to {redact_url(self.url)}: "
+                f"{scrub(str(error).strip(), self.url)}. Check the connection URL "
+                f"(e.g. {URL_EXAMPLE!r}) and that the server is running."
+            ) from None
+        async with connection:
+            if self._run_migrations:
+                try:
+                    await migrate(connection, self.schema)
+                except psycopg.Error as error:
+                    raise BackendError(
+                        f"PostgreSQL backend could not migrate schema {self.schema!r}: "
+                        f"{scrub(str(error).strip(), self.url)}. Grant this user CREATE on the "
+                        "database, or migrate as an owner and pass run_migrations=False."
+                    ) from None
+        pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]] = (
+            psycopg_pool.AsyncConnectionPool(
+                self.url,
+                min_size=1,
+                max_size=self._max_pool_size,
+                kwargs={"autocommit": True, **self._connect_kwargs},
+                configure=_configure_connection,
+                check=psycopg_pool.AsyncConnectionPool.check_connection,
+                timeout=10.0,
+                open=False,
+                name="openworkflow",
+            )
+        )
+        await pool.open(wait=False)
+        self._pool = pool
+        if self._listen:
+            self._listener = NotificationListener(
+                self.url,
+                self._connect_kwargs,
+                q.NOTIFY_CHANNEL,
+                self.schema,
+                self.notifier,
+            )
+            self._listener.start()
+
+    async def wait_listening(self, timeout: float = 5.0) -> None:
+        """Wait until the LISTEN connection is up (tests and latency-sensitive callers)."""
+        await self.pool()
+        if self._listener is not None:
+            await asyncio.wait_for(self._listener.connected.wait(), timeout)
+
+    def share(self) -> _Database:
+        self._users += 1
+        return self
+
+    async def release(self) -> None:
+        self._users -= 1
+        if self._users > 0 or self.closed:
+            return
+        self.closed = True
+        if self._listener is not None:
+            await self._listener.stop()
+        if self._pool is not None:
+            await self._pool.close()
+
+
+async def _configure_connection(connection: psycopg.AsyncConnection[Any]) -> None:
+    # The fences and row locks assume READ COMMITTED whatever the server default.
+    await connection.execute(
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED"
+    )
+
+
+class PostgresBackend:
+    """Backend storing runs in PostgreSQL, bound to one namespace of one schema.
+
+    The pool opens (and migrations run, under an advisory lock) on first use or
+    on ``await backend.open()``.
+
+    Example:
+        ``backend = PostgresBackend("postgresql://app:secret@db:5432/app")``
+
+    Args:
+        url: A ``postgresql://user:pass@host:port/db`` URL (libpq parameters allowed).
+        namespace_id: The namespace every call reads and writes.
+        schema: The schema holding the tables (a plain identifier, at most 63 bytes).
+        run_migrations: Create or upgrade the tables when opening (the default).
+        max_pool_size: Most connections this backend (and its namespaces) opens.
+        connect_timeout: Seconds to wait for a new connection.
+        listen: Keep a LISTEN connection so idle workers wake within milliseconds.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        namespace_id: str = DEFAULT_NAMESPACE_ID,
+        schema: str = DEFAULT_SCHEMA,
+        *,
+        run_migrations: bool = True,
+        max_pool_size: int = 10,
+        connect_timeout: float = 10.0,
+        listen: bool = True,
+        _database: _Database | None = None,
+    ) -> None:
+        if not isinstance(namespace_id, str) or not namespace_id:
+            raise ValueError("namespace_id must be a non-empty string")
+        self._namespace_id = namespace_id
+        self._db = _database or _Database(
+            url,
+            schema,
+            run_migrations=run_migrations,
+            max_pool_size=max_pool_size,
+            connect_timeout=connect_timeout,
+            listen=listen,
+        )
+        self._q = self._db.queries
+        self._stopped = False
+
+    @property
+    def namespace_id(self) -> str:
+        """The namespace every call reads and writes."""
+        return self._namespace_id
+
+    @property
+    def schema(self) -> str:
+        """The schema holding the tables."""
+        return self._db.schema
+
+    @property
+    def url(self) -> str:
+        """The connection URL with its password replaced by ``***``."""
+        return redact_url(self._db.url)
+
+    @property
+    def notifier(self) -> ChangeNotifier:
+        """Wake-ups fed by LISTEN/NOTIFY, for workers and result waiters."""
+        return self._db.notifier
+
+    def with_namespace(self, namespace_id: str) -> PostgresBackend:
+        """Return a backend on the same pool, bound to another namespace."""
+        return PostgresBackend(self._db.url, namespace_id=namespace_id, _database=self._db.share())
+
+    async def open(self) -> None:
+        """Connect, migrate and start listening now instead of on first use."""
+        self._check_open()
+        await self._db.wait_listening()
+
+    async def stop(self) -> None:
+        """Close this backend; the pool closes when its last namespace stops."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self._db.release()
+
+    # -- plumbing ------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._stopped:
+            raise BackendClosedError("the PostgreSQL backend was stopped; create a new one")
+
+    def _params(self, **values: Any) -> dict[str, Any]:
+        return {**self._db.base_params, "ns": self._namespace_id, **values}
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        self._check_open()
+        pool = await self._db.pool()
+        try:
+            async with pool.connection() as connection:
+                yield connection
+        except psycopg_pool.PoolTimeout as error:
+            raise BackendUnavailableError(
+                f"no PostgreSQL connection available from {redact_url(self._db.url)}: "
+                f"{scrub(str(error), self._db.url)}"
+            ) from None
+        except psycopg.OperationalError as error:
+            raise BackendUnavailableError(
+                f"PostgreSQL connection failed: {scrub(str(error).strip(), self._db.url)}"
+            ) from error
+        except psycopg.Error as error:
+            raise BackendError(
+                f"PostgreSQL error: {scrub(str(error).strip(), self._db.url)}"
+            ) from error
+
+    async def _fetchone(self, query: bytes, params: dict[str, Any]) -> Row | None:
+        async with self._connection() as connection:
+            cursor = await connection.execute(query, params)
+            return await cursor.fetchone()
+
+    async def _fetchall(self, query: bytes | sql.Composed, params: dict[str, Any]) -> list[Row]:
+        async with self._connection() as connection:
+            cursor = await connection.execute(query, params)
+            return await cursor.fetchall()
+
+    @staticmethod
+    async def _one(
+        connection: psycopg.AsyncConnection[Any], query: bytes, params: dict[str, Any]
+    ) -> Row | None:
+        cursor = await connection.execute(query, params)
+        return await cursor.fetchone()
+
+    # -- workflow runs -------------------------------------------------------
+
+    async def create_workflow_run(self, params: CreateWorkflowRunParams) -> WorkflowRun:
+        """Insert a pending run, or return the one with the same idempotency key (24 h)."""
+        values = self._params(
+            workflow_name=params.workflow_name,
+            version=params.version,
+            idempotency_key=params.idempotency_key,
+            config=_jsonb(params.config if params.config is not None else {}),
+            context=_jsonb(params.context),
+            input=_jsonb(params.input),
+            parent_ns=params.parent_step_attempt_namespace_id,
+            parent_id=params.parent_step_attempt_id,
+            available_at=params.available_at,
+            deadline_at=params.deadline_at,
+            period_ms=RUN_IDEMPOTENCY_PERIOD_MS,
+        )
+        if params.idempotency_key is None:
+            return _to_run(
+                _require(await self._fetchone(self._q.insert_workflow_run, values), "create run")
+            )
+        values["scope"] = _lock_scope(
+            namespaceId=self._namespace_id,
+            workflowName=params.workflow_name,
+            idempotencyKey=params.idempotency_key,
+        )
+        async with self._connection() as connection, connection.transaction():
+            await connection.execute(self._q.lock_idempotency_scope, values)
+            row = await self._one(connection, self._q.select_run_by_idempotency_key, values)
+            if row is None:
+                row = await self._one(connection, self._q.insert_workflow_run, values)
+        return _to_run(_require(row, "create workflow run"))
+
+    async def get_workflow_run(self, params: GetWorkflowRunParams) -> WorkflowRun | None:
+        """Return the run, or None."""
+        row = await self._fetchone(
+            self._q.select_workflow_run, self._params(run_id=params.workflow_run_id)
+        )
+        return None if row is None else _to_run(row)
+
+    async def list_workflow_runs(self, params: ListWorkflowRunsParams) -> Page[WorkflowRun]:
+        """List runs newest first with cursor pagination and optional filters."""
+        conditions = ['"namespace_id" = %(ns)s']
+        values = self._params(status=params.status, workflow_name=params.workflow_name)
+        if params.status:
+            conditions.append('"status" = %(status)s')
+        if params.workflow_name:
+            conditions.append('"workflow_name" = %(workflow_name)s')
+        return await self._list_page(
+            "workflow_runs", "DESC", conditions, values, params.limit, params.after, params.before
+        )
+
+    async def count_workflow_runs(self) -> WorkflowRunCounts:
+        """Count runs per status in this namespace."""
+        rows = await self._fetchall(self._q.count_workflow_runs, self._params())
+        return WorkflowRunCounts(**fold_status_counts((row[0], row[1]) for row in rows))
+
+    async def claim_workflow_run(self, params: ClaimWorkflowRunParams) -> WorkflowRun | None:
+        """Expire deadlines and lease the next available run, in one statement."""
+        row = await self._fetchone(
+            self._q.claim_workflow_run,
+            self._params(
+                worker_id=params.worker_id,
+                lease_ms=params.lease_duration_ms,
+                deadline_error=_jsonb({"message": DEADLINE_EXCEEDED_MESSAGE}),
+            ),
+        )
+        return None if row is None else _to_run(row)
+
+    async def extend_workflow_run_lease(self, params: ExtendWorkflowRunLeaseParams) -> WorkflowRun:
+        """Fenced: move the lease of an owned running run to now + lease."""
+        row = await self._fetchone(
+            self._q.extend_lease,
+            self._owned(
+                params.workflow_run_id, params.worker_id, lease_ms=params.lease_duration_ms
+            ),
+        )
+        return _to_run(_require(row, "extend lease for workflow run"))
+
+    async def sleep_workflow_run(self, params: SleepWorkflowRunParams) -> WorkflowRun:
+        """Fenced: park the run until ``available_at`` (or now if a wait is already answered)."""
+        values = self._owned(
+            params.workflow_run_id, params.worker_id, available_at=params.available_at
+        )
+        async with self._connection() as connection:
+            parked = _require(
+                await self._one(connection, self._q.sleep_workflow_run, values),
+                "sleep workflow run",
+            )
+            # A separate statement, so it sees answers committed while we parked.
+            reconciled = await self._one(connection, self._q.reconcile_parked_run, values)
+        return _to_run(reconciled or parked)
+
+    async def complete_workflow_run(self, params: CompleteWorkflowRunParams) -> WorkflowRun:
+        """Fenced: mark the run completed and wake its parent."""
+        values = self._owned(params.workflow_run_id, params.worker_id, output=_jsonb(params.output))
+        async with self._connection() as connection, connection.transaction():
+            row = _require(
+                await self._one(connection, self._q.complete_workflow_run, values),
+                "mark workflow run completed",
+            )
+            run = _to_run(row)
+            await self._wake_parent(connection, run)
+        return run
+
+    async def fail_workflow_run(self, params: FailWorkflowRunParams) -> WorkflowRun:
+        """Fenced: apply the retry decision at database time; failing for good wakes the parent."""
+        values = self._owned(params.workflow_run_id, params.worker_id)
+        async with self._connection() as connection, connection.transaction():
+            current = _require(
+                await self._one(connection, self._q.select_owned_run_for_failure, values),
+                "mark workflow run failed",
+            )
+            db_now, row_attempts, row_deadline = current
+            attempts, deadline_at = params.attempts, params.deadline_at
+            if attempts is None:
+                attempts, deadline_at = row_attempts, row_deadline
+            update = compute_failed_workflow_run_update(
+                params.retry_policy, attempts, deadline_at, params.error, _load_time(db_now)
+            )
+            values.update(
+                status=update.status,
+                available_at=update.available_at,
+                finished_at=update.finished_at,
+                error=_jsonb(update.error),
+            )
+            run = _to_run(
+                _require(
+                    await self._one(connection, self._q.fail_workflow_run, values),
+                    "mark workflow run failed",
+                )
+            )
+            if run.status == "failed":
+                await self._wake_parent(connection, run)
+        return run
+
+    async def reschedule_workflow_run_after_failed_step_attempt(
+        self, params: RescheduleWorkflowRunAfterFailedStepAttemptParams
+    ) -> WorkflowRun:
+        """Fenced: send the run back to pending until ``available_at``."""
+        row = await self._fetchone(
+            self._q.reschedule_after_failed_step,
+            self._owned(
+                params.workflow_run_id,
+                params.worker_id,
+                available_at=params.available_at,
+                error=_jsonb(params.error),
+            ),
+        )
+        return _to_run(_require(row, "reschedule workflow run after failed step attempt"))
+
+    async def cancel_workflow_run(self, params: CancelWorkflowRunParams) -> WorkflowRun:
+        """Cancel an active run (idempotently) and wake its parent."""
+        values = self._params(run_id=params.workflow_run_id)
+        async with self._connection() as connection, connection.transaction():
+            row = await self._one(connection, self._q.cancel_workflow_run, values)
+            canceled = None if row is None else _to_run(row)
+            if canceled is not None:
+                await self._wake_parent(connection, canceled)
+        if canceled is not None:
+            return canceled
+        existing = await self.get_workflow_run(
+            GetWorkflowRunParams(workflow_run_id=params.workflow_run_id)
+        )
+        return resolve_cancel_conflict(params.workflow_run_id, existing)
+
+    async def _wake_parent(
+        self, connection: psycopg.AsyncConnection[Any], child: WorkflowRun
+    ) -> None:
+        if child.parent_step_attempt_namespace_id is None or child.parent_step_attempt_id is None:
+            return
+        parent_ns = child.parent_step_attempt_namespace_id
+        values = self._params(
+            parent_ns=parent_ns,
+            parent_step_id=child.parent_step_attempt_id,
+            child_ns=child.namespace_id,
+            child_id=child.id,
+        )
+        parent = await self._one(connection, self._q.select_waiting_parent_for_update, values)
+        if parent is not None:
+            await connection.execute(
+                self._q.wake_parked_runs, {**values, "ns": parent_ns, "run_ids": [parent[0]]}
+            )
+
+    # -- step attempts -------------------------------------------------------
+
+    async def create_step_attempt(self, params: CreateStepAttemptParams) -> StepAttempt:
+        """Fenced: insert a running step attempt for an owned run."""
+        row = await self._fetchone(
+            self._q.insert_step_attempt,
+            self._owned(
+                params.workflow_run_id,
+                params.worker_id,
+                step_name=params.step_name,
+                kind=params.kind,
+                config=_jsonb(params.config if params.config is not None else {}),
+                context=_jsonb(params.context),
+            ),
+        )
+        return _to_step(_require(row, "create step attempt"))
+
+    async def get_step_attempt(self, params: GetStepAttemptParams) -> StepAttempt | None:
+        """Return the step attempt, or None."""
+        row = await self._fetchone(
+            self._q.select_step_attempt, self._params(step_id=params.step_attempt_id)
+        )
+        return None if row is None else _to_step(row)
+
+    async def list_step_attempts(self, params: ListStepAttemptsParams) -> Page[StepAttempt]:
+        """List a run's step attempts oldest first, with cursor pagination."""
+        return await self._list_page(
+            "step_attempts",
+            "ASC",
+            ['"namespace_id" = %(ns)s', '"workflow_run_id" = %(run_id)s'],
+            self._params(run_id=params.workflow_run_id),
+            params.limit,
+            params.after,
+            params.before,
+        )
+
+    async def complete_step_attempt(self, params: CompleteStepAttemptParams) -> StepAttempt:
+        """Fenced: mark the attempt completed (a repeat keeps the first output)."""
+        row = await self._fetchone(
+            self._q.complete_step_attempt,
+            self._owned(
+                params.workflow_run_id,
+                params.worker_id,
+                step_id=params.step_attempt_id,
+                output=_jsonb(params.output),
+            ),
+        )
+        return _to_step(_require(row, "mark step attempt completed"))
+
+    async def fail_step_attempt(self, params: FailStepAttemptParams) -> StepAttempt:
+        """Fenced: mark the attempt failed (a repeat keeps the first error)."""
+        row = await self._fetchone(
+            self._q.fail_step_attempt,
+            self._owned(
+                params.workflow_run_id,
+                params.worker_id,
+                step_id=params.step_attempt_id,
+                error=_jsonb(params.error),
+            ),
+        )
+        return _to_step(_require(row, "mark step attempt failed"))
+
+    async def set_step_attempt_child_workflow_run(
+        self, params: SetStepAttemptChildWorkflowRunParams
+    ) -> StepAttempt:
+        """Fenced: link a running attempt to the child run it started."""
+        row = await self._fetchone(
+            self._q.set_step_child,
+            self._owned(
+                params.workflow_run_id,
+                params.worker_id,
+                step_id=params.step_attempt_id,
+                child_ns=params.child_workflow_run_namespace_id,
+                child_id=params.child_workflow_run_id,
+            ),
+        )
+        return _to_step(_require(row, "set step attempt child workflow run"))
+
+    # -- signals -------------------------------------------------------------
+
+    async def send_signal(self, params: SendSignalParams) -> SendSignalResult:
+        """Deliver ``data`` once to every running wait on the signal, and wake those runs."""
+        values = self._params(
+            signal=params.signal,
+            data=_jsonb(params.data),
+            idempotency_key=params.idempotency_key,
+        )
+        async with self._connection() as connection, connection.transaction():
+            if params.idempotency_key is not None:
+                values["scope"] = _lock_scope(
+                    namespaceId=self._namespace_id,
+                    signal=params.signal,
+                    idempotencyKey=params.idempotency_key,
+                )
+                await connection.execute(self._q.lock_idempotency_scope, values)
+                cursor = await connection.execute(self._q.select_signal_runs_by_key, values)
+                earlier = [row[0] for row in await cursor.fetchall()]
+                if earlier:
+                    return SendSignalResult(workflow_run_ids=earlier)
+            cursor = await connection.execute(self._q.deliver_signal, values)
+            delivered = list(dict.fromkeys(row[0] for row in await cursor.fetchall()))
+            if delivered:
+                values["run_ids"] = delivered
+                await connection.execute(self._q.lock_runs, values)
+                await connection.execute(self._q.wake_parked_runs, values)
+        return SendSignalResult(workflow_run_ids=delivered)
+
+    async def get_signal_delivery(self, params: GetSignalDeliveryParams) -> SignalDelivery | None:
+        """Return what was delivered to a waiting attempt, or None."""
+        row = await self._fetchone(
+            self._q.select_signal_delivery, self._params(step_id=params.step_attempt_id)
+        )
+        return None if row is None else SignalDelivery(data=row[0])
+
+    # -- helpers -------------------------------------------------------------
+
+    def _owned(self, workflow_run_id: str, worker_id: str, **values: Any) -> dict[str, Any]:
+        return self._params(run_id=workflow_run_id, worker_id=worker_id, **values)
+
+    async def _list_page(
+        self,
+        table: str,
+        natural_order: str,
+        conditions: list[str],
+        values: dict[str, Any],
+        limit: int | None,
+        after: str | None,
+        before: str | None,
+    ) -> Page[Any]:
+        page_size = DEFAULT_PAGE_SIZE if limit is None else limit
+        if page_size < 1:
+            raise ValueError(f"limit must be at least 1, got {page_size}")
+        cursor = decode_list_cursor(after, before)
+        order = natural_order
+        if before:
+            order = "ASC" if natural_order == "DESC" else "DESC"
+        if cursor is not None:
+            operator = ">" if order == "ASC" else "<"
+            conditions = [*conditions, f'("created_at", "id") {operator} (%(c_at)s, %(c_id)s)']
+            values = {**values, "c_at": cursor.created_at, "c_id": cursor.id}
+        query = sql.SQL(q.LIST_PAGE).format(
+            schema=sql.Identifier(self._db.schema),
+            table=sql.Identifier(table),
+            where=sql.SQL(" AND ".join(conditions)),
+            order=sql.SQL(order),
+        )
+        rows = await self._fetchall(query, {**values, "limit": page_size + 1})
+        to_record = _to_run if table == "workflow_runs" else _to_step
+        return build_page(
+            [to_record(row) for row in rows],
+            page_size,
+            has_after=bool(after),
+            has_before=bool(before),
+        )

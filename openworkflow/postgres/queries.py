@@ -1,0 +1,358 @@
+"""Every SQL statement of the PostgreSQL backend, as templates.
+
+``{schema}`` is filled once per backend with the quoted, validated schema
+name (see :class:`Queries`); values are always bound as named parameters.
+Every timestamp comes from the database clock (``NOW()``). Writes that
+advance a run are fenced on ``status = 'running' AND worker_id = <caller>``;
+step writes first lock the owning run row (``FOR NO KEY UPDATE``) so a lease
+transfer and a stale worker's step write are serialised.
+"""
+
+from __future__ import annotations
+
+from openworkflow.postgres.schema import render
+
+NOTIFY_CHANNEL = "openworkflow"
+
+RUN_OWNED = """
+  "namespace_id" = %(ns)s AND "id" = %(run_id)s AND "status" = 'running'
+  AND "worker_id" = %(worker_id)s"""
+
+OWNED_RUN_LOCKED = f"""
+WITH owned_workflow_run AS (
+  SELECT 1 FROM {{schema}}."workflow_runs"
+  WHERE {RUN_OWNED}
+  FOR NO KEY UPDATE
+)"""
+
+STEP_BY_ID = """
+  sa."namespace_id" = %(ns)s AND sa."workflow_run_id" = %(run_id)s AND sa."id" = %(step_id)s"""
+
+# A parked run becomes available now, unless it already is.
+AVAILABLE_NOW = """
+  "available_at" = CASE WHEN "available_at" IS NULL OR "available_at" > NOW() THEN NOW()
+                        ELSE "available_at" END"""
+
+# Notifications ride on RETURNING as a trailing column (rows map by position),
+# so telling listeners costs no extra round trip.
+NOTIFY_WORK = "pg_notify(%(channel)s, %(work_payload)s)"
+
+NOTIFY_FINISHED = """pg_notify(%(channel)s, 'f:' || %(schema_name)s || ':' || "id" || ':'
+  || CASE WHEN "parent_step_attempt_id" IS NULL THEN '0' ELSE '1' END)"""
+
+INSERT_WORKFLOW_RUN = f"""
+INSERT INTO {{schema}}."workflow_runs" (
+  "namespace_id", "id", "workflow_name", "version", "status", "idempotency_key",
+  "config", "context", "input", "attempts", "parent_step_attempt_namespace_id",
+  "parent_step_attempt_id", "available_at", "deadline_at", "created_at", "updated_at"
+)
+VALUES (
+  %(ns)s, gen_random_uuid(), %(workflow_name)s, %(version)s, 'pending', %(idempotency_key)s,
+  %(config)s, %(context)s, %(input)s, 0, %(parent_ns)s, %(parent_id)s,
+  COALESCE(%(available_at)s, NOW()), %(deadline_at)s, date_trunc('milliseconds', NOW()), NOW()
+)
+RETURNING *, {NOTIFY_WORK}"""
+
+LOCK_IDEMPOTENCY_SCOPE = "SELECT pg_advisory_xact_lock(hashtextextended(%(scope)s, 0::bigint))"
+
+SELECT_RUN_BY_IDEMPOTENCY_KEY = """
+SELECT * FROM {schema}."workflow_runs"
+WHERE "namespace_id" = %(ns)s AND "workflow_name" = %(workflow_name)s
+  AND "idempotency_key" = %(idempotency_key)s
+  AND "created_at" >= NOW() - %(period_ms)s * INTERVAL '1 millisecond'
+ORDER BY "created_at" ASC, "id" ASC
+LIMIT 1"""
+
+SELECT_WORKFLOW_RUN = """
+SELECT * FROM {schema}."workflow_runs" WHERE "namespace_id" = %(ns)s AND "id" = %(run_id)s"""
+
+COUNT_WORKFLOW_RUNS = """
+SELECT "status", COUNT(*) FROM {schema}."workflow_runs"
+WHERE "namespace_id" = %(ns)s GROUP BY "status" """
+
+# One statement: fail runs past their deadline, pick the next available run
+# (pending first) skipping rows other workers hold, and lease it.
+CLAIM_WORKFLOW_RUN = """
+WITH expired AS (
+  UPDATE {schema}."workflow_runs"
+  SET "status" = 'failed', "error" = %(deadline_error)s, "worker_id" = NULL,
+      "available_at" = NULL, "finished_at" = NOW(), "updated_at" = NOW()
+  WHERE "namespace_id" = %(ns)s AND "status" IN ('pending', 'running', 'sleeping')
+    AND "deadline_at" IS NOT NULL AND "deadline_at" <= NOW()
+  RETURNING "id"
+),
+candidate AS (
+  SELECT "id" FROM {schema}."workflow_runs"
+  WHERE "namespace_id" = %(ns)s AND "status" IN ('pending', 'running', 'sleeping')
+    AND "available_at" <= NOW()
+    AND ("deadline_at" IS NULL OR "deadline_at" > NOW())
+  ORDER BY CASE WHEN "status" = 'pending' THEN 0 ELSE 1 END, "available_at", "created_at"
+  LIMIT 1
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}."workflow_runs" AS wr
+SET "status" = 'running', "attempts" = wr."attempts" + 1, "worker_id" = %(worker_id)s,
+    "available_at" = NOW() + %(lease_ms)s * INTERVAL '1 millisecond',
+    "started_at" = COALESCE(wr."started_at", NOW()), "updated_at" = NOW()
+FROM candidate
+WHERE wr."namespace_id" = %(ns)s AND wr."id" = candidate."id"
+RETURNING wr.*"""
+
+EXTEND_LEASE = f"""
+UPDATE {{schema}}."workflow_runs"
+SET "available_at" = NOW() + %(lease_ms)s * INTERVAL '1 millisecond', "updated_at" = NOW()
+WHERE {RUN_OWNED}
+RETURNING *"""
+
+SLEEP_WORKFLOW_RUN = f"""
+UPDATE {{schema}}."workflow_runs"
+SET "status" = 'running', "available_at" = %(available_at)s, "worker_id" = NULL,
+    "updated_at" = NOW()
+WHERE "namespace_id" = %(ns)s AND "id" = %(run_id)s
+  AND "status" NOT IN ('succeeded', 'completed', 'failed', 'canceled')
+  AND "worker_id" = %(worker_id)s
+RETURNING *, CASE WHEN "available_at" <= NOW() THEN {NOTIFY_WORK} END"""
+
+# Run after parking, as its own statement (a fresh snapshot): if a wait was
+# answered while the run was still owned, the answer's wake-up saw an owned
+# run and did nothing, so the run becomes available now.
+RECONCILE_PARKED_RUN = f"""
+UPDATE {{schema}}."workflow_runs" wr
+SET {AVAILABLE_NOW}, "updated_at" = NOW()
+WHERE wr."namespace_id" = %(ns)s AND wr."id" = %(run_id)s AND wr."status" = 'running'
+  AND wr."worker_id" IS NULL
+  AND (
+    EXISTS (
+      SELECT 1 FROM {{schema}}."step_attempts" sa
+      JOIN {{schema}}."workflow_runs" child
+        ON child."namespace_id" = sa."child_workflow_run_namespace_id"
+        AND child."id" = sa."child_workflow_run_id"
+      WHERE sa."namespace_id" = wr."namespace_id" AND sa."workflow_run_id" = wr."id"
+        AND sa."kind" = 'workflow' AND sa."status" = 'running'
+        AND child."status" IN ('completed', 'succeeded', 'failed', 'canceled')
+    )
+    OR EXISTS (
+      SELECT 1 FROM {{schema}}."step_attempts" sa
+      JOIN {{schema}}."workflow_signals" ws
+        ON ws."namespace_id" = sa."namespace_id" AND ws."step_attempt_id" = sa."id"
+      WHERE sa."namespace_id" = wr."namespace_id" AND sa."workflow_run_id" = wr."id"
+        AND sa."kind" = 'signal-wait' AND sa."status" = 'running'
+    )
+  )
+RETURNING wr.*, {NOTIFY_WORK}"""
+
+COMPLETE_WORKFLOW_RUN = f"""
+UPDATE {{schema}}."workflow_runs"
+SET "status" = 'completed', "output" = %(output)s, "error" = NULL,
+    "worker_id" = %(worker_id)s, "available_at" = NULL, "finished_at" = NOW(),
+    "updated_at" = NOW()
+WHERE {RUN_OWNED}
+RETURNING *, {NOTIFY_FINISHED}"""
+
+SELECT_OWNED_RUN_FOR_FAILURE = f"""
+SELECT NOW(), "attempts", "deadline_at" FROM {{schema}}."workflow_runs"
+WHERE {RUN_OWNED}
+FOR NO KEY UPDATE"""
+
+FAIL_WORKFLOW_RUN = f"""
+UPDATE {{schema}}."workflow_runs"
+SET "status" = %(status)s, "available_at" = %(available_at)s, "finished_at" = %(finished_at)s,
+    "error" = %(error)s, "worker_id" = NULL, "started_at" = NULL, "updated_at" = NOW()
+WHERE {RUN_OWNED}
+RETURNING *, CASE WHEN "status" = 'failed' THEN {NOTIFY_FINISHED} END"""
+
+RESCHEDULE_AFTER_FAILED_STEP = f"""
+UPDATE {{schema}}."workflow_runs"
+SET "status" = 'pending', "available_at" = %(available_at)s, "finished_at" = NULL,
+    "error" = %(error)s, "worker_id" = NULL, "started_at" = NULL, "updated_at" = NOW()
+WHERE {RUN_OWNED}
+RETURNING *"""
+
+CANCEL_WORKFLOW_RUN = f"""
+UPDATE {{schema}}."workflow_runs"
+SET "status" = 'canceled', "worker_id" = NULL, "available_at" = NULL, "finished_at" = NOW(),
+    "updated_at" = NOW()
+WHERE "namespace_id" = %(ns)s AND "id" = %(run_id)s
+  AND "status" IN ('pending', 'running', 'sleeping')
+RETURNING *, {NOTIFY_FINISHED}"""
+
+# Waking a parent: lock its row by id first (this returns the newest version
+# even if it changed after our snapshot), then update it in a new statement.
+# A parent parking concurrently either waits for us or is seen parked.
+SELECT_WAITING_PARENT_FOR_UPDATE = """
+SELECT wr."id" FROM {schema}."workflow_runs" wr
+WHERE wr."namespace_id" = %(parent_ns)s
+  AND wr."id" = (
+    SELECT sa."workflow_run_id" FROM {schema}."step_attempts" sa
+    WHERE sa."namespace_id" = %(parent_ns)s AND sa."id" = %(parent_step_id)s
+      AND sa."kind" = 'workflow' AND sa."status" = 'running'
+      AND sa."child_workflow_run_namespace_id" = %(child_ns)s
+      AND sa."child_workflow_run_id" = %(child_id)s
+  )
+FOR NO KEY UPDATE"""
+
+WAKE_PARKED_RUNS = f"""
+UPDATE {{schema}}."workflow_runs"
+SET {AVAILABLE_NOW}, "updated_at" = NOW()
+WHERE "namespace_id" = %(ns)s AND "id" = ANY(%(run_ids)s)
+  AND ("status" = 'sleeping' OR ("status" IN ('pending', 'running') AND "worker_id" IS NULL))
+RETURNING "id", {NOTIFY_WORK}"""
+
+INSERT_STEP_ATTEMPT = f"""
+{OWNED_RUN_LOCKED}
+INSERT INTO {{schema}}."step_attempts" (
+  "namespace_id", "id", "workflow_run_id", "step_name", "kind", "status", "config",
+  "context", "started_at", "created_at", "updated_at"
+)
+SELECT %(ns)s, gen_random_uuid(), %(run_id)s, %(step_name)s, %(kind)s, 'running', %(config)s,
+       %(context)s, NOW(), date_trunc('milliseconds', NOW()), NOW()
+FROM owned_workflow_run
+RETURNING *"""
+
+SELECT_STEP_ATTEMPT = """
+SELECT * FROM {schema}."step_attempts" WHERE "namespace_id" = %(ns)s AND "id" = %(step_id)s"""
+
+SET_STEP_CHILD = f"""
+{OWNED_RUN_LOCKED}
+UPDATE {{schema}}."step_attempts" sa
+SET "child_workflow_run_namespace_id" = %(child_ns)s, "child_workflow_run_id" = %(child_id)s,
+    "updated_at" = NOW()
+FROM owned_workflow_run
+WHERE sa."status" = 'running' AND {STEP_BY_ID}
+RETURNING sa.*"""
+
+# Completing twice keeps the first output (an acknowledgement lost after the
+# commit is retried).
+COMPLETE_STEP_ATTEMPT = f"""
+{OWNED_RUN_LOCKED}
+UPDATE {{schema}}."step_attempts" sa
+SET "status" = 'completed',
+    "output" = CASE WHEN sa."status" = 'running' THEN %(output)s ELSE sa."output" END,
+    "error" = NULL,
+    "finished_at" = COALESCE(sa."finished_at", NOW()),
+    "updated_at" = CASE WHEN sa."status" = 'running' THEN NOW() ELSE sa."updated_at" END
+FROM owned_workflow_run
+WHERE sa."status" IN ('running', 'completed') AND {STEP_BY_ID}
+RETURNING sa.*"""
+
+FAIL_STEP_ATTEMPT = f"""
+{OWNED_RUN_LOCKED}
+UPDATE {{schema}}."step_attempts" sa
+SET "status" = 'failed',
+    "output" = NULL,
+    "error" = CASE WHEN sa."status" = 'running' THEN %(error)s ELSE sa."error" END,
+    "finished_at" = COALESCE(sa."finished_at", NOW()),
+    "updated_at" = CASE WHEN sa."status" = 'running' THEN NOW() ELSE sa."updated_at" END
+FROM owned_workflow_run
+WHERE sa."status" IN ('running', 'failed') AND {STEP_BY_ID}
+RETURNING sa.*"""
+
+SELECT_SIGNAL_RUNS_BY_KEY = """
+SELECT DISTINCT "workflow_run_id" FROM {schema}."workflow_signals"
+WHERE "namespace_id" = %(ns)s AND "signal" = %(signal)s
+  AND "sender_idempotency_key" = %(idempotency_key)s"""
+
+# Deliver to every running wait on the signal whose run can still resume (a
+# canceled or finished run keeps its wait attempt 'running' forever); the
+# unique index allows one delivery per wait.
+DELIVER_SIGNAL = """
+WITH waiters AS (
+  SELECT sa."id", sa."workflow_run_id" FROM {schema}."step_attempts" sa
+  WHERE sa."namespace_id" = %(ns)s AND sa."kind" = 'signal-wait' AND sa."status" = 'running'
+    AND sa."context"->>'signal' = %(signal)s
+    AND EXISTS (
+      SELECT 1 FROM {schema}."workflow_runs" wr
+      WHERE wr."namespace_id" = sa."namespace_id" AND wr."id" = sa."workflow_run_id"
+        AND wr."status" IN ('pending', 'running', 'sleeping')
+    )
+  ORDER BY sa."id"
+  FOR UPDATE OF sa
+)
+INSERT INTO {schema}."workflow_signals" (
+  "namespace_id", "id", "signal", "data", "sender_idempotency_key", "workflow_run_id",
+  "step_attempt_id", "created_at"
+)
+SELECT %(ns)s, gen_random_uuid(), %(signal)s, %(data)s, %(idempotency_key)s,
+       waiters."workflow_run_id", waiters."id", NOW()
+FROM waiters
+ON CONFLICT ("namespace_id", "step_attempt_id") DO NOTHING
+RETURNING "workflow_run_id" """
+
+LOCK_RUNS = """
+SELECT "id" FROM {schema}."workflow_runs"
+WHERE "namespace_id" = %(ns)s AND "id" = ANY(%(run_ids)s)
+ORDER BY "id"
+FOR NO KEY UPDATE"""
+
+SELECT_SIGNAL_DELIVERY = """
+SELECT "data" FROM {schema}."workflow_signals"
+WHERE "namespace_id" = %(ns)s AND "step_attempt_id" = %(step_id)s
+LIMIT 1"""
+
+LIST_PAGE = """
+SELECT * FROM {schema}.{table} WHERE {where} ORDER BY "created_at" {order}, "id" {order}
+LIMIT %(limit)s"""
+
+
+class Queries:
+    """The statements above rendered for one schema, ready to execute."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        for name, template in _TEMPLATES.items():
+            setattr(self, name, render(template, schema).encode())
+
+    insert_workflow_run: bytes
+    select_run_by_idempotency_key: bytes
+    select_workflow_run: bytes
+    count_workflow_runs: bytes
+    claim_workflow_run: bytes
+    extend_lease: bytes
+    sleep_workflow_run: bytes
+    reconcile_parked_run: bytes
+    complete_workflow_run: bytes
+    select_owned_run_for_failure: bytes
+    fail_workflow_run: bytes
+    reschedule_after_failed_step: bytes
+    cancel_workflow_run: bytes
+    select_waiting_parent_for_update: bytes
+    wake_parked_runs: bytes
+    insert_step_attempt: bytes
+    select_step_attempt: bytes
+    set_step_child: bytes
+    complete_step_attempt: bytes
+    fail_step_attempt: bytes
+    select_signal_runs_by_key: bytes
+    deliver_signal: bytes
+    lock_runs: bytes
+    lock_idempotency_scope: bytes
+    select_signal_delivery: bytes
+
+
+_TEMPLATES = {
+    "insert_workflow_run": INSERT_WORKFLOW_RUN,
+    "select_run_by_idempotency_key": SELECT_RUN_BY_IDEMPOTENCY_KEY,
+    "select_workflow_run": SELECT_WORKFLOW_RUN,
+    "count_workflow_runs": COUNT_WORKFLOW_RUNS,
+    "claim_workflow_run": CLAIM_WORKFLOW_RUN,
+    "extend_lease": EXTEND_LEASE,
+    "sleep_workflow_run": SLEEP_WORKFLOW_RUN,
+    "reconcile_parked_run": RECONCILE_PARKED_RUN,
+    "complete_workflow_run": COMPLETE_WORKFLOW_RUN,
+    "select_owned_run_for_failure": SELECT_OWNED_RUN_FOR_FAILURE,
+    "fail_workflow_run": FAIL_WORKFLOW_RUN,
+    "reschedule_after_failed_step": RESCHEDULE_AFTER_FAILED_STEP,
+    "cancel_workflow_run": CANCEL_WORKFLOW_RUN,
+    "select_waiting_parent_for_update": SELECT_WAITING_PARENT_FOR_UPDATE,
+    "wake_parked_runs": WAKE_PARKED_RUNS,
+    "insert_step_attempt": INSERT_STEP_ATTEMPT,
+    "select_step_attempt": SELECT_STEP_ATTEMPT,
+    "set_step_child": SET_STEP_CHILD,
+    "complete_step_attempt": COMPLETE_STEP_ATTEMPT,
+    "fail_step_attempt": FAIL_STEP_ATTEMPT,
+    "select_signal_runs_by_key": SELECT_SIGNAL_RUNS_BY_KEY,
+    "deliver_signal": DELIVER_SIGNAL,
+    "lock_runs": LOCK_RUNS,
+    "lock_idempotency_scope": LOCK_IDEMPOTENCY_SCOPE,
+    "select_signal_delivery": SELECT_SIGNAL_DELIVERY,
+}
