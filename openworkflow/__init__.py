@@ -29,6 +29,7 @@ from openworkflow.errors import (
     WorkflowCanceledError,
     WorkflowFailedError,
 )
+from openworkflow.postgres import PostgresBackend
 from openworkflow.sqlite import SqliteBackend
 from openworkflow.worker.execution import StepExecutor as Step
 from openworkflow.worker.worker import Worker
@@ -42,6 +43,7 @@ __all__ = [
     "OpenWorkflow",
     "OpenWorkflowError",
     "Page",
+    "PostgresBackend",
     "ResultTimeoutError",
     "RetryPolicy",
     "RunHandle",

@@ -12,6 +12,7 @@ def test_public_names_are_pinned() -> None:
         "OpenWorkflow",
         "OpenWorkflowError",
         "Page",
+        "PostgresBackend",
         "ResultTimeoutError",
         "RetryPolicy",
         "RunHandle",

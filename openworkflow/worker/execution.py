@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from openworkflow.core import clock
 from openworkflow.core.backend import (
@@ -46,6 +46,7 @@ from openworkflow.core.step_attempt import StepAttempt, sleep_context
 from openworkflow.core.workflow_definition import RunInfo, Workflow
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import (
+    BackendError,
     NonRetryableError,
     PayloadError,
     StepLimitExceededError,
@@ -54,6 +55,8 @@ from openworkflow.errors import (
 from openworkflow.worker.step_history import WORKFLOW_STEP_LIMIT, StepHistory, Wait
 
 logger = logging.getLogger("openworkflow.worker")
+
+T = TypeVar("T")
 
 
 class _Suspend(BaseException):
@@ -70,6 +73,26 @@ class _Suspend(BaseException):
 
 class _StaleBranch(BaseException):
     """Internal: a parallel branch tried to write after its pass ended."""
+
+
+class _EngineFault(BaseException):
+    """Internal: the engine's own read or write failed (database down, run moved on).
+
+    A BaseException so that workflow code cannot swallow it: the pass ends
+    without a transition, and the run resumes from its last recorded step.
+    """
+
+    def __init__(self, error: BackendError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def _engine_call(call: Awaitable[T]) -> T:
+    """Await an engine backend call, turning its failures into :class:`_EngineFault`."""
+    try:
+        return await call
+    except BackendError as error:
+        raise _EngineFault(error) from error
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,12 +187,14 @@ class StepExecutor:
                     step_name, attempt, error, TERMINAL_STEP_RETRY_POLICY if terminal else policy
                 )
                 raise
-            completed = await self._backend.complete_step_attempt(
-                CompleteStepAttemptParams(
-                    workflow_run_id=self._run.id,
-                    step_attempt_id=attempt.id,
-                    worker_id=self._worker_id,
-                    output=output,
+            completed = await _engine_call(
+                self._backend.complete_step_attempt(
+                    CompleteStepAttemptParams(
+                        workflow_run_id=self._run.id,
+                        step_attempt_id=attempt.id,
+                        worker_id=self._worker_id,
+                        output=output,
+                    )
                 )
             )
             self._history.record_completion(completed)
@@ -224,14 +249,16 @@ class StepExecutor:
         except StepLimitExceededError as error:
             self.step_limit_error = error
             raise
-        attempt = await self._backend.create_step_attempt(
-            CreateStepAttemptParams(
-                workflow_run_id=self._run.id,
-                worker_id=self._worker_id,
-                step_name=step_name,
-                kind=kind,
-                config={},
-                context=context,
+        attempt = await _engine_call(
+            self._backend.create_step_attempt(
+                CreateStepAttemptParams(
+                    workflow_run_id=self._run.id,
+                    worker_id=self._worker_id,
+                    step_name=step_name,
+                    kind=kind,
+                    config={},
+                    context=context,
+                )
             )
         )
         self._history.record_new_attempt(attempt)
@@ -244,12 +271,14 @@ class StepExecutor:
         error: BaseException,
         policy: ResolvedRetryPolicy,
     ) -> None:
-        failed = await self._backend.fail_step_attempt(
-            FailStepAttemptParams(
-                workflow_run_id=self._run.id,
-                step_attempt_id=attempt.id,
-                worker_id=self._worker_id,
-                error=serialize_error(error),
+        failed = await _engine_call(
+            self._backend.fail_step_attempt(
+                FailStepAttemptParams(
+                    workflow_run_id=self._run.id,
+                    step_attempt_id=attempt.id,
+                    worker_id=self._worker_id,
+                    error=serialize_error(error),
+                )
             )
         )
         count = self._history.record_failure(failed)
@@ -378,6 +407,9 @@ def _unwrap_group(error: BaseException) -> BaseException:
                 leaves.append(item)
 
     collect(error)
+    faults = [leaf for leaf in leaves if isinstance(leaf, _EngineFault)]
+    if faults:
+        return faults[0]
     failures = [leaf for leaf in leaves if not isinstance(leaf, _Suspend | _StaleBranch)]
     if failures:
         return failures[0]
@@ -409,8 +441,10 @@ class WorkflowExecution:
         """Run the pass; errors from user code end in a transition, never escape."""
         executor: StepExecutor | None = None
         try:
-            history = await load_step_history(self.backend, self.run.id)
-            if await _complete_elapsed_sleeps(self.backend, self.run, self.worker_id, history):
+            history = await _engine_call(load_step_history(self.backend, self.run.id))
+            if await _engine_call(
+                _complete_elapsed_sleeps(self.backend, self.run, self.worker_id, history)
+            ):
                 wait = history.earliest_running_wait()
                 if wait is not None and clock.now() < wait.resume_at:
                     raise _Suspend(wait)
@@ -455,6 +489,11 @@ class WorkflowExecution:
             raise error
         if isinstance(error, _StaleBranch):
             return
+        if isinstance(error, _EngineFault):
+            if isinstance(error.error, WriteConflictError):
+                logger.debug("run %s moved on (%s); ending the pass", self.run.id, error.error)
+                return
+            raise error.error  # the worker backs off; the run resumes after its lease
         if isinstance(error, _Suspend):
             # Parallel waits (gather/TaskGroup) each raise their own suspend and the
             # first one raised wins; the executor has since recorded every sibling

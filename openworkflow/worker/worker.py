@@ -27,7 +27,7 @@ from openworkflow.core.registry import WorkflowRegistry, describe
 from openworkflow.core.retry import MISSING_DEFINITION_RETRY_POLICY
 from openworkflow.core.workflow_definition import Workflow
 from openworkflow.core.workflow_run import WorkflowRun
-from openworkflow.errors import WriteConflictError
+from openworkflow.errors import BackendError, BackendUnavailableError, WriteConflictError
 from openworkflow.notifications import notifier_of
 from openworkflow.worker.execution import WorkflowExecution
 
@@ -170,6 +170,9 @@ class Worker:
         while not self._stopping:
             try:
                 claimed = await self.tick()
+            except BackendUnavailableError as error:
+                logger.warning("Worker tick failed, backing off: %s", error)
+                claimed = 0
             except Exception:
                 logger.exception("Worker tick failed; backing off")
                 claimed = 0
@@ -221,10 +224,49 @@ class Worker:
                     raise
             finally:
                 heartbeat.cancel()
+        except BackendError as error:
+            # The engine could not record progress (the database is unreachable):
+            # nothing was decided, so hand the run back instead of failing it.
+            logger.warning("Workflow run %s paused: %s", run.id, error)
+            await self._release_after_fault(slot.worker_id, run)
         except Exception:
             logger.exception("Critical error while executing workflow run %s", run.id)
         finally:
             self._free_slot(slot)
+
+    async def _release_after_fault(self, worker_id: str, run: WorkflowRun) -> None:
+        """Hand the run back for immediate pickup, retrying until its lease would expire.
+
+        If the database stays unreachable, the lease simply expires and any
+        worker resumes the run then.
+        """
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.lease_duration_ms / 1000
+        delay = 0.1
+        while not self._stop_now.is_set():
+            try:
+                await self.backend.sleep_workflow_run(
+                    SleepWorkflowRunParams(
+                        workflow_run_id=run.id,
+                        worker_id=worker_id,
+                        available_at=clock.now() - timedelta(milliseconds=1),
+                    )
+                )
+            except WriteConflictError:
+                return  # finished, canceled or reclaimed meanwhile
+            except BackendError as error:
+                if loop.time() + delay >= give_up_at:
+                    logger.warning(
+                        "Could not hand back run %s (%s); it resumes when its lease expires",
+                        run.id,
+                        error,
+                    )
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            logger.info("Handed workflow run %s back after a database error", run.id)
+            return
 
     async def _heartbeat(self, slot: _Slot, run: WorkflowRun, task: asyncio.Task[None]) -> None:
         """Renew the lease; when it is refused (lost), cancel the execution at once."""

@@ -1,0 +1,105 @@
+"""The database failing under a running pass: nothing is decided, nothing is lost.
+
+A backend wrapper injects ``BackendUnavailableError`` into the engine's own
+calls (as a dropped PostgreSQL connection would). The run must not be marked
+failed, workflow code must not be able to swallow the fault, and the run
+must finish once the database answers again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from openworkflow import OpenWorkflow, Step, workflow
+from openworkflow.errors import BackendUnavailableError
+from tests.worker.helpers import attempts_named, list_steps, running_worker, wait_for_status
+
+
+class FlakyBackend:
+    """Delegates to a real backend; fails the next N calls of chosen methods."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.failures: dict[str, int] = {}
+        self.injected = 0
+
+    def fail_next(self, method: str, times: int = 1) -> None:
+        """Make the next ``times`` calls of ``method`` raise BackendUnavailableError."""
+        self.failures[method] = times
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._inner, name)
+        if not callable(target) or name.startswith("_") or name == "with_namespace":
+            return target
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.failures.get(name, 0) > 0:
+                self.failures[name] -= 1
+                self.injected += 1
+                raise BackendUnavailableError(f"injected: connection lost during {name}")
+            return await target(*args, **kwargs)
+
+        return call
+
+
+async def test_a_lost_connection_while_recording_a_step_does_not_fail_the_run(
+    backend: Any,
+) -> None:
+    flaky = FlakyBackend(backend)
+    calls: list[str] = []
+
+    @workflow(name="fault-record-step")
+    async def record(step: Step) -> str:
+        first = await step.run("first", lambda: calls.append("first") or "one")
+        try:
+            second = await step.run("second", lambda: calls.append("second") or "two")
+        except Exception:  # workflow code must not be able to swallow an engine fault
+            return "swallowed"
+        return f"{first}-{second}"
+
+    ow = OpenWorkflow(backend)
+    flaky.fail_next("complete_step_attempt", times=1)
+    async with running_worker(flaky, [record]):
+        handle = await ow.run(record)
+        done = await wait_for_status(backend, handle.id, "completed", "failed", timeout=10)
+    assert done.status == "completed", done.error
+    assert done.output == "one-two"
+    assert flaky.injected == 1
+    steps = await list_steps(backend, handle.id)
+    # The step whose completion was lost ran again (at least once), then completed once.
+    assert [a.status for a in attempts_named(steps, "first")][-1] == "completed"
+    assert sum(a.status == "completed" for a in steps) == 2
+
+
+async def test_a_lost_connection_while_creating_a_step_or_loading_history(backend: Any) -> None:
+    flaky = FlakyBackend(backend)
+
+    @workflow(name="fault-create-step")
+    async def create(step: Step) -> int:
+        return await step.run("only", lambda: 41) + 1
+
+    ow = OpenWorkflow(backend)
+    flaky.fail_next("create_step_attempt", times=1)
+    flaky.fail_next("list_step_attempts", times=1)
+    async with running_worker(flaky, [create]):
+        handle = await ow.run(create)
+        done = await wait_for_status(backend, handle.id, "completed", "failed", timeout=10)
+    assert done.status == "completed", done.error
+    assert done.output == 42
+    assert flaky.injected == 2
+
+
+async def test_the_worker_loop_survives_failing_claims(backend: Any) -> None:
+    flaky = FlakyBackend(backend)
+
+    @workflow(name="fault-claim")
+    async def claimed(step: Step) -> str:
+        return await step.run("s", lambda: "ok")
+
+    ow = OpenWorkflow(backend)
+    flaky.fail_next("claim_workflow_run", times=3)
+    async with running_worker(flaky, [claimed]):
+        handle = await ow.run(claimed)
+        done = await wait_for_status(backend, handle.id, "completed", "failed", timeout=10)
+    assert done.status == "completed"
+    assert flaky.injected == 3
