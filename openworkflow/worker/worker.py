@@ -234,6 +234,16 @@ class Worker:
         finally:
             self._free_slot(slot)
 
+    async def _hand_back(self, worker_id: str, run: WorkflowRun) -> None:
+        """Park the run as due now, so any worker (this one too) picks it up at once."""
+        await self.backend.sleep_workflow_run(
+            SleepWorkflowRunParams(
+                workflow_run_id=run.id,
+                worker_id=worker_id,
+                available_at=clock.now() - timedelta(milliseconds=1),
+            )
+        )
+
     async def _release_after_fault(self, worker_id: str, run: WorkflowRun) -> None:
         """Hand the run back for immediate pickup, retrying until its lease would expire.
 
@@ -245,13 +255,7 @@ class Worker:
         delay = 0.1
         while not self._stop_now.is_set():
             try:
-                await self.backend.sleep_workflow_run(
-                    SleepWorkflowRunParams(
-                        workflow_run_id=run.id,
-                        worker_id=worker_id,
-                        available_at=clock.now() - timedelta(milliseconds=1),
-                    )
-                )
+                await self._hand_back(worker_id, run)
             except WriteConflictError:
                 return  # finished, canceled or reclaimed meanwhile
             except BackendError as error:
@@ -352,13 +356,7 @@ class Worker:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
         try:
-            await self.backend.sleep_workflow_run(
-                SleepWorkflowRunParams(
-                    workflow_run_id=run.id,
-                    worker_id=worker_id,
-                    available_at=clock.now() - timedelta(milliseconds=1),
-                )
-            )
+            await self._hand_back(worker_id, run)
         except WriteConflictError:
             return  # finished, canceled or reclaimed meanwhile: nothing to release
         except Exception:

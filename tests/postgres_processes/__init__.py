@@ -1,0 +1,1 @@
+"""End-to-end PostgreSQL tests with real worker processes (``app.py`` is the worker program)."""
