@@ -86,8 +86,8 @@ def connect(
         from openworkflow.postgres import PostgresBackend
 
         url, url_schema = split_schema_parameter(url)
-        return PostgresBackend(
-            url, namespace_id=namespace, schema=schema or url_schema or settings.schema_name
-        )
+        if schema is None:
+            schema = url_schema if url_schema is not None else settings.schema_name
+        return PostgresBackend(url, namespace_id=namespace, schema=schema)
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise ValueError(f"unsupported database URL scheme {scheme!r}: use {SUPPORTED_URLS}")

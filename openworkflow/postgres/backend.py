@@ -182,7 +182,6 @@ class _Database:
                 max_size=self._max_pool_size,
                 kwargs={"autocommit": True, **self._connect_kwargs},
                 configure=_configure_connection,
-                check=psycopg_pool.AsyncConnectionPool.check_connection,
                 timeout=10.0,
                 open=False,
                 name="openworkflow",
@@ -331,6 +330,9 @@ class PostgresBackend:
                 f"{scrub(str(error), self._db.url)}"
             ) from None
         except psycopg.OperationalError as error:
+            # The server restarted or dropped us: discard every broken idle
+            # connection now (no per-connection backoff), so the next call works.
+            await pool.check()
             raise BackendUnavailableError(
                 f"PostgreSQL connection failed: {scrub(str(error).strip(), self._db.url)}"
             ) from error
@@ -348,6 +350,20 @@ class PostgresBackend:
         async with self._connection() as connection:
             cursor = await connection.execute(query, params)
             return await cursor.fetchall()
+
+    async def _read_one(self, query: bytes, params: dict[str, Any]) -> Row | None:
+        """A read: retried once on a fresh connection if the pooled one was dead."""
+        try:
+            return await self._fetchone(query, params)
+        except BackendUnavailableError:
+            return await self._fetchone(query, params)
+
+    async def _read_all(self, query: bytes | sql.Composed, params: dict[str, Any]) -> list[Row]:
+        """A read returning rows: retried once like :meth:`_read_one`."""
+        try:
+            return await self._fetchall(query, params)
+        except BackendUnavailableError:
+            return await self._fetchall(query, params)
 
     @staticmethod
     async def _one(
@@ -391,7 +407,7 @@ class PostgresBackend:
 
     async def get_workflow_run(self, params: GetWorkflowRunParams) -> WorkflowRun | None:
         """Return the run, or None."""
-        row = await self._fetchone(
+        row = await self._read_one(
             self._q.select_workflow_run, self._params(run_id=params.workflow_run_id)
         )
         return None if row is None else _to_run(row)
@@ -410,7 +426,7 @@ class PostgresBackend:
 
     async def count_workflow_runs(self) -> WorkflowRunCounts:
         """Count runs per status in this namespace."""
-        rows = await self._fetchall(self._q.count_workflow_runs, self._params())
+        rows = await self._read_all(self._q.count_workflow_runs, self._params())
         return WorkflowRunCounts(**fold_status_counts((row[0], row[1]) for row in rows))
 
     async def claim_workflow_run(self, params: ClaimWorkflowRunParams) -> WorkflowRun | None:
@@ -559,7 +575,7 @@ class PostgresBackend:
 
     async def get_step_attempt(self, params: GetStepAttemptParams) -> StepAttempt | None:
         """Return the step attempt, or None."""
-        row = await self._fetchone(
+        row = await self._read_one(
             self._q.select_step_attempt, self._params(step_id=params.step_attempt_id)
         )
         return None if row is None else _to_step(row)
@@ -649,7 +665,7 @@ class PostgresBackend:
 
     async def get_signal_delivery(self, params: GetSignalDeliveryParams) -> SignalDelivery | None:
         """Return what was delivered to a waiting attempt, or None."""
-        row = await self._fetchone(
+        row = await self._read_one(
             self._q.select_signal_delivery, self._params(step_id=params.step_attempt_id)
         )
         return None if row is None else SignalDelivery(data=row[0])
@@ -686,7 +702,7 @@ class PostgresBackend:
             where=sql.SQL(" AND ".join(conditions)),
             order=sql.SQL(order),
         )
-        rows = await self._fetchall(query, {**values, "limit": page_size + 1})
+        rows = await self._read_all(query, {**values, "limit": page_size + 1})
         to_record = _to_run if table == "workflow_runs" else _to_step
         return build_page(
             [to_record(row) for row in rows],

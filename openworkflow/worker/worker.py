@@ -255,10 +255,12 @@ class Worker:
         delay = 0.1
         while not self._stop_now.is_set():
             try:
-                await self._hand_back(worker_id, run)
+                # A call blocked on an unreachable database must not outlive the lease.
+                remaining = max(give_up_at - loop.time(), 0.001)
+                await asyncio.wait_for(self._hand_back(worker_id, run), remaining)
             except WriteConflictError:
                 return  # finished, canceled or reclaimed meanwhile
-            except BackendError as error:
+            except (BackendError, TimeoutError) as error:
                 if loop.time() + delay >= give_up_at:
                     logger.warning(
                         "Could not hand back run %s (%s); it resumes when its lease expires",
@@ -274,18 +276,24 @@ class Worker:
 
     async def _heartbeat(self, slot: _Slot, run: WorkflowRun, task: asyncio.Task[None]) -> None:
         """Renew the lease; when it is refused (lost), cancel the execution at once."""
-        last_renewed = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        last_renewed = loop.time()
         while not task.done():
             await asyncio.sleep(self.heartbeat_interval_s)
+            lease_left = last_renewed + self.lease_duration_ms / 1000 - loop.time()
             try:
-                await self.backend.extend_workflow_run_lease(
-                    ExtendWorkflowRunLeaseParams(
-                        workflow_run_id=run.id,
-                        worker_id=slot.worker_id,
-                        lease_duration_ms=self.lease_duration_ms,
-                    )
+                # A renewal stuck on an unreachable database must not outlive the lease.
+                await asyncio.wait_for(
+                    self.backend.extend_workflow_run_lease(
+                        ExtendWorkflowRunLeaseParams(
+                            workflow_run_id=run.id,
+                            worker_id=slot.worker_id,
+                            lease_duration_ms=self.lease_duration_ms,
+                        )
+                    ),
+                    max(lease_left, 0.001),
                 )
-                last_renewed = asyncio.get_running_loop().time()
+                last_renewed = loop.time()
             except WriteConflictError:
                 logger.warning(
                     "Lease of workflow run %s was lost; cancelling its execution", run.id
@@ -294,7 +302,7 @@ class Worker:
                 return
             except Exception:
                 logger.exception("Heartbeat for workflow run %s failed", run.id)
-                if asyncio.get_running_loop().time() - last_renewed > self.lease_duration_ms / 1000:
+                if loop.time() - last_renewed >= self.lease_duration_ms / 1000:
                     logger.warning(
                         "Lease of workflow run %s expired; cancelling its execution", run.id
                     )

@@ -10,12 +10,14 @@
 // and end the process with a non-zero exit code.
 //
 // Commands:
-//   migrate          connect once (runs the package's migrations), then stop
-//   run <inputJson>  start an "interop-greet" run, print it, then wait for
-//                    its result with the client's handle.result()
-//   work <runId>     run a Worker with "interop-greet" until that run is
-//                    terminal, then stop it and print the run
-//   get <runId>      print the run (getWorkflowRun) and its step attempts
+//   migrate                 connect once (runs the package's migrations), stop
+//   run <workflow> <input>  start a run (input is JSON), print it, then wait
+//                           for it with the client's handle.result()
+//   create <workflow> <input> <idempotencyKey>
+//                           start a run with an idempotency key, print it
+//   work <runId>            run a Worker with the workflows below until that
+//                           run is terminal, then stop it and print the run
+//   get <runId>             print the run (getWorkflowRun) and its steps
 
 import { OpenWorkflow, Worker, defineWorkflow } from "openworkflow";
 import { BackendPostgres } from "openworkflow/postgres";
@@ -45,6 +47,33 @@ export const interopGreet = defineWorkflow(
     return { greeting, shout, keys, nothing, echo: input };
   },
 );
+
+// The same workflow as `interop_fail` in test_typescript_interop.py: a step
+// that throws, with no retries, fails the run.
+export const interopFail = defineWorkflow(
+  { name: "interop-fail" },
+  async ({ input, step }) => {
+    await step.run({ name: "prepare" }, () => ({ ready: true }));
+    await step.run(
+      { name: "explode", retryPolicy: { maximumAttempts: 1 } },
+      () => {
+        throw new TypeError(`boom for ${input.name}`);
+      },
+    );
+    return "unreachable";
+  },
+);
+
+const WORKFLOWS = {
+  [interopGreet.spec.name]: interopGreet,
+  [interopFail.spec.name]: interopFail,
+};
+
+function workflowNamed(name) {
+  const found = WORKFLOWS[name];
+  if (!found) throw new Error(`unknown workflow ${JSON.stringify(name)}`);
+  return found;
+}
 
 function emit(event, fields) {
   process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`);
@@ -102,18 +131,40 @@ const commands = {
     emit("migrated", {});
   },
 
-  async run(inputJson) {
+  async run(workflowName, inputJson) {
     const backend = await connect();
     try {
       const ow = new OpenWorkflow({ backend });
       const handle = await ow.runWorkflow(
-        interopGreet.spec,
+        workflowNamed(workflowName).spec,
         JSON.parse(inputJson),
       );
       emit("created", { run: handle.workflowRun });
       const timeoutMs = Number(process.env.OW_TIMEOUT_MS ?? 60000);
-      const output = await handle.result({ timeoutMs });
+      let output;
+      try {
+        output = await handle.result({ timeoutMs });
+      } catch (error) {
+        if (!String(error?.message).includes(" failed: ")) throw error;
+        emit("failed", { message: error.message });
+        return;
+      }
       emit("result", { output });
+    } finally {
+      await backend.stop();
+    }
+  },
+
+  async create(workflowName, inputJson, idempotencyKey) {
+    const backend = await connect();
+    try {
+      const ow = new OpenWorkflow({ backend });
+      const handle = await ow.runWorkflow(
+        workflowNamed(workflowName).spec,
+        JSON.parse(inputJson),
+        { idempotencyKey },
+      );
+      emit("created", { run: handle.workflowRun });
     } finally {
       await backend.stop();
     }
@@ -122,7 +173,10 @@ const commands = {
   async work(runId) {
     const backend = await connect();
     try {
-      const worker = new Worker({ backend, workflows: [interopGreet] });
+      const worker = new Worker({
+        backend,
+        workflows: Object.values(WORKFLOWS),
+      });
       await worker.start();
       emit("started", {});
       let run;

@@ -1,0 +1,361 @@
+"""A PostgreSQL worker process for the end-to-end tests, and the helpers the tests drive it with.
+
+Run it as ``python -m tests.postgres_processes.app --schema S [options]``. Each
+option falls back to an environment variable, so a URL holding a password
+need not appear on the command line (where ``ps`` would show it):
+
+- ``--url`` / ``OW_PROC_URL``: the PostgreSQL URL (else ``OPENWORKFLOW_TEST_POSTGRES_URL``)
+- ``--schema`` / ``OW_PROC_SCHEMA``: the schema holding the tables (required)
+- ``--namespace`` / ``OW_PROC_NAMESPACE``: the namespace (default ``default``)
+- ``--concurrency`` / ``OW_PROC_CONCURRENCY``: worker slots (default 4)
+- ``--lease`` / ``OW_PROC_LEASE``: the worker's lease duration (default ``30s``)
+
+Every step body appends a row to a ledger table in the same schema (an oracle
+outside the engine), so the tests can count how often each step really ran
+and in which process. The process prints ``ow-proc-ready pid=N`` once it is
+claiming runs, and stops gracefully on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import hashlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+from pydantic import BaseModel
+
+from openworkflow import RetryPolicy, RunInfo, Step, Worker, workflow
+from openworkflow.postgres import PostgresBackend
+
+ROOT = Path(__file__).resolve().parents[2]
+LEDGER_TABLE = "proc_ledger"
+READY_MARKER = "ow-proc-ready"
+SLOW_STEP_SECONDS = 0.2
+SLOW_STEP_NAMES = ("s0", "s1", "s2", "s3", "s4")
+FAST_STEP_NAMES = ("one", "two", "three")
+
+# -- the ledger (worker side) ------------------------------------------------------------
+
+
+class Ledger:
+    """Appends ``(run_id, step_name, attempt, pid)`` rows; ``attempt`` counts earlier rows."""
+
+    def __init__(self, url: str, schema: str, max_size: int) -> None:
+        table = sql.Identifier(schema, LEDGER_TABLE)
+        self._insert = sql.SQL(
+            "INSERT INTO {table} (run_id, step_name, attempt, pid) "
+            "SELECT %(run_id)s, %(step_name)s, count(*) + 1, %(pid)s FROM {table} "
+            "WHERE run_id = %(run_id)s AND step_name = %(step_name)s "
+            "RETURNING attempt"
+        ).format(table=table)
+        self._pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]] = (
+            psycopg_pool.AsyncConnectionPool(
+                url,
+                min_size=1,
+                max_size=max_size,
+                kwargs={"autocommit": True, "connect_timeout": 2},
+                check=psycopg_pool.AsyncConnectionPool.check_connection,
+                timeout=2.0,
+                open=False,
+                name="ledger",
+            )
+        )
+
+    async def open(self) -> None:
+        """Open the pool and wait for its first connection."""
+        await self._pool.open(wait=True, timeout=10.0)
+
+    async def close(self) -> None:
+        """Close the pool."""
+        await self._pool.close()
+
+    async def record(self, run_id: str, step_name: str) -> int:
+        """Append one row and return its attempt number."""
+        async with self._pool.connection() as connection:
+            cursor = await connection.execute(
+                self._insert, {"run_id": run_id, "step_name": step_name, "pid": os.getpid()}
+            )
+            row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+_ledger: Ledger | None = None
+
+
+def _the_ledger() -> Ledger:
+    if _ledger is None:
+        raise RuntimeError("the ledger is only open inside a worker process")
+    return _ledger
+
+
+# -- the workflows ---------------------------------------------------------------------------
+
+
+class Numbered(BaseModel):
+    """Input of both workflows."""
+
+    n: int
+
+
+def _tiny_work(seed: str) -> str:
+    digest = seed.encode()
+    for _ in range(200):
+        digest = hashlib.sha256(digest).digest()
+    return digest.hex()[:8]
+
+
+async def _fast_step(run_id: str, step_name: str, value: int) -> dict[str, Any]:
+    await _the_ledger().record(run_id, step_name)
+    _tiny_work(f"{run_id}:{step_name}")
+    return {"value": value, "pid": os.getpid()}
+
+
+@workflow(name="pg-proc-three-steps")
+async def three_steps(input: Numbered, step: Step, run: RunInfo) -> dict[str, Any]:
+    """Three quick ledgered steps: ``value = (n + 1) * 2 + 3``; ``pids`` says who ran each."""
+    one = await step.run("one", functools.partial(_fast_step, run.id, "one", input.n + 1))
+    two = await step.run("two", functools.partial(_fast_step, run.id, "two", one["value"] * 2))
+    three = await step.run(
+        "three", functools.partial(_fast_step, run.id, "three", two["value"] + 3)
+    )
+    return {"n": input.n, "value": three["value"], "pids": [one["pid"], two["pid"], three["pid"]]}
+
+
+def expected_three_steps_value(n: int) -> int:
+    """What :func:`three_steps` computes for input ``n``."""
+    return (n + 1) * 2 + 3
+
+
+SLOW_RETRY = RetryPolicy(initial_interval="200ms", maximum_interval="1s", maximum_attempts=30)
+
+
+async def _slow_step(run_id: str, step_name: str, result: str) -> str:
+    await _the_ledger().record(run_id, step_name)
+    await asyncio.sleep(SLOW_STEP_SECONDS)
+    return result
+
+
+@workflow(name="pg-proc-five-slow-steps")
+async def five_slow_steps(input: Numbered, step: Step, run: RunInfo) -> list[str]:
+    """Five ledgered steps of about 200 ms each; returns ``["n:s0", ..., "n:s4"]``."""
+    results: list[str] = []
+    for name in SLOW_STEP_NAMES:
+        results.append(
+            await step.run(
+                name,
+                functools.partial(_slow_step, run.id, name, f"{input.n}:{name}"),
+                retry_policy=SLOW_RETRY,
+            )
+        )
+    return results
+
+
+def expected_five_slow_steps_output(n: int) -> list[str]:
+    """What :func:`five_slow_steps` returns for input ``n``."""
+    return [f"{n}:{name}" for name in SLOW_STEP_NAMES]
+
+
+WORKFLOWS = [three_steps, five_slow_steps]
+
+# -- the worker process ------------------------------------------------------------------------
+
+
+def parse_options(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options, each defaulting to its environment variable."""
+    env = os.environ
+    parser = argparse.ArgumentParser(prog="python -m tests.postgres_processes.app")
+    parser.add_argument(
+        "--url", default=env.get("OW_PROC_URL") or env.get("OPENWORKFLOW_TEST_POSTGRES_URL")
+    )
+    parser.add_argument("--schema", default=env.get("OW_PROC_SCHEMA"))
+    parser.add_argument("--namespace", default=env.get("OW_PROC_NAMESPACE", "default"))
+    parser.add_argument("--concurrency", type=int, default=int(env.get("OW_PROC_CONCURRENCY", "4")))
+    parser.add_argument("--lease", default=env.get("OW_PROC_LEASE", "30s"))
+    options = parser.parse_args(argv)
+    if not options.url:
+        parser.error("no URL: pass --url or set OW_PROC_URL")
+    if not options.schema:
+        parser.error("no schema: pass --schema or set OW_PROC_SCHEMA")
+    return options
+
+
+async def main(options: argparse.Namespace) -> None:
+    """Run one worker until SIGTERM or SIGINT, then stop it gracefully."""
+    global _ledger
+    backend = PostgresBackend(
+        options.url,
+        namespace_id=options.namespace,
+        schema=options.schema,
+        max_pool_size=options.concurrency + 2,
+        connect_timeout=2.0,
+    )
+    _ledger = Ledger(options.url, options.schema, max_size=options.concurrency)
+    worker = Worker(
+        backend, WORKFLOWS, concurrency=options.concurrency, lease_duration=options.lease
+    )
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_requested.set)
+    try:
+        await backend.open()
+        await _ledger.open()
+        await worker.start()
+        print(f"{READY_MARKER} pid={os.getpid()}", flush=True)
+        await stop_requested.wait()
+        await worker.stop()
+    finally:
+        await _ledger.close()
+        await backend.stop()
+    print(f"ow-proc-stopped pid={os.getpid()}", flush=True)
+
+
+# -- helpers for the tests (test-process side) ---------------------------------------------------
+
+
+def new_schema_name() -> str:
+    """A fresh schema name for one test."""
+    return f"ow_proc_{uuid.uuid4().hex[:12]}"
+
+
+def create_ledger(url: str, schema: str) -> None:
+    """Create the ledger table in ``schema`` (which must exist)."""
+    table = sql.Identifier(schema, LEDGER_TABLE)
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(
+            sql.SQL(
+                "CREATE TABLE {table} ("
+                " id bigserial PRIMARY KEY, run_id text NOT NULL, step_name text NOT NULL,"
+                " attempt integer NOT NULL, pid integer NOT NULL,"
+                " recorded_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+            ).format(table=table)
+        )
+        connection.execute(
+            sql.SQL("CREATE INDEX ON {table} (run_id, step_name)").format(table=table)
+        )
+
+
+def drop_schema(url: str, schema: str) -> None:
+    """Drop the test schema and everything in it."""
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
+        connection.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+        )
+
+
+class WorkerProcess:
+    """One worker subprocess whose stdout and stderr go to a log file."""
+
+    def __init__(
+        self,
+        log_path: Path,
+        *,
+        url: str,
+        schema: str,
+        namespace: str,
+        concurrency: int,
+        lease: str,
+    ) -> None:
+        self.log_path = log_path
+        # The URL (maybe with a password) goes through the environment, not argv.
+        env = {
+            **os.environ,
+            "OW_PROC_URL": url,
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+        }
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.postgres_processes.app",
+                    "--schema",
+                    schema,
+                    "--namespace",
+                    namespace,
+                    "--concurrency",
+                    str(concurrency),
+                    "--lease",
+                    lease,
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        return self.process.pid
+
+    def log(self) -> str:
+        """Everything the process has written so far."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def is_alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.process.poll() is None
+
+    def is_ready(self) -> bool:
+        """Whether the worker has started claiming runs; raises if the process died."""
+        if f"{READY_MARKER} pid={self.pid}" in self.log():
+            return True
+        if not self.is_alive():
+            raise AssertionError(
+                f"worker {self.pid} exited with {self.process.returncode} before it was ready:\n"
+                + self.log()[-4000:]
+            )
+        return False
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, wait for a graceful exit (killing on timeout); return the exit code."""
+        if self.is_alive():
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"worker {self.pid} did not stop within {timeout}s") from None
+
+    def kill(self) -> None:
+        """SIGKILL if still running, and reap the process."""
+        if self.is_alive():
+            self.process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(10)
+
+
+def wait_all_ready(workers: Sequence[WorkerProcess], timeout: float = 30.0) -> None:
+    """Block until every worker printed its ready line (raises if one dies or time runs out)."""
+    deadline = time.monotonic() + timeout
+    while not all(worker.is_ready() for worker in workers):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"workers not ready after {timeout}s")
+        time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s pid=%(process)d %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("openworkflow").setLevel(logging.INFO)
+    asyncio.run(main(parse_options()))
