@@ -18,15 +18,18 @@ from openworkflow.core.backend import (
     GetWorkflowRunParams,
     ListStepAttemptsParams,
     ListWorkflowRunsParams,
+    SendSignalParams,
     WorkflowRunCounts,
 )
 from openworkflow.core.cursor import Page
 from openworkflow.core.duration import Duration, parse_duration_ms, resolve_time
 from openworkflow.core.error import error_message
+from openworkflow.core.json import JsonConversionError, to_json_value
 from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_definition import Workflow, WorkflowRef, spec_of
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import (
+    PayloadError,
     ResultTimeoutError,
     WorkflowCanceledError,
     WorkflowFailedError,
@@ -250,6 +253,33 @@ class OpenWorkflow:
         """Number of runs in each status."""
         return await self.backend.count_workflow_runs()
 
+    async def send_signal(
+        self, signal: str, data: Any = None, *, idempotency_key: str | None = None
+    ) -> list[str]:
+        """Deliver ``data`` to every run now waiting on ``signal``; return their ids.
+
+        Signals are not buffered: with nobody waiting, nothing is stored. A
+        repeated ``idempotency_key`` (same signal) returns the first send's runs
+        without delivering again.
+
+        Raises:
+            PayloadError: ``data`` cannot be stored as JSON.
+        """
+        if not isinstance(signal, str) or not signal:
+            raise TypeError(f"signal must be a non-empty string, got {signal!r}")
+        if idempotency_key is not None and not isinstance(idempotency_key, str):
+            raise TypeError(f"idempotency_key must be a string, got {type(idempotency_key)!r}")
+        try:
+            payload = to_json_value(data)
+        except JsonConversionError as error:
+            raise PayloadError(
+                f"signal {signal!r} data cannot be stored as JSON: {error}"
+            ) from None
+        result = await self.backend.send_signal(
+            SendSignalParams(signal=signal, data=payload, idempotency_key=idempotency_key)
+        )
+        return list(result.workflow_run_ids)
+
     def new_worker(
         self, workflows: Iterable[Workflow], *, concurrency: int = 10, **options: Any
     ) -> Worker:
@@ -333,6 +363,12 @@ class SyncOpenWorkflow:
     def counts(self) -> WorkflowRunCounts:
         """Number of runs in each status."""
         return self._call(self._client.counts())
+
+    def send_signal(
+        self, signal: str, data: Any = None, *, idempotency_key: str | None = None
+    ) -> list[str]:
+        """Deliver a signal to every waiting run (see :meth:`OpenWorkflow.send_signal`)."""
+        return self._call(self._client.send_signal(signal, data, idempotency_key=idempotency_key))
 
     def close(self) -> None:
         """Close the client (and its backend if opened from a URL)."""

@@ -15,6 +15,12 @@
     ├── WorkflowFailedError            handle.result() of a failed run
     ├── WorkflowCanceledError          handle.result() of a canceled run
     ├── ResultTimeoutError             handle.result() gave up waiting (also TimeoutError)
+    ├── ChildWorkflowError             step.run_workflow(): the child did not complete
+    │   ├── ChildWorkflowFailedError       the child failed (its error is attached)
+    │   ├── ChildWorkflowCanceledError     the child was canceled
+    │   └── ChildWorkflowTimeoutError      the parent stopped waiting (also TimeoutError)
+    ├── SignalWaitConflictError        two waits on one signal in one run
+    ├── SignalValidationError          a signal payload failed its schema (also ValueError)
     └── BackendError                   the database could not do what was asked
         ├── WriteConflictError         a fenced write found no row it owns ("Failed to ...")
         ├── BackendUnavailableError    the database cannot be reached (retried)
@@ -112,6 +118,51 @@ class ResultTimeoutError(OpenWorkflowError, TimeoutError):
     def __init__(self, message: str, *, workflow_run_id: str) -> None:
         super().__init__(message)
         self.workflow_run_id = workflow_run_id
+
+
+class ChildWorkflowError(OpenWorkflowError):
+    """A child workflow awaited by ``step.run_workflow()`` did not complete.
+
+    Attributes:
+        workflow_run_id: The child run's id.
+        step_name: The parent's durable step name.
+    """
+
+    def __init__(self, message: str, *, workflow_run_id: str | None, step_name: str) -> None:
+        super().__init__(message)
+        self.workflow_run_id = workflow_run_id
+        self.step_name = step_name
+
+
+class ChildWorkflowFailedError(ChildWorkflowError):
+    """The child run failed; ``child_error`` holds its stored error (name, message, stack)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        workflow_run_id: str | None,
+        step_name: str,
+        child_error: object = None,
+    ) -> None:
+        super().__init__(message, workflow_run_id=workflow_run_id, step_name=step_name)
+        self.child_error = child_error
+
+
+class ChildWorkflowCanceledError(ChildWorkflowError):
+    """The child run was canceled."""
+
+
+class ChildWorkflowTimeoutError(ChildWorkflowError, TimeoutError):
+    """The parent stopped waiting for the child; the child keeps running."""
+
+
+class SignalWaitConflictError(OpenWorkflowError):
+    """Another step of the same run already waits on this signal."""
+
+
+class SignalValidationError(OpenWorkflowError, ValueError):
+    """A delivered signal payload did not match the wait's schema."""
 
 
 class BackendError(OpenWorkflowError):

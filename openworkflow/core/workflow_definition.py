@@ -98,7 +98,7 @@ class WorkflowSpec:
                 validated = self._adapter.validate_python(value)
             except ValidationError as error:
                 raise InputValidationError(
-                    f"invalid input for workflow {self.name!r}: {_pydantic_message(error)}",
+                    f"invalid input for workflow {self.name!r}: {pydantic_message(error)}",
                     workflow_name=self.name,
                     errors=error.errors(include_url=False),
                 ) from None
@@ -119,13 +119,14 @@ class WorkflowSpec:
         except ValidationError as error:
             raise InputValidationError(
                 f"stored input of workflow {self.name!r} does not match its schema: "
-                f"{_pydantic_message(error)}",
+                f"{pydantic_message(error)}",
                 workflow_name=self.name,
                 errors=error.errors(include_url=False),
             ) from None
 
 
-def _pydantic_message(error: ValidationError) -> str:
+def pydantic_message(error: ValidationError) -> str:
+    """One line naming each field pydantic rejected and why."""
     parts = []
     for item in error.errors(include_url=False):
         location = ".".join(str(part) for part in item["loc"])

@@ -79,7 +79,25 @@ WITH expired AS (
       "available_at" = NULL, "finished_at" = NOW(), "updated_at" = NOW()
   WHERE "namespace_id" = %(ns)s AND "status" IN ('pending', 'running', 'sleeping')
     AND "deadline_at" IS NOT NULL AND "deadline_at" <= NOW()
-  RETURNING "id"
+  RETURNING "namespace_id", "id", "parent_step_attempt_namespace_id", "parent_step_attempt_id"
+),
+-- Unlike the original, a child failed by its deadline wakes its parked parent too.
+woken_parents AS (
+  UPDATE {schema}."workflow_runs" parent
+  SET "available_at" = CASE WHEN parent."available_at" IS NULL OR parent."available_at" > NOW()
+                            THEN NOW() ELSE parent."available_at" END,
+      "updated_at" = NOW()
+  FROM expired, {schema}."step_attempts" sa
+  WHERE expired."parent_step_attempt_id" IS NOT NULL
+    AND sa."namespace_id" = expired."parent_step_attempt_namespace_id"
+    AND sa."id" = expired."parent_step_attempt_id"
+    AND sa."kind" = 'workflow' AND sa."status" = 'running'
+    AND sa."child_workflow_run_namespace_id" = expired."namespace_id"
+    AND sa."child_workflow_run_id" = expired."id"
+    AND parent."namespace_id" = sa."namespace_id" AND parent."id" = sa."workflow_run_id"
+    AND (parent."status" = 'sleeping'
+         OR (parent."status" = 'running' AND parent."worker_id" IS NULL))
+  RETURNING parent."id", pg_notify(%(channel)s, %(work_payload)s)
 ),
 candidate AS (
   SELECT "id" FROM {schema}."workflow_runs"

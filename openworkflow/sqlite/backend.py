@@ -330,10 +330,12 @@ class SqliteBackend:
 
             def body() -> tuple[WorkflowRun | None, list[str]]:
                 error = ow_json.dumps({"message": DEADLINE_EXCEEDED_MESSAGE})
-                expired = [
-                    row[0]
-                    for row in c.execute(q.EXPIRE_DEADLINES, (error, now, now, ns, now)).fetchall()
-                ]
+                expired_rows = c.execute(q.EXPIRE_DEADLINES, (error, now, now, ns, now)).fetchall()
+                expired = [row[0] for row in expired_rows]
+                for row in expired_rows:
+                    # Unlike the original, a child failed by its deadline wakes its parent.
+                    if row[2] is not None and row[3] is not None:
+                        _wake_parent_of(c, row[2], row[3], row[1], row[0], now)
                 found = c.execute(q.SELECT_CLAIMABLE_PENDING, (ns, now, now)).fetchone()
                 if found is None:
                     found = c.execute(q.SELECT_CLAIMABLE_RUNNING, (ns, now, now)).fetchone()
@@ -349,6 +351,7 @@ class SqliteBackend:
         claimed, expired = await self._run(claim)
         if expired:
             self.notifier.notify_runs_finished(expired)
+            self.notifier.notify_work_available()  # a parent may have been woken
         return claimed
 
     async def extend_workflow_run_lease(self, params: ExtendWorkflowRunLeaseParams) -> WorkflowRun:
@@ -667,19 +670,28 @@ class SqliteBackend:
 def _wake_parent(c: sqlite3.Connection, child: WorkflowRun, now: str) -> None:
     if child.parent_step_attempt_namespace_id is None or child.parent_step_attempt_id is None:
         return
-    parent_ns = child.parent_step_attempt_namespace_id
+    _wake_parent_of(
+        c,
+        child.parent_step_attempt_namespace_id,
+        child.parent_step_attempt_id,
+        child.namespace_id,
+        child.id,
+        now,
+    )
+
+
+def _wake_parent_of(
+    c: sqlite3.Connection,
+    parent_ns: str,
+    parent_step_attempt_id: str,
+    child_ns: str,
+    child_id: str,
+    now: str,
+) -> None:
+    """Make the parked parent waiting on exactly this child available now."""
     c.execute(
         q.WAKE_PARENT,
-        (
-            now,
-            now,
-            now,
-            parent_ns,
-            parent_ns,
-            child.parent_step_attempt_id,
-            child.namespace_id,
-            child.id,
-        ),
+        (now, now, now, parent_ns, parent_ns, parent_step_attempt_id, child_ns, child_id),
     )
 
 

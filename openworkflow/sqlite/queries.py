@@ -54,7 +54,7 @@ SET "status" = 'failed', "error" = ?, "worker_id" = NULL, "available_at" = NULL,
     "finished_at" = ?, "updated_at" = ?
 WHERE "namespace_id" = ? AND "status" IN ('pending', 'running', 'sleeping')
   AND "deadline_at" IS NOT NULL AND "deadline_at" <= ?
-RETURNING "id" """
+RETURNING "id", "namespace_id", "parent_step_attempt_namespace_id", "parent_step_attempt_id" """
 
 # Pending runs come first; each query walks the status/available_at index in
 # claim order instead of sorting the backlog.

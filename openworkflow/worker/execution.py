@@ -16,7 +16,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
 
 from openworkflow.core import clock
 from openworkflow.core.backend import (
@@ -24,11 +27,15 @@ from openworkflow.core.backend import (
     CompleteStepAttemptParams,
     CompleteWorkflowRunParams,
     CreateStepAttemptParams,
+    CreateWorkflowRunParams,
     FailStepAttemptParams,
     FailWorkflowRunParams,
+    GetSignalDeliveryParams,
     GetWorkflowRunParams,
     ListStepAttemptsParams,
     RescheduleWorkflowRunAfterFailedStepAttemptParams,
+    SendSignalParams,
+    SetStepAttemptChildWorkflowRunParams,
     SleepWorkflowRunParams,
 )
 from openworkflow.core.duration import Duration, resolve_time
@@ -42,17 +49,46 @@ from openworkflow.core.retry import (
     RetryPolicy,
     compute_failed_workflow_run_update,
 )
-from openworkflow.core.step_attempt import StepAttempt, sleep_context
-from openworkflow.core.workflow_definition import RunInfo, Workflow
+from openworkflow.core.step_attempt import (
+    StepAttempt,
+    signal_wait_context,
+    sleep_context,
+    workflow_context,
+)
+from openworkflow.core.workflow_definition import (
+    RunInfo,
+    Workflow,
+    WorkflowRef,
+    WorkflowSpec,
+    pydantic_message,
+    spec_of,
+)
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import (
     BackendError,
+    BackendUnavailableError,
+    ChildWorkflowError,
+    InputValidationError,
     NonRetryableError,
     PayloadError,
+    SignalValidationError,
+    SignalWaitConflictError,
     StepLimitExceededError,
     WriteConflictError,
 )
-from openworkflow.worker.step_history import WORKFLOW_STEP_LIMIT, StepHistory, Wait
+from openworkflow.worker.step_history import (
+    WORKFLOW_STEP_LIMIT,
+    StepHistory,
+    Wait,
+    default_wait_timeout_at,
+    wait_resume_at,
+)
+from openworkflow.worker.waits import (
+    child_error_from_attempt,
+    child_outcome,
+    resolve_timeout,
+    signal_run_ids,
+)
 
 logger = logging.getLogger("openworkflow.worker")
 
@@ -130,6 +166,7 @@ class StepExecutor:
         self._wait_creations: set[asyncio.Future[StepAttempt]] = set()
         self.failures: dict[int, tuple[BaseException, _StepFailure]] = {}
         self.step_limit_error: StepLimitExceededError | None = None
+        self._signal_waits: dict[str, str] = {}  # signal -> step waiting on it, this pass
 
     # -- public step API -------------------------------------------------------
 
@@ -161,6 +198,61 @@ class StepExecutor:
         _check_step_name(name)
         return self._sleep(self._history.resolve_step_name(name), duration)
 
+    def run_workflow(
+        self,
+        workflow: WorkflowRef,
+        input: Any = None,
+        *,
+        name: str | None = None,
+        timeout: datetime | Duration | None = None,
+    ) -> Awaitable[Any]:
+        """Start a child run (once, however often this run replays) and wait for its output.
+
+        The run parks while the child works and is woken by the child's end.
+        ``timeout`` (default one year) is a duration or a datetime; when it
+        passes the step raises :class:`ChildWorkflowTimeoutError` and the child
+        keeps running. A failed or canceled child raises
+        :class:`ChildWorkflowFailedError` / :class:`ChildWorkflowCanceledError`;
+        these are not retried (the child has its own retry policy).
+        """
+        spec = spec_of(workflow)
+        step_name = self._history.resolve_step_name(_base_name(name, spec.name))
+        return self._run_workflow(step_name, spec, input, timeout)
+
+    def send_signal(
+        self, signal: str, data: Any = None, *, name: str | None = None
+    ) -> Awaitable[list[str]]:
+        """Deliver ``data`` to every run waiting on ``signal``, once; return their ids."""
+        _check_signal(signal)
+        step_name = self._history.resolve_step_name(_base_name(name, signal))
+        return self._send_signal(step_name, signal, data)
+
+    def wait_for_signal(
+        self,
+        signal: str,
+        *,
+        name: str | None = None,
+        timeout: datetime | Duration | None = None,
+        schema: Any = None,
+    ) -> Awaitable[dict[str, Any] | None]:
+        """Park until ``signal`` is delivered (``{"data": payload}``) or ``timeout`` (None).
+
+        With ``schema`` (a pydantic model or any type pydantic accepts), the
+        payload is validated and returned parsed; a mismatch fails the step
+        for good with :class:`SignalValidationError`.
+        """
+        _check_signal(signal)
+        step_name = self._history.resolve_step_name(_base_name(name, signal))
+        other = self._signal_waits.setdefault(signal, step_name)
+        if other == step_name:
+            other = self._history.running_signal_wait(signal, excluding=step_name) or step_name
+        if other != step_name:
+            raise SignalWaitConflictError(
+                f'Signal "{signal}" is already being waited on by step "{other}"'
+            )
+        adapter = None if schema is None else TypeAdapter(schema)
+        return self._wait_for_signal(step_name, signal, timeout, adapter)
+
     # -- internals -------------------------------------------------------------
 
     async def _run_function(
@@ -187,18 +279,7 @@ class StepExecutor:
                     step_name, attempt, error, TERMINAL_STEP_RETRY_POLICY if terminal else policy
                 )
                 raise
-            completed = await _engine_call(
-                self._backend.complete_step_attempt(
-                    CompleteStepAttemptParams(
-                        workflow_run_id=self._run.id,
-                        step_attempt_id=attempt.id,
-                        worker_id=self._worker_id,
-                        output=output,
-                    )
-                )
-            )
-            self._history.record_completion(completed)
-            return completed.output
+            return await self._complete_attempt(attempt, output)
         finally:
             self._end_in_flight()
 
@@ -217,6 +298,165 @@ class StepExecutor:
         resume_at = resolve_time(duration)
         attempt = await self._create_wait_attempt(step_name, "sleep", sleep_context(resume_at))
         raise _Suspend(self._history.earliest_wait_including(Wait(attempt, resume_at)))
+
+    async def _run_workflow(
+        self,
+        step_name: str,
+        spec: WorkflowSpec,
+        input: Any,
+        timeout: datetime | Duration | None,
+    ) -> Any:
+        cached = self._history.find_cached(step_name)
+        if cached is not None:
+            return cached.output
+        failed = self._history.failed.get(step_name)
+        if failed is not None and failed.child_workflow_run_id is not None:
+            # A child's failure is final: replays raise it again, never respawn.
+            error = child_error_from_attempt(failed, step_name)
+            self.failures[id(error)] = (
+                error,
+                _StepFailure(step_name, 1, TERMINAL_STEP_RETRY_POLICY),
+            )
+            raise error
+        attempt = self._history.running.get(step_name)
+        if attempt is None or attempt.kind != "workflow":
+            timeout_at = resolve_timeout(timeout)
+            attempt = await self._create_wait_attempt(
+                step_name, "workflow", workflow_context(timeout_at)
+            )
+        if attempt.child_workflow_run_id is None:
+            try:
+                stored_input = spec.validate_input(input)
+            except (InputValidationError, PayloadError) as error:
+                await self._fail_attempt(step_name, attempt, error, TERMINAL_STEP_RETRY_POLICY)
+                raise
+            attempt = await self._start_child(attempt, spec, stored_input)
+        return await self._resolve_child(step_name, attempt)
+
+    async def _start_child(
+        self, attempt: StepAttempt, spec: WorkflowSpec, stored_input: JsonValue
+    ) -> StepAttempt:
+        """Create the child (idempotently: a replay after a crash finds it again) and link it."""
+        child = await _engine_call(
+            self._backend.create_workflow_run(
+                CreateWorkflowRunParams(
+                    workflow_name=spec.name,
+                    version=spec.version,
+                    idempotency_key=f"__workflow:{attempt.namespace_id}:{attempt.id}",
+                    input=stored_input,
+                    parent_step_attempt_namespace_id=attempt.namespace_id,
+                    parent_step_attempt_id=attempt.id,
+                )
+            )
+        )
+        linked = await _engine_call(
+            self._backend.set_step_attempt_child_workflow_run(
+                SetStepAttemptChildWorkflowRunParams(
+                    workflow_run_id=self._run.id,
+                    step_attempt_id=attempt.id,
+                    worker_id=self._worker_id,
+                    child_workflow_run_namespace_id=child.namespace_id,
+                    child_workflow_run_id=child.id,
+                )
+            )
+        )
+        self._history.record_update(linked)
+        return linked
+
+    async def _resolve_child(self, step_name: str, attempt: StepAttempt) -> Any:
+        child_id = attempt.child_workflow_run_id
+        child = await _engine_call(
+            self._backend.get_workflow_run(GetWorkflowRunParams(workflow_run_id=child_id or ""))
+        )
+        timeout_at = wait_resume_at(attempt) or default_wait_timeout_at(attempt.created_at)
+        outcome = child_outcome(step_name, child_id, child, timeout_at, clock.now())
+        if outcome is None:
+            raise _Suspend(self._history.earliest_wait_including(Wait(attempt, timeout_at)))
+        if isinstance(outcome, ChildWorkflowError):
+            await self._fail_attempt(step_name, attempt, outcome, TERMINAL_STEP_RETRY_POLICY)
+            raise outcome
+        return await self._complete_attempt(attempt, outcome.output)
+
+    async def _send_signal(self, step_name: str, signal: str, data: Any) -> list[str]:
+        cached = self._history.find_cached(step_name)
+        if cached is not None:
+            return signal_run_ids(cached.output)
+        payload = to_json_value(data)
+        self._begin_in_flight()
+        try:
+            attempt = self._history.running.get(step_name)
+            if attempt is None or attempt.kind != "signal-send":
+                attempt = await self._create_attempt(step_name, "signal-send", None)
+            try:
+                sent = await self._backend.send_signal(
+                    SendSignalParams(
+                        signal=signal,
+                        data=payload,
+                        idempotency_key=f"__signal:{self._run.id}:{step_name}",
+                    )
+                )
+            except BackendUnavailableError as error:
+                raise _EngineFault(error) from error  # retried: the key makes it idempotent
+            except BackendError as error:
+                await self._fail_attempt(step_name, attempt, error, TERMINAL_STEP_RETRY_POLICY)
+                raise
+            output = {"workflowRunIds": list(sent.workflow_run_ids)}
+            return signal_run_ids(await self._complete_attempt(attempt, output))
+        finally:
+            self._end_in_flight()
+
+    async def _wait_for_signal(
+        self,
+        step_name: str,
+        signal: str,
+        timeout: datetime | Duration | None,
+        adapter: TypeAdapter[Any] | None,
+    ) -> dict[str, Any] | None:
+        cached = self._history.find_cached(step_name)
+        if cached is not None:
+            return _parse_signal_output(cached.output, adapter)
+        attempt = self._history.running.get(step_name)
+        if attempt is None or attempt.kind != "signal-wait":
+            timeout_at = resolve_timeout(timeout)
+            attempt = await self._create_wait_attempt(
+                step_name, "signal-wait", signal_wait_context(signal, timeout_at)
+            )
+        timeout_at = wait_resume_at(attempt) or default_wait_timeout_at(attempt.created_at)
+        delivery = await _engine_call(
+            self._backend.get_signal_delivery(GetSignalDeliveryParams(step_attempt_id=attempt.id))
+        )
+        if delivery is None:
+            if clock.now() < timeout_at:
+                raise _Suspend(self._history.earliest_wait_including(Wait(attempt, timeout_at)))
+            await self._complete_attempt(attempt, None)
+            return None
+        if adapter is None:
+            await self._complete_attempt(attempt, {"data": delivery.data})
+            return {"data": delivery.data}
+        try:
+            parsed = adapter.validate_python(delivery.data)
+        except ValidationError as error:
+            failure = SignalValidationError(
+                f"Signal schema validation failed: {pydantic_message(error)}"
+            )
+            await self._fail_attempt(step_name, attempt, failure, TERMINAL_STEP_RETRY_POLICY)
+            raise failure from None
+        await self._complete_attempt(attempt, {"data": adapter.dump_python(parsed, mode="json")})
+        return {"data": parsed}
+
+    async def _complete_attempt(self, attempt: StepAttempt, output: JsonValue) -> Any:
+        completed = await _engine_call(
+            self._backend.complete_step_attempt(
+                CompleteStepAttemptParams(
+                    workflow_run_id=self._run.id,
+                    step_attempt_id=attempt.id,
+                    worker_id=self._worker_id,
+                    output=output,
+                )
+            )
+        )
+        self._history.record_completion(completed)
+        return completed.output
 
     async def _create_wait_attempt(
         self, step_name: str, kind: str, context: JsonValue
@@ -308,6 +548,27 @@ class StepExecutor:
         """The step failure ``error`` came from, if it escaped a step unchanged."""
         entry = self.failures.get(id(error))
         return entry[1] if entry is not None and entry[0] is error else None
+
+
+def _base_name(name: str | None, default: str) -> str:
+    if name is None:
+        return default
+    _check_step_name(name)
+    return name
+
+
+def _check_signal(signal: object) -> None:
+    if not isinstance(signal, str) or not signal:
+        raise TypeError(f"signal must be a non-empty string, got {signal!r}")
+
+
+def _parse_signal_output(output: Any, adapter: TypeAdapter[Any] | None) -> dict[str, Any] | None:
+    """A completed wait's stored output, with the payload parsed again by the schema."""
+    if not isinstance(output, dict):
+        return None
+    if adapter is None:
+        return {"data": output.get("data")}
+    return {"data": adapter.validate_python(output.get("data"))}
 
 
 def _check_step_name(name: object) -> None:

@@ -126,6 +126,22 @@ class StepHistory:
         self.running[attempt.step_name] = attempt
         self.step_count += 1
 
+    def record_update(self, attempt: StepAttempt) -> None:
+        """Replace a running attempt with its newer row (e.g. after linking a child)."""
+        self.running[attempt.step_name] = attempt
+
+    def running_signal_wait(self, signal: str, *, excluding: str) -> str | None:
+        """The name of another running step waiting on ``signal``, if any."""
+        for name, attempt in self.running.items():
+            context = attempt.context if isinstance(attempt.context, dict) else {}
+            if (
+                attempt.kind == "signal-wait"
+                and context.get("signal") == signal
+                and name != excluding
+            ):
+                return name
+        return None
+
     def record_completion(self, attempt: StepAttempt) -> None:
         """Note an attempt just completed."""
         self.running.pop(attempt.step_name, None)
