@@ -247,8 +247,12 @@ class StepExecutor:
         if other == step_name:
             other = self._history.running_signal_wait(signal, excluding=step_name) or step_name
         if other != step_name:
-            raise SignalWaitConflictError(
-                f'Signal "{signal}" is already being waited on by step "{other}"'
+            # Raised when awaited, like every step error, so sibling coroutines
+            # already handed to gather() are not left un-awaited.
+            return _raise(
+                SignalWaitConflictError(
+                    f'Signal "{signal}" is already being waited on by step "{other}"'
+                )
             )
         adapter = None if schema is None else TypeAdapter(schema)
         return self._wait_for_signal(step_name, signal, timeout, adapter)
@@ -548,6 +552,10 @@ class StepExecutor:
         """The step failure ``error`` came from, if it escaped a step unchanged."""
         entry = self.failures.get(id(error))
         return entry[1] if entry is not None and entry[0] is error else None
+
+
+async def _raise(error: BaseException) -> Any:
+    raise error
 
 
 def _base_name(name: str | None, default: str) -> str:
