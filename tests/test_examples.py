@@ -25,5 +25,10 @@ def test_run_examples_prints_outputs(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stderr
     assert 'hello-world completed: {"greeting": "Hello, OpenWorkflow!"}' in completed.stdout
     assert "process-order completed:" in completed.stdout
-    assert "completed=2" in completed.stdout
+    assert (
+        'approve-expense completed: {"expense_id": "E-7", "status": "booked", "by": "ana"}'
+        in completed.stdout
+    )
+    assert '"thumbnail": "thumb-owl.png"' in completed.stdout
+    assert "completed=7" in completed.stdout
     assert (tmp_path / ".openworkflow" / "backend.db").exists()

@@ -13,8 +13,12 @@ import runpy
 from pathlib import Path
 
 from openworkflow import OpenWorkflow
+from workflows.approval import approval_signal, approve_expense
+from workflows.fan_out import resize_album, resize_image
 from workflows.hello_world import hello_world
 from workflows.process_order import process_order
+
+WORKFLOWS = [hello_world, process_order, approve_expense, resize_album, resize_image]
 
 CONFIG = runpy.run_path(str(Path(__file__).parent.parent / "openworkflow.config.py"))["config"]
 DATABASE_URL: str = CONFIG["backend"]
@@ -35,14 +39,25 @@ async def main() -> None:
                 ],
             },
         )
+        expense = await ow.run(approve_expense, {"expense_id": "E-7", "amount_cents": 4200})
+        album = await ow.run(resize_album, ["cat.png", "dog.png", "owl.png"])
         print(f"enqueued hello-world run {hello.id} and process-order run {order.id}")
-        async with ow.new_worker([hello_world, process_order], concurrency=CONCURRENCY):
-            for name, handle in (("hello-world", hello), ("process-order", order)):
+        async with ow.new_worker(WORKFLOWS, concurrency=CONCURRENCY):
+            # The approval run parks on its signal; answer it once it waits.
+            while not await ow.send_signal(approval_signal("E-7"), {"approved": True, "by": "ana"}):
+                await asyncio.sleep(0.05)
+            runs = (
+                ("hello-world", hello),
+                ("process-order", order),
+                ("approve-expense", expense),
+                ("resize-album", album),
+            )
+            for name, handle in runs:
                 output = await handle.result(timeout="30s")
                 print(f"{name} completed: {json.dumps(output)}")
                 steps = await ow.list_steps(handle.id)
                 for attempt in steps.data:
-                    print(f"  step {attempt.step_name:<14} {attempt.kind:<9} {attempt.status}")
+                    print(f"  step {attempt.step_name:<16} {attempt.kind:<11} {attempt.status}")
         counts = await ow.counts()
         print(f"runs in {DATABASE_URL}: {counts}")
 
