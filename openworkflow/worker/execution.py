@@ -217,7 +217,7 @@ class StepExecutor:
         """
         spec = spec_of(workflow)
         step_name = self._history.resolve_step_name(_base_name(name, spec.name))
-        return self._run_workflow(step_name, spec, input, timeout)
+        return self._settling(self._run_workflow(step_name, spec, input, timeout))
 
     def send_signal(
         self, signal: str, data: Any = None, *, name: str | None = None
@@ -243,9 +243,13 @@ class StepExecutor:
         """
         _check_signal(signal)
         step_name = self._history.resolve_step_name(_base_name(name, signal))
-        other = self._signal_waits.setdefault(signal, step_name)
-        if other == step_name:
-            other = self._history.running_signal_wait(signal, excluding=step_name) or step_name
+        if self._history.find_cached(step_name) is not None:
+            other = step_name  # already answered: no longer waiting
+        else:
+            other = self._signal_waits.setdefault(signal, step_name)
+            if other == step_name:
+                running = self._history.running_signal_wait(signal, excluding=step_name)
+                other = running or step_name
         if other != step_name:
             # Raised when awaited, like every step error, so sibling coroutines
             # already handed to gather() are not left un-awaited.
@@ -255,7 +259,21 @@ class StepExecutor:
                 )
             )
         adapter = None if schema is None else TypeAdapter(schema)
-        return self._wait_for_signal(step_name, signal, timeout, adapter)
+        return self._wait_until_answered(step_name, signal, timeout, adapter)
+
+    async def _wait_until_answered(
+        self,
+        step_name: str,
+        signal: str,
+        timeout: datetime | Duration | None,
+        adapter: TypeAdapter[Any] | None,
+    ) -> dict[str, Any] | None:
+        try:
+            return await self._settling(self._wait_for_signal(step_name, signal, timeout, adapter))
+        finally:
+            # Answered, timed out or failed: a later wait on the signal is allowed.
+            if self._signal_waits.get(signal) == step_name:
+                del self._signal_waits[signal]
 
     # -- internals -------------------------------------------------------------
 
@@ -299,9 +317,32 @@ class StepExecutor:
     async def _sleep(self, step_name: str, duration: Duration) -> None:
         if self._history.find_cached(step_name) is not None:
             return
-        resume_at = resolve_time(duration)
-        attempt = await self._create_wait_attempt(step_name, "sleep", sleep_context(resume_at))
+        attempt = self._history.running.get(step_name)
+        if attempt is not None and attempt.kind == "sleep":
+            # Replayed while still asleep (a sibling wait woke the run): keep the
+            # original wake-up time instead of starting the sleep over.
+            resume_at = wait_resume_at(attempt) or resolve_time(duration)
+            if clock.now() >= resume_at:
+                await self._complete_attempt(attempt, None)
+                return
+        else:
+            resume_at = resolve_time(duration)
+            attempt = await self._create_wait_attempt(step_name, "sleep", sleep_context(resume_at))
         raise _Suspend(self._history.earliest_wait_including(Wait(attempt, resume_at)))
+
+    async def _settling(self, wait: Awaitable[T]) -> T:
+        """Count a wait's resolution as in flight, so a pass ending early waits for it.
+
+        When a parallel branch parks, sibling waits that are being resolved
+        (a child that finished, a delivered signal) still record their answer
+        before the run parks; otherwise parking would reconcile that answer
+        into "available now" and the run would spin until the other wait ends.
+        """
+        self._begin_in_flight()
+        try:
+            return await wait
+        finally:
+            self._end_in_flight()
 
     async def _run_workflow(
         self,
@@ -711,9 +752,13 @@ class WorkflowExecution:
         executor: StepExecutor | None = None
         try:
             history = await _engine_call(load_step_history(self.backend, self.run.id))
-            if await _engine_call(
-                _complete_elapsed_sleeps(self.backend, self.run, self.worker_id, history)
+            if (
+                await _engine_call(
+                    _complete_elapsed_sleeps(self.backend, self.run, self.worker_id, history)
+                )
+                and history.only_sleeps_running()
             ):
+                # Nothing but a sleep can have ended early: re-park without replaying.
                 wait = history.earliest_running_wait()
                 if wait is not None and clock.now() < wait.resume_at:
                     raise _Suspend(wait)

@@ -109,6 +109,14 @@ class StepHistory:
                 earliest = Wait(attempt, resume_at)
         return earliest
 
+    def only_sleeps_running(self) -> bool:
+        """Whether every running wait is a sleep (no child or signal could have answered)."""
+        return all(
+            attempt.kind == "sleep"
+            for attempt in self.running.values()
+            if attempt.kind in WAIT_KINDS
+        )
+
     def earliest_wait_including(self, wait: Wait) -> Wait:
         """The earlier of ``wait`` and every other running wait."""
         earliest = self.earliest_running_wait()
