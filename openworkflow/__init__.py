@@ -7,6 +7,7 @@ and execute them with a :class:`Worker`.
 from __future__ import annotations
 
 from openworkflow.client import OpenWorkflow, RunHandle, SyncOpenWorkflow, SyncRunHandle
+from openworkflow.config import define_config
 from openworkflow.connect import connect
 from openworkflow.core.backend import Backend, WorkflowRunCounts
 from openworkflow.core.cursor import Page
@@ -63,5 +64,6 @@ __all__ = [
     "WorkflowSpec",
     "connect",
     "declare_workflow",
+    "define_config",
     "workflow",
 ]

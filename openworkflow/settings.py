@@ -1,25 +1,155 @@
-"""Settings read from the environment (prefix ``OPENWORKFLOW_``), as in the original.
+"""Settings from the environment (prefix ``OPENWORKFLOW_``) and their precedence.
 
 ``OPENWORKFLOW_POSTGRES_URL``, ``OPENWORKFLOW_NAMESPACE_ID`` and
-``OPENWORKFLOW_SCHEMA`` keep the TypeScript original's names.
+``OPENWORKFLOW_SCHEMA`` keep the TypeScript original's names. Effective
+values follow one rule: CLI flag > environment > config file > default
+(:func:`resolve_settings`); the backend URL additionally falls back to
+``OPENWORKFLOW_POSTGRES_URL`` when neither a flag, ``OPENWORKFLOW_BACKEND_URL``
+nor the config names one, and then to SQLite next to the config.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from openworkflow.core.backend import DEFAULT_NAMESPACE_ID
+from openworkflow.core.backend import DEFAULT_NAMESPACE_ID, Backend
 from openworkflow.postgres.schema import DEFAULT_SCHEMA
+
+if TYPE_CHECKING:
+    from openworkflow.config import LoadedConfig
+
+ENV_PREFIX = "OPENWORKFLOW_"
 
 
 class BackendSettings(BaseSettings):
     """Where the backend lives, from ``OPENWORKFLOW_*`` environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="OPENWORKFLOW_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     postgres_url: str | None = Field(default=None, repr=False)
     namespace_id: str = Field(default=DEFAULT_NAMESPACE_ID, min_length=1)
     schema_name: str = Field(
         default=DEFAULT_SCHEMA, validation_alias="OPENWORKFLOW_SCHEMA", min_length=1
     )
+
+
+class _Overrides(BaseSettings):
+    """Values given by CLI flags (init arguments) or the environment; unset means "not given"."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
+
+    backend_url: str | None = Field(default=None, repr=False)
+    postgres_url: str | None = Field(default=None, repr=False)
+    namespace_id: str | None = Field(default=None, min_length=1)
+    schema_name: str | None = Field(
+        default=None, validation_alias="OPENWORKFLOW_SCHEMA", min_length=1
+    )
+    worker_concurrency: int | None = Field(default=None, ge=1, le=10_000)
+    worker_lease_duration: str | None = None
+    worker_shutdown_timeout: str | None = None
+
+
+_FLAGS = {
+    "backend_url": "--backend",
+    "namespace_id": "--namespace",
+    "schema_name": "--schema",
+    "worker_concurrency": "--concurrency",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveSettings:
+    """What a command runs with, after precedence; ``backend_source`` says where it came from."""
+
+    config_path: Path | None
+    folder: Path
+    backend: str | Backend
+    backend_source: str
+    namespace_id: str
+    schema: str
+    concurrency: int
+    lease_duration: str | float
+    shutdown_timeout: str | float
+    dirs: tuple[Path, ...]
+    ignore_patterns: tuple[str, ...]
+
+
+def resolve_settings(loaded: LoadedConfig, **flags: Any) -> EffectiveSettings:
+    """Combine CLI flags, the environment and the config file (in that order of precedence).
+
+    Flags are ``backend_url``, ``namespace_id``, ``schema_name`` and
+    ``worker_concurrency``; None means "not given".
+
+    Raises:
+        ConfigError: a flag or environment value is invalid (each problem with its source).
+    """
+    from openworkflow.config import DEFAULT_IGNORE_PATTERNS, DEFAULT_SQLITE_URL, ConfigError
+
+    given = {key: value for key, value in flags.items() if value is not None}
+    try:
+        overrides = _Overrides(**given)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors(include_url=False):
+            field = str(item["loc"][0]) if item["loc"] else "?"
+            source = _FLAGS.get(field, field) if field in given else _env_name(field)
+            problems.append(f"{source}: {item['msg']} (got {item.get('input')!r})")
+        raise ConfigError("invalid settings:", problems) from None
+    config = loaded.config
+    folder = loaded.folder
+    file_label = str(loaded.path) if loaded.path else "defaults"
+
+    def source_of(field: str) -> str:
+        return _FLAGS[field] if field in given else _env_name(field)
+
+    backend: str | Backend
+    if overrides.backend_url is not None:
+        backend, backend_source = overrides.backend_url, source_of("backend_url")
+    elif config.backend is not None:
+        backend, backend_source = config.backend, file_label
+    elif overrides.postgres_url is not None:
+        backend, backend_source = overrides.postgres_url, _env_name("postgres_url")
+    else:
+        backend, backend_source = DEFAULT_SQLITE_URL, "default"
+    if isinstance(backend, str):
+        backend = _anchor_sqlite_url(backend, folder)
+    worker = config.worker
+    return EffectiveSettings(
+        config_path=loaded.path,
+        folder=folder,
+        backend=backend,
+        backend_source=backend_source,
+        namespace_id=overrides.namespace_id or config.namespace_id or DEFAULT_NAMESPACE_ID,
+        schema=overrides.schema_name or config.schema_name or DEFAULT_SCHEMA,
+        concurrency=overrides.worker_concurrency or worker.concurrency,
+        lease_duration=overrides.worker_lease_duration or worker.lease_duration,
+        shutdown_timeout=overrides.worker_shutdown_timeout or worker.shutdown_timeout,
+        dirs=tuple((folder / directory).resolve() for directory in config.dirs),
+        ignore_patterns=(*DEFAULT_IGNORE_PATTERNS, *config.ignore_patterns),
+    )
+
+
+def _env_name(field: str) -> str:
+    return "OPENWORKFLOW_SCHEMA" if field == "schema_name" else ENV_PREFIX + field.upper()
+
+
+def _anchor_sqlite_url(url: str, folder: Path) -> str:
+    """Make a relative ``sqlite:///path`` relative to the config folder, not the cwd."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url.startswith("sqlite:////") or ":memory:" in url:
+        return url
+    return prefix + str((folder / url[len(prefix) :]).resolve())
+
+
+def open_backend(settings: EffectiveSettings) -> Backend:
+    """The backend the settings name (a config may hand over a backend object)."""
+    if not isinstance(settings.backend, str):
+        return settings.backend
+    from openworkflow.connect import connect
+
+    return connect(settings.backend, namespace_id=settings.namespace_id, schema=settings.schema)

@@ -16,7 +16,11 @@ def test_run_examples_prints_outputs(tmp_path: Path) -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "workflows.run_examples"],
         cwd=tmp_path,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        env={
+            "PYTHONPATH": str(ROOT),
+            "PATH": "/usr/bin:/bin",
+            "OPENWORKFLOW_BACKEND_URL": f"sqlite:///{tmp_path}/examples.db",
+        },
         capture_output=True,
         text=True,
         timeout=60,
@@ -31,4 +35,4 @@ def test_run_examples_prints_outputs(tmp_path: Path) -> None:
     )
     assert '"thumbnail": "thumb-owl.png"' in completed.stdout
     assert "completed=7" in completed.stdout
-    assert (tmp_path / ".openworkflow" / "backend.db").exists()
+    assert (tmp_path / "examples.db").exists()

@@ -32,6 +32,7 @@ def test_public_names_are_pinned() -> None:
         "WorkflowSpec",
         "connect",
         "declare_workflow",
+        "define_config",
         "workflow",
     }
     for name in openworkflow.__all__:

@@ -1,7 +1,8 @@
-"""Run the example workflows end to end on SQLite and print their outputs.
+"""Run the example workflows end to end and print their outputs.
 
 Usage: ``python -m workflows.run_examples``; the backend and concurrency come from
-the repository's ``openworkflow.config.py``.
+the repository's ``openworkflow.config.py`` (``OPENWORKFLOW_BACKEND_URL`` overrides
+the backend, as for every command).
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import runpy
 from pathlib import Path
 
 from openworkflow import OpenWorkflow
+from openworkflow.config import load_config
+from openworkflow.settings import open_backend, resolve_settings
 from workflows.approval import approval_signal, approve_expense
 from workflows.fan_out import resize_album, resize_image
 from workflows.hello_world import hello_world
@@ -20,14 +22,12 @@ from workflows.process_order import process_order
 
 WORKFLOWS = [hello_world, process_order, approve_expense, resize_album, resize_image]
 
-CONFIG = runpy.run_path(str(Path(__file__).parent.parent / "openworkflow.config.py"))["config"]
-DATABASE_URL: str = CONFIG["backend"]
-CONCURRENCY: int = CONFIG["worker"]["concurrency"]
+SETTINGS = resolve_settings(load_config(Path(__file__).parent.parent / "openworkflow.config.py"))
 
 
 async def main() -> None:
     logging.basicConfig(level=logging.WARNING)
-    async with OpenWorkflow(DATABASE_URL) as ow:
+    async with OpenWorkflow(open_backend(SETTINGS)) as ow:
         hello = await ow.run(hello_world, {"name": "OpenWorkflow"})
         order = await ow.run(
             process_order,
@@ -42,7 +42,7 @@ async def main() -> None:
         expense = await ow.run(approve_expense, {"expense_id": "E-7", "amount_cents": 4200})
         album = await ow.run(resize_album, ["cat.png", "dog.png", "owl.png"])
         print(f"enqueued hello-world run {hello.id} and process-order run {order.id}")
-        async with ow.new_worker(WORKFLOWS, concurrency=CONCURRENCY):
+        async with ow.new_worker(WORKFLOWS, concurrency=SETTINGS.concurrency):
             # The approval run parks on its signal; answer it once it waits.
             while not await ow.send_signal(approval_signal("E-7"), {"approved": True, "by": "ana"}):
                 await asyncio.sleep(0.05)
@@ -59,7 +59,8 @@ async def main() -> None:
                 for attempt in steps.data:
                     print(f"  step {attempt.step_name:<16} {attempt.kind:<11} {attempt.status}")
         counts = await ow.counts()
-        print(f"runs in {DATABASE_URL}: {counts}")
+        print(f"runs: {counts}")
+        await ow.backend.stop()
 
 
 if __name__ == "__main__":
