@@ -18,6 +18,7 @@ from openworkflow.core.backend import (
     GetWorkflowRunParams,
     ListStepAttemptsParams,
     ListWorkflowRunsParams,
+    RetryWorkflowRunParams,
     SendSignalParams,
     WorkflowRunCounts,
 )
@@ -253,6 +254,19 @@ class OpenWorkflow:
         """Number of runs in each status."""
         return await self.backend.count_workflow_runs()
 
+    async def retry(self, run_id: str) -> RunHandle:
+        """Resume a failed or canceled run: the same run goes back to pending.
+
+        Completed steps stay memoized, failed steps run again with fresh retry
+        budgets, and the run's attempt count starts over.
+
+        Raises:
+            InvalidRunStateError: the run is not failed or canceled.
+            WorkflowRunNotFoundError: no such run.
+        """
+        run = await self.backend.retry_workflow_run(RetryWorkflowRunParams(workflow_run_id=run_id))
+        return RunHandle(self, run.id, run)
+
     async def send_signal(
         self, signal: str, data: Any = None, *, idempotency_key: str | None = None
     ) -> list[str]:
@@ -363,6 +377,10 @@ class SyncOpenWorkflow:
     def counts(self) -> WorkflowRunCounts:
         """Number of runs in each status."""
         return self._call(self._client.counts())
+
+    def retry(self, run_id: str) -> SyncRunHandle:
+        """Resume a failed or canceled run (see :meth:`OpenWorkflow.retry`)."""
+        return SyncRunHandle(self, self._call(self._client.retry(run_id)))
 
     def send_signal(
         self, signal: str, data: Any = None, *, idempotency_key: str | None = None

@@ -127,6 +127,13 @@ class CancelWorkflowRunParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RetryWorkflowRunParams:
+    """Input of :meth:`Backend.retry_workflow_run`."""
+
+    workflow_run_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CreateStepAttemptParams:
     """Input of :meth:`Backend.create_step_attempt`."""
 
@@ -294,6 +301,15 @@ class Backend(Protocol):
 
     async def cancel_workflow_run(self, params: CancelWorkflowRunParams) -> WorkflowRun:
         """Cancel a pending, running or parked run; idempotent; raises for finished runs."""
+        ...
+
+    async def retry_workflow_run(self, params: RetryWorkflowRunParams) -> WorkflowRun:
+        """Put a failed or canceled run back to ``pending`` (not in the original).
+
+        Completed steps and running waits stay (memoized / still waiting);
+        failed attempts and orphaned running function attempts are removed, so
+        failed steps run again with fresh retry budgets. Raises for other statuses.
+        """
         ...
 
     async def create_step_attempt(self, params: CreateStepAttemptParams) -> StepAttempt:

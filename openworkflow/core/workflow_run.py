@@ -79,6 +79,19 @@ def fold_status_counts(rows: Iterable[tuple[str, int]]) -> dict[str, int]:
     return counts
 
 
+RETRYABLE_STATUSES = ("failed", "canceled")
+
+
+def resolve_retry_conflict(workflow_run_id: str, existing: WorkflowRun | None) -> WorkflowRun:
+    """Raise the error for a retry that updated no row (missing, or not failed/canceled)."""
+    if existing is None:
+        raise WorkflowRunNotFoundError(workflow_run_id)
+    raise InvalidRunStateError(
+        f"Cannot retry workflow run {workflow_run_id} with status {existing.status}: "
+        "only failed or canceled runs can be retried"
+    )
+
+
 def resolve_cancel_conflict(workflow_run_id: str, existing: WorkflowRun | None) -> WorkflowRun:
     """Decide what a cancel that updated no row means.
 

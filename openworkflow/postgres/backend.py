@@ -44,6 +44,7 @@ from openworkflow.core.backend import (
     ListStepAttemptsParams,
     ListWorkflowRunsParams,
     RescheduleWorkflowRunAfterFailedStepAttemptParams,
+    RetryWorkflowRunParams,
     SendSignalParams,
     SendSignalResult,
     SetStepAttemptChildWorkflowRunParams,
@@ -56,7 +57,12 @@ from openworkflow.core.json import JsonValue
 from openworkflow.core.retry import DEADLINE_EXCEEDED_MESSAGE, compute_failed_workflow_run_update
 from openworkflow.core.rows import step_attempt_from_row, workflow_run_from_row
 from openworkflow.core.step_attempt import StepAttempt
-from openworkflow.core.workflow_run import WorkflowRun, fold_status_counts, resolve_cancel_conflict
+from openworkflow.core.workflow_run import (
+    WorkflowRun,
+    fold_status_counts,
+    resolve_cancel_conflict,
+    resolve_retry_conflict,
+)
 from openworkflow.errors import (
     BackendClosedError,
     BackendError,
@@ -537,6 +543,20 @@ class PostgresBackend:
             GetWorkflowRunParams(workflow_run_id=params.workflow_run_id)
         )
         return resolve_cancel_conflict(params.workflow_run_id, existing)
+
+    async def retry_workflow_run(self, params: RetryWorkflowRunParams) -> WorkflowRun:
+        """Put a failed or canceled run back to pending; failed steps will run again."""
+        values = self._params(run_id=params.workflow_run_id)
+        async with self._connection() as connection, connection.transaction():
+            row = await self._one(connection, self._q.retry_workflow_run, values)
+            if row is not None:
+                await connection.execute(self._q.delete_attempts_to_rerun, values)
+        if row is not None:
+            return _to_run(row)
+        existing = await self.get_workflow_run(
+            GetWorkflowRunParams(workflow_run_id=params.workflow_run_id)
+        )
+        return resolve_retry_conflict(params.workflow_run_id, existing)
 
     async def _wake_parent(
         self, connection: psycopg.AsyncConnection[Any], child: WorkflowRun

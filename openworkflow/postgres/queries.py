@@ -194,6 +194,21 @@ WHERE "namespace_id" = %(ns)s AND "id" = %(run_id)s
   AND "status" IN ('pending', 'running', 'sleeping')
 RETURNING *, {NOTIFY_FINISHED}"""
 
+# Retry: drop what must run again (failed attempts, orphaned function
+# attempts); completed steps stay memoized and running waits keep waiting.
+DELETE_ATTEMPTS_TO_RERUN = """
+DELETE FROM {schema}."step_attempts"
+WHERE "namespace_id" = %(ns)s AND "workflow_run_id" = %(run_id)s
+  AND ("status" = 'failed' OR ("status" = 'running' AND "kind" = 'function'))"""
+
+RETRY_WORKFLOW_RUN = f"""
+UPDATE {{schema}}."workflow_runs"
+SET "status" = 'pending', "attempts" = 0, "available_at" = NOW(), "output" = NULL,
+    "error" = NULL, "worker_id" = NULL, "started_at" = NULL, "finished_at" = NULL,
+    "updated_at" = NOW()
+WHERE "namespace_id" = %(ns)s AND "id" = %(run_id)s AND "status" IN ('failed', 'canceled')
+RETURNING *, {NOTIFY_WORK}"""
+
 # Waking a parent: lock its row by id first (this returns the newest version
 # even if it changed after our snapshot), then update it in a new statement.
 # A parent parking concurrently either waits for us or is seen parked.
@@ -333,6 +348,8 @@ class Queries:
     fail_workflow_run: bytes
     reschedule_after_failed_step: bytes
     cancel_workflow_run: bytes
+    retry_workflow_run: bytes
+    delete_attempts_to_rerun: bytes
     select_waiting_parent_for_update: bytes
     wake_parked_runs: bytes
     insert_step_attempt: bytes
@@ -361,6 +378,8 @@ _TEMPLATES = {
     "fail_workflow_run": FAIL_WORKFLOW_RUN,
     "reschedule_after_failed_step": RESCHEDULE_AFTER_FAILED_STEP,
     "cancel_workflow_run": CANCEL_WORKFLOW_RUN,
+    "retry_workflow_run": RETRY_WORKFLOW_RUN,
+    "delete_attempts_to_rerun": DELETE_ATTEMPTS_TO_RERUN,
     "select_waiting_parent_for_update": SELECT_WAITING_PARENT_FOR_UPDATE,
     "wake_parked_runs": WAKE_PARKED_RUNS,
     "insert_step_attempt": INSERT_STEP_ATTEMPT,

@@ -39,6 +39,7 @@ from openworkflow.core.backend import (
     ListStepAttemptsParams,
     ListWorkflowRunsParams,
     RescheduleWorkflowRunAfterFailedStepAttemptParams,
+    RetryWorkflowRunParams,
     SendSignalParams,
     SendSignalResult,
     SetStepAttemptChildWorkflowRunParams,
@@ -50,7 +51,12 @@ from openworkflow.core.cursor import DEFAULT_PAGE_SIZE, Page, build_page, decode
 from openworkflow.core.retry import DEADLINE_EXCEEDED_MESSAGE, compute_failed_workflow_run_update
 from openworkflow.core.rows import step_attempt_from_row, workflow_run_from_row
 from openworkflow.core.step_attempt import StepAttempt
-from openworkflow.core.workflow_run import WorkflowRun, fold_status_counts, resolve_cancel_conflict
+from openworkflow.core.workflow_run import (
+    WorkflowRun,
+    fold_status_counts,
+    resolve_cancel_conflict,
+    resolve_retry_conflict,
+)
 from openworkflow.errors import BackendClosedError, BackendError, WriteConflictError
 from openworkflow.notifications import ChangeNotifier
 from openworkflow.sqlite import queries as q
@@ -489,6 +495,30 @@ class SqliteBackend:
             GetWorkflowRunParams(workflow_run_id=params.workflow_run_id)
         )
         return resolve_cancel_conflict(params.workflow_run_id, existing)
+
+    async def retry_workflow_run(self, params: RetryWorkflowRunParams) -> WorkflowRun:
+        """Put a failed or canceled run back to pending; failed steps will run again."""
+        now = _iso(clock.now())
+        key = (self._namespace_id, params.workflow_run_id)
+
+        def retry(c: sqlite3.Connection) -> WorkflowRun | None:
+            def body() -> WorkflowRun | None:
+                row = c.execute(q.RETRY_WORKFLOW_RUN, (now, now, *key)).fetchone()
+                if row is None:
+                    return None
+                c.execute(q.DELETE_ATTEMPTS_TO_RERUN, key)
+                return _to_run(row)
+
+            return _transaction(c, body)
+
+        retried = await self._run(retry)
+        if retried is None:
+            existing = await self.get_workflow_run(
+                GetWorkflowRunParams(workflow_run_id=params.workflow_run_id)
+            )
+            return resolve_retry_conflict(params.workflow_run_id, existing)
+        self.notifier.notify_work_available()
+        return retried
 
     # -- step attempts -------------------------------------------------------
 

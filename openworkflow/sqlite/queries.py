@@ -148,6 +148,20 @@ SET "status" = 'canceled', "worker_id" = NULL, "available_at" = NULL, "finished_
 WHERE "namespace_id" = ? AND "id" = ? AND "status" IN ('pending', 'running', 'sleeping')
 RETURNING *"""
 
+# Retry: drop what must run again (failed attempts, orphaned function
+# attempts); completed steps stay memoized and running waits keep waiting.
+DELETE_ATTEMPTS_TO_RERUN = """
+DELETE FROM "step_attempts"
+WHERE "namespace_id" = ? AND "workflow_run_id" = ?
+  AND ("status" = 'failed' OR ("status" = 'running' AND "kind" = 'function'))"""
+
+RETRY_WORKFLOW_RUN = """
+UPDATE "workflow_runs"
+SET "status" = 'pending', "attempts" = 0, "available_at" = ?, "output" = NULL, "error" = NULL,
+    "worker_id" = NULL, "started_at" = NULL, "finished_at" = NULL, "updated_at" = ?
+WHERE "namespace_id" = ? AND "id" = ? AND "status" IN ('failed', 'canceled')
+RETURNING *"""
+
 # Wake the parked parent of a child that reached a terminal status: only if
 # the parent's step still waits on exactly this child and nobody owns it.
 WAKE_PARENT = """

@@ -358,3 +358,44 @@ async def test_sync_client_runs_and_waits_while_an_async_worker_runs(
     # The async side sees the runs the blocking client made, in the same namespace.
     for run_id in seen["run_ids"]:
         assert (await get_run(backend, run_id)).status == "completed"
+
+
+# -- retry ----------------------------------------------------------------------------------------
+
+
+async def test_retry_resumes_a_failed_run_rerunning_only_failed_steps(backend: Any) -> None:
+    from openworkflow import RetryPolicy, workflow
+
+    calls = {"fetch": 0, "charge": 0}
+    broken = {"on": True}
+
+    def fetch() -> str:
+        calls["fetch"] += 1
+        return "data"
+
+    def charge() -> str:
+        calls["charge"] += 1
+        if broken["on"]:
+            raise RuntimeError("card service down")
+        return "charged"
+
+    @workflow(name="retry-me")
+    async def retry_me(step: Step) -> list[str]:
+        first = await step.run("fetch", fetch)
+        second = await step.run(
+            "charge", charge, retry_policy=RetryPolicy(maximum_attempts=2, initial_interval="10ms")
+        )
+        return [first, second]
+
+    ow = OpenWorkflow(backend)
+    async with running_worker(backend, [retry_me]):
+        handle = await ow.run(retry_me)
+        with pytest.raises(WorkflowFailedError):
+            await handle.result(timeout="10s")
+        broken["on"] = False
+        again = await ow.retry(handle.id)
+        assert again.id == handle.id
+        assert await again.result(timeout="10s") == ["data", "charged"]
+    assert calls == {"fetch": 1, "charge": 3}
+    with pytest.raises(InvalidRunStateError, match="only failed or canceled"):
+        await ow.retry(handle.id)
