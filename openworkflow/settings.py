@@ -119,13 +119,18 @@ def resolve_settings(loaded: LoadedConfig, **flags: Any) -> EffectiveSettings:
     if isinstance(backend, str):
         backend = _anchor_sqlite_url(backend, folder)
     worker = config.worker
+    url_schema = None
+    if isinstance(backend, str) and backend.startswith(("postgresql:", "postgres:")):
+        from openworkflow.connect import split_schema_parameter
+
+        url_schema = split_schema_parameter(backend)[1]
     return EffectiveSettings(
         config_path=loaded.path,
         folder=folder,
         backend=backend,
         backend_source=backend_source,
         namespace_id=overrides.namespace_id or config.namespace_id or DEFAULT_NAMESPACE_ID,
-        schema=overrides.schema_name or config.schema_name or DEFAULT_SCHEMA,
+        schema=overrides.schema_name or config.schema_name or url_schema or DEFAULT_SCHEMA,
         concurrency=overrides.worker_concurrency or worker.concurrency,
         lease_duration=overrides.worker_lease_duration or worker.lease_duration,
         shutdown_timeout=overrides.worker_shutdown_timeout or worker.shutdown_timeout,

@@ -1,0 +1,134 @@
+"""The database behind the settings: its kind, its migration SQL, and a connection check."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from openworkflow.cli import common
+from openworkflow.connect import split_schema_parameter
+from openworkflow.core.backend import Backend
+from openworkflow.errors import OpenWorkflowError
+from openworkflow.postgres.url import scrub
+from openworkflow.settings import EffectiveSettings
+
+Kind = Literal["sqlite", "postgres", "other"]
+
+_CHECK_TIMEOUT_S = 30.0
+
+
+def backend_kind(settings: EffectiveSettings) -> Kind:
+    """Which database the settings name, without connecting."""
+    backend = settings.backend
+    if isinstance(backend, str):
+        if backend.startswith("sqlite:"):
+            return "sqlite"
+        if backend.startswith(("postgresql:", "postgres:")):
+            return "postgres"
+        return "other"
+    from openworkflow.postgres import PostgresBackend
+    from openworkflow.sqlite import SqliteBackend
+
+    if isinstance(backend, SqliteBackend):
+        return "sqlite"
+    if isinstance(backend, PostgresBackend):
+        return "postgres"
+    return "other"
+
+
+def postgres_schema(settings: EffectiveSettings) -> str:
+    """The schema a PostgreSQL backend from these settings uses."""
+    from openworkflow.postgres import PostgresBackend
+
+    if isinstance(settings.backend, PostgresBackend):
+        return settings.backend.schema
+    return settings.schema
+
+
+def migration_sql(settings: EffectiveSettings) -> str:
+    """Every migration for the configured backend, as one printable script.
+
+    Raises:
+        CliError: the backend is neither SQLite nor PostgreSQL (exit code 2).
+    """
+    kind = backend_kind(settings)
+    if kind == "postgres":
+        from openworkflow.postgres.schema import migration_script
+
+        return migration_script(postgres_schema(settings))
+    if kind == "sqlite":
+        from openworkflow.sqlite.backend import migration_scripts
+
+        return "\n".join(
+            f"-- migration {version}\nBEGIN;\n\n{script.strip()}\n\nCOMMIT;\n"
+            for version, script in enumerate(migration_scripts())
+        )
+    raise common.usage_error(
+        f"cannot print migrations for backend {common.describe_backend(settings.backend)}",
+        hint="use a sqlite:/// or postgresql:// URL",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """The outcome of opening the backend and running one query."""
+
+    ok: bool
+    migration_version: int | None = None
+    error: str | None = None
+
+
+async def check(settings: EffectiveSettings, backend: Backend) -> Check:
+    """Open the backend (running migrations), query it, and read its schema version."""
+    try:
+        await asyncio.wait_for(backend.count_workflow_runs(), _CHECK_TIMEOUT_S)
+    except TimeoutError:
+        return Check(ok=False, error=f"no answer within {_CHECK_TIMEOUT_S:.0f}s")
+    except OpenWorkflowError as error:
+        return Check(ok=False, error=common.safe(str(error)))
+    try:
+        version = await migration_version(settings, backend)
+    except Exception as error:
+        return Check(ok=True, error=common.safe(f"could not read the schema version: {error}"))
+    return Check(ok=True, migration_version=version)
+
+
+async def migration_version(settings: EffectiveSettings, backend: Backend) -> int | None:
+    """The applied migration version, or None when it cannot be read from here."""
+    kind = backend_kind(settings)
+    if kind == "sqlite":
+        path = getattr(backend, "path", None)
+        if not isinstance(path, str) or path == ":memory:":
+            return None
+        return await asyncio.to_thread(_sqlite_version, path)
+    if kind == "postgres" and isinstance(settings.backend, str):
+        return await _postgres_version(settings.backend, postgres_schema(settings))
+    return None
+
+
+def _sqlite_version(path: str) -> int:
+    from openworkflow.sqlite.backend import current_migration_version
+
+    connection = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        return current_migration_version(connection)
+    finally:
+        connection.close()
+
+
+async def _postgres_version(url: str, schema: str) -> int:
+    import psycopg
+
+    from openworkflow.postgres.schema import current_migration_version
+
+    plain_url, _ = split_schema_parameter(url)
+    try:
+        async with await psycopg.AsyncConnection.connect(
+            plain_url, autocommit=True, connect_timeout=10
+        ) as connection:
+            return await current_migration_version(connection, schema)
+    except psycopg.Error as error:
+        raise RuntimeError(scrub(str(error).strip(), url)) from None

@@ -1,0 +1,137 @@
+"""``ow runs list|show|cancel|retry``: read and steer workflow runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.text import Text
+
+from openworkflow.cli import common
+from openworkflow.cli.options import data_options
+from openworkflow.cli.output import record_to_json, run_details, runs_table, status_text
+from openworkflow.client import OpenWorkflow
+from openworkflow.core.step_attempt import StepAttempt
+from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
+from openworkflow.errors import WorkflowRunNotFoundError
+
+_STATUSES = [status.value for status in WorkflowRunStatus]
+
+
+@click.group()
+@data_options
+def runs() -> None:
+    """List, inspect, cancel and retry workflow runs."""
+
+
+@runs.command(name="list")
+@click.option("--status", type=click.Choice(_STATUSES), help="Only runs with this status.")
+@click.option("--workflow", "workflow_name", metavar="NAME", help="Only runs of this workflow.")
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="Page size."
+)
+@click.option("--after", metavar="CURSOR", help="The page after this cursor (older runs).")
+@click.option("--before", metavar="CURSOR", help="The page before this cursor (newer runs).")
+@data_options
+def list_runs(
+    status: str | None,
+    workflow_name: str | None,
+    limit: int,
+    after: str | None,
+    before: str | None,
+) -> None:
+    """List runs, newest first (one page; follow the printed cursor for more)."""
+    if after and before:
+        raise common.usage_error("--after and --before cannot be used together")
+    _, settings = common.load()
+
+    async def fetch(client: OpenWorkflow) -> Any:
+        try:
+            return await client.list_runs(
+                status=status, workflow_name=workflow_name, limit=limit, after=after, before=before
+            )
+        except ValueError as error:
+            if "cursor" not in str(error):
+                raise
+            raise common.usage_error(
+                str(error), hint="pass a cursor printed by `ow runs list`"
+            ) from None
+
+    page = common.run_async(common.with_client(settings, fetch))
+    if common.wants_json():
+        data = [record_to_json(run) for run in page.data]
+        common.print_json({"data": data, "next": page.next, "prev": page.prev})
+        return
+    if not page.data:
+        common.say("No runs found.")
+        return
+    common.out().print(runs_table(page.data))
+    if page.next:
+        common.say(f"More: ow runs list --after {page.next}", style="dim")
+
+
+@runs.command()
+@click.argument("run_id", metavar="ID")
+@data_options
+def show(run_id: str) -> None:
+    """Show a run: metadata, input, output or error, and its step attempts."""
+    _, settings = common.load()
+
+    async def fetch(client: OpenWorkflow) -> tuple[WorkflowRun, list[StepAttempt]]:
+        run = await client.get_run(run_id)
+        if run is None:
+            raise WorkflowRunNotFoundError(run_id)
+        return run, await _all_steps(client, run_id)
+
+    run, steps = common.run_async(common.with_client(settings, fetch))
+    if common.wants_json():
+        common.print_json({"run": record_to_json(run), "steps": [record_to_json(s) for s in steps]})
+        return
+    common.out().print(run_details(run, steps))
+
+
+async def _all_steps(client: OpenWorkflow, run_id: str) -> list[StepAttempt]:
+    steps: list[StepAttempt] = []
+    cursor: str | None = None
+    while True:
+        page = await client.list_steps(run_id, limit=1000, after=cursor)
+        steps.extend(page.data)
+        if page.next is None:
+            return steps
+        cursor = page.next
+
+
+@runs.command()
+@click.argument("run_id", metavar="ID")
+@data_options
+def cancel(run_id: str) -> None:
+    """Cancel a pending, running or sleeping run."""
+    _, settings = common.load()
+    run = common.run_async(common.with_client(settings, lambda client: client.cancel(run_id)))
+    _report(run, "canceled")
+
+
+@runs.command()
+@click.argument("run_id", metavar="ID")
+@data_options
+def retry(run_id: str) -> None:
+    """Put a failed or canceled run back to pending; completed steps are kept."""
+    _, settings = common.load()
+
+    async def do_retry(client: OpenWorkflow) -> WorkflowRun:
+        handle = await client.retry(run_id)
+        run = handle.workflow_run or await client.get_run(run_id)
+        if run is None:
+            raise WorkflowRunNotFoundError(run_id)
+        return run
+
+    _report(common.run_async(common.with_client(settings, do_retry)), "put back to pending")
+
+
+def _report(run: WorkflowRun, what: str) -> None:
+    if common.wants_json():
+        common.print_json(record_to_json(run))
+        return
+    common.out().print(
+        Text.assemble(f"Run {run.id} ({run.workflow_name}) {what}: ", status_text(run.status))
+    )

@@ -1,0 +1,106 @@
+"""``ow dev`` as a user runs it: a subprocess in a temporary project, edited while it runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from openworkflow import SyncOpenWorkflow
+
+GREET = """
+from openworkflow import Step, workflow
+
+@workflow(name="greet")
+async def greet(step: Step) -> str:
+    return await step.run("say", lambda: "{text}")
+"""
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+
+
+def _project(tmp_path: Path) -> Path:
+    _write(
+        tmp_path / "openworkflow.config.py",
+        """
+        from openworkflow import define_config
+        # The database sits inside the watched folder: its writes must not reload.
+        config = define_config(backend="sqlite:///flows/dev.db", dirs=["./flows"],
+                               worker={"concurrency": 2})
+        """,
+    )
+    _write(tmp_path / "flows" / "greet.py", GREET.format(text="v1"))
+    return tmp_path
+
+
+def _greet(client: SyncOpenWorkflow) -> str:
+    return str(client.run("greet").result(timeout="20s"))
+
+
+def _restarts(log: Path) -> int:
+    return log.read_text(encoding="utf-8", errors="replace").count("restarting the worker")
+
+
+def _wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_ow_dev_reloads_on_edit_survives_errors_and_ignores_database_writes(
+    tmp_path: Path,
+) -> None:
+    project = _project(tmp_path)
+    log = tmp_path / "dev.log"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OPENWORKFLOW_")}
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-P", "-m", "openworkflow", "dev"],
+            cwd=project,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with SyncOpenWorkflow(f"sqlite:///{project / 'flows' / 'dev.db'}") as client:
+            assert _greet(client) == "v1"
+            for _ in range(5):  # database writes (db, -wal, -shm in the watched folder)
+                _greet(client)
+            time.sleep(0.5)
+            assert _restarts(log) == 0, log.read_text()
+
+            saved = time.perf_counter()
+            _write(project / "flows" / "greet.py", GREET.format(text="v2"))
+            _wait_for(lambda: _greet(client) == "v2", 30, "the edited code to run")
+            reload_ms = (time.perf_counter() - saved) * 1000
+            print(f"save -> new code ran: {reload_ms:.0f} ms")
+            assert "greet.py" in log.read_text()
+
+            _write(project / "flows" / "broken.py", "def oops(:\n")
+            _wait_for(lambda: "broken.py" in log.read_text(), 20, "the broken file report")
+            _wait_for(lambda: "exited with code" in log.read_text(), 20, "the failed worker")
+            (project / "flows" / "broken.py").unlink()
+            _write(project / "flows" / "greet.py", GREET.format(text="v3"))
+            _wait_for(lambda: _greet(client) == "v3", 30, "recovery after the broken file")
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            code = process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert code == 0, log.read_text()
+    assert "[ow dev] stopped" in log.read_text()
