@@ -9,7 +9,7 @@ from __future__ import annotations
 from openworkflow.client import OpenWorkflow, RunHandle, SyncOpenWorkflow, SyncRunHandle
 from openworkflow.config import define_config
 from openworkflow.connect import connect
-from openworkflow.core.backend import Backend, WorkflowRunCounts
+from openworkflow.core.backend import Backend, StepAttemptCounts, WorkflowRunCounts
 from openworkflow.core.cursor import Page
 from openworkflow.core.retry import RetryPolicy
 from openworkflow.core.step_attempt import StepAttempt
@@ -52,6 +52,7 @@ __all__ = [
     "SqliteBackend",
     "Step",
     "StepAttempt",
+    "StepAttemptCounts",
     "StepLimitExceededError",
     "SyncOpenWorkflow",
     "SyncRunHandle",

@@ -20,6 +20,7 @@ from openworkflow.core.backend import (
     ListWorkflowRunsParams,
     RetryWorkflowRunParams,
     SendSignalParams,
+    StepAttemptCounts,
     WorkflowRunCounts,
 )
 from openworkflow.core.cursor import Page
@@ -254,6 +255,10 @@ class OpenWorkflow:
         """Number of runs in each status."""
         return await self.backend.count_workflow_runs()
 
+    async def step_counts(self) -> StepAttemptCounts:
+        """Number of step attempts in each status."""
+        return await self.backend.count_step_attempts()
+
     async def retry(self, run_id: str) -> RunHandle:
         """Resume a failed or canceled run: the same run goes back to pending.
 
@@ -377,6 +382,10 @@ class SyncOpenWorkflow:
     def counts(self) -> WorkflowRunCounts:
         """Number of runs in each status."""
         return self._call(self._client.counts())
+
+    def step_counts(self) -> StepAttemptCounts:
+        """Number of step attempts in each status."""
+        return self._call(self._client.step_counts())
 
     def retry(self, run_id: str) -> SyncRunHandle:
         """Resume a failed or canceled run (see :meth:`OpenWorkflow.retry`)."""

@@ -7,6 +7,10 @@ companions never trigger), and on a change stops the child gracefully (it
 releases its leases, so in-flight runs resume at once in the new code) and
 starts a new one. A child that fails to start (a broken file) is reported and
 the loop keeps watching.
+
+The dashboard, when asked for, is a second child (``ow dashboard``) started
+once: it reads runs from the database, so a reload does not need to touch it
+and open pages keep working across worker restarts.
 """
 
 from __future__ import annotations
@@ -43,10 +47,12 @@ class DevSupervisor:
         *,
         worker_command: Sequence[str],
         watch_paths: Iterable[Path],
+        dashboard_command: Sequence[str] | None = None,
         env: dict[str, str] | None = None,
         say: Callable[[str], None] = print,
     ) -> None:
         self.worker_command = list(worker_command)
+        self.dashboard_command = None if dashboard_command is None else list(dashboard_command)
         self.watch_paths = [path for path in watch_paths if path.exists()]
         self.env = {
             **os.environ,
@@ -58,9 +64,12 @@ class DevSupervisor:
         self.restarts = 0
         self._process: asyncio.subprocess.Process | None = None
         self._watch_process: asyncio.Task[None] | None = None
+        self._dashboard: asyncio.subprocess.Process | None = None
+        self._watch_dashboard: asyncio.Task[None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Start the worker and restart it on every relevant change until ``stop`` is set."""
+        await self._start_dashboard()
         await self._start()
         watch_stop = asyncio.Event()
         stopper = asyncio.ensure_future(self._relay(stop, watch_stop))
@@ -83,6 +92,7 @@ class DevSupervisor:
         finally:
             stopper.cancel()
             await self._stop_worker()
+            await self._stop_dashboard()
 
     @staticmethod
     async def _relay(stop: asyncio.Event, watch_stop: asyncio.Event) -> None:
@@ -101,25 +111,58 @@ class DevSupervisor:
                 "it restarts on the next change"
             )
 
+    async def _start_dashboard(self) -> None:
+        if self.dashboard_command is None:
+            return
+        process = await asyncio.create_subprocess_exec(*self.dashboard_command, env=self.env)
+        self._dashboard = process
+        self._watch_dashboard = asyncio.ensure_future(self._report_dashboard_exit(process))
+
+    async def _report_dashboard_exit(self, process: asyncio.subprocess.Process) -> None:
+        code = await process.wait()
+        if process is self._dashboard and code != 0:
+            self.say(
+                f"the dashboard exited with code {code} (see above); the worker keeps "
+                "running: restart ow dev to try again, or pass --no-dashboard"
+            )
+
+    async def _stop_dashboard(self) -> None:
+        process, self._dashboard = self._dashboard, None
+        await _terminate(process)
+
     async def _stop_worker(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.returncode is not None:
-            return
+        await _terminate(process)
+
+
+async def _terminate(process: asyncio.subprocess.Process | None) -> None:
+    """SIGTERM a child (a graceful stop), then SIGKILL it if it lingers."""
+    if process is None or process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), _STOP_GRACE_SECONDS)
+    except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), _STOP_GRACE_SECONDS)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+            process.kill()
+        await process.wait()
+
+
+def _ow_command(config_path: Path | None, *subcommand: str) -> list[str]:
+    # -P: the project's folder is not put first on sys.path, so a user folder
+    # named openworkflow/ cannot shadow this package.
+    command = [sys.executable, "-P", "-m", "openworkflow", *subcommand]
+    if config_path is not None:
+        command += ["--config", str(config_path)]
+    return command
 
 
 def worker_command(config_path: Path | None, extra: Sequence[str] = ()) -> list[str]:
     """The command line of the dev worker process."""
-    # -P: the project's folder is not put first on sys.path, so a user folder
-    # named openworkflow/ cannot shadow this package.
-    command = [sys.executable, "-P", "-m", "openworkflow", "worker", "start"]
-    if config_path is not None:
-        command += ["--config", str(config_path)]
-    return [*command, *extra]
+    return [*_ow_command(config_path, "worker", "start"), *extra]
+
+
+def dashboard_command(config_path: Path | None, host: str, port: int) -> list[str]:
+    """The command line of the dev dashboard process."""
+    return [*_ow_command(config_path, "dashboard"), "--host", host, "--port", str(port)]

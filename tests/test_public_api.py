@@ -20,6 +20,7 @@ def test_public_names_are_pinned() -> None:
         "SqliteBackend",
         "Step",
         "StepAttempt",
+        "StepAttemptCounts",
         "StepLimitExceededError",
         "SyncOpenWorkflow",
         "SyncRunHandle",

@@ -10,26 +10,41 @@ import sys
 import click
 
 from openworkflow.config import ConfigError, load_config
-from openworkflow.dev import DevSupervisor, worker_command
+from openworkflow.dev import DevSupervisor, dashboard_command, worker_command
 from openworkflow.settings import resolve_settings
 
 
 @click.command("dev")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file.")
 @click.option("-c", "--concurrency", type=int, default=None, help="Worker slots.")
+@click.option("--no-dashboard", is_flag=True, help="Do not start the dashboard.")
 @click.option(
-    "--no-dashboard",
-    is_flag=True,
-    help="Do not start the dashboard (it is not part of this version yet).",
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Dashboard address (see ow dashboard --help).",
 )
-def dev(config_path: str | None, concurrency: int | None, no_dashboard: bool) -> None:
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=3000,
+    show_default=True,
+    help="Dashboard port (0 picks a free one).",
+)
+def dev(
+    config_path: str | None,
+    concurrency: int | None,
+    no_dashboard: bool,
+    host: str,
+    port: int,
+) -> None:
     """Run a worker that restarts when a workflow file or the config changes.
 
     The worker uses a short lease and releases its runs on every restart,
     so in-flight runs continue at once in the new code. A file with an error
-    is reported and the loop keeps watching. Stop with Ctrl-C.
+    is reported and the loop keeps watching. The dashboard runs beside it
+    (its URL is printed) unless --no-dashboard. Stop with Ctrl-C.
     """
-    del no_dashboard  # the dashboard arrives with its own issue; nothing to start yet
     try:
         loaded = load_config(config_path)
         settings = resolve_settings(loaded, worker_concurrency=concurrency)
@@ -42,6 +57,7 @@ def dev(config_path: str | None, concurrency: int | None, no_dashboard: bool) ->
         watch.append(loaded.path)
     supervisor = DevSupervisor(
         worker_command=worker_command(loaded.path, extra),
+        dashboard_command=None if no_dashboard else dashboard_command(loaded.path, host, port),
         watch_paths=watch,
         say=lambda line: click.echo(f"[ow dev] {line}", err=True),
     )

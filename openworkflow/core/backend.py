@@ -234,6 +234,15 @@ class WorkflowRunCounts:
     canceled: int = 0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepAttemptCounts:
+    """Step attempts per status, with the legacy ``succeeded`` folded into completed."""
+
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Durable storage for runs, step attempts and signals, bound to one namespace."""
@@ -262,6 +271,10 @@ class Backend(Protocol):
 
     async def count_workflow_runs(self) -> WorkflowRunCounts:
         """Count runs by status."""
+        ...
+
+    async def count_step_attempts(self) -> StepAttemptCounts:
+        """Count step attempts by status (every run of the namespace)."""
         ...
 
     async def claim_workflow_run(self, params: ClaimWorkflowRunParams) -> WorkflowRun | None:

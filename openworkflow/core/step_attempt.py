@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -69,3 +70,20 @@ def workflow_context(timeout_at: datetime | None) -> dict[str, str | None]:
 def signal_wait_context(signal: str, timeout_at: datetime) -> dict[str, str]:
     """Context of a signal wait: which signal, and until when."""
     return {"kind": "signal-wait", "signal": signal, "timeoutAt": clock.to_iso(timeout_at)}
+
+
+COUNTED_STEP_ATTEMPT_STATUSES = ("running", "completed", "failed")
+"""The buckets step attempts are counted in (``succeeded`` counts as completed)."""
+
+
+def fold_step_attempt_counts(rows: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """Fold ``(status, count)`` rows into the three step-attempt buckets.
+
+    The legacy ``succeeded`` counts as completed; unknown statuses are ignored.
+    """
+    counts = dict.fromkeys(COUNTED_STEP_ATTEMPT_STATUSES, 0)
+    for status, count in rows:
+        bucket = "completed" if status == StepAttemptStatus.SUCCEEDED else status
+        if bucket in counts:
+            counts[bucket] += int(count)
+    return counts

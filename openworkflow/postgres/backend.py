@@ -50,13 +50,14 @@ from openworkflow.core.backend import (
     SetStepAttemptChildWorkflowRunParams,
     SignalDelivery,
     SleepWorkflowRunParams,
+    StepAttemptCounts,
     WorkflowRunCounts,
 )
 from openworkflow.core.cursor import DEFAULT_PAGE_SIZE, Page, build_page, decode_list_cursor
 from openworkflow.core.json import JsonValue
 from openworkflow.core.retry import DEADLINE_EXCEEDED_MESSAGE, compute_failed_workflow_run_update
 from openworkflow.core.rows import step_attempt_from_row, workflow_run_from_row
-from openworkflow.core.step_attempt import StepAttempt
+from openworkflow.core.step_attempt import StepAttempt, fold_step_attempt_counts
 from openworkflow.core.workflow_run import (
     WorkflowRun,
     fold_status_counts,
@@ -434,6 +435,11 @@ class PostgresBackend:
         """Count runs per status in this namespace."""
         rows = await self._read_all(self._q.count_workflow_runs, self._params())
         return WorkflowRunCounts(**fold_status_counts((row[0], row[1]) for row in rows))
+
+    async def count_step_attempts(self) -> StepAttemptCounts:
+        """Count step attempts per status in this namespace."""
+        rows = await self._read_all(self._q.count_step_attempts, self._params())
+        return StepAttemptCounts(**fold_step_attempt_counts((row[0], row[1]) for row in rows))
 
     async def claim_workflow_run(self, params: ClaimWorkflowRunParams) -> WorkflowRun | None:
         """Expire deadlines and lease the next available run, in one statement."""

@@ -70,6 +70,10 @@ COUNT_WORKFLOW_RUNS = """
 SELECT "status", COUNT(*) FROM {schema}."workflow_runs"
 WHERE "namespace_id" = %(ns)s GROUP BY "status" """
 
+COUNT_STEP_ATTEMPTS = """
+SELECT "status", COUNT(*) FROM {schema}."step_attempts"
+WHERE "namespace_id" = %(ns)s GROUP BY "status" """
+
 # One statement: fail runs past their deadline, pick the next available run
 # (pending first) skipping rows other workers hold, and lease it.
 CLAIM_WORKFLOW_RUN = """
@@ -339,6 +343,7 @@ class Queries:
     select_run_by_idempotency_key: bytes
     select_workflow_run: bytes
     count_workflow_runs: bytes
+    count_step_attempts: bytes
     claim_workflow_run: bytes
     extend_lease: bytes
     sleep_workflow_run: bytes
@@ -369,6 +374,7 @@ _TEMPLATES = {
     "select_run_by_idempotency_key": SELECT_RUN_BY_IDEMPOTENCY_KEY,
     "select_workflow_run": SELECT_WORKFLOW_RUN,
     "count_workflow_runs": COUNT_WORKFLOW_RUNS,
+    "count_step_attempts": COUNT_STEP_ATTEMPTS,
     "claim_workflow_run": CLAIM_WORKFLOW_RUN,
     "extend_lease": EXTEND_LEASE,
     "sleep_workflow_run": SLEEP_WORKFLOW_RUN,

@@ -48,6 +48,9 @@ SELECT * FROM "workflow_runs" WHERE "namespace_id" = ? AND "id" = ? LIMIT 1"""
 COUNT_WORKFLOW_RUNS = """
 SELECT "status", COUNT(*) FROM "workflow_runs" WHERE "namespace_id" = ? GROUP BY "status" """
 
+COUNT_STEP_ATTEMPTS = """
+SELECT "status", COUNT(*) FROM "step_attempts" WHERE "namespace_id" = ? GROUP BY "status" """
+
 EXPIRE_DEADLINES = """
 UPDATE "workflow_runs"
 SET "status" = 'failed', "error" = ?, "worker_id" = NULL, "available_at" = NULL,

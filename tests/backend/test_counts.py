@@ -1,4 +1,4 @@
-"""countWorkflowRuns: five buckets, scoped to the namespace."""
+"""countWorkflowRuns (five buckets) and step-attempt counts (three), scoped to the namespace."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from datetime import timedelta
 
 from openworkflow.core.backend import (
     CancelWorkflowRunParams,
+    CompleteStepAttemptParams,
     CompleteWorkflowRunParams,
+    FailStepAttemptParams,
     FailWorkflowRunParams,
+    StepAttemptCounts,
     WorkflowRunCounts,
 )
 from tests.backend.helpers import (
@@ -16,13 +19,14 @@ from tests.backend.helpers import (
     claim,
     create_claimed_run,
     create_pending_run,
+    create_step,
     new_id,
     now,
     park,
 )
 
 
-def _as_dict(counts: WorkflowRunCounts) -> dict[str, int]:
+def _as_dict(counts: WorkflowRunCounts | StepAttemptCounts) -> dict[str, int]:
     return dataclasses.asdict(counts)
 
 
@@ -105,3 +109,46 @@ async def test_counts_only_see_their_own_namespace(backend, make_backend) -> Non
 
     assert (await backend.count_workflow_runs()).pending == 1
     assert (await other.count_workflow_runs()).pending == 2
+
+
+async def test_step_attempt_counts_start_at_zero_in_three_buckets(backend) -> None:
+    counts = await backend.count_step_attempts()
+
+    assert isinstance(counts, StepAttemptCounts)
+    assert _as_dict(counts) == {"running": 0, "completed": 0, "failed": 0}
+
+
+async def test_step_attempt_counts_group_attempts_by_status(backend, make_backend) -> None:
+    run = await create_claimed_run(backend)
+    assert run.worker_id is not None
+    await create_step(backend, run)  # stays running
+    for _ in range(2):
+        done = await create_step(backend, run)
+        await backend.complete_step_attempt(
+            CompleteStepAttemptParams(
+                workflow_run_id=run.id, step_attempt_id=done.id, worker_id=run.worker_id, output=1
+            )
+        )
+    broken = await create_step(backend, run)
+    await backend.fail_step_attempt(
+        FailStepAttemptParams(
+            workflow_run_id=run.id,
+            step_attempt_id=broken.id,
+            worker_id=run.worker_id,
+            error={"message": "boom"},
+        )
+    )
+    other = make_backend(new_id())
+    other_run = await create_claimed_run(other)
+    await create_step(other, other_run)
+
+    assert _as_dict(await backend.count_step_attempts()) == {
+        "running": 1,
+        "completed": 2,
+        "failed": 1,
+    }
+    assert _as_dict(await other.count_step_attempts()) == {
+        "running": 1,
+        "completed": 0,
+        "failed": 0,
+    }

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -50,6 +53,22 @@ def _restarts(log: Path) -> int:
     return log.read_text(encoding="utf-8", errors="replace").count("restarting the worker")
 
 
+def _dashboard_url(log: Path) -> str:
+    found: list[str] = []
+
+    def printed() -> bool:
+        found[:] = re.findall(r"^http://127\.0\.0\.1:\d+$", log.read_text(), re.MULTILINE)
+        return bool(found)
+
+    _wait_for(printed, 30, "the dashboard's URL")
+    return found[0]
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode("utf-8"))
+
+
 def _wait_for(predicate: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -60,7 +79,7 @@ def _wait_for(predicate: object, timeout: float, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_ow_dev_reloads_on_edit_survives_errors_and_ignores_database_writes(
+def test_ow_dev_serves_the_dashboard_reloads_on_edit_and_survives_errors(
     tmp_path: Path,
 ) -> None:
     project = _project(tmp_path)
@@ -68,7 +87,7 @@ def test_ow_dev_reloads_on_edit_survives_errors_and_ignores_database_writes(
     env = {key: value for key, value in os.environ.items() if not key.startswith("OPENWORKFLOW_")}
     with log.open("w") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-P", "-m", "openworkflow", "dev"],
+            [sys.executable, "-P", "-m", "openworkflow", "dev", "--port", "0"],
             cwd=project,
             env=env,
             stdout=sink,
@@ -77,6 +96,9 @@ def test_ow_dev_reloads_on_edit_survives_errors_and_ignores_database_writes(
     try:
         with SyncOpenWorkflow(f"sqlite:///{project / 'flows' / 'dev.db'}") as client:
             assert _greet(client) == "v1"
+            dashboard = _dashboard_url(log)
+            assert _get(f"{dashboard}/healthz") == "ok"
+            assert "greet" in _get(f"{dashboard}/?workflow=greet")
             for _ in range(5):  # database writes (db, -wal, -shm in the watched folder)
                 _greet(client)
             time.sleep(0.5)
@@ -88,6 +110,7 @@ def test_ow_dev_reloads_on_edit_survives_errors_and_ignores_database_writes(
             reload_ms = (time.perf_counter() - saved) * 1000
             print(f"save -> new code ran: {reload_ms:.0f} ms")
             assert "greet.py" in log.read_text()
+            assert _get(f"{dashboard}/healthz") == "ok"  # untouched by the reload
 
             _write(project / "flows" / "broken.py", "def oops(:\n")
             _wait_for(lambda: "broken.py" in log.read_text(), 20, "the broken file report")
@@ -104,3 +127,32 @@ def test_ow_dev_reloads_on_edit_survives_errors_and_ignores_database_writes(
             raise
     assert code == 0, log.read_text()
     assert "[ow dev] stopped" in log.read_text()
+    assert "dashboard exited" not in log.read_text()
+
+
+@pytest.mark.slow
+def test_ow_dev_keeps_the_worker_when_the_dashboard_port_is_taken(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    log = tmp_path / "dev.log"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OPENWORKFLOW_")}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with log.open("w") as sink:
+            process = subprocess.Popen(
+                [sys.executable, "-P", "-m", "openworkflow", "dev", "--port", str(port)],
+                cwd=project,
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            _wait_for(lambda: "dashboard exited with code 1" in log.read_text(), 30, "the report")
+            assert f"cannot listen on 127.0.0.1:{port}" in log.read_text()
+            with SyncOpenWorkflow(f"sqlite:///{project / 'flows' / 'dev.db'}") as client:
+                assert _greet(client) == "v1"
+        finally:
+            process.send_signal(signal.SIGINT)
+            code = process.wait(timeout=20)
+    assert code == 0, log.read_text()

@@ -1,0 +1,173 @@
+"""The dashboard in a real headless Chromium, against real ``ow`` processes.
+
+A temporary project runs ``ow worker start`` and ``ow dashboard`` as
+subprocesses; Playwright drives Debian's Chromium (``/usr/bin/chromium``):
+open the list, open a run, cancel one, create one, and watch a status change
+live. Under ``CI`` a missing browser fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openworkflow import SyncOpenWorkflow
+from tests.cli.helpers import Background, clean_env, wait_until, write
+
+CHROMIUM = os.environ.get("OPENWORKFLOW_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT = os.environ.get("OPENWORKFLOW_DASHBOARD_SCREENSHOT")  # e.g. docs/dashboard-run.png
+
+WORKFLOWS = """
+from openworkflow import Step, workflow
+
+@workflow(name="greet")
+async def greet(input: dict, step: Step) -> dict:
+    name = await step.run("pick-name", lambda: input.get("name", "world"))
+    return await step.run("say-hello", lambda: {"greeting": f"Hello, {name}!"})
+
+@workflow(name="await-approval")
+async def await_approval(step: Step) -> object:
+    await step.run("notify", lambda: "sent")
+    return await step.wait_for_signal("approve", timeout="1h")
+"""
+
+
+def _browser_or_skip() -> Any:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    missing = sync_playwright is None or not shutil.which(CHROMIUM)
+    if missing:
+        message = f"Playwright or {CHROMIUM} is missing (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must run the browser tests")
+        pytest.skip(message)
+    return sync_playwright
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[tuple[str, SyncOpenWorkflow]]:
+    write(
+        tmp_path / "openworkflow.config.py",
+        """
+        from openworkflow import define_config
+        config = define_config(backend="sqlite:///ow.db", dirs=["./flows"],
+                               worker={"concurrency": 4})
+        """,
+    )
+    write(tmp_path / "flows" / "example.py", WORKFLOWS)
+    port = _free_port()
+    env = clean_env()
+    worker = Background(tmp_path, "worker", "start", env=env)
+    dashboard = Background(tmp_path, "dashboard", "--port", str(port), env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _healthy(url), "the dashboard to answer", timeout=30)
+        with SyncOpenWorkflow(f"sqlite:///{tmp_path / 'ow.db'}") as client:
+            yield url, client
+    finally:
+        dashboard.stop()
+        worker.stop()
+
+
+@pytest.mark.slow
+def test_list_detail_cancel_create_and_live_updates(
+    project: tuple[str, SyncOpenWorkflow],
+) -> None:
+    sync_playwright = _browser_or_skip()
+    url, client = project
+    done = client.run("greet", {"name": "<b>Ana</b>"})
+    assert done.result(timeout="20s") == {"greeting": "Hello, <b>Ana</b>!"}
+    to_cancel = client.run("await-approval")
+    to_approve = client.run("await-approval")
+    wait_until(
+        lambda: all(
+            client.list_steps(h.id).data and client.list_steps(h.id).data[-1].kind == "signal-wait"
+            for h in (to_cancel, to_approve)
+        ),
+        "both approvals to wait",
+    )
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("dialog", lambda dialog: dialog.accept())
+
+        # The list: every run, counts, the escaped input is text.
+        page.goto(url + "/")
+        for handle in (done, to_cancel, to_approve):
+            page.wait_for_selector(f'tr[data-run-id="{handle.id}"]')
+        assert page.inner_text('[data-count="completed"]').strip() == "1"
+        assert page.locator("b", has_text="Ana").count() == 0  # never rendered as HTML
+
+        # Open a run from the list.
+        page.click(f'tr[data-run-id="{done.id}"] a.run-link')
+        page.wait_for_url(f"**/runs/{done.id}")
+        assert page.get_attribute("#run-status", "data-status") == "completed"
+        assert "Hello, <b>Ana</b>!" in page.inner_text("#run-output")
+        page.wait_for_selector('tr[data-step-name="say-hello"]')
+        if SCREENSHOT:
+            page.screenshot(path=SCREENSHOT, full_page=True)
+
+        # Cancel a waiting run.
+        page.goto(f"{url}/runs/{to_cancel.id}")
+        page.click("form#cancel-run button[type=submit]")
+        page.wait_for_selector('#run-status[data-status="canceled"]')
+        assert client.handle(to_cancel.id).status() == "canceled"
+
+        # A status change shows up live, without reloading.
+        page.goto(f"{url}/runs/{to_approve.id}")
+        page.wait_for_selector('#run-status[data-status="running"]')
+        marker = page.evaluate("() => (window.__owMarker = Math.random())")
+        assert client.send_signal("approve", {"ok": True}) == [to_approve.id]
+        page.wait_for_selector('#run-status[data-status="completed"]', timeout=15_000)
+        assert page.evaluate("() => window.__owMarker") == marker  # same page, no reload
+
+        # Create a run from the form.
+        page.goto(url + "/")
+        page.fill("form#create-run [name=workflow_name]", "greet")
+        page.fill("form#create-run [name=input]", '{"name": "Browser"}')
+        page.click("form#create-run [type=submit]")
+        page.wait_for_url("**/runs/*")
+        created_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+        page.wait_for_selector('#run-status[data-status="completed"]', timeout=15_000)
+        assert client.handle(created_id).result(timeout="5s") == {"greeting": "Hello, Browser!"}
+
+        # A phone-sized viewport still shows the run.
+        phone = browser.new_page(viewport={"width": 390, "height": 844})
+        phone.goto(f"{url}/runs/{done.id}")
+        assert phone.is_visible("#run-status")
+        browser.close()
