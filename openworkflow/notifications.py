@@ -2,14 +2,16 @@
 
 When a client and a worker share a backend object, a new run wakes an idle
 worker at once and a finished run wakes ``handle.result()`` at once, instead
-of waiting for the next poll. Across processes, polling still applies.
+of waiting for the next poll. Across processes a backend feeds the same
+notifier from the database (PostgreSQL's LISTEN/NOTIFY, SQLite's
+``data_version``), and polling remains the fallback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 class ChangeNotifier:
@@ -18,6 +20,24 @@ class ChangeNotifier:
     def __init__(self) -> None:
         self._work_waiters: set[asyncio.Future[None]] = set()
         self._run_waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self.on_wait: Callable[[], None] | None = None
+        """Called (on the event loop) whenever someone starts waiting."""
+
+    @property
+    def has_waiters(self) -> bool:
+        """Whether a worker or a ``result()`` is waiting (safe to read from any thread)."""
+        return bool(self._work_waiters) or bool(self._run_waiters)
+
+    def notify_external_change(self, max_run_waiters: int = 32) -> None:
+        """Another process changed the database, but which runs is unknown.
+
+        Workers are woken; ``result()`` waiters too when there are at most
+        ``max_run_waiters`` of them (each re-reads its run, so many waiters
+        keep to their polling instead of reading on every change).
+        """
+        self.notify_work_available()
+        if len(self._run_waiters) <= max_run_waiters:
+            self.notify_runs_finished(list(self._run_waiters))
 
     def notify_work_available(self) -> None:
         """Wake every worker waiting for work."""
@@ -44,10 +64,11 @@ class ChangeNotifier:
             if not waiters:
                 self._run_waiters.pop(run_id, None)
 
-    @staticmethod
-    async def _wait(waiters: set[asyncio.Future[None]], timeout: float) -> None:
+    async def _wait(self, waiters: set[asyncio.Future[None]], timeout: float) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiters.add(waiter)
+        if self.on_wait is not None:
+            self.on_wait()
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter, timeout)

@@ -15,6 +15,7 @@ import pytest
 
 from openworkflow import OpenWorkflow, SqliteBackend
 from tests.process.app import crash_test
+from tests.worker.helpers import wait_for_running_step
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +56,8 @@ async def test_sigkill_mid_step_resumes_on_another_worker(tmp_path: Path) -> Non
         await asyncio.to_thread(
             _wait_for, lambda: "two-start" in _ledger(ledger), 30, "the first worker's step two"
         )
+        # A step is recorded as running once it outlasts QUICK_STEP_S: kill after that.
+        await wait_for_running_step(backend, handle.id, "two")
         killed_at = time.monotonic()
         first.send_signal(signal.SIGKILL)
         first.wait(10)

@@ -11,6 +11,7 @@ cancel conflicts) live in :mod:`openworkflow.core` and are shared.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -64,6 +65,14 @@ class ClaimWorkflowRunParams:
     """Input of :meth:`Backend.claim_workflow_run`."""
 
     worker_id: str
+    lease_duration_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimWorkflowRunsParams:
+    """Input of :meth:`Backend.claim_workflow_runs`: one worker id per run wanted."""
+
+    worker_ids: Sequence[str]
     lease_duration_ms: int
 
 
@@ -141,6 +150,19 @@ class CreateStepAttemptParams:
     worker_id: str
     step_name: str
     kind: str
+    config: JsonValue = field(default_factory=dict)
+    context: JsonValue = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateCompletedStepAttemptParams:
+    """Input of :meth:`Backend.create_completed_step_attempt`."""
+
+    workflow_run_id: str
+    worker_id: str
+    step_name: str
+    kind: str
+    output: JsonValue
     config: JsonValue = field(default_factory=dict)
     context: JsonValue = None
 
@@ -286,6 +308,14 @@ class Backend(Protocol):
         """
         ...
 
+    async def claim_workflow_runs(self, params: ClaimWorkflowRunsParams) -> list[WorkflowRun]:
+        """Claim up to ``len(worker_ids)`` runs in one go, as :meth:`claim_workflow_run` would.
+
+        Each claimed run is owned by a different one of the worker ids; the
+        list is in claim order. Fewer (or none) when fewer are available.
+        """
+        ...
+
     async def extend_workflow_run_lease(self, params: ExtendWorkflowRunLeaseParams) -> WorkflowRun:
         """Fenced: push the lease of an owned running run to now + lease."""
         ...
@@ -335,6 +365,18 @@ class Backend(Protocol):
 
     async def list_step_attempts(self, params: ListStepAttemptsParams) -> Page[StepAttempt]:
         """List a run's step attempts oldest first, cursor-paginated."""
+        ...
+
+    async def create_completed_step_attempt(
+        self, params: CreateCompletedStepAttemptParams
+    ) -> StepAttempt:
+        """Fenced: insert an attempt that already finished, with its output, in one write.
+
+        For a step whose function returned before its attempt was recorded:
+        the same row :meth:`create_step_attempt` then
+        :meth:`complete_step_attempt` would leave, without the intermediate
+        ``running`` version.
+        """
         ...
 
     async def complete_step_attempt(self, params: CompleteStepAttemptParams) -> StepAttempt:

@@ -31,8 +31,10 @@ from openworkflow.core.backend import (
     RUN_IDEMPOTENCY_PERIOD_MS,
     CancelWorkflowRunParams,
     ClaimWorkflowRunParams,
+    ClaimWorkflowRunsParams,
     CompleteStepAttemptParams,
     CompleteWorkflowRunParams,
+    CreateCompletedStepAttemptParams,
     CreateStepAttemptParams,
     CreateWorkflowRunParams,
     ExtendWorkflowRunLeaseParams,
@@ -443,15 +445,29 @@ class PostgresBackend:
 
     async def claim_workflow_run(self, params: ClaimWorkflowRunParams) -> WorkflowRun | None:
         """Expire deadlines and lease the next available run, in one statement."""
-        row = await self._fetchone(
-            self._q.claim_workflow_run,
+        claimed = await self.claim_workflow_runs(
+            ClaimWorkflowRunsParams(
+                worker_ids=[params.worker_id], lease_duration_ms=params.lease_duration_ms
+            )
+        )
+        return claimed[0] if claimed else None
+
+    async def claim_workflow_runs(self, params: ClaimWorkflowRunsParams) -> list[WorkflowRun]:
+        """Expire deadlines and lease up to one run per worker id, in one statement."""
+        worker_ids = list(params.worker_ids)
+        if not worker_ids:
+            return []
+        rows = await self._fetchall(
+            self._q.claim_workflow_runs,
             self._params(
-                worker_id=params.worker_id,
+                worker_ids=worker_ids,
+                claim_limit=len(worker_ids),
                 lease_ms=params.lease_duration_ms,
                 deadline_error=_jsonb({"message": DEADLINE_EXCEEDED_MESSAGE}),
             ),
         )
-        return None if row is None else _to_run(row)
+        # The last column is the claim position (RETURNING order is unspecified).
+        return [_to_run(row) for row in sorted(rows, key=lambda row: int(row[-1]))]
 
     async def extend_workflow_run_lease(self, params: ExtendWorkflowRunLeaseParams) -> WorkflowRun:
         """Fenced: move the lease of an owned running run to now + lease."""
@@ -598,6 +614,24 @@ class PostgresBackend:
             ),
         )
         return _to_step(_require(row, "create step attempt"))
+
+    async def create_completed_step_attempt(
+        self, params: CreateCompletedStepAttemptParams
+    ) -> StepAttempt:
+        """Fenced: insert a completed step attempt (with its output) for an owned run."""
+        row = await self._fetchone(
+            self._q.insert_completed_step_attempt,
+            self._owned(
+                params.workflow_run_id,
+                params.worker_id,
+                step_name=params.step_name,
+                kind=params.kind,
+                config=_jsonb(params.config if params.config is not None else {}),
+                context=_jsonb(params.context),
+                output=_jsonb(params.output),
+            ),
+        )
+        return _to_step(_require(row, "create completed step attempt"))
 
     async def get_step_attempt(self, params: GetStepAttemptParams) -> StepAttempt | None:
         """Return the step attempt, or None."""

@@ -74,9 +74,13 @@ COUNT_STEP_ATTEMPTS = """
 SELECT "status", COUNT(*) FROM {schema}."step_attempts"
 WHERE "namespace_id" = %(ns)s GROUP BY "status" """
 
-# One statement: fail runs past their deadline, pick the next available run
-# (pending first) skipping rows other workers hold, and lease it.
-CLAIM_WORKFLOW_RUN = """
+# One statement: fail runs past their deadline, pick the next available runs
+# (pending first) skipping rows other workers hold, and lease each to its own
+# worker id. Each status is its own branch walking the
+# (namespace_id, status, available_at, created_at) index in claim order, and
+# the Append runs a later branch only when the earlier ones fell short, so a
+# claim reads a handful of index entries, never the whole backlog.
+CLAIM_WORKFLOW_RUNS = """
 WITH expired AS (
   UPDATE {schema}."workflow_runs"
   SET "status" = 'failed', "error" = %(deadline_error)s, "worker_id" = NULL,
@@ -104,21 +108,46 @@ woken_parents AS (
   RETURNING parent."id", pg_notify(%(channel)s, %(work_payload)s)
 ),
 candidate AS (
-  SELECT "id" FROM {schema}."workflow_runs"
-  WHERE "namespace_id" = %(ns)s AND "status" IN ('pending', 'running', 'sleeping')
-    AND "available_at" <= NOW()
-    AND ("deadline_at" IS NULL OR "deadline_at" > NOW())
-  ORDER BY CASE WHEN "status" = 'pending' THEN 0 ELSE 1 END, "available_at", "created_at"
-  LIMIT 1
-  FOR UPDATE SKIP LOCKED
+  SELECT "id", ROW_NUMBER() OVER () AS "position" FROM (
+  SELECT "id" FROM (
+    SELECT "id" FROM {schema}."workflow_runs"
+    WHERE "namespace_id" = %(ns)s AND "status" = 'pending' AND "available_at" <= NOW()
+      AND ("deadline_at" IS NULL OR "deadline_at" > NOW())
+    ORDER BY "available_at", "created_at"
+    LIMIT %(claim_limit)s
+    FOR UPDATE SKIP LOCKED) AS "pending"
+  UNION ALL
+  SELECT "id" FROM (
+    SELECT "id" FROM {schema}."workflow_runs"
+    WHERE "namespace_id" = %(ns)s AND "status" = 'running' AND "available_at" <= NOW()
+      AND ("deadline_at" IS NULL OR "deadline_at" > NOW())
+    ORDER BY "available_at", "created_at"
+    LIMIT %(claim_limit)s
+    FOR UPDATE SKIP LOCKED) AS "running"
+  UNION ALL
+  SELECT "id" FROM (
+    SELECT "id" FROM {schema}."workflow_runs"
+    WHERE "namespace_id" = %(ns)s AND "status" = 'sleeping' AND "available_at" <= NOW()
+      AND ("deadline_at" IS NULL OR "deadline_at" > NOW())
+    ORDER BY "available_at", "created_at"
+    LIMIT %(claim_limit)s
+    FOR UPDATE SKIP LOCKED) AS "sleeping"
+  LIMIT %(claim_limit)s) AS due
+),
+assigned AS (
+  SELECT candidate."id", owner."worker_id", candidate."position"
+  FROM candidate
+  JOIN unnest(%(worker_ids)s::text[]) WITH ORDINALITY AS owner("worker_id", "position")
+    USING ("position")
 )
 UPDATE {schema}."workflow_runs" AS wr
-SET "status" = 'running', "attempts" = wr."attempts" + 1, "worker_id" = %(worker_id)s,
+SET "status" = 'running', "attempts" = wr."attempts" + 1, "worker_id" = assigned."worker_id",
     "available_at" = NOW() + %(lease_ms)s * INTERVAL '1 millisecond',
     "started_at" = COALESCE(wr."started_at", NOW()), "updated_at" = NOW()
-FROM candidate
-WHERE wr."namespace_id" = %(ns)s AND wr."id" = candidate."id"
-RETURNING wr.*"""
+FROM assigned
+WHERE wr."namespace_id" = %(ns)s AND wr."id" = assigned."id"
+RETURNING wr.*, assigned."position"
+"""
 
 EXTEND_LEASE = f"""
 UPDATE {{schema}}."workflow_runs"
@@ -246,6 +275,17 @@ SELECT %(ns)s, gen_random_uuid(), %(run_id)s, %(step_name)s, %(kind)s, 'running'
 FROM owned_workflow_run
 RETURNING *"""
 
+INSERT_COMPLETED_STEP_ATTEMPT = f"""
+{OWNED_RUN_LOCKED}
+INSERT INTO {{schema}}."step_attempts" (
+  "namespace_id", "id", "workflow_run_id", "step_name", "kind", "status", "config",
+  "context", "output", "started_at", "finished_at", "created_at", "updated_at"
+)
+SELECT %(ns)s, gen_random_uuid(), %(run_id)s, %(step_name)s, %(kind)s, 'completed', %(config)s,
+       %(context)s, %(output)s, NOW(), NOW(), date_trunc('milliseconds', NOW()), NOW()
+FROM owned_workflow_run
+RETURNING *"""
+
 SELECT_STEP_ATTEMPT = """
 SELECT * FROM {schema}."step_attempts" WHERE "namespace_id" = %(ns)s AND "id" = %(step_id)s"""
 
@@ -344,7 +384,7 @@ class Queries:
     select_workflow_run: bytes
     count_workflow_runs: bytes
     count_step_attempts: bytes
-    claim_workflow_run: bytes
+    claim_workflow_runs: bytes
     extend_lease: bytes
     sleep_workflow_run: bytes
     reconcile_parked_run: bytes
@@ -358,6 +398,7 @@ class Queries:
     select_waiting_parent_for_update: bytes
     wake_parked_runs: bytes
     insert_step_attempt: bytes
+    insert_completed_step_attempt: bytes
     select_step_attempt: bytes
     set_step_child: bytes
     complete_step_attempt: bytes
@@ -375,7 +416,7 @@ _TEMPLATES = {
     "select_workflow_run": SELECT_WORKFLOW_RUN,
     "count_workflow_runs": COUNT_WORKFLOW_RUNS,
     "count_step_attempts": COUNT_STEP_ATTEMPTS,
-    "claim_workflow_run": CLAIM_WORKFLOW_RUN,
+    "claim_workflow_runs": CLAIM_WORKFLOW_RUNS,
     "extend_lease": EXTEND_LEASE,
     "sleep_workflow_run": SLEEP_WORKFLOW_RUN,
     "reconcile_parked_run": RECONCILE_PARKED_RUN,
@@ -389,6 +430,7 @@ _TEMPLATES = {
     "select_waiting_parent_for_update": SELECT_WAITING_PARENT_FOR_UPDATE,
     "wake_parked_runs": WAKE_PARKED_RUNS,
     "insert_step_attempt": INSERT_STEP_ATTEMPT,
+    "insert_completed_step_attempt": INSERT_COMPLETED_STEP_ATTEMPT,
     "select_step_attempt": SELECT_STEP_ATTEMPT,
     "set_step_child": SET_STEP_CHILD,
     "complete_step_attempt": COMPLETE_STEP_ATTEMPT,

@@ -26,8 +26,10 @@ from openworkflow.core.backend import (
     RUN_IDEMPOTENCY_PERIOD_MS,
     CancelWorkflowRunParams,
     ClaimWorkflowRunParams,
+    ClaimWorkflowRunsParams,
     CompleteStepAttemptParams,
     CompleteWorkflowRunParams,
+    CreateCompletedStepAttemptParams,
     CreateStepAttemptParams,
     CreateWorkflowRunParams,
     ExtendWorkflowRunLeaseParams,
@@ -61,6 +63,7 @@ from openworkflow.core.workflow_run import (
 from openworkflow.errors import BackendClosedError, BackendError, WriteConflictError
 from openworkflow.notifications import ChangeNotifier
 from openworkflow.sqlite import queries as q
+from openworkflow.sqlite.watcher import DataVersionWatcher
 
 T = TypeVar("T")
 R = TypeVar("R", WorkflowRun, StepAttempt)
@@ -78,10 +81,16 @@ class _Database:
         self._users = 1
         self.closed = False
         self.notifier = ChangeNotifier()
+        self._watcher: DataVersionWatcher | None = None
+        if path != ":memory:":
+            self._watcher = DataVersionWatcher(path, self.notifier)
+            self.notifier.on_wait = self._watcher.wake
         try:
             self._executor.submit(self._open, busy_timeout_ms, run_migrations).result()
         except Exception as error:
             self._executor.shutdown(wait=False)
+            if self._watcher is not None:
+                self._watcher.stop()
             raise BackendError(
                 f"SQLite backend failed to open database {path!r}: {error}. "
                 "Check the path is valid and writable."
@@ -130,6 +139,8 @@ class _Database:
         if self._users > 0 or self.closed:
             return
         self.closed = True
+        if self._watcher is not None:
+            self._watcher.stop()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._close)
         self._executor.shutdown(wait=True)
@@ -156,11 +167,16 @@ def current_migration_version(connection: sqlite3.Connection) -> int:
 
 
 def migrate(connection: sqlite3.Connection) -> None:
-    """Apply the migrations the database lacks, each in its own immediate transaction."""
+    """Apply the migrations the database lacks, each in its own immediate transaction.
+
+    Then the indexes this port adds (:data:`~openworkflow.sqlite.queries.EXTRA_INDEXES`,
+    not versioned, ``IF NOT EXISTS``).
+    """
     for version, script in enumerate(migration_scripts()):
         if version <= current_migration_version(connection):
             continue
         connection.executescript(f"BEGIN IMMEDIATE;\n{script}\nCOMMIT;")
+    connection.executescript(q.EXTRA_INDEXES)
 
 
 def _transaction(connection: sqlite3.Connection, body: Callable[[], T]) -> T:
@@ -335,14 +351,26 @@ class SqliteBackend:
 
     async def claim_workflow_run(self, params: ClaimWorkflowRunParams) -> WorkflowRun | None:
         """Expire deadlines, then claim the next available run under the write lock."""
-        ns = self._namespace_id
+        claimed = await self.claim_workflow_runs(
+            ClaimWorkflowRunsParams(
+                worker_ids=[params.worker_id], lease_duration_ms=params.lease_duration_ms
+            )
+        )
+        return claimed[0] if claimed else None
 
-        def claim(c: sqlite3.Connection) -> tuple[WorkflowRun | None, list[str]]:
+    async def claim_workflow_runs(self, params: ClaimWorkflowRunsParams) -> list[WorkflowRun]:
+        """Expire deadlines, then claim up to one run per worker id, in one transaction."""
+        ns = self._namespace_id
+        worker_ids = list(params.worker_ids)
+        if not worker_ids:
+            return []
+
+        def claim(c: sqlite3.Connection) -> tuple[list[WorkflowRun], list[str]]:
             now_dt = clock.now()
             now = _iso(now_dt)
             lease_until = _iso(now_dt + timedelta(milliseconds=params.lease_duration_ms))
 
-            def body() -> tuple[WorkflowRun | None, list[str]]:
+            def body() -> tuple[list[WorkflowRun], list[str]]:
                 error = ow_json.dumps({"message": DEADLINE_EXCEEDED_MESSAGE})
                 expired_rows = c.execute(q.EXPIRE_DEADLINES, (error, now, now, ns, now)).fetchall()
                 expired = [row[0] for row in expired_rows]
@@ -350,15 +378,22 @@ class SqliteBackend:
                     # Unlike the original, a child failed by its deadline wakes its parent.
                     if row[2] is not None and row[3] is not None:
                         _wake_parent_of(c, row[2], row[3], row[1], row[0], now)
-                found = c.execute(q.SELECT_CLAIMABLE_PENDING, (ns, now, now)).fetchone()
-                if found is None:
-                    found = c.execute(q.SELECT_CLAIMABLE_RUNNING, (ns, now, now)).fetchone()
-                if found is None:
-                    return None, expired
-                row = c.execute(
-                    q.CLAIM_WORKFLOW_RUN, (params.worker_id, lease_until, now, now, ns, found[0])
-                ).fetchone()
-                return _to_run(row), expired
+                wanted = len(worker_ids)
+                due = [
+                    row[0] for row in c.execute(q.SELECT_CLAIMABLE_PENDING, (ns, now, now, wanted))
+                ]
+                if len(due) < wanted:
+                    more = (ns, now, now, wanted - len(due))
+                    due += [row[0] for row in c.execute(q.SELECT_CLAIMABLE_RUNNING, more)]
+                claimed = [
+                    _to_run(
+                        c.execute(
+                            q.CLAIM_WORKFLOW_RUN, (worker_id, lease_until, now, now, ns, run_id)
+                        ).fetchone()
+                    )
+                    for run_id, worker_id in zip(due, worker_ids, strict=False)
+                ]
+                return claimed, expired
 
             return _transaction(c, body)
 
@@ -548,6 +583,29 @@ class SqliteBackend:
         )
         row = await self._run(lambda c: c.execute(q.INSERT_STEP_ATTEMPT, args).fetchone())
         return _to_step(_require(row, "create step attempt"))
+
+    async def create_completed_step_attempt(
+        self, params: CreateCompletedStepAttemptParams
+    ) -> StepAttempt:
+        """Fenced: insert a completed step attempt (with its output) for an owned run."""
+        now = _iso(clock.now())
+        args = (
+            self._namespace_id,
+            _new_id(),
+            params.workflow_run_id,
+            params.step_name,
+            params.kind,
+            ow_json.dumps(params.config if params.config is not None else {}),
+            ow_json.dumps_or_none(params.context),
+            ow_json.dumps_or_none(params.output),
+            now,
+            now,
+            now,
+            now,
+            *self._owned(params.workflow_run_id, params.worker_id),
+        )
+        row = await self._run(lambda c: c.execute(q.INSERT_COMPLETED_STEP_ATTEMPT, args).fetchone())
+        return _to_step(_require(row, "create completed step attempt"))
 
     async def get_step_attempt(self, params: GetStepAttemptParams) -> StepAttempt | None:
         """Return the step attempt, or None."""

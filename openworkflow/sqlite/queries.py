@@ -45,6 +45,14 @@ LIMIT 1"""
 SELECT_WORKFLOW_RUN = """
 SELECT * FROM "workflow_runs" WHERE "namespace_id" = ? AND "id" = ? LIMIT 1"""
 
+# Beyond the original's migrations (not versioned): lets each claim find runs
+# past their deadline without reading every active run.
+EXTRA_INDEXES = """
+CREATE INDEX IF NOT EXISTS "workflow_runs_active_deadline_at_idx"
+ON "workflow_runs" ("namespace_id", "deadline_at")
+WHERE "deadline_at" IS NOT NULL AND "status" IN ('pending', 'running', 'sleeping');
+"""
+
 COUNT_WORKFLOW_RUNS = """
 SELECT "status", COUNT(*) FROM "workflow_runs" WHERE "namespace_id" = ? GROUP BY "status" """
 
@@ -66,14 +74,14 @@ SELECT "id" FROM "workflow_runs"
 WHERE "namespace_id" = ? AND "status" = 'pending' AND "available_at" <= ?
   AND ("deadline_at" IS NULL OR "deadline_at" > ?)
 ORDER BY "available_at", "created_at"
-LIMIT 1"""
+LIMIT ?"""
 
 SELECT_CLAIMABLE_RUNNING = """
 SELECT "id" FROM "workflow_runs"
 WHERE "namespace_id" = ? AND "status" IN ('running', 'sleeping') AND "available_at" <= ?
   AND ("deadline_at" IS NULL OR "deadline_at" > ?)
 ORDER BY "available_at", "created_at"
-LIMIT 1"""
+LIMIT ?"""
 
 CLAIM_WORKFLOW_RUN = """
 UPDATE "workflow_runs"
@@ -187,6 +195,16 @@ INSERT INTO "step_attempts" (
   "context", "started_at", "created_at", "updated_at"
 )
 SELECT ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?
+FROM "workflow_runs"
+WHERE {RUN_OWNED}
+RETURNING *"""
+
+INSERT_COMPLETED_STEP_ATTEMPT = f"""
+INSERT INTO "step_attempts" (
+  "namespace_id", "id", "workflow_run_id", "step_name", "kind", "status", "config",
+  "context", "output", "started_at", "finished_at", "created_at", "updated_at"
+)
+SELECT ?, ?, ?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?, ?
 FROM "workflow_runs"
 WHERE {RUN_OWNED}
 RETURNING *"""

@@ -26,6 +26,7 @@ from openworkflow.core.backend import (
     Backend,
     CompleteStepAttemptParams,
     CompleteWorkflowRunParams,
+    CreateCompletedStepAttemptParams,
     CreateStepAttemptParams,
     CreateWorkflowRunParams,
     FailStepAttemptParams,
@@ -93,6 +94,9 @@ from openworkflow.worker.waits import (
 logger = logging.getLogger("openworkflow.worker")
 
 T = TypeVar("T")
+
+QUICK_STEP_S = 0.05
+"""A step function that returns within this time is recorded with one write."""
 
 
 class _Suspend(BaseException):
@@ -284,10 +288,22 @@ class StepExecutor:
         if cached is not None:
             return cached.output
         self._begin_in_flight()
+        call: asyncio.Future[Any] | None = None
         try:
+            self._check_can_create_attempt()
+            call = asyncio.ensure_future(self._call(fn))
+            # A step that returns quickly is recorded with one write (inserted as
+            # completed); a slower one gets its running attempt now, so it shows
+            # as running while it works. Either way the output is durable before
+            # the workflow sees it.
+            await asyncio.wait({call}, timeout=QUICK_STEP_S)
+            if call.done() and not call.cancelled() and call.exception() is None:
+                output = _json_output_or_none(call.result())
+                if output is not None:
+                    return await self._create_completed_attempt(step_name, output[0])
             attempt = await self._create_attempt(step_name, "function", None)
             try:
-                output = to_json_value(await self._call(fn))
+                output_value = to_json_value(await call)
             except JsonConversionError as error:
                 failure = PayloadError(
                     f"step {step_name!r} of workflow {self._run.workflow_name!r} returned a value "
@@ -301,9 +317,29 @@ class StepExecutor:
                     step_name, attempt, error, TERMINAL_STEP_RETRY_POLICY if terminal else policy
                 )
                 raise
-            return await self._complete_attempt(attempt, output)
+            return await self._complete_attempt(attempt, output_value)
+        except BaseException:
+            if call is not None and not call.done():
+                call.cancel()  # the pass is ending (lease lost, stop): do not leave it running
+            raise
         finally:
             self._end_in_flight()
+
+    async def _create_completed_attempt(self, step_name: str, output: JsonValue) -> Any:
+        completed = await _engine_call(
+            self._backend.create_completed_step_attempt(
+                CreateCompletedStepAttemptParams(
+                    workflow_run_id=self._run.id,
+                    worker_id=self._worker_id,
+                    step_name=step_name,
+                    kind="function",
+                    output=output,
+                )
+            )
+        )
+        self._history.record_new_attempt(completed)
+        self._history.record_completion(completed)
+        return completed.output
 
     async def _call(self, fn: Callable[[], Any]) -> Any:
         if _is_async_callable(fn):
@@ -526,7 +562,7 @@ class StepExecutor:
             creation.exception()  # mark retrieved: a cancelled branch never awaits it
         self._end_in_flight()
 
-    async def _create_attempt(self, step_name: str, kind: str, context: JsonValue) -> StepAttempt:
+    def _check_can_create_attempt(self) -> None:
         if not self._active:
             raise _StaleBranch
         try:
@@ -534,6 +570,9 @@ class StepExecutor:
         except StepLimitExceededError as error:
             self.step_limit_error = error
             raise
+
+    async def _create_attempt(self, step_name: str, kind: str, context: JsonValue) -> StepAttempt:
+        self._check_can_create_attempt()
         attempt = await _engine_call(
             self._backend.create_step_attempt(
                 CreateStepAttemptParams(
@@ -597,6 +636,17 @@ class StepExecutor:
 
 async def _raise(error: BaseException) -> Any:
     raise error
+
+
+def _json_output_or_none(value: Any) -> tuple[JsonValue] | None:
+    """``(json_value,)`` for a storable step result, or None when it cannot be stored.
+
+    The slow path then records the attempt and fails it with the usual message.
+    """
+    try:
+        return (to_json_value(value),)
+    except JsonConversionError:
+        return None
 
 
 def _base_name(name: str | None, default: str) -> str:

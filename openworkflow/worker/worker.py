@@ -17,7 +17,7 @@ from typing import Any
 from openworkflow.core import clock
 from openworkflow.core.backend import (
     Backend,
-    ClaimWorkflowRunParams,
+    ClaimWorkflowRunsParams,
     ExtendWorkflowRunLeaseParams,
     FailWorkflowRunParams,
     SleepWorkflowRunParams,
@@ -28,7 +28,7 @@ from openworkflow.core.retry import MISSING_DEFINITION_RETRY_POLICY
 from openworkflow.core.workflow_definition import Workflow
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import BackendError, BackendUnavailableError, WriteConflictError
-from openworkflow.notifications import notifier_of
+from openworkflow.notifications import ChangeNotifier, notifier_of
 from openworkflow.worker.execution import WorkflowExecution
 
 logger = logging.getLogger("openworkflow.worker")
@@ -147,23 +147,22 @@ class Worker:
     # -- claiming ----------------------------------------------------------------
 
     async def tick(self) -> int:
-        """Claim runs for free slots (until none is available); return how many were claimed."""
-        claimed = 0
-        for slot in self._slots:
-            if self._stopping:
-                break
-            if slot.task is not None:
+        """Claim runs for the free slots (one query for all of them); return how many."""
+        if self._stopping:
+            return 0
+        free = {slot.worker_id: slot for slot in self._slots if slot.task is None}
+        if not free:
+            return 0
+        runs = await self.backend.claim_workflow_runs(
+            ClaimWorkflowRunsParams(worker_ids=list(free), lease_duration_ms=self.lease_duration_ms)
+        )
+        for run in runs:
+            slot = free.get(run.worker_id or "")
+            if slot is None or slot.task is not None:  # pragma: no cover - backend contract
+                logger.error("Backend returned run %s for an unknown slot", run.id)
                 continue
-            run = await self.backend.claim_workflow_run(
-                ClaimWorkflowRunParams(
-                    worker_id=slot.worker_id, lease_duration_ms=self.lease_duration_ms
-                )
-            )
-            if run is None:
-                break
-            claimed += 1
             self._start_slot(slot, run)
-        return claimed
+        return len(runs)
 
     async def _run_loop(self) -> None:
         notifier = notifier_of(self.backend)
@@ -178,17 +177,24 @@ class Worker:
                 claimed = 0
             if claimed:
                 self._empty_polls = 0
+                if any(slot.task is None for slot in self._slots):
+                    # Fewer runs were due than slots were free: the queue is empty for
+                    # now, so wait for a wake-up (or the shortest poll) before asking again.
+                    await self._wait_for_work(notifier, poll_backoff_ms(1) / 1000)
                 continue
             if all(slot.task is not None for slot in self._slots):
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
             self._empty_polls += 1
-            delay = poll_backoff_ms(self._empty_polls) / 1000
-            if notifier is not None:
-                await notifier.wait_for_work(delay)
-            else:
-                await asyncio.sleep(delay)
+            await self._wait_for_work(notifier, poll_backoff_ms(self._empty_polls) / 1000)
+
+    @staticmethod
+    async def _wait_for_work(notifier: ChangeNotifier | None, delay: float) -> None:
+        if notifier is not None:
+            await notifier.wait_for_work(delay)
+        else:
+            await asyncio.sleep(delay)
 
     def _start_slot(self, slot: _Slot, run: WorkflowRun) -> None:
         slot.run = run

@@ -113,7 +113,7 @@ def test_list_detail_cancel_create_and_live_updates(
     to_approve = client.run("await-approval")
     wait_until(
         lambda: all(
-            client.list_steps(h.id).data and client.list_steps(h.id).data[-1].kind == "signal-wait"
+            any(step.kind == "signal-wait" for step in client.list_steps(h.id).data)
             for h in (to_cancel, to_approve)
         ),
         "both approvals to wait",

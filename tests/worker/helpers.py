@@ -117,6 +117,23 @@ async def wait_for_parked(backend: Backend, run_id: str) -> WorkflowRun:
     )
 
 
+async def wait_for_running_step(backend: Backend, run_id: str, step_name: str) -> StepAttempt:
+    """Wait until the step's running attempt is recorded.
+
+    A step that returns quickly is written once, when it finishes; a slow one
+    gets its running attempt after ``QUICK_STEP_S``. Tests that act "while a
+    step runs" wait for that row first.
+    """
+
+    async def running() -> StepAttempt | None:
+        for attempt in await list_steps(backend, run_id):
+            if attempt.step_name == step_name and attempt.status == "running":
+                return attempt
+        return None
+
+    return await wait_until(running, message=f"step {step_name!r} to be recorded as running")
+
+
 async def list_steps(backend: Backend, run_id: str) -> list[StepAttempt]:
     """Every step attempt of the run, oldest first (all pages)."""
     attempts: list[StepAttempt] = []

@@ -8,10 +8,14 @@ must finish once the database answers again.
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+import pytest
 
 from openworkflow import OpenWorkflow, Step, workflow
 from openworkflow.errors import BackendUnavailableError
+from openworkflow.worker.execution import QUICK_STEP_S
 from tests.worker.helpers import attempts_named, list_steps, running_worker, wait_for_status
 
 
@@ -42,15 +46,28 @@ class FlakyBackend:
         return call
 
 
+@pytest.mark.parametrize(
+    ("step_seconds", "recording_call"),
+    [
+        (0.0, "create_completed_step_attempt"),  # a quick step: one write
+        (QUICK_STEP_S * 2, "complete_step_attempt"),  # a slow one: insert, then complete
+    ],
+    ids=["quick-step", "slow-step"],
+)
 async def test_a_lost_connection_while_recording_a_step_does_not_fail_the_run(
-    backend: Any,
+    backend: Any, step_seconds: float, recording_call: str
 ) -> None:
     flaky = FlakyBackend(backend)
     calls: list[str] = []
 
+    def first_step() -> str:
+        time.sleep(step_seconds)
+        calls.append("first")
+        return "one"
+
     @workflow(name="fault-record-step")
     async def record(step: Step) -> str:
-        first = await step.run("first", lambda: calls.append("first") or "one")
+        first = await step.run("first", first_step)
         try:
             second = await step.run("second", lambda: calls.append("second") or "two")
         except Exception:  # workflow code must not be able to swallow an engine fault
@@ -58,7 +75,7 @@ async def test_a_lost_connection_while_recording_a_step_does_not_fail_the_run(
         return f"{first}-{second}"
 
     ow = OpenWorkflow(backend)
-    flaky.fail_next("complete_step_attempt", times=1)
+    flaky.fail_next(recording_call, times=1)
     async with running_worker(flaky, [record]):
         handle = await ow.run(record)
         done = await wait_for_status(backend, handle.id, "completed", "failed", timeout=10)
@@ -71,15 +88,26 @@ async def test_a_lost_connection_while_recording_a_step_does_not_fail_the_run(
     assert sum(a.status == "completed" for a in steps) == 2
 
 
-async def test_a_lost_connection_while_creating_a_step_or_loading_history(backend: Any) -> None:
+@pytest.mark.parametrize(
+    ("step_seconds", "creating_call"),
+    [(0.0, "create_completed_step_attempt"), (QUICK_STEP_S * 2, "create_step_attempt")],
+    ids=["quick-step", "slow-step"],
+)
+async def test_a_lost_connection_while_creating_a_step_or_loading_history(
+    backend: Any, step_seconds: float, creating_call: str
+) -> None:
     flaky = FlakyBackend(backend)
+
+    def only_step() -> int:
+        time.sleep(step_seconds)
+        return 41
 
     @workflow(name="fault-create-step")
     async def create(step: Step) -> int:
-        return await step.run("only", lambda: 41) + 1
+        return await step.run("only", only_step) + 1
 
     ow = OpenWorkflow(backend)
-    flaky.fail_next("create_step_attempt", times=1)
+    flaky.fail_next(creating_call, times=1)
     flaky.fail_next("list_step_attempts", times=1)
     async with running_worker(flaky, [create]):
         handle = await ow.run(create)
@@ -97,7 +125,7 @@ async def test_the_worker_loop_survives_failing_claims(backend: Any) -> None:
         return await step.run("s", lambda: "ok")
 
     ow = OpenWorkflow(backend)
-    flaky.fail_next("claim_workflow_run", times=3)
+    flaky.fail_next("claim_workflow_runs", times=3)
     async with running_worker(flaky, [claimed]):
         handle = await ow.run(claimed)
         done = await wait_for_status(backend, handle.id, "completed", "failed", timeout=10)

@@ -40,6 +40,7 @@ from tests.worker.helpers import (
     step_names,
     steps_by_name,
     tick_and_settle,
+    wait_for_running_step,
     wait_for_status,
     wait_idle,
     wait_until,
@@ -902,6 +903,7 @@ async def test_canceling_while_a_step_runs_persists_nothing_more(backend: Any) -
         try:
             handle = await ow.run(cancel_me)
             await wait_until(started.is_set, message="the step body to start")
+            await wait_for_running_step(backend, handle.id, "slow")
             canceled = await handle.cancel()
             assert canceled.status == "canceled"
             steps_at_cancel = await list_steps(backend, handle.id)

@@ -24,6 +24,7 @@ from tests.worker.helpers import (
     now,
     running_worker,
     tick_and_settle,
+    wait_for_running_step,
     wait_idle,
     wait_until,
 )
@@ -148,6 +149,7 @@ async def test_a_lost_lease_cancels_the_execution(backend: Any, clock: Any) -> N
     async with running_worker(backend, [holder], heartbeat_interval="50ms") as worker:
         handle = await ow.run(holder)
         await wait_until(started.is_set, message="the step body to start")
+        await wait_for_running_step(backend, handle.id, "hold")
 
         # The lease expires (the clock jumps) and another worker takes the run over.
         thief = new_id()
@@ -181,6 +183,7 @@ async def test_canceling_a_running_run_cancels_its_execution(backend: Any) -> No
     async with running_worker(backend, [holder], heartbeat_interval="50ms") as worker:
         handle = await ow.run(holder)
         await wait_until(started.is_set, message="the step body to start")
+        await wait_for_running_step(backend, handle.id, "hold")
         canceled = await ow.cancel(handle.id)
         # The next heartbeat finds the run is no longer ours and cancels the task.
         await wait_until(

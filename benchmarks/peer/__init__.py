@@ -1,0 +1,1 @@
+"""Peers the benchmarks compare the Python engine with (the TypeScript original)."""

@@ -1,0 +1,85 @@
+"""Wake-ups across processes for SQLite: watch ``PRAGMA data_version``.
+
+SQLite has no LISTEN/NOTIFY. Every commit by another connection (another
+process's worker or client, or this process's main connection) changes the
+``data_version`` seen by a connection, and reading it touches no table, so a
+small thread polls it every few milliseconds, but only while a worker or a
+``result()`` is waiting. A change wakes the waiting workers (and a few
+``result()`` waiters, see :meth:`ChangeNotifier.notify_external_change`),
+which then check the database as they would after a poll. Idle with nobody waiting, the thread
+sleeps on an event and costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+
+from openworkflow.notifications import ChangeNotifier
+
+POLL_INTERVAL_S = 0.002
+"""How often ``data_version`` is read while someone waits (about 2-4 % of a core)."""
+
+
+class DataVersionWatcher:
+    """One thread with its own read-only connection, feeding a :class:`ChangeNotifier`."""
+
+    def __init__(self, path: str, notifier: ChangeNotifier) -> None:
+        self._path = path
+        self._notifier = notifier
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._wanted = threading.Event()
+        self._stopped = threading.Event()
+
+    def wake(self) -> None:
+        """Someone started waiting: make sure the thread runs and polls (event loop only)."""
+        if self._stopped.is_set():
+            return
+        if self._thread is None:
+            self._loop = asyncio.get_running_loop()
+            self._thread = threading.Thread(
+                target=self._watch, name="openworkflow-sqlite-watch", daemon=True
+            )
+            self._thread.start()
+        self._wanted.set()
+
+    def stop(self) -> None:
+        """Stop the thread (it exits within one poll interval)."""
+        self._stopped.set()
+        self._wanted.set()
+
+    def _watch(self) -> None:
+        try:
+            connection = sqlite3.connect(self._path, check_same_thread=False)
+        except sqlite3.Error:
+            return  # polling still wakes the waiters
+        with contextlib.closing(connection):
+            last = self._version(connection)
+            while not self._stopped.is_set():
+                if not self._notifier.has_waiters:
+                    self._wanted.clear()
+                    self._wanted.wait(1.0)
+                    continue
+                current = self._version(connection)
+                if current != last and current is not None:
+                    last = current
+                    self._notify()
+                self._stopped.wait(POLL_INTERVAL_S)
+
+    @staticmethod
+    def _version(connection: sqlite3.Connection) -> int | None:
+        try:
+            row = connection.execute("PRAGMA data_version").fetchone()
+        except sqlite3.Error:
+            return None
+        return None if row is None else int(row[0])
+
+    def _notify(self) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._notifier.notify_external_change)
