@@ -34,7 +34,7 @@ import re
 import shutil
 import subprocess
 import uuid
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -368,6 +368,12 @@ async def _run_row(url: str, schema: str, namespace: str, run_id: str) -> dict[s
     )
     (row,) = await _fetch(url, query, (namespace, run_id))
     return row
+
+
+def _in_step_order(items: Iterable[T], name_of: Callable[[T], str]) -> list[T]:
+    """The steps in the order the workflows run them (each name occurs once)."""
+    order = {name: index for names in STEP_NAMES.values() for index, name in enumerate(names)}
+    return sorted(items, key=lambda item: order[name_of(item)])
 
 
 async def _step_rows(url: str, schema: str, namespace: str, run_id: str) -> list[dict[str, Any]]:
@@ -761,10 +767,20 @@ async def _play(typescript: TypeScript, url: str, scenario: Scenario) -> None:
         audit = await _audit_rows(url, schema)
         for direction in [*scenario.ts_to_py.values(), *scenario.py_to_ts.values()]:
             direction.py_run = await ow.get_run(direction.run_id)
-            direction.py_steps = list((await ow.list_steps(direction.run_id, limit=100)).data)
+            # Steps are listed by (created_at, id) with created_at in whole
+            # milliseconds, so two steps recorded in one millisecond come in id
+            # order (random); compare them in the workflow's order instead.
+            steps = (await ow.list_steps(direction.run_id, limit=100)).data
+            direction.py_steps = _in_step_order(steps, lambda step: step.step_name)
             (direction.ts_view,) = await typescript.call(env, "get", direction.run_id)
+            direction.ts_view["steps"] = _in_step_order(
+                direction.ts_view["steps"], lambda step: step["stepName"]
+            )
             direction.run_row = await _run_row(url, schema, namespace, direction.run_id)
-            direction.step_rows = await _step_rows(url, schema, namespace, direction.run_id)
+            direction.step_rows = _in_step_order(
+                await _step_rows(url, schema, namespace, direction.run_id),
+                lambda row: row["step_name"],
+            )
             direction.audit = normalize_audit(
                 audit, direction.run_id, _sleep_resume_at(direction.step_rows)
             )
