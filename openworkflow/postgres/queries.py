@@ -80,9 +80,21 @@ WHERE "namespace_id" = %(ns)s GROUP BY "status" """
 # (namespace_id, status, available_at, created_at) index in claim order, and
 # the Append runs a later branch only when the earlier ones fell short, so a
 # claim reads a handful of index entries, never the whole backlog.
-CLAIM_WORKFLOW_RUNS = """
+_CLAIM_BRANCH = """  SELECT "id" FROM (
+    SELECT "id" FROM {{schema}}."workflow_runs"
+    WHERE "namespace_id" = %(ns)s AND "status" = '{status}' AND "available_at" <= NOW()
+      AND ("deadline_at" IS NULL OR "deadline_at" > NOW())
+    ORDER BY "available_at", "created_at"
+    LIMIT %(claim_limit)s
+    FOR UPDATE SKIP LOCKED) AS "{status}"
+"""
+_CLAIM_BRANCHES = "  UNION ALL\n".join(
+    _CLAIM_BRANCH.format(status=status) for status in ("pending", "running", "sleeping")
+).rstrip("\n")
+
+CLAIM_WORKFLOW_RUNS = f"""
 WITH expired AS (
-  UPDATE {schema}."workflow_runs"
+  UPDATE {{schema}}."workflow_runs"
   SET "status" = 'failed', "error" = %(deadline_error)s, "worker_id" = NULL,
       "available_at" = NULL, "finished_at" = NOW(), "updated_at" = NOW()
   WHERE "namespace_id" = %(ns)s AND "status" IN ('pending', 'running', 'sleeping')
@@ -91,11 +103,11 @@ WITH expired AS (
 ),
 -- Unlike the original, a child failed by its deadline wakes its parked parent too.
 woken_parents AS (
-  UPDATE {schema}."workflow_runs" parent
+  UPDATE {{schema}}."workflow_runs" parent
   SET "available_at" = CASE WHEN parent."available_at" IS NULL OR parent."available_at" > NOW()
                             THEN NOW() ELSE parent."available_at" END,
       "updated_at" = NOW()
-  FROM expired, {schema}."step_attempts" sa
+  FROM expired, {{schema}}."step_attempts" sa
   WHERE expired."parent_step_attempt_id" IS NOT NULL
     AND sa."namespace_id" = expired."parent_step_attempt_namespace_id"
     AND sa."id" = expired."parent_step_attempt_id"
@@ -109,29 +121,7 @@ woken_parents AS (
 ),
 candidate AS (
   SELECT "id", ROW_NUMBER() OVER () AS "position" FROM (
-  SELECT "id" FROM (
-    SELECT "id" FROM {schema}."workflow_runs"
-    WHERE "namespace_id" = %(ns)s AND "status" = 'pending' AND "available_at" <= NOW()
-      AND ("deadline_at" IS NULL OR "deadline_at" > NOW())
-    ORDER BY "available_at", "created_at"
-    LIMIT %(claim_limit)s
-    FOR UPDATE SKIP LOCKED) AS "pending"
-  UNION ALL
-  SELECT "id" FROM (
-    SELECT "id" FROM {schema}."workflow_runs"
-    WHERE "namespace_id" = %(ns)s AND "status" = 'running' AND "available_at" <= NOW()
-      AND ("deadline_at" IS NULL OR "deadline_at" > NOW())
-    ORDER BY "available_at", "created_at"
-    LIMIT %(claim_limit)s
-    FOR UPDATE SKIP LOCKED) AS "running"
-  UNION ALL
-  SELECT "id" FROM (
-    SELECT "id" FROM {schema}."workflow_runs"
-    WHERE "namespace_id" = %(ns)s AND "status" = 'sleeping' AND "available_at" <= NOW()
-      AND ("deadline_at" IS NULL OR "deadline_at" > NOW())
-    ORDER BY "available_at", "created_at"
-    LIMIT %(claim_limit)s
-    FOR UPDATE SKIP LOCKED) AS "sleeping"
+{_CLAIM_BRANCHES}
   LIMIT %(claim_limit)s) AS due
 ),
 assigned AS (
@@ -140,7 +130,7 @@ assigned AS (
   JOIN unnest(%(worker_ids)s::text[]) WITH ORDINALITY AS owner("worker_id", "position")
     USING ("position")
 )
-UPDATE {schema}."workflow_runs" AS wr
+UPDATE {{schema}}."workflow_runs" AS wr
 SET "status" = 'running', "attempts" = wr."attempts" + 1, "worker_id" = assigned."worker_id",
     "available_at" = NOW() + %(lease_ms)s * INTERVAL '1 millisecond',
     "started_at" = COALESCE(wr."started_at", NOW()), "updated_at" = NOW()
