@@ -602,25 +602,28 @@ class PostgresBackend:
 
     async def create_step_attempt(self, params: CreateStepAttemptParams) -> StepAttempt:
         """Fenced: insert a running step attempt for an owned run."""
-        row = await self._fetchone(
-            self._q.insert_step_attempt,
-            self._owned(
-                params.workflow_run_id,
-                params.worker_id,
-                step_name=params.step_name,
-                kind=params.kind,
-                config=_jsonb(params.config if params.config is not None else {}),
-                context=_jsonb(params.context),
-            ),
-        )
-        return _to_step(_require(row, "create step attempt"))
+        return await self._insert_step(self._q.insert_step_attempt, params, "create step attempt")
 
     async def create_completed_step_attempt(
         self, params: CreateCompletedStepAttemptParams
     ) -> StepAttempt:
         """Fenced: insert a completed step attempt (with its output) for an owned run."""
-        row = await self._fetchone(
+        return await self._insert_step(
             self._q.insert_completed_step_attempt,
+            params,
+            "create completed step attempt",
+            output=_jsonb(params.output),
+        )
+
+    async def _insert_step(
+        self,
+        query: bytes,
+        params: CreateStepAttemptParams | CreateCompletedStepAttemptParams,
+        operation: str,
+        **values: Any,
+    ) -> StepAttempt:
+        row = await self._fetchone(
+            query,
             self._owned(
                 params.workflow_run_id,
                 params.worker_id,
@@ -628,10 +631,10 @@ class PostgresBackend:
                 kind=params.kind,
                 config=_jsonb(params.config if params.config is not None else {}),
                 context=_jsonb(params.context),
-                output=_jsonb(params.output),
+                **values,
             ),
         )
-        return _to_step(_require(row, "create completed step attempt"))
+        return _to_step(_require(row, operation))
 
     async def get_step_attempt(self, params: GetStepAttemptParams) -> StepAttempt | None:
         """Return the step attempt, or None."""

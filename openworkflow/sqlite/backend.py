@@ -569,13 +569,7 @@ class SqliteBackend:
         """Fenced: insert a running step attempt for an owned run."""
         now = _iso(clock.now())
         args = (
-            self._namespace_id,
-            _new_id(),
-            params.workflow_run_id,
-            params.step_name,
-            params.kind,
-            ow_json.dumps(params.config if params.config is not None else {}),
-            ow_json.dumps_or_none(params.context),
+            *self._new_step_values(params),
             now,
             now,
             now,
@@ -590,13 +584,7 @@ class SqliteBackend:
         """Fenced: insert a completed step attempt (with its output) for an owned run."""
         now = _iso(clock.now())
         args = (
-            self._namespace_id,
-            _new_id(),
-            params.workflow_run_id,
-            params.step_name,
-            params.kind,
-            ow_json.dumps(params.config if params.config is not None else {}),
-            ow_json.dumps_or_none(params.context),
+            *self._new_step_values(params),
             ow_json.dumps_or_none(params.output),
             now,
             now,
@@ -606,6 +594,20 @@ class SqliteBackend:
         )
         row = await self._run(lambda c: c.execute(q.INSERT_COMPLETED_STEP_ATTEMPT, args).fetchone())
         return _to_step(_require(row, "create completed step attempt"))
+
+    def _new_step_values(
+        self, params: CreateStepAttemptParams | CreateCompletedStepAttemptParams
+    ) -> tuple[str | None, ...]:
+        """Namespace, id, run, name, kind, config and context of a new step attempt."""
+        return (
+            self._namespace_id,
+            _new_id(),
+            params.workflow_run_id,
+            params.step_name,
+            params.kind,
+            ow_json.dumps(params.config if params.config is not None else {}),
+            ow_json.dumps_or_none(params.context),
+        )
 
     async def get_step_attempt(self, params: GetStepAttemptParams) -> StepAttempt | None:
         """Return the step attempt, or None."""
