@@ -20,7 +20,10 @@ TimeDecoder = Callable[[Any], datetime]
 
 
 def workflow_run_from_row(
-    row: Sequence[Any], load_json: JsonDecoder, load_time: TimeDecoder
+    row: Sequence[Any],
+    load_json: JsonDecoder,
+    load_time: TimeDecoder,
+    has_step_attempts: bool | None = None,
 ) -> WorkflowRun:
     """Map a ``workflow_runs`` row to a :class:`WorkflowRun`."""
 
@@ -49,6 +52,7 @@ def workflow_run_from_row(
         finished_at=time_or_none(row[18]),
         created_at=load_time(row[19]),
         updated_at=load_time(row[20]),
+        has_step_attempts=has_step_attempts,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -53,6 +53,10 @@ class WorkflowRun:
     finished_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    #: Not a column: set by a claim when the backend knows whether the run has
+    #: step attempts (False lets a fresh run skip reading its history); None
+    #: when unknown.
+    has_step_attempts: bool | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_terminal(self) -> bool:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,6 +76,7 @@ from openworkflow.errors import (
 )
 from openworkflow.notifications import ChangeNotifier
 from openworkflow.postgres import queries as q
+from openworkflow.postgres.group_commit import GroupCommit
 from openworkflow.postgres.listener import NotificationListener, work_payload
 from openworkflow.postgres.schema import DEFAULT_SCHEMA, migrate, validate_schema_name
 from openworkflow.postgres.url import URL_EXAMPLE, check_postgres_url, redact_url, scrub
@@ -107,6 +110,32 @@ def _require(row: Row | None, operation: str) -> Row:
     if row is None:
         raise WriteConflictError(f"Failed to {operation}")
     return row
+
+
+@dataclass(frozen=True, slots=True)
+class _StepInsert:
+    """One step attempt waiting for its group-commit batch."""
+
+    namespace_id: str
+    id: str
+    run_id: str
+    worker_id: str
+    step_name: str
+    kind: str
+    status: str
+    config: Jsonb | None
+    context: Jsonb | None
+    output: Jsonb | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Completion:
+    """One run completion waiting for its group-commit batch."""
+
+    namespace_id: str
+    run_id: str
+    worker_id: str
+    output: Jsonb | None
 
 
 def _lock_scope(**fields: str) -> str:
@@ -280,6 +309,12 @@ class PostgresBackend:
         )
         self._q = self._db.queries
         self._stopped = False
+        self._step_inserts: GroupCommit[_StepInsert, StepAttempt] = GroupCommit(
+            self._write_step_inserts
+        )
+        self._completions: GroupCommit[_Completion, WorkflowRun | None] = GroupCommit(
+            self._write_completions
+        )
 
     @property
     def namespace_id(self) -> str:
@@ -466,8 +501,12 @@ class PostgresBackend:
                 deadline_error=_jsonb({"message": DEADLINE_EXCEEDED_MESSAGE}),
             ),
         )
-        # The last column is the claim position (RETURNING order is unspecified).
-        return [_to_run(row) for row in sorted(rows, key=lambda row: int(row[-1]))]
+        # After the run's columns: whether it has step attempts (or NULL), then
+        # the claim position (RETURNING order is unspecified).
+        return [
+            workflow_run_from_row(row, _identity, _load_time, has_step_attempts=row[-2])
+            for row in sorted(rows, key=lambda row: int(row[-1]))
+        ]
 
     async def extend_workflow_run_lease(self, params: ExtendWorkflowRunLeaseParams) -> WorkflowRun:
         """Fenced: move the lease of an owned running run to now + lease."""
@@ -494,7 +533,38 @@ class PostgresBackend:
         return _to_run(reconciled or parked)
 
     async def complete_workflow_run(self, params: CompleteWorkflowRunParams) -> WorkflowRun:
-        """Fenced: mark the run completed and wake its parent."""
+        """Fenced: mark the run completed and wake its parent.
+
+        Runs without a parent are group-committed with other completions; a
+        child run (or a refused one) goes through the single-run transaction.
+        """
+        self._check_open()
+        completed = await self._completions.submit(
+            _Completion(
+                namespace_id=self._namespace_id,
+                run_id=params.workflow_run_id,
+                worker_id=params.worker_id,
+                output=_jsonb(params.output),
+            )
+        )
+        return completed or await self._complete_workflow_run_alone(params)
+
+    async def _write_completions(
+        self, items: Sequence[_Completion]
+    ) -> list[WorkflowRun | BaseException | None]:
+        rows = await self._fetchall(
+            self._q.complete_workflow_runs_without_parent,
+            self._params(
+                namespace_ids=[item.namespace_id for item in items],
+                run_ids=[item.run_id for item in items],
+                worker_ids=[item.worker_id for item in items],
+                outputs=[item.output for item in items],
+            ),
+        )
+        completed = {(run.namespace_id, run.id): run for run in map(_to_run, rows)}
+        return [completed.get((item.namespace_id, item.run_id)) for item in items]
+
+    async def _complete_workflow_run_alone(self, params: CompleteWorkflowRunParams) -> WorkflowRun:
         values = self._owned(params.workflow_run_id, params.worker_id, output=_jsonb(params.output))
         async with self._connection() as connection, connection.transaction():
             row = _require(
@@ -602,39 +672,85 @@ class PostgresBackend:
 
     async def create_step_attempt(self, params: CreateStepAttemptParams) -> StepAttempt:
         """Fenced: insert a running step attempt for an owned run."""
-        return await self._insert_step(self._q.insert_step_attempt, params, "create step attempt")
+        return await self._insert_step(params, "running", None)
 
     async def create_completed_step_attempt(
         self, params: CreateCompletedStepAttemptParams
     ) -> StepAttempt:
         """Fenced: insert a completed step attempt (with its output) for an owned run."""
-        return await self._insert_step(
-            self._q.insert_completed_step_attempt,
-            params,
-            "create completed step attempt",
-            output=_jsonb(params.output),
-        )
+        return await self._insert_step(params, "completed", _jsonb(params.output))
 
     async def _insert_step(
         self,
-        query: bytes,
         params: CreateStepAttemptParams | CreateCompletedStepAttemptParams,
-        operation: str,
-        **values: Any,
+        status: str,
+        output: Jsonb | None,
     ) -> StepAttempt:
-        row = await self._fetchone(
-            query,
-            self._owned(
-                params.workflow_run_id,
-                params.worker_id,
+        self._check_open()
+        return await self._step_inserts.submit(
+            _StepInsert(
+                namespace_id=self._namespace_id,
+                id=str(uuid.uuid4()),
+                run_id=params.workflow_run_id,
+                worker_id=params.worker_id,
                 step_name=params.step_name,
                 kind=params.kind,
+                status=status,
                 config=_jsonb(params.config if params.config is not None else {}),
                 context=_jsonb(params.context),
-                **values,
-            ),
+                output=output,
+            )
         )
-        return _to_step(_require(row, operation))
+
+    async def _write_step_inserts(
+        self, items: Sequence[_StepInsert]
+    ) -> list[StepAttempt | BaseException]:
+        """Write a batch in one statement, falling back to one item at a time.
+
+        If the statement fails for a reason other than the connection, each
+        item is written alone, so only a bad item fails.
+        """
+        try:
+            inserted = await self._fetch_step_inserts(items)
+        except BackendUnavailableError:
+            raise
+        except BackendError:
+            if len(items) == 1:
+                raise
+            return [await self._write_step_insert_alone(item) for item in items]
+        return [
+            inserted.get(item.id)
+            or WriteConflictError(
+                f"Failed to create {'completed ' if item.status == 'completed' else ''}step attempt"
+            )
+            for item in items
+        ]
+
+    async def _write_step_insert_alone(self, item: _StepInsert) -> StepAttempt | BaseException:
+        try:
+            outcome = await self._write_step_inserts([item])
+        except BackendError as error:
+            return error
+        return outcome[0]
+
+    async def _fetch_step_inserts(self, items: Sequence[_StepInsert]) -> dict[str, StepAttempt]:
+        rows = await self._fetchall(
+            self._q.insert_step_attempts,
+            {
+                "namespace_ids": [item.namespace_id for item in items],
+                "ids": [item.id for item in items],
+                "run_ids": [item.run_id for item in items],
+                "worker_ids": [item.worker_id for item in items],
+                "step_names": [item.step_name for item in items],
+                "kinds": [item.kind for item in items],
+                "statuses": [item.status for item in items],
+                "configs": [item.config for item in items],
+                "contexts": [item.context for item in items],
+                "outputs": [item.output for item in items],
+            },
+        )
+        attempts = (_to_step(row) for row in rows)
+        return {attempt.id: attempt for attempt in attempts}
 
     async def get_step_attempt(self, params: GetStepAttemptParams) -> StepAttempt | None:
         """Return the step attempt, or None."""

@@ -80,7 +80,7 @@ WHERE "namespace_id" = %(ns)s GROUP BY "status" """
 # (namespace_id, status, available_at, created_at) index in claim order, and
 # the Append runs a later branch only when the earlier ones fell short, so a
 # claim reads a handful of index entries, never the whole backlog.
-_CLAIM_BRANCH = """  SELECT "id" FROM (
+_CLAIM_BRANCH = """  SELECT "id", '{status}' AS "claimed_from" FROM (
     SELECT "id" FROM {{schema}}."workflow_runs"
     WHERE "namespace_id" = %(ns)s AND "status" = '{status}' AND "available_at" <= NOW()
       AND ("deadline_at" IS NULL OR "deadline_at" > NOW())
@@ -120,12 +120,12 @@ woken_parents AS (
   RETURNING parent."id", pg_notify(%(channel)s, %(work_payload)s)
 ),
 candidate AS (
-  SELECT "id", ROW_NUMBER() OVER () AS "position" FROM (
+  SELECT "id", "claimed_from", ROW_NUMBER() OVER () AS "position" FROM (
 {_CLAIM_BRANCHES}
   LIMIT %(claim_limit)s) AS due
 ),
 assigned AS (
-  SELECT candidate."id", owner."worker_id", candidate."position"
+  SELECT candidate."id", candidate."claimed_from", owner."worker_id", candidate."position"
   FROM candidate
   JOIN unnest(%(worker_ids)s::text[]) WITH ORDINALITY AS owner("worker_id", "position")
     USING ("position")
@@ -136,7 +136,15 @@ SET "status" = 'running', "attempts" = wr."attempts" + 1, "worker_id" = assigned
     "started_at" = COALESCE(wr."started_at", NOW()), "updated_at" = NOW()
 FROM assigned
 WHERE wr."namespace_id" = %(ns)s AND wr."id" = assigned."id"
-RETURNING wr.*, assigned."position"
+RETURNING wr.*,
+  -- Whether the run has step history (so a fresh run skips reading it). Known
+  -- only for runs claimed from pending: nobody can write steps for a pending
+  -- run, so this statement's snapshot cannot miss one; NULL means "read it".
+  CASE WHEN assigned."claimed_from" = 'pending' THEN EXISTS (
+    SELECT 1 FROM {{schema}}."step_attempts" sa
+    WHERE sa."namespace_id" = wr."namespace_id" AND sa."workflow_run_id" = wr."id"
+  ) END,
+  assigned."position"
 """
 
 EXTEND_LEASE = f"""
@@ -189,6 +197,34 @@ SET "status" = 'completed', "output" = %(output)s, "error" = NULL,
     "updated_at" = NOW()
 WHERE {RUN_OWNED}
 RETURNING *, {NOTIFY_FINISHED}"""
+
+# Group commit of completions: the runs without a parent, completed in one
+# statement, each under its own fence. A run with a parent (or one not owned)
+# is left alone here; the caller completes it with COMPLETE_WORKFLOW_RUN,
+# which wakes the parent in the same transaction, or reports the conflict.
+COMPLETE_WORKFLOW_RUNS_WITHOUT_PARENT = f"""
+WITH item AS (
+  SELECT * FROM unnest(
+    %(namespace_ids)s::text[], %(run_ids)s::text[], %(worker_ids)s::text[], %(outputs)s::jsonb[]
+  ) AS i("namespace_id", "run_id", "worker_id", "output")
+),
+owned AS (
+  SELECT wr."namespace_id" AS "owned_namespace_id", wr."id" AS "owned_id",
+         item."output" AS "new_output"
+  FROM item
+  JOIN {{schema}}."workflow_runs" wr
+    ON wr."namespace_id" = item."namespace_id" AND wr."id" = item."run_id"
+   AND wr."status" = 'running' AND wr."worker_id" = item."worker_id"
+   AND wr."parent_step_attempt_id" IS NULL
+  ORDER BY wr."namespace_id", wr."id"
+  FOR NO KEY UPDATE OF wr
+)
+UPDATE {{schema}}."workflow_runs"
+SET "status" = 'completed', "output" = owned."new_output", "error" = NULL,
+    "available_at" = NULL, "finished_at" = NOW(), "updated_at" = NOW()
+FROM owned
+WHERE "namespace_id" = owned."owned_namespace_id" AND "id" = owned."owned_id"
+RETURNING {{schema}}."workflow_runs".*, {NOTIFY_FINISHED}"""
 
 SELECT_OWNED_RUN_FOR_FAILURE = f"""
 SELECT NOW(), "attempts", "deadline_at" FROM {{schema}}."workflow_runs"
@@ -254,26 +290,36 @@ WHERE "namespace_id" = %(ns)s AND "id" = ANY(%(run_ids)s)
   AND ("status" = 'sleeping' OR ("status" IN ('pending', 'running') AND "worker_id" IS NULL))
 RETURNING "id", {NOTIFY_WORK}"""
 
-INSERT_STEP_ATTEMPT = f"""
-{OWNED_RUN_LOCKED}
-INSERT INTO {{schema}}."step_attempts" (
-  "namespace_id", "id", "workflow_run_id", "step_name", "kind", "status", "config",
-  "context", "started_at", "created_at", "updated_at"
+# Group commit: the step attempts of many executions in one statement. Each
+# item carries its own fence (namespace, run, worker); an item whose run is
+# not owned by its worker is simply not inserted, and its caller is told.
+# Runs are locked in id order so two batches never wait on each other in a
+# cycle. Ids come from the caller, so results map back to items by id.
+INSERT_STEP_ATTEMPTS = """
+WITH item AS (
+  SELECT * FROM unnest(
+    %(namespace_ids)s::text[], %(ids)s::text[], %(run_ids)s::text[], %(worker_ids)s::text[],
+    %(step_names)s::text[], %(kinds)s::text[], %(statuses)s::text[], %(configs)s::jsonb[],
+    %(contexts)s::jsonb[], %(outputs)s::jsonb[]
+  ) AS i("namespace_id", "id", "run_id", "worker_id", "step_name", "kind", "status", "config",
+         "context", "output")
+),
+owned AS (
+  SELECT item.* FROM item
+  JOIN {schema}."workflow_runs" wr
+    ON wr."namespace_id" = item."namespace_id" AND wr."id" = item."run_id"
+   AND wr."status" = 'running' AND wr."worker_id" = item."worker_id"
+  ORDER BY wr."namespace_id", wr."id"
+  FOR NO KEY UPDATE OF wr
 )
-SELECT %(ns)s, gen_random_uuid(), %(run_id)s, %(step_name)s, %(kind)s, 'running', %(config)s,
-       %(context)s, NOW(), date_trunc('milliseconds', NOW()), NOW()
-FROM owned_workflow_run
-RETURNING *"""
-
-INSERT_COMPLETED_STEP_ATTEMPT = f"""
-{OWNED_RUN_LOCKED}
-INSERT INTO {{schema}}."step_attempts" (
+INSERT INTO {schema}."step_attempts" (
   "namespace_id", "id", "workflow_run_id", "step_name", "kind", "status", "config",
   "context", "output", "started_at", "finished_at", "created_at", "updated_at"
 )
-SELECT %(ns)s, gen_random_uuid(), %(run_id)s, %(step_name)s, %(kind)s, 'completed', %(config)s,
-       %(context)s, %(output)s, NOW(), NOW(), date_trunc('milliseconds', NOW()), NOW()
-FROM owned_workflow_run
+SELECT "namespace_id", "id", "run_id", "step_name", "kind", "status", "config", "context",
+       "output", NOW(), CASE WHEN "status" = 'completed' THEN NOW() END,
+       date_trunc('milliseconds', NOW()), NOW()
+FROM owned
 RETURNING *"""
 
 SELECT_STEP_ATTEMPT = """
@@ -379,6 +425,7 @@ class Queries:
     sleep_workflow_run: bytes
     reconcile_parked_run: bytes
     complete_workflow_run: bytes
+    complete_workflow_runs_without_parent: bytes
     select_owned_run_for_failure: bytes
     fail_workflow_run: bytes
     reschedule_after_failed_step: bytes
@@ -387,8 +434,7 @@ class Queries:
     delete_attempts_to_rerun: bytes
     select_waiting_parent_for_update: bytes
     wake_parked_runs: bytes
-    insert_step_attempt: bytes
-    insert_completed_step_attempt: bytes
+    insert_step_attempts: bytes
     select_step_attempt: bytes
     set_step_child: bytes
     complete_step_attempt: bytes
@@ -411,6 +457,7 @@ _TEMPLATES = {
     "sleep_workflow_run": SLEEP_WORKFLOW_RUN,
     "reconcile_parked_run": RECONCILE_PARKED_RUN,
     "complete_workflow_run": COMPLETE_WORKFLOW_RUN,
+    "complete_workflow_runs_without_parent": COMPLETE_WORKFLOW_RUNS_WITHOUT_PARENT,
     "select_owned_run_for_failure": SELECT_OWNED_RUN_FOR_FAILURE,
     "fail_workflow_run": FAIL_WORKFLOW_RUN,
     "reschedule_after_failed_step": RESCHEDULE_AFTER_FAILED_STEP,
@@ -419,8 +466,7 @@ _TEMPLATES = {
     "delete_attempts_to_rerun": DELETE_ATTEMPTS_TO_RERUN,
     "select_waiting_parent_for_update": SELECT_WAITING_PARENT_FOR_UPDATE,
     "wake_parked_runs": WAKE_PARKED_RUNS,
-    "insert_step_attempt": INSERT_STEP_ATTEMPT,
-    "insert_completed_step_attempt": INSERT_COMPLETED_STEP_ATTEMPT,
+    "insert_step_attempts": INSERT_STEP_ATTEMPTS,
     "select_step_attempt": SELECT_STEP_ATTEMPT,
     "set_step_child": SET_STEP_CHILD,
     "complete_step_attempt": COMPLETE_STEP_ATTEMPT,

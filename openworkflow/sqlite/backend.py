@@ -386,7 +386,7 @@ class SqliteBackend:
                     more = (ns, now, now, wanted - len(due))
                     due += [row[0] for row in c.execute(q.SELECT_CLAIMABLE_RUNNING, more)]
                 claimed = [
-                    _to_run(
+                    _to_claimed_run(
                         c.execute(
                             q.CLAIM_WORKFLOW_RUN, (worker_id, lease_until, now, now, ns, run_id)
                         ).fetchone()
@@ -795,6 +795,14 @@ def _wake_parent_of(
 
 def _to_run(row: sqlite3.Row | Sequence[Any]) -> WorkflowRun:
     return workflow_run_from_row(row, ow_json.loads, clock.from_iso)
+
+
+def _to_claimed_run(row: sqlite3.Row | Sequence[Any]) -> WorkflowRun:
+    # A claim's row ends with whether the run has step attempts (in the same
+    # write transaction, so nothing can be missing).
+    return workflow_run_from_row(
+        row, ow_json.loads, clock.from_iso, has_step_attempts=bool(row[-1])
+    )
 
 
 def _to_step(row: sqlite3.Row | Sequence[Any]) -> StepAttempt:

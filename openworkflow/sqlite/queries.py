@@ -88,7 +88,11 @@ UPDATE "workflow_runs"
 SET "status" = 'running', "attempts" = "attempts" + 1, "worker_id" = ?, "available_at" = ?,
     "started_at" = COALESCE("started_at", ?), "updated_at" = ?
 WHERE "namespace_id" = ? AND "id" = ?
-RETURNING *"""
+RETURNING *, EXISTS (
+  SELECT 1 FROM "step_attempts" sa
+  WHERE sa."namespace_id" = "workflow_runs"."namespace_id"
+    AND sa."workflow_run_id" = "workflow_runs"."id"
+)"""
 
 EXTEND_LEASE = f"""
 UPDATE "workflow_runs" SET "available_at" = ?, "updated_at" = ?

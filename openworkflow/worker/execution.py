@@ -801,7 +801,11 @@ class WorkflowExecution:
         """Run the pass; errors from user code end in a transition, never escape."""
         executor: StepExecutor | None = None
         try:
-            history = await _engine_call(load_step_history(self.backend, self.run.id))
+            history = (
+                StepHistory([])
+                if self.run.has_step_attempts is False  # the claim saw none
+                else await _engine_call(load_step_history(self.backend, self.run.id))
+            )
             if (
                 await _engine_call(
                     _complete_elapsed_sleeps(self.backend, self.run, self.worker_id, history)

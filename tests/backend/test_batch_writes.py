@@ -8,14 +8,17 @@ from datetime import timedelta
 import pytest
 
 from openworkflow.core.backend import (
+    CancelWorkflowRunParams,
     ClaimWorkflowRunsParams,
     CreateCompletedStepAttemptParams,
+    RetryWorkflowRunParams,
 )
 from openworkflow.errors import WriteConflictError
 from tests.backend.helpers import (
     LEASE_MS,
     create_claimed_run,
     create_pending_run,
+    create_step,
     get_run,
     in_one_year,
     list_steps,
@@ -144,3 +147,73 @@ async def test_create_completed_step_attempt_is_fenced(backend) -> None:
             )
         )
     assert await list_steps(backend, run.id) == []
+
+
+async def test_concurrent_step_writes_of_many_runs_each_keep_their_own_fence(backend) -> None:
+    """Many executions write at once (PostgreSQL group-commits them): each
+    owned write lands with its own output, a write by the wrong worker fails
+    alone, and nothing else is written."""
+    runs = [await create_claimed_run(backend) for _ in range(6)]
+
+    async def write(run_index: int, step_index: int, worker_id: str | None) -> object:
+        run = runs[run_index]
+        assert run.worker_id is not None
+        return await backend.create_completed_step_attempt(
+            CreateCompletedStepAttemptParams(
+                workflow_run_id=run.id,
+                worker_id=worker_id or run.worker_id,
+                step_name=f"step-{step_index}",
+                kind="function",
+                output={"run": run_index, "step": step_index},
+            )
+        )
+
+    outcomes = await asyncio.gather(
+        *(write(r, s, None) for r in range(6) for s in range(5)),
+        write(2, 99, "intruder"),
+        return_exceptions=True,
+    )
+
+    *owned, intruder = outcomes
+    assert isinstance(intruder, WriteConflictError)
+    assert all(not isinstance(outcome, BaseException) for outcome in owned)
+    for run_index, run in enumerate(runs):
+        steps = await list_steps(backend, run.id)
+        assert sorted(step.step_name for step in steps) == [f"step-{s}" for s in range(5)]
+        assert all(
+            step.output == {"run": run_index, "step": int(step.step_name[5:])} for step in steps
+        )
+        assert all(step.status == "completed" for step in steps)
+
+
+async def test_a_claim_says_whether_a_fresh_run_has_step_history(backend) -> None:
+    """A run claimed from pending says if it has step attempts (a fresh one
+    skips reading its history); after a retry its old attempts count."""
+    fresh = await create_pending_run(backend)
+    [claimed] = await _claim_many(backend, ["w-1"])
+    assert claimed.id == fresh.id and claimed.has_step_attempts is False
+
+    assert claimed.worker_id is not None
+    await backend.create_completed_step_attempt(
+        CreateCompletedStepAttemptParams(
+            workflow_run_id=claimed.id,
+            worker_id=claimed.worker_id,
+            step_name="done-once",
+            kind="function",
+            output=1,
+        )
+    )
+    await backend.cancel_workflow_run(CancelWorkflowRunParams(workflow_run_id=fresh.id))
+    await backend.retry_workflow_run(RetryWorkflowRunParams(workflow_run_id=fresh.id))
+    [retried] = await _claim_many(backend, ["w-2"])
+    assert retried.id == fresh.id and retried.has_step_attempts is True
+
+
+async def test_a_reclaimed_run_never_claims_to_have_no_history(backend) -> None:
+    run = await create_claimed_run(backend, worker_id="gone", lease_ms=LEASE_MS)
+    await create_step(backend, run, step_name="before-the-crash")
+    await sleep_until_after(run.available_at)
+    [reclaimed] = await _claim_many(backend, ["w-2"])
+    assert reclaimed.id == run.id
+    # True where the backend can know it, else None ("read it"); never False.
+    assert reclaimed.has_step_attempts is not False
