@@ -10,6 +10,7 @@
     ├── PayloadError                   a value that cannot be stored as JSON (also TypeError)
     ├── NonRetryableError              raise it in a step to fail the step without retries
     ├── StepLimitExceededError         a run made more than 1000 step attempts
+    ├── StepCrashLoopError             a step left unfinished too often (a poison run)
     ├── WorkflowRunNotFoundError       no run with that id in this namespace
     ├── InvalidRunStateError           e.g. canceling a completed run
     ├── WorkflowFailedError            handle.result() of a failed run
@@ -81,6 +82,29 @@ class StepLimitExceededError(OpenWorkflowError):
         )
         self.limit = limit
         self.step_count = step_count
+
+
+class StepCrashLoopError(OpenWorkflowError):
+    """A step was left unfinished too many times, so it is failed instead of run again.
+
+    Each time a worker crashed, hung or lost its lease while running the step,
+    an unfinished (``running``) attempt was left behind. After ``limit`` of
+    them the step is treated as poison: running it again would likely take
+    down another worker.
+    """
+
+    code = "STEP_CRASH_LOOP"
+
+    def __init__(self, step_name: str, unfinished: int, limit: int) -> None:
+        super().__init__(
+            f"step {step_name!r} was left unfinished {unfinished} times (its worker crashed, "
+            f"hung or lost its lease while running it; the limit is {limit}), so it is failed "
+            "instead of being run again. Fix the step, then retry the run "
+            "(`ow runs retry <id>`); raise Worker(step_crash_limit=...) to allow more."
+        )
+        self.step_name = step_name
+        self.unfinished = unfinished
+        self.limit = limit
 
 
 class WorkflowRunNotFoundError(OpenWorkflowError, LookupError):

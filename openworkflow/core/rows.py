@@ -24,6 +24,7 @@ def workflow_run_from_row(
     load_json: JsonDecoder,
     load_time: TimeDecoder,
     has_step_attempts: bool | None = None,
+    lease_expired: bool = False,
 ) -> WorkflowRun:
     """Map a ``workflow_runs`` row to a :class:`WorkflowRun`."""
 
@@ -53,6 +54,7 @@ def workflow_run_from_row(
         created_at=load_time(row[19]),
         updated_at=load_time(row[20]),
         has_step_attempts=has_step_attempts,
+        lease_expired=lease_expired,
     )
 
 

@@ -57,6 +57,9 @@ class WorkflowRun:
     #: step attempts (False lets a fresh run skip reading its history); None
     #: when unknown.
     has_step_attempts: bool | None = field(default=None, compare=False, repr=False)
+    #: Not a column: set by a claim when the run was taken over from a worker
+    #: whose lease expired (it crashed, hung or lost the database mid-pass).
+    lease_expired: bool = field(default=False, compare=False, repr=False)
 
     @property
     def is_terminal(self) -> bool:

@@ -501,10 +501,13 @@ class PostgresBackend:
                 deadline_error=_jsonb({"message": DEADLINE_EXCEEDED_MESSAGE}),
             ),
         )
-        # After the run's columns: whether it has step attempts (or NULL), then
-        # the claim position (RETURNING order is unspecified).
+        # After the run's columns: whether its lease had expired, whether it has
+        # step attempts (or NULL), then the claim position (RETURNING order is
+        # unspecified).
         return [
-            workflow_run_from_row(row, _identity, _load_time, has_step_attempts=row[-2])
+            workflow_run_from_row(
+                row, _identity, _load_time, has_step_attempts=row[-2], lease_expired=row[-3]
+            )
             for row in sorted(rows, key=lambda row: int(row[-1]))
         ]
 

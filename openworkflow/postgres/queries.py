@@ -80,8 +80,8 @@ WHERE "namespace_id" = %(ns)s GROUP BY "status" """
 # (namespace_id, status, available_at, created_at) index in claim order, and
 # the Append runs a later branch only when the earlier ones fell short, so a
 # claim reads a handful of index entries, never the whole backlog.
-_CLAIM_BRANCH = """  SELECT "id", '{status}' AS "claimed_from" FROM (
-    SELECT "id" FROM {{schema}}."workflow_runs"
+_CLAIM_BRANCH = """  SELECT "id", '{status}' AS "claimed_from", "lease_expired" FROM (
+    SELECT "id", "worker_id" IS NOT NULL AS "lease_expired" FROM {{schema}}."workflow_runs"
     WHERE "namespace_id" = %(ns)s AND "status" = '{status}' AND "available_at" <= NOW()
       AND ("deadline_at" IS NULL OR "deadline_at" > NOW())
     ORDER BY "available_at", "created_at"
@@ -120,12 +120,13 @@ woken_parents AS (
   RETURNING parent."id", pg_notify(%(channel)s, %(work_payload)s)
 ),
 candidate AS (
-  SELECT "id", "claimed_from", ROW_NUMBER() OVER () AS "position" FROM (
+  SELECT "id", "claimed_from", "lease_expired", ROW_NUMBER() OVER () AS "position" FROM (
 {_CLAIM_BRANCHES}
   LIMIT %(claim_limit)s) AS due
 ),
 assigned AS (
-  SELECT candidate."id", candidate."claimed_from", owner."worker_id", candidate."position"
+  SELECT candidate."id", candidate."claimed_from", candidate."lease_expired", owner."worker_id",
+         candidate."position"
   FROM candidate
   JOIN unnest(%(worker_ids)s::text[]) WITH ORDINALITY AS owner("worker_id", "position")
     USING ("position")
@@ -137,6 +138,8 @@ SET "status" = 'running', "attempts" = wr."attempts" + 1, "worker_id" = assigned
 FROM assigned
 WHERE wr."namespace_id" = %(ns)s AND wr."id" = assigned."id"
 RETURNING wr.*,
+  -- Whether a worker still held the run (its lease expired: it crashed or hung).
+  assigned."lease_expired",
   -- Whether the run has step history (so a fresh run skips reading it). Known
   -- only for runs claimed from pending: nobody can write steps for a pending
   -- run, so this statement's snapshot cannot miss one; NULL means "read it".

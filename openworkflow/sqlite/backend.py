@@ -379,19 +379,25 @@ class SqliteBackend:
                     if row[2] is not None and row[3] is not None:
                         _wake_parent_of(c, row[2], row[3], row[1], row[0], now)
                 wanted = len(worker_ids)
+                # (run id, whether a worker still held it: its lease expired)
                 due = [
-                    row[0] for row in c.execute(q.SELECT_CLAIMABLE_PENDING, (ns, now, now, wanted))
+                    (row[0], False)
+                    for row in c.execute(q.SELECT_CLAIMABLE_PENDING, (ns, now, now, wanted))
                 ]
                 if len(due) < wanted:
                     more = (ns, now, now, wanted - len(due))
-                    due += [row[0] for row in c.execute(q.SELECT_CLAIMABLE_RUNNING, more)]
+                    due += [
+                        (row[0], bool(row[1]))
+                        for row in c.execute(q.SELECT_CLAIMABLE_RUNNING, more)
+                    ]
                 claimed = [
                     _to_claimed_run(
                         c.execute(
                             q.CLAIM_WORKFLOW_RUN, (worker_id, lease_until, now, now, ns, run_id)
-                        ).fetchone()
+                        ).fetchone(),
+                        lease_expired,
                     )
-                    for run_id, worker_id in zip(due, worker_ids, strict=False)
+                    for (run_id, lease_expired), worker_id in zip(due, worker_ids, strict=False)
                 ]
                 return claimed, expired
 
@@ -797,11 +803,15 @@ def _to_run(row: sqlite3.Row | Sequence[Any]) -> WorkflowRun:
     return workflow_run_from_row(row, ow_json.loads, clock.from_iso)
 
 
-def _to_claimed_run(row: sqlite3.Row | Sequence[Any]) -> WorkflowRun:
+def _to_claimed_run(row: sqlite3.Row | Sequence[Any], lease_expired: bool) -> WorkflowRun:
     # A claim's row ends with whether the run has step attempts (in the same
     # write transaction, so nothing can be missing).
     return workflow_run_from_row(
-        row, ow_json.loads, clock.from_iso, has_step_attempts=bool(row[-1])
+        row,
+        ow_json.loads,
+        clock.from_iso,
+        has_step_attempts=bool(row[-1]),
+        lease_expired=lease_expired,
     )
 
 

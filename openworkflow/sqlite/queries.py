@@ -77,7 +77,7 @@ ORDER BY "available_at", "created_at"
 LIMIT ?"""
 
 SELECT_CLAIMABLE_RUNNING = """
-SELECT "id" FROM "workflow_runs"
+SELECT "id", "worker_id" IS NOT NULL FROM "workflow_runs"
 WHERE "namespace_id" = ? AND "status" IN ('running', 'sleeping') AND "available_at" <= ?
   AND ("deadline_at" IS NULL OR "deadline_at" > ?)
 ORDER BY "available_at", "created_at"

@@ -74,6 +74,7 @@ from openworkflow.errors import (
     PayloadError,
     SignalValidationError,
     SignalWaitConflictError,
+    StepCrashLoopError,
     StepLimitExceededError,
     WriteConflictError,
 )
@@ -97,6 +98,9 @@ T = TypeVar("T")
 
 QUICK_STEP_S = 0.05
 """A step function that returns within this time is recorded with one write."""
+
+DEFAULT_STEP_CRASH_LIMIT = 3
+"""Unfinished attempts after which a step is failed instead of run again (poison)."""
 
 
 class _Suspend(BaseException):
@@ -157,12 +161,17 @@ class StepExecutor:
         worker_id: str,
         history: StepHistory,
         thread_pool: Executor | None,
+        step_crash_limit: int = DEFAULT_STEP_CRASH_LIMIT,
     ) -> None:
         self._backend = backend
         self._run = workflow_run
         self._worker_id = worker_id
         self._history = history
         self._thread_pool = thread_pool
+        self._step_crash_limit = step_crash_limit
+        # After a crash (the lease expired mid-pass), record each step before
+        # running it, so a step that kills its worker leaves a trace to count.
+        self._record_before_running = workflow_run.lease_expired or bool(history.unfinished_counts)
         self._active = True
         self._in_flight = 0
         self._settled = asyncio.Event()
@@ -291,17 +300,24 @@ class StepExecutor:
         call: asyncio.Future[Any] | None = None
         try:
             self._check_can_create_attempt()
-            call = asyncio.ensure_future(self._call(fn))
-            # A step that returns quickly is recorded with one write (inserted as
-            # completed); a slower one gets its running attempt now, so it shows
-            # as running while it works. Either way the output is durable before
-            # the workflow sees it.
-            await asyncio.wait({call}, timeout=QUICK_STEP_S)
-            if call.done() and not call.cancelled() and call.exception() is None:
-                output = _json_output_or_none(call.result())
-                if output is not None:
-                    return await self._create_completed_attempt(step_name, output[0])
-            attempt = await self._create_attempt(step_name, "function", None)
+            unfinished = self._history.unfinished_attempt_count(step_name)
+            if unfinished >= self._step_crash_limit:
+                await self._fail_crash_loop(step_name, unfinished)
+            if self._record_before_running:
+                attempt = await self._create_attempt(step_name, "function", None)
+                call = asyncio.ensure_future(self._call(fn))
+            else:
+                call = asyncio.ensure_future(self._call(fn))
+                # A step that returns quickly is recorded with one write (inserted as
+                # completed); a slower one gets its running attempt now, so it shows
+                # as running while it works. Either way the output is durable before
+                # the workflow sees it.
+                await asyncio.wait({call}, timeout=QUICK_STEP_S)
+                if call.done() and not call.cancelled() and call.exception() is None:
+                    output = _json_output_or_none(call.result())
+                    if output is not None:
+                        return await self._create_completed_attempt(step_name, output[0])
+                attempt = await self._create_attempt(step_name, "function", None)
             try:
                 output_value = to_json_value(await call)
             except JsonConversionError as error:
@@ -324,6 +340,14 @@ class StepExecutor:
             raise
         finally:
             self._end_in_flight()
+
+    async def _fail_crash_loop(self, step_name: str, unfinished: int) -> None:
+        """Record the step as failed for good instead of running it again (poison)."""
+        failure = StepCrashLoopError(step_name, unfinished, self._step_crash_limit)
+        logger.error("Workflow run %s: %s", self._run.id, failure)
+        attempt = await self._create_attempt(step_name, "function", None)
+        await self._fail_attempt(step_name, attempt, failure, TERMINAL_STEP_RETRY_POLICY)
+        raise failure
 
     async def _create_completed_attempt(self, step_name: str, output: JsonValue) -> Any:
         completed = await _engine_call(
@@ -790,12 +814,14 @@ class WorkflowExecution:
         workflow: Workflow,
         worker_id: str,
         thread_pool: Executor | None = None,
+        step_crash_limit: int = DEFAULT_STEP_CRASH_LIMIT,
     ) -> None:
         self.backend = backend
         self.run = workflow_run
         self.workflow = workflow
         self.worker_id = worker_id
         self.thread_pool = thread_pool
+        self.step_crash_limit = step_crash_limit
 
     async def execute(self) -> None:
         """Run the pass; errors from user code end in a transition, never escape."""
@@ -822,6 +848,7 @@ class WorkflowExecution:
                 worker_id=self.worker_id,
                 history=history,
                 thread_pool=self.thread_pool,
+                step_crash_limit=self.step_crash_limit,
             )
             output = await self.workflow.fn(
                 **_workflow_arguments(self.workflow, self.run, executor)

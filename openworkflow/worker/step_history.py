@@ -62,6 +62,9 @@ class StepHistory:
         self.failed_counts: dict[str, int] = {}
         self.failed: dict[str, StepAttempt] = {}
         self.running: dict[str, StepAttempt] = {}
+        # Function steps' attempts left running by earlier passes (their
+        # worker crashed, hung or lost its lease): the crash-loop count.
+        self.unfinished_counts: dict[str, int] = {}
         self._resolved: set[str] = set()
         self._next_index: dict[str, int] = {}
         for attempt in attempts:
@@ -74,6 +77,10 @@ class StepHistory:
                 self.failed[attempt.step_name] = attempt
             else:
                 self.running[attempt.step_name] = attempt
+                if attempt.kind == "function":
+                    self.unfinished_counts[attempt.step_name] = (
+                        self.unfinished_counts.get(attempt.step_name, 0) + 1
+                    )
 
     def resolve_step_name(self, base: str) -> str:
         """Return the durable name for a step: ``base``, then ``base:1``, ``base:2``...
@@ -95,6 +102,10 @@ class StepHistory:
     def find_cached(self, step_name: str) -> StepAttempt | None:
         """The completed attempt of this step, if any."""
         return self.cache.get(step_name)
+
+    def unfinished_attempt_count(self, step_name: str) -> int:
+        """How many attempts of this function step earlier passes left running."""
+        return self.unfinished_counts.get(step_name, 0)
 
     def failed_attempt_count(self, step_name: str) -> int:
         """How many attempts of this step failed so far."""

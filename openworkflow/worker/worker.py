@@ -29,7 +29,7 @@ from openworkflow.core.workflow_definition import Workflow
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import BackendError, BackendUnavailableError, WriteConflictError
 from openworkflow.notifications import ChangeNotifier, notifier_of
-from openworkflow.worker.execution import WorkflowExecution
+from openworkflow.worker.execution import DEFAULT_STEP_CRASH_LIMIT, WorkflowExecution
 
 logger = logging.getLogger("openworkflow.worker")
 
@@ -67,6 +67,10 @@ class Worker:
         heartbeat_interval: Override for the renewal period (default: half the lease).
         shutdown_timeout: How long :meth:`stop` waits for running passes to finish
             before cancelling them and releasing their leases.
+        step_crash_limit: After a step was left unfinished this many times (its
+            worker crashed, hung or lost its lease while running it), the step is
+            failed with :class:`~openworkflow.errors.StepCrashLoopError` instead of
+            being run again, so a poison run cannot take down worker after worker.
     """
 
     def __init__(
@@ -78,9 +82,19 @@ class Worker:
         lease_duration: Duration = "30s",
         heartbeat_interval: Duration | None = None,
         shutdown_timeout: Duration = "30s",
+        step_crash_limit: int = DEFAULT_STEP_CRASH_LIMIT,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
+        if (
+            isinstance(step_crash_limit, bool)
+            or not isinstance(step_crash_limit, int)
+            or step_crash_limit < 1
+        ):
+            raise ValueError(
+                f"step_crash_limit must be a whole number >= 1, got {step_crash_limit!r}"
+            )
+        self.step_crash_limit = step_crash_limit
         self.backend = backend
         self.registry = WorkflowRegistry(workflows)
         self.concurrency = concurrency
@@ -220,6 +234,7 @@ class Worker:
                 workflow=workflow,
                 worker_id=slot.worker_id,
                 thread_pool=self._thread_pool,
+                step_crash_limit=self.step_crash_limit,
             )
             slot.execution_task = asyncio.create_task(execution.execute())
             heartbeat = asyncio.create_task(self._heartbeat(slot, run, slot.execution_task))

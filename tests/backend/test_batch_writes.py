@@ -217,3 +217,15 @@ async def test_a_reclaimed_run_never_claims_to_have_no_history(backend) -> None:
     assert reclaimed.id == run.id
     # True where the backend can know it, else None ("read it"); never False.
     assert reclaimed.has_step_attempts is not False
+    assert reclaimed.lease_expired is True
+
+
+async def test_a_claim_says_whether_the_run_was_taken_from_an_expired_lease(backend) -> None:
+    fresh = await create_pending_run(backend)
+    [claimed] = await _claim_many(backend, ["w-1"])
+    assert claimed.id == fresh.id and claimed.lease_expired is False
+
+    # A parked run (handed back, no owner) is not a crash recovery.
+    await park(backend, claimed, now() - timedelta(milliseconds=1))
+    [resumed] = await _claim_many(backend, ["w-2"])
+    assert resumed.id == fresh.id and resumed.lease_expired is False
