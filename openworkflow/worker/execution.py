@@ -80,9 +80,11 @@ from openworkflow.errors import (
 )
 from openworkflow.worker.step_history import (
     WORKFLOW_STEP_LIMIT,
+    ReplayCheck,
     StepHistory,
     Wait,
     default_wait_timeout_at,
+    names_of,
     wait_resume_at,
 )
 from openworkflow.worker.waits import (
@@ -93,6 +95,7 @@ from openworkflow.worker.waits import (
 )
 
 logger = logging.getLogger("openworkflow.worker")
+replay_logger = logging.getLogger("openworkflow.replay")
 
 T = TypeVar("T")
 
@@ -169,6 +172,9 @@ class StepExecutor:
         self._history = history
         self._thread_pool = thread_pool
         self._step_crash_limit = step_crash_limit
+        self.replay = ReplayCheck(history)
+        self.divergences: list[str] = []
+        self._open_calls = 0  # step calls made and not finished yet
         # After a crash (the lease expired mid-pass), record each step before
         # running it, so a step that kills its worker leaves a trace to count.
         self._record_before_running = workflow_run.lease_expired or bool(history.unfinished_counts)
@@ -204,12 +210,12 @@ class StepExecutor:
             if retry_policy is not None
             else DEFAULT_STEP_RETRY_POLICY
         )
-        return self._run_function(self._history.resolve_step_name(name), fn, policy)
+        return self._tracked(self._run_function(self._resolve(name), fn, policy))
 
     def sleep(self, name: str, duration: Duration) -> Awaitable[None]:
         """Durably sleep: park the run (freeing the worker slot) for ``duration``."""
         _check_step_name(name)
-        return self._sleep(self._history.resolve_step_name(name), duration)
+        return self._tracked(self._sleep(self._resolve(name), duration))
 
     def run_workflow(
         self,
@@ -229,16 +235,16 @@ class StepExecutor:
         these are not retried (the child has its own retry policy).
         """
         spec = spec_of(workflow)
-        step_name = self._history.resolve_step_name(_base_name(name, spec.name))
-        return self._settling(self._run_workflow(step_name, spec, input, timeout))
+        step_name = self._resolve(_base_name(name, spec.name))
+        return self._tracked(self._settling(self._run_workflow(step_name, spec, input, timeout)))
 
     def send_signal(
         self, signal: str, data: Any = None, *, name: str | None = None
     ) -> Awaitable[list[str]]:
         """Deliver ``data`` to every run waiting on ``signal``, once; return their ids."""
         _check_signal(signal)
-        step_name = self._history.resolve_step_name(_base_name(name, signal))
-        return self._send_signal(step_name, signal, data)
+        step_name = self._resolve(_base_name(name, signal))
+        return self._tracked(self._send_signal(step_name, signal, data))
 
     def wait_for_signal(
         self,
@@ -255,7 +261,7 @@ class StepExecutor:
         for good with :class:`SignalValidationError`.
         """
         _check_signal(signal)
-        step_name = self._history.resolve_step_name(_base_name(name, signal))
+        step_name = self._resolve(_base_name(name, signal))
         if self._history.find_cached(step_name) is not None:
             other = step_name  # already answered: no longer waiting
         else:
@@ -266,13 +272,15 @@ class StepExecutor:
         if other != step_name:
             # Raised when awaited, like every step error, so sibling coroutines
             # already handed to gather() are not left un-awaited.
-            return _raise(
-                SignalWaitConflictError(
-                    f'Signal "{signal}" is already being waited on by step "{other}"'
+            return self._tracked(
+                _raise(
+                    SignalWaitConflictError(
+                        f'Signal "{signal}" is already being waited on by step "{other}"'
+                    )
                 )
             )
         adapter = None if schema is None else TypeAdapter(schema)
-        return self._wait_until_answered(step_name, signal, timeout, adapter)
+        return self._tracked(self._wait_until_answered(step_name, signal, timeout, adapter))
 
     async def _wait_until_answered(
         self,
@@ -299,7 +307,7 @@ class StepExecutor:
         self._begin_in_flight()
         call: asyncio.Future[Any] | None = None
         try:
-            self._check_can_create_attempt()
+            self._check_can_create_attempt(step_name)
             unfinished = self._history.unfinished_attempt_count(step_name)
             if unfinished >= self._step_crash_limit:
                 await self._fail_crash_loop(step_name, unfinished)
@@ -340,6 +348,37 @@ class StepExecutor:
             raise
         finally:
             self._end_in_flight()
+
+    def _resolve(self, base: str) -> str:
+        """Give the call its durable name, and check it against the recorded order."""
+        step_name = self._history.resolve_step_name(base)
+        self._report(self.replay.resolved(step_name, concurrent=self._open_calls > 0))
+        self._open_calls += 1
+        return step_name
+
+    async def _tracked(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        finally:
+            self._open_calls -= 1
+
+    def _report(self, divergence: str | None) -> None:
+        """Log a replay divergence (each distinct one once per pass) and keep it."""
+        if divergence is None or divergence in self.divergences:
+            return
+        self.divergences.append(divergence)
+        replay_logger.warning(
+            "Workflow run %s (%s): %s", self._run.id, self._run.workflow_name, divergence
+        )
+
+    def check_all_reached(self) -> None:
+        """At completion: report recorded steps this replay never called."""
+        unreached = self.replay.unreached()
+        if unreached:
+            self._report(
+                f"the run completed without reaching recorded steps {names_of(unreached)}: "
+                "steps were removed, renamed or skipped since this run started"
+            )
 
     async def _fail_crash_loop(self, step_name: str, unfinished: int) -> None:
         """Record the step as failed for good instead of running it again (poison)."""
@@ -586,9 +625,10 @@ class StepExecutor:
             creation.exception()  # mark retrieved: a cancelled branch never awaits it
         self._end_in_flight()
 
-    def _check_can_create_attempt(self) -> None:
+    def _check_can_create_attempt(self, step_name: str) -> None:
         if not self._active:
             raise _StaleBranch
+        self._report(self.replay.starting_new(step_name))
         try:
             self._history.ensure_can_record_new_attempt()
         except StepLimitExceededError as error:
@@ -596,7 +636,7 @@ class StepExecutor:
             raise
 
     async def _create_attempt(self, step_name: str, kind: str, context: JsonValue) -> StepAttempt:
-        self._check_can_create_attempt()
+        self._check_can_create_attempt(step_name)
         attempt = await _engine_call(
             self._backend.create_step_attempt(
                 CreateStepAttemptParams(
@@ -854,6 +894,7 @@ class WorkflowExecution:
                 **_workflow_arguments(self.workflow, self.run, executor)
             )
             await executor.close()
+            executor.check_all_reached()
         except BaseException as raised:
             if executor is not None and not isinstance(raised, asyncio.CancelledError):
                 await executor.close()

@@ -99,6 +99,11 @@ class StepHistory:
         self._resolved.add(name)
         return name
 
+    @property
+    def resolved_names(self) -> frozenset[str] | set[str]:
+        """Durable names the current pass has called so far."""
+        return self._resolved
+
     def find_cached(self, step_name: str) -> StepAttempt | None:
         """The completed attempt of this step, if any."""
         return self.cache.get(step_name)
@@ -173,3 +178,66 @@ class StepHistory:
         self.failed_counts[attempt.step_name] = count
         self.failed[attempt.step_name] = attempt
         return count
+
+
+class ReplayCheck:
+    """Notices when a replay no longer matches the steps this run recorded.
+
+    Steps are matched by name (as in the original), so changed workflow code
+    does not fail a run; this reports the three ways it can go unnoticed:
+
+    - reordered: a recorded step is replayed, one after another (not
+      concurrently), after a step recorded later than it;
+    - added or renamed: a step with no history runs while recorded steps
+      are still ahead of the replay;
+    - removed, renamed or skipped: the run completes without reaching
+      recorded steps (see :meth:`unreached`).
+
+    ``created_at`` has millisecond precision, so two steps recorded in the
+    same millisecond are never reported as reordered.
+    """
+
+    def __init__(self, history: StepHistory) -> None:
+        self._history = history
+        self._latest: StepAttempt | None = None
+
+    def resolved(self, step_name: str, *, concurrent: bool) -> str | None:
+        """Note a step call; return a divergence message if it was reordered."""
+        cached = self._history.cache.get(step_name)
+        if cached is None:
+            return None
+        latest = self._latest
+        if latest is None or cached.created_at > latest.created_at:
+            self._latest = cached
+        if concurrent or latest is None or latest.created_at <= cached.created_at:
+            return None
+        return (
+            f"step {step_name!r} was recorded before step {latest.step_name!r} but is now "
+            "replayed after it: the steps were reordered since this run started (each still "
+            "returns its own recorded output, matched by name)"
+        )
+
+    def starting_new(self, step_name: str) -> str | None:
+        """Note a step about to run for the first time; return a message if it was added."""
+        history = self._history
+        if step_name in history.failed_counts or step_name in history.running:
+            return None  # a retry, or a step interrupted earlier
+        ahead = self.unreached()
+        if not ahead:
+            return None
+        return (
+            f"step {step_name!r} has no history but runs before recorded steps "
+            f"{names_of(ahead)}: a step was added or renamed since this run started"
+        )
+
+    def unreached(self) -> list[str]:
+        """Recorded (completed) steps this replay has not called, oldest first."""
+        resolved = self._history.resolved_names
+        pending = [a for a in self._history.cache.values() if a.step_name not in resolved]
+        return [a.step_name for a in sorted(pending, key=lambda a: a.created_at)]
+
+
+def names_of(names: list[str], shown: int = 3) -> str:
+    """``'a', 'b', 'c' and 2 more``: a short list of step names for messages."""
+    listed = ", ".join(repr(name) for name in names[:shown])
+    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")
