@@ -74,9 +74,9 @@ from openworkflow.errors import (
     BackendUnavailableError,
     WriteConflictError,
 )
+from openworkflow.group_commit import GroupCommit
 from openworkflow.notifications import ChangeNotifier
 from openworkflow.postgres import queries as q
-from openworkflow.postgres.group_commit import GroupCommit
 from openworkflow.postgres.listener import NotificationListener, work_payload
 from openworkflow.postgres.schema import DEFAULT_SCHEMA, migrate, validate_schema_name
 from openworkflow.postgres.url import URL_EXAMPLE, check_postgres_url, redact_url, scrub

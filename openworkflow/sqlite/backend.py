@@ -16,6 +16,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
 from typing import Any, TypeVar
@@ -61,6 +62,7 @@ from openworkflow.core.workflow_run import (
     resolve_retry_conflict,
 )
 from openworkflow.errors import BackendClosedError, BackendError, WriteConflictError
+from openworkflow.group_commit import GroupCommit
 from openworkflow.notifications import ChangeNotifier
 from openworkflow.sqlite import queries as q
 from openworkflow.sqlite.watcher import DataVersionWatcher
@@ -193,6 +195,52 @@ def _transaction(connection: sqlite3.Connection, body: Callable[[], T]) -> T:
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class _StepWrite:
+    """One step-attempt insert waiting for its group-commit batch."""
+
+    query: str
+    args: tuple[Any, ...]
+    operation: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Completion:
+    """One run completion waiting for its group-commit batch."""
+
+    args: tuple[Any, ...]
+    now: str
+
+
+Item = TypeVar("Item")
+
+
+def _write_each(
+    connection: sqlite3.Connection,
+    items: Sequence[Item],
+    write: Callable[[sqlite3.Connection, Item], T],
+) -> list[T | BaseException]:
+    """Write ``items`` in one transaction, each in its own savepoint.
+
+    An item that fails (its fence refused it, or SQLite raised) is rolled back
+    alone and its error returned in its place; the others commit together.
+    """
+
+    def body() -> list[T | BaseException]:
+        outcomes: list[T | BaseException] = []
+        for item in items:
+            connection.execute("SAVEPOINT ow_item")
+            try:
+                outcomes.append(write(connection, item))
+            except (sqlite3.Error, WriteConflictError) as error:
+                connection.execute("ROLLBACK TO ow_item")
+                outcomes.append(error)
+            connection.execute("RELEASE ow_item")
+        return outcomes
+
+    return _transaction(connection, body)
+
+
 def _require(row: sqlite3.Row | None, operation: str) -> sqlite3.Row:
     if row is None:
         raise WriteConflictError(f"Failed to {operation}")
@@ -230,6 +278,12 @@ class SqliteBackend:
         self._namespace_id = namespace_id
         self._db = _database or _Database(str(path), busy_timeout_ms, run_migrations)
         self._stopped = False
+        self._step_writes: GroupCommit[_StepWrite, StepAttempt] = GroupCommit(
+            self._write_steps, max_in_flight=1
+        )
+        self._completions: GroupCommit[_Completion, WorkflowRun] = GroupCommit(
+            self._write_completions, max_in_flight=1
+        )
 
     @property
     def namespace_id(self) -> str:
@@ -441,7 +495,7 @@ class SqliteBackend:
         return run
 
     async def complete_workflow_run(self, params: CompleteWorkflowRunParams) -> WorkflowRun:
-        """Fenced: mark the run completed and wake its parent."""
+        """Fenced: mark the run completed and wake its parent (group-committed)."""
         now = _iso(clock.now())
         args = (
             ow_json.dumps_or_none(params.output),
@@ -449,22 +503,25 @@ class SqliteBackend:
             now,
             *self._owned(params.workflow_run_id, params.worker_id),
         )
-
-        def complete(c: sqlite3.Connection) -> WorkflowRun:
-            def body() -> WorkflowRun:
-                row = _require(
-                    c.execute(q.COMPLETE_WORKFLOW_RUN, args).fetchone(),
-                    "mark workflow run completed",
-                )
-                run = _to_run(row)
-                _wake_parent(c, run, now)
-                return run
-
-            return _transaction(c, body)
-
-        run = await self._run(complete)
+        run = await self._completions.submit(_Completion(args, now))
         self._notify_finished(run)
         return run
+
+    async def _write_completions(
+        self, completions: Sequence[_Completion]
+    ) -> list[WorkflowRun | BaseException]:
+        """Group commit: the completions of concurrent executions in one transaction."""
+
+        def complete(c: sqlite3.Connection, item: _Completion) -> WorkflowRun:
+            row = _require(
+                c.execute(q.COMPLETE_WORKFLOW_RUN, item.args).fetchone(),
+                "mark workflow run completed",
+            )
+            run = _to_run(row)
+            _wake_parent(c, run, item.now)
+            return run
+
+        return await self._run(lambda c: _write_each(c, completions, complete))
 
     async def fail_workflow_run(self, params: FailWorkflowRunParams) -> WorkflowRun:
         """Fenced: apply the retry decision; a terminal failure wakes the parent."""
@@ -581,8 +638,9 @@ class SqliteBackend:
             now,
             *self._owned(params.workflow_run_id, params.worker_id),
         )
-        row = await self._run(lambda c: c.execute(q.INSERT_STEP_ATTEMPT, args).fetchone())
-        return _to_step(_require(row, "create step attempt"))
+        return await self._step_writes.submit(
+            _StepWrite(q.INSERT_STEP_ATTEMPT, args, "create step attempt")
+        )
 
     async def create_completed_step_attempt(
         self, params: CreateCompletedStepAttemptParams
@@ -598,8 +656,17 @@ class SqliteBackend:
             now,
             *self._owned(params.workflow_run_id, params.worker_id),
         )
-        row = await self._run(lambda c: c.execute(q.INSERT_COMPLETED_STEP_ATTEMPT, args).fetchone())
-        return _to_step(_require(row, "create completed step attempt"))
+        return await self._step_writes.submit(
+            _StepWrite(q.INSERT_COMPLETED_STEP_ATTEMPT, args, "create completed step attempt")
+        )
+
+    async def _write_steps(self, writes: Sequence[_StepWrite]) -> list[StepAttempt | BaseException]:
+        """Group commit: the step inserts of concurrent executions in one transaction."""
+
+        def write(c: sqlite3.Connection, item: _StepWrite) -> StepAttempt:
+            return _to_step(_require(c.execute(item.query, item.args).fetchone(), item.operation))
+
+        return await self._run(lambda c: _write_each(c, writes, write))
 
     def _new_step_values(
         self, params: CreateStepAttemptParams | CreateCompletedStepAttemptParams

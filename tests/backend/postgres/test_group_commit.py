@@ -10,7 +10,7 @@ import pytest
 
 from openworkflow.core.backend import CompleteWorkflowRunParams, CreateCompletedStepAttemptParams
 from openworkflow.errors import BackendError, WriteConflictError
-from openworkflow.postgres.group_commit import GroupCommit
+from openworkflow.group_commit import GroupCommit
 from tests.backend.helpers import create_claimed_run, get_run, list_steps
 
 on_postgres = pytest.mark.parametrize("backend_kind", ["postgres"], indirect=True)

@@ -16,6 +16,8 @@ import pytest
 from openworkflow.core import clock as clock_module
 from openworkflow.core.backend import (
     CancelWorkflowRunParams,
+    CompleteWorkflowRunParams,
+    CreateCompletedStepAttemptParams,
     CreateWorkflowRunParams,
     GetStepAttemptParams,
     ListWorkflowRunsParams,
@@ -37,6 +39,7 @@ from tests.backend.helpers import (
     create_pending_run,
     create_step,
     get_run,
+    list_steps,
     new_id,
     now,
     park,
@@ -550,3 +553,49 @@ async def test_claims_from_two_connections_never_share_a_run(
     claimed_ids = [run.id for run in claims if run is not None]
     assert sorted(claimed_ids) == sorted(created)
     assert claims.count(None) == 2
+
+
+async def test_concurrent_step_writes_and_completions_share_transactions(tmp_path: Path) -> None:
+    """Group commit: concurrent executions' writes go to the database thread together."""
+    backend = SqliteBackend(str(tmp_path / "group.db"))
+    try:
+        runs = [await create_claimed_run(backend) for _ in range(20)]
+        trips = 0
+        run_on_thread = backend._db.run
+
+        async def counting(fn: Any) -> Any:
+            nonlocal trips
+            trips += 1
+            return await run_on_thread(fn)
+
+        backend._db.run = counting  # type: ignore[method-assign]
+        await asyncio.gather(
+            *(
+                backend.create_completed_step_attempt(
+                    CreateCompletedStepAttemptParams(
+                        workflow_run_id=run.id,
+                        worker_id=run.worker_id or "",
+                        step_name="s",
+                        kind="function",
+                        output=i,
+                    )
+                )
+                for i, run in enumerate(runs)
+            )
+        )
+        completed = await asyncio.gather(
+            *(
+                backend.complete_workflow_run(
+                    CompleteWorkflowRunParams(
+                        workflow_run_id=run.id, worker_id=run.worker_id or "", output=i
+                    )
+                )
+                for i, run in enumerate(runs)
+            )
+        )
+        assert trips < 20, trips
+        assert [run.output for run in completed] == list(range(20))
+        for i, run in enumerate(runs):
+            assert [step.output for step in await list_steps(backend, run.id)] == [i]
+    finally:
+        await backend.stop()

@@ -1,13 +1,15 @@
-"""Group commit: the writes of many concurrent executions share one statement.
+"""Group commit: the writes of many concurrent executions share one commit.
 
-A worker running 100 workflows at once would otherwise send one statement
-(one round trip, one commit, one pooled connection) per step. Here a write
-is queued; while a batch is in flight the queue fills, and the next batch
-takes everything queued in one statement. Nothing waits on a timer: an idle
-worker's single write goes out at once, and a busy worker's writes coalesce
-on their own. Each caller resumes only after the statement carrying its
-item committed, so a step's result is still durable before the workflow
-moves on; each item keeps its own fence (a refused item fails alone).
+A worker running 100 workflows at once would otherwise pay one commit (and,
+on PostgreSQL, one round trip and one pooled connection; on SQLite, one hop
+to the database thread) per step. Here a write is queued; while a batch is
+in flight the queue fills, and the next batch takes everything queued: one
+statement on PostgreSQL, one transaction on SQLite. Nothing waits on a
+timer: an idle worker's single write goes out at once, and a busy worker's
+writes coalesce on their own. Each caller resumes only after the batch
+holding its item committed, so a step's result is still durable before the
+workflow moves on; each item keeps its own fence (a refused item fails
+alone).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class GroupCommit(Generic[Item, Result]):
     of the batch gets that exception.
 
     Args:
-        write_batch: Writes the items in one statement (one commit).
+        write_batch: Writes the items with one commit.
         max_batch: Most items per statement.
         max_in_flight: Most statements in flight at once.
     """
