@@ -26,7 +26,13 @@ from openworkflow.core.backend import (
 from openworkflow.core.cursor import Page
 from openworkflow.core.duration import Duration, parse_duration_ms, resolve_time
 from openworkflow.core.error import error_message
-from openworkflow.core.json import JsonConversionError, to_json_value
+from openworkflow.core.json import (
+    JsonConversionError,
+    check_name,
+    is_storable_text,
+    payload_limits,
+    to_json_value,
+)
 from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_definition import Workflow, WorkflowRef, spec_of
 from openworkflow.core.workflow_run import WorkflowRun
@@ -136,10 +142,16 @@ class OpenWorkflow:
     """
 
     def __init__(self, backend: Backend | str, *, namespace_id: str = "default") -> None:
+        payload_limits()  # an invalid OPENWORKFLOW_PAYLOAD_* variable fails here, not mid-run
+        if isinstance(backend, str):
+            check_name(namespace_id, "namespace_id")
         self._owns_backend = isinstance(backend, str)
         self.backend: Backend = (
             connect(backend, namespace_id=namespace_id) if isinstance(backend, str) else backend
         )
+        namespace = getattr(self.backend, "namespace_id", None)
+        if isinstance(namespace, str):
+            check_name(namespace, "namespace_id")
 
     async def __aenter__(self) -> OpenWorkflow:
         return self
@@ -177,12 +189,18 @@ class OpenWorkflow:
 
         Raises:
             InputValidationError: the input does not match the schema.
+            PayloadError: the input cannot be stored as JSON, or is over the size limit.
+            InvalidNameError: the name, version or idempotency key cannot be stored.
             InvalidDurationError: a time or duration cannot be understood.
         """
         spec = spec_of(workflow)
+        if version is not None:
+            check_name(version, "version")
+        if idempotency_key is not None:
+            if not isinstance(idempotency_key, str):
+                raise TypeError(f"idempotency_key must be a string, got {type(idempotency_key)!r}")
+            check_name(idempotency_key, "idempotency_key", allow_empty=True)
         stored_input = spec.validate_input(input)
-        if idempotency_key is not None and not isinstance(idempotency_key, str):
-            raise TypeError(f"idempotency_key must be a string, got {type(idempotency_key)!r}")
         created = await self.backend.create_workflow_run(
             CreateWorkflowRunParams(
                 workflow_name=spec.name,
@@ -203,6 +221,8 @@ class OpenWorkflow:
 
     async def get_run(self, run_id: str) -> WorkflowRun | None:
         """Return the run, or None if it does not exist."""
+        if not is_storable_text(run_id):
+            return None  # no stored id has a NUL or a lone surrogate; do not ask the database
         return await self.backend.get_workflow_run(GetWorkflowRunParams(workflow_run_id=run_id))
 
     async def _require_run(self, run_id: str) -> WorkflowRun:
@@ -220,7 +240,14 @@ class OpenWorkflow:
         after: str | None = None,
         before: str | None = None,
     ) -> Page[WorkflowRun]:
-        """List runs newest first; pass ``page.next`` as ``after`` for the next page."""
+        """List runs newest first; pass ``page.next`` as ``after`` for the next page.
+
+        Raises:
+            InvalidNameError: ``workflow_name`` is not a name that can be stored.
+            ValueError: a cursor is not valid.
+        """
+        if workflow_name is not None:
+            check_name(workflow_name, "workflow_name filter")
         return await self.backend.list_workflow_runs(
             ListWorkflowRunsParams(
                 limit=limit, after=after, before=before, status=status, workflow_name=workflow_name
@@ -236,6 +263,8 @@ class OpenWorkflow:
         before: str | None = None,
     ) -> Page[StepAttempt]:
         """List a run's step attempts oldest first."""
+        if not is_storable_text(run_id):
+            raise WorkflowRunNotFoundError(run_id if isinstance(run_id, str) else repr(run_id))
         return await self.backend.list_step_attempts(
             ListStepAttemptsParams(workflow_run_id=run_id, limit=limit, after=after, before=before)
         )
@@ -247,6 +276,8 @@ class OpenWorkflow:
             InvalidRunStateError: the run already completed or failed.
             WorkflowRunNotFoundError: no such run.
         """
+        if not is_storable_text(run_id):
+            raise WorkflowRunNotFoundError(run_id if isinstance(run_id, str) else repr(run_id))
         return await self.backend.cancel_workflow_run(
             CancelWorkflowRunParams(workflow_run_id=run_id)
         )
@@ -269,6 +300,8 @@ class OpenWorkflow:
             InvalidRunStateError: the run is not failed or canceled.
             WorkflowRunNotFoundError: no such run.
         """
+        if not is_storable_text(run_id):
+            raise WorkflowRunNotFoundError(run_id if isinstance(run_id, str) else repr(run_id))
         run = await self.backend.retry_workflow_run(RetryWorkflowRunParams(workflow_run_id=run_id))
         return RunHandle(self, run.id, run)
 
@@ -282,14 +315,18 @@ class OpenWorkflow:
         without delivering again.
 
         Raises:
-            PayloadError: ``data`` cannot be stored as JSON.
+            PayloadError: ``data`` cannot be stored as JSON, or is over the size limit.
+            InvalidNameError: the signal or key cannot be stored.
         """
         if not isinstance(signal, str) or not signal:
             raise TypeError(f"signal must be a non-empty string, got {signal!r}")
-        if idempotency_key is not None and not isinstance(idempotency_key, str):
-            raise TypeError(f"idempotency_key must be a string, got {type(idempotency_key)!r}")
+        check_name(signal, "signal")
+        if idempotency_key is not None:
+            if not isinstance(idempotency_key, str):
+                raise TypeError(f"idempotency_key must be a string, got {type(idempotency_key)!r}")
+            check_name(idempotency_key, "idempotency_key", allow_empty=True)
         try:
-            payload = to_json_value(data)
+            payload = to_json_value(data, f"data of signal {signal[:40]!r}")
         except JsonConversionError as error:
             raise PayloadError(
                 f"signal {signal!r} data cannot be stored as JSON: {error}"

@@ -19,6 +19,7 @@ Effective values follow one precedence: CLI flag > environment
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import sys
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from openworkflow.core.backend import Backend
 from openworkflow.core.duration import parse_duration_ms
+from openworkflow.core.json import check_name, parse_size
 from openworkflow.errors import OpenWorkflowError
 
 CONFIG_FILE_NAME = "openworkflow.config.py"
@@ -40,12 +42,18 @@ DEFAULT_IGNORE_PATTERNS = ("**/*_test.py", "**/test_*.py", "**/__pycache__/**", 
 
 
 class ConfigError(OpenWorkflowError, ValueError):
-    """A configuration that cannot be used; ``problems`` lists each field and its source."""
+    """A configuration that cannot be used; ``problems`` lists each field and its source.
 
-    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+    ``location`` is ``file:line`` when the config file itself failed to run.
+    """
+
+    def __init__(
+        self, message: str, problems: Sequence[str] = (), *, location: str | None = None
+    ) -> None:
         details = "".join(f"\n  - {problem}" for problem in problems)
         super().__init__(message + details)
         self.problems = list(problems)
+        self.location = location
 
 
 class WorkerOptions(BaseModel):
@@ -64,6 +72,25 @@ class WorkerOptions(BaseModel):
         return value
 
 
+class PayloadOptions(BaseModel):
+    """Payload size limits of a config (``payload={...}``); None means "not set here".
+
+    Sizes are bytes or text such as ``"256KiB"``, ``"2MiB"``, ``"2MB"``; ``"off"``
+    removes a limit. Defaults: warn above 256 KiB, refuse above 2 MiB.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    warn_size: int | str | None = None
+    max_size: int | str | None = None
+
+    @field_validator("warn_size", "max_size")
+    @classmethod
+    def _size(cls, value: int | str | None) -> int | str | None:
+        check_size(value)  # raises ValueError on nonsense
+        return value
+
+
 class Config(BaseModel):
     """A validated project configuration (built by :func:`define_config`)."""
 
@@ -75,6 +102,7 @@ class Config(BaseModel):
     namespace_id: str | None = Field(default=None, min_length=1)
     schema_name: str | None = Field(default=None, min_length=1)
     worker: WorkerOptions = WorkerOptions()
+    payload: PayloadOptions = PayloadOptions()
 
     @field_validator("backend")
     @classmethod
@@ -82,6 +110,11 @@ class Config(BaseModel):
         if value is None or isinstance(value, (str, Backend)):
             return value
         raise ValueError(f"expected a database URL or a backend object, got {type(value).__name__}")
+
+    @field_validator("namespace_id")
+    @classmethod
+    def _namespace(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value, "namespace_id")
 
     @field_validator("dirs", "ignore_patterns", mode="before")
     @classmethod
@@ -97,6 +130,7 @@ def define_config(
     worker: Mapping[str, Any] | WorkerOptions | None = None,
     namespace_id: str | None = None,
     schema: str | None = None,
+    payload: Mapping[str, Any] | PayloadOptions | None = None,
 ) -> Config:
     """Describe a project: its backend, where workflows live, and worker settings.
 
@@ -109,6 +143,10 @@ def define_config(
         worker: ``{"concurrency": N, "lease_duration": "30s", "shutdown_timeout": "30s"}``.
         namespace_id: The namespace (default ``"default"``).
         schema: The PostgreSQL schema (default ``"openworkflow"``).
+        payload: ``{"warn_size": "256KiB", "max_size": "2MiB"}``: inputs, step
+            outputs and workflow outputs larger than ``max_size`` (as stored
+            JSON) are refused before anything is written, and those above
+            ``warn_size`` are logged. ``"off"`` removes a limit.
 
     Raises:
         ConfigError: a value is invalid; every problem is listed with its field.
@@ -121,9 +159,24 @@ def define_config(
             worker=worker if worker is not None else WorkerOptions(),  # type: ignore[arg-type]
             namespace_id=namespace_id,
             schema_name=schema,
+            payload=payload if payload is not None else PayloadOptions(),  # type: ignore[arg-type]
         )
     except ValidationError as error:
         raise ConfigError("invalid configuration:", _problems(error, "define_config()")) from None
+
+
+def check_size(value: object) -> None:
+    """Raise ValueError (for pydantic, which shows the value itself) unless ``value`` is a size."""
+    try:
+        parse_size(value)
+    except ValueError:
+        raise ValueError("must be a size such as 262144, '256KiB', '2MiB' or 'off'") from None
+
+
+def shorten(value: object) -> str:
+    """``repr(value)``, cut to a readable length for error messages."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:45]}... ({len(text)} chars)"
 
 
 def _problems(error: ValidationError, source: str) -> list[str]:
@@ -131,7 +184,7 @@ def _problems(error: ValidationError, source: str) -> list[str]:
     for item in error.errors(include_url=False):
         field = ".".join(str(part) for part in item["loc"]) or "(config)"
         value = item.get("input")
-        shown = "" if isinstance(value, dict | BaseModel) else f" (got {value!r})"
+        shown = "" if isinstance(value, dict | BaseModel) else f" (got {shorten(value)})"
         problems.append(f"{field}: {item['msg']}{shown} [from {source}]")
     return problems
 
@@ -188,11 +241,35 @@ def load_config(path: str | Path | None = None, *, cwd: Path | None = None) -> L
     namespace = _run_file(resolved)
     config = namespace.get("config")
     if not isinstance(config, Config):
+        line = _assignment_line(resolved, "config")
+        where = f"{resolved}:{line}" if line is not None else str(resolved)
+        found = "" if "config" not in namespace else f" (it is a {type(config).__name__})"
         raise ConfigError(
-            f"{resolved} does not define `config`",
+            f"{where} does not define `config` with define_config(...){found}",
             ["add `config = define_config(backend=..., dirs=[...])` to the file"],
+            location=where if line is not None else None,
         )
     return LoadedConfig(path=resolved, config=config)
+
+
+def _assignment_line(path: Path, name: str) -> int | None:
+    """The line of the last top-level assignment to ``name`` in the file, if any."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (SyntaxError, ValueError, OSError):
+        return None
+    line = None
+    for node in tree.body:
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else [node.target]
+            if isinstance(node, ast.AnnAssign | ast.AugAssign)
+            else []
+        )
+        if any(isinstance(target, ast.Name) and target.id == name for target in targets):
+            line = node.lineno
+    return line
 
 
 def _make_importable(folder: Path) -> None:
@@ -209,22 +286,49 @@ def _run_file(path: Path) -> dict[str, Any]:
     try:
         spec.loader.exec_module(module)
     except ConfigError as error:
-        raise ConfigError(f"invalid configuration in {path}:", error.problems) from None
-    except Exception as error:
+        location = _error_location(error, path)
         raise ConfigError(
-            f"failed to load config file {path}: {type(error).__name__}: {error}",
-            [f"at {location}" for location in _error_location(error, path)],
+            f"invalid configuration at {location or path}:", error.problems, location=location
+        ) from None
+    except (Exception, SystemExit) as error:
+        location = _error_location(error, path) or str(path)
+        raise ConfigError(
+            f"{location}: {_one_line(error)}",
+            location=location,
         ) from error
     return vars(module)
 
 
-def _error_location(error: BaseException, path: Path) -> list[str]:
-    if isinstance(error, SyntaxError) and error.filename:
-        return [f"{error.filename}:{error.lineno}"]
-    frames = []
+def _one_line(error: BaseException) -> str:
+    """``Type: message`` on one line, shortened (the traceback is for ``--debug``)."""
+    if isinstance(error, SystemExit):
+        return f"the config file called exit({error.code!r}) while loading"
+    text = (error.msg or "invalid syntax") if isinstance(error, SyntaxError) else str(error)
+    text = " ".join(text.split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _error_location(error: BaseException, path: Path) -> str | None:
+    """``file:line`` of the failure inside the config file, if it can be told."""
+    if isinstance(error, SyntaxError) and error.filename and error.lineno:
+        return f"{error.filename}:{error.lineno}"
+    line = None
     traceback = error.__traceback__
     while traceback is not None:
         if Path(traceback.tb_frame.f_code.co_filename) == path:
-            frames.append(f"{path}:{traceback.tb_lineno}")
+            line = traceback.tb_lineno
         traceback = traceback.tb_next
-    return frames[-1:]
+    if line is None and isinstance(error, SyntaxError | ValueError):
+        line = _first_nul_line(path)  # "source code cannot contain null bytes"
+    return None if line is None else f"{path}:{line}"
+
+
+def _first_nul_line(path: Path) -> int | None:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    index = data.find(b"\x00")
+    return None if index < 0 else data.count(b"\n", 0, index) + 1

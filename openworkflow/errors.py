@@ -8,6 +8,7 @@
     ├── InputValidationError           input rejected by the workflow's schema (also ValueError)
     ├── InvalidDurationError           a duration or time that cannot be parsed (also ValueError)
     ├── PayloadError                   a value that cannot be stored as JSON (also TypeError)
+    ├── InvalidNameError               a name the database cannot store (also ValueError)
     ├── NonRetryableError              raise it in a step to fail the step without retries
     ├── StepLimitExceededError         a run made more than 1000 step attempts
     ├── StepCrashLoopError             a step left unfinished too often (a poison run)
@@ -65,6 +66,19 @@ class InvalidDurationError(OpenWorkflowError, ValueError):
 
 class PayloadError(OpenWorkflowError, TypeError):
     """A value (input, step output, workflow output) cannot be stored as JSON."""
+
+
+class InvalidNameError(OpenWorkflowError, ValueError):
+    """A name (workflow, version, step, namespace, signal, idempotency key) cannot be stored.
+
+    Names are stored byte for byte, so they must be strings without NUL
+    characters or lone surrogates, of at most 512 UTF-8 bytes; nothing was
+    written. ``field`` names which one was refused.
+    """
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class NonRetryableError(OpenWorkflowError):

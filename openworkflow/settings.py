@@ -10,18 +10,28 @@ nor the config names one, and then to SQLite next to the config.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from openworkflow.core.backend import DEFAULT_NAMESPACE_ID, Backend
+from openworkflow.core.duration import parse_duration_ms
+from openworkflow.core.json import (
+    DEFAULT_MAX_SIZE,
+    DEFAULT_WARN_SIZE,
+    PayloadLimits,
+    check_name,
+    parse_size,
+    set_payload_limits,
+)
 from openworkflow.postgres.schema import DEFAULT_SCHEMA
 
 if TYPE_CHECKING:
-    from openworkflow.config import LoadedConfig
+    from openworkflow.config import LoadedConfig, PayloadOptions
 
 ENV_PREFIX = "OPENWORKFLOW_"
 
@@ -36,6 +46,11 @@ class BackendSettings(BaseSettings):
     schema_name: str = Field(
         default=DEFAULT_SCHEMA, validation_alias="OPENWORKFLOW_SCHEMA", min_length=1
     )
+
+    @field_validator("namespace_id")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        return check_name(value, "namespace_id")
 
 
 class _Overrides(BaseSettings):
@@ -52,6 +67,28 @@ class _Overrides(BaseSettings):
     worker_concurrency: int | None = Field(default=None, ge=1, le=10_000)
     worker_lease_duration: str | None = None
     worker_shutdown_timeout: str | None = None
+    payload_warn_size: str | None = None
+    payload_max_size: str | None = None
+
+    @field_validator("namespace_id")
+    @classmethod
+    def _namespace(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value, "namespace_id")
+
+    @field_validator("worker_lease_duration", "worker_shutdown_timeout")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration_ms(value)  # InvalidDurationError (a ValueError) on nonsense
+        return value
+
+    @field_validator("payload_warn_size", "payload_max_size")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        from openworkflow.config import check_size
+
+        check_size(value)
+        return value
 
 
 _FLAGS = {
@@ -60,6 +97,15 @@ _FLAGS = {
     "schema_name": "--schema",
     "worker_concurrency": "--concurrency",
 }
+
+__all__ = [
+    "BackendSettings",
+    "EffectiveSettings",
+    "PayloadLimits",
+    "open_backend",
+    "resolve_settings",
+    "set_payload_limits",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +123,7 @@ class EffectiveSettings:
     shutdown_timeout: str | float
     dirs: tuple[Path, ...]
     ignore_patterns: tuple[str, ...]
+    payload_limits: PayloadLimits = field(default_factory=PayloadLimits)
 
 
 def resolve_settings(loaded: LoadedConfig, **flags: Any) -> EffectiveSettings:
@@ -88,7 +135,12 @@ def resolve_settings(loaded: LoadedConfig, **flags: Any) -> EffectiveSettings:
     Raises:
         ConfigError: a flag or environment value is invalid (each problem with its source).
     """
-    from openworkflow.config import DEFAULT_IGNORE_PATTERNS, DEFAULT_SQLITE_URL, ConfigError
+    from openworkflow.config import (
+        DEFAULT_IGNORE_PATTERNS,
+        DEFAULT_SQLITE_URL,
+        ConfigError,
+        shorten,
+    )
 
     given = {key: value for key, value in flags.items() if value is not None}
     try:
@@ -98,7 +150,7 @@ def resolve_settings(loaded: LoadedConfig, **flags: Any) -> EffectiveSettings:
         for item in error.errors(include_url=False):
             field = str(item["loc"][0]) if item["loc"] else "?"
             source = _FLAGS.get(field, field) if field in given else _env_name(field)
-            problems.append(f"{source}: {item['msg']} (got {item.get('input')!r})")
+            problems.append(f"{source}: {item['msg']} (got {shorten(item.get('input'))})")
         raise ConfigError("invalid settings:", problems) from None
     config = loaded.config
     folder = loaded.folder
@@ -124,6 +176,7 @@ def resolve_settings(loaded: LoadedConfig, **flags: Any) -> EffectiveSettings:
         from openworkflow.connect import split_schema_parameter
 
         url_schema = split_schema_parameter(backend)[1]
+    payload = _payload_limits(overrides, config.payload, file_label, source_of)
     return EffectiveSettings(
         config_path=loaded.path,
         folder=folder,
@@ -136,7 +189,40 @@ def resolve_settings(loaded: LoadedConfig, **flags: Any) -> EffectiveSettings:
         shutdown_timeout=overrides.worker_shutdown_timeout or worker.shutdown_timeout,
         dirs=tuple((folder / directory).resolve() for directory in config.dirs),
         ignore_patterns=(*DEFAULT_IGNORE_PATTERNS, *config.ignore_patterns),
+        payload_limits=payload,
     )
+
+
+def _payload_limits(
+    overrides: _Overrides,
+    options: PayloadOptions,
+    file_label: str,
+    source_of: Callable[[str], str],
+) -> PayloadLimits:
+    """Warn and max payload sizes: environment > config file > default (256 KiB, 2 MiB)."""
+    from openworkflow.config import ConfigError
+
+    chosen: dict[str, tuple[object, str]] = {}
+    for name in ("warn_size", "max_size"):
+        given = getattr(overrides, f"payload_{name}")
+        if given is not None:
+            chosen[name] = (given, source_of(f"payload_{name}"))
+        elif getattr(options, name) is not None:
+            chosen[name] = (getattr(options, name), f"payload.{name} in {file_label}")
+    sizes: dict[str, int | None] = {
+        "warn_size": DEFAULT_WARN_SIZE,
+        "max_size": DEFAULT_MAX_SIZE,
+    }
+    for name, (value, _source) in chosen.items():
+        sizes[name] = parse_size(value)  # already validated where it was read
+    warn, maximum = sizes["warn_size"], sizes["max_size"]
+    if warn is not None and maximum is not None and warn > maximum and "warn_size" not in chosen:
+        sizes["warn_size"] = maximum  # only the maximum was lowered: warn no later than it
+    try:
+        return PayloadLimits(**sizes)
+    except ValueError as error:
+        sources = ", ".join(f"{name} from {source}" for name, (_, source) in chosen.items())
+        raise ConfigError("invalid settings:", [f"{error} ({sources})"]) from None
 
 
 def _env_name(field: str) -> str:

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -31,14 +32,21 @@ from openworkflow.errors import (
     BackendUnavailableError,
     InputValidationError,
     InvalidDurationError,
+    InvalidNameError,
     InvalidRunStateError,
     OpenWorkflowError,
+    PayloadError,
     ResultTimeoutError,
     WorkflowRunNotFoundError,
 )
 from openworkflow.postgres.schema import InvalidSchemaNameError
 from openworkflow.postgres.url import InvalidDatabaseUrlError, redact_url, scrub
-from openworkflow.settings import EffectiveSettings, open_backend, resolve_settings
+from openworkflow.settings import (
+    EffectiveSettings,
+    open_backend,
+    resolve_settings,
+    set_payload_limits,
+)
 
 T = TypeVar("T")
 
@@ -81,7 +89,7 @@ def wants_json() -> bool:
 
 def print_json(data: Any) -> None:
     """Write ``data`` as JSON on stdout (passwords scrubbed)."""
-    click.echo(safe(json.dumps(data, indent=2, ensure_ascii=False, default=str)))
+    click.echo(scrub_known(json.dumps(data, indent=2, ensure_ascii=False, default=str)))
 
 
 # -- secrets --------------------------------------------------------------------------------
@@ -93,21 +101,37 @@ def remember_secret(url: str) -> None:
         _SECRET_URLS.add(url)
 
 
+# user:password@ in any URL, and password=... as libpq accepts it in a query or a DSN.
+_URL_PASSWORD = re.compile(r"(?P<keep>[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:]*:)[^\s@/]+(?=@)")
+_PARAM_PASSWORD = re.compile(r"(?P<keep>\bpassword\s*=\s*)[^\s&;'\"]+", re.IGNORECASE)
+
+
 def safe(message: str) -> str:
-    """The message without any known database password."""
+    """The message without any known database password, nor any password in a URL or DSN."""
+    message = scrub_known(message)
+    message = _URL_PASSWORD.sub(r"\g<keep>***", message)
+    return _PARAM_PASSWORD.sub(r"\g<keep>***", message)
+
+
+def scrub_known(text: str) -> str:
+    """The text without the passwords of the database URLs this process knows about.
+
+    Used for data (``--json`` output) and hints, where a URL-shaped example
+    must stay as it is; messages go through :func:`safe`.
+    """
     for url in _SECRET_URLS:
-        message = scrub(message, url)
-    return message
+        text = scrub(text, url)
+    return text
 
 
 def describe_backend(backend: str | Backend) -> str:
     """A printable name for a backend: the URL with its password masked, or its class."""
     if isinstance(backend, str):
-        return redact_url(backend)
+        return safe(redact_url(backend))
     for attribute in ("url", "path"):
         value = getattr(backend, attribute, None)
         if isinstance(value, str):
-            return f"{type(backend).__name__}({redact_url(value)})"
+            return f"{type(backend).__name__}({safe(redact_url(value))})"
     return type(backend).__name__
 
 
@@ -134,7 +158,7 @@ class CliError(click.ClickException):
         for line in lines[1:]:
             console.print(Text(line))
         if self.hint:
-            console.print(Text.assemble(("Hint: ", "cyan"), safe(self.hint)))
+            console.print(Text.assemble(("Hint: ", "cyan"), scrub_known(self.hint)))
 
 
 def usage_error(message: str, hint: str | None = None) -> CliError:
@@ -148,11 +172,14 @@ _USAGE_ERRORS = (
     InvalidSchemaNameError,
     InputValidationError,
     InvalidDurationError,
+    InvalidNameError,
+    PayloadError,
 )
 
 _HINTS: tuple[tuple[type[BaseException], str], ...] = (
     (InvalidDatabaseUrlError, "use sqlite:///path/to/db.sqlite or postgresql://user:pass@host/db"),
     (InputValidationError, "pass input matching the workflow's schema with --input"),
+    (PayloadError, "pass plain JSON within the payload size limit (see the message)"),
     (BackendUnavailableError, "is the database running and is the URL right? `ow doctor` checks"),
     (WorkflowRunNotFoundError, "list the runs of this namespace with `ow runs list`"),
     (InvalidRunStateError, "see the run's status with `ow runs show ID`"),
@@ -185,7 +212,7 @@ def _config_error(error: ConfigError) -> CliError:
     if len(problems) == 1 and ("does not exist" in message or "does not define" in message):
         # The library's single "problem" is advice: show it as the hint.
         return usage_error(message.splitlines()[0], hint=problems[0])
-    if problems and all(problem.startswith("at ") for problem in problems):
+    if error.location is not None and not problems:
         return usage_error(message, hint="fix the error at that line (--debug shows the traceback)")
     return usage_error(message, hint="fix the values listed above, then check with `ow doctor`")
 
@@ -217,6 +244,7 @@ def load(**flags: Any) -> tuple[LoadedConfig, EffectiveSettings]:
     settings = resolve_settings(loaded, **flags)
     if isinstance(settings.backend, str):
         remember_secret(settings.backend)
+    set_payload_limits(settings.payload_limits)
     return loaded, settings
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import sys
 
 import click
 
-from openworkflow.config import ConfigError, load_config
+from openworkflow.config import load_config
 from openworkflow.dev import DevSupervisor, dashboard_command, worker_command
 from openworkflow.settings import resolve_settings
 
@@ -45,12 +44,15 @@ def dev(
     is reported and the loop keeps watching. The dashboard runs beside it
     (its URL is printed) unless --no-dashboard. Stop with Ctrl-C.
     """
-    try:
-        loaded = load_config(config_path)
-        settings = resolve_settings(loaded, worker_concurrency=concurrency)
-    except ConfigError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(2)
+    # A bad config is reported by the group's error boundary: one message, a hint, exit 2.
+    loaded = load_config(config_path)
+    settings = resolve_settings(loaded, worker_concurrency=concurrency)
+    if not no_dashboard:
+        from openworkflow.cli.dashboard import auth_from_environment, check_bind
+
+        # Refuse an unprotected public bind here, before anything starts, rather
+        # than leave the worker running beside a dashboard child that exited.
+        check_bind(host, auth_from_environment(), insecure=False)
     extra = [] if concurrency is None else ["--concurrency", str(concurrency)]
     watch = [*settings.dirs, settings.folder / ".env"]
     if loaded.path is not None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from openworkflow.core.backend import Backend
 from openworkflow.core.workflow_definition import Workflow
 from openworkflow.discovery import Discovery, discover
 from openworkflow.settings import EffectiveSettings
-from openworkflow.worker.worker import Worker
+from openworkflow.worker.worker import STEP_THREAD_PREFIX, Worker
 
 
 @click.group()
@@ -49,6 +52,31 @@ def start(concurrency: int | None, backend_url: str | None, namespace_id: str | 
     found = require_workflows(settings)
     common.say(f"Loaded {len(found.workflows)} workflow(s): {names_of(found.workflows)}")
     common.run_async(_serve(settings, found.workflows))
+    _exit_past_stuck_steps()
+
+
+def _exit_past_stuck_steps() -> None:
+    """Exit now if sync step bodies are still running in their threads.
+
+    Their runs were handed back when the worker stopped; Python would join
+    those threads at exit, keeping the process alive (and deaf to signals)
+    until the steps return.
+    """
+    stuck = [
+        thread
+        for thread in threading.enumerate()
+        if thread.name.startswith(STEP_THREAD_PREFIX) and thread.is_alive()
+    ]
+    if not stuck:
+        return
+    common.say(
+        f"Leaving {len(stuck)} step thread(s) still running; their runs were handed back",
+        style="yellow",
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def require_workflows(settings: EffectiveSettings) -> Discovery:

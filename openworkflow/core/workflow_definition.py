@@ -17,7 +17,7 @@ from typing import Any, TypeVar, overload
 
 from pydantic import TypeAdapter, ValidationError
 
-from openworkflow.core.json import JsonConversionError, JsonValue, to_json_value
+from openworkflow.core.json import JsonConversionError, JsonValue, check_name, to_json_value
 from openworkflow.core.retry import RetryPolicy
 from openworkflow.errors import InputValidationError, PayloadError, WorkflowDefinitionError
 
@@ -68,6 +68,9 @@ class WorkflowSpec:
             raise WorkflowDefinitionError(
                 f"workflow {self.name!r}: version must be a string or None, got {self.version!r}"
             )
+        check_name(self.name, "workflow name")  # InvalidNameError: NUL, surrogates, too long
+        if self.version is not None:
+            check_name(self.version, "workflow version")
         if self.retry_policy is not None and not isinstance(self.retry_policy, RetryPolicy):
             raise WorkflowDefinitionError(
                 f"workflow {self.name!r}: retry_policy must be a RetryPolicy, got "
@@ -102,9 +105,15 @@ class WorkflowSpec:
                     workflow_name=self.name,
                     errors=error.errors(include_url=False),
                 ) from None
-            return self._adapter.dump_python(validated, mode="json")
+            try:
+                dumped = self._adapter.dump_python(validated, mode="json")
+            except ValueError as error:  # e.g. bytes that are not UTF-8
+                raise PayloadError(
+                    f"input for workflow {self.name!r} cannot be stored as JSON: {error}"
+                ) from None
+            value = dumped
         try:
-            return to_json_value(value)
+            return to_json_value(value, f"input for workflow {self.name!r}")
         except JsonConversionError as error:
             raise PayloadError(
                 f"input for workflow {self.name!r} cannot be stored as JSON: {error}"

@@ -69,6 +69,7 @@ from openworkflow.errors import (
     BackendUnavailableError,
     InputValidationError,
     InvalidDurationError,
+    InvalidNameError,
     InvalidRunStateError,
     PayloadError,
     WorkflowRunNotFoundError,
@@ -97,6 +98,14 @@ FORM_FIELDS = (
     "idempotency_key",
     "tz_offset",
 )
+
+_NAME_FIELDS = {
+    "workflow name": "workflow_name",
+    "workflow version": "version",
+    "version": "version",
+    "idempotency_key": "idempotency_key",
+}
+"""The form field of each name :class:`InvalidNameError` can refuse."""
 
 _PACKAGE = "openworkflow.dashboard"
 _ERROR_TITLES = {
@@ -502,6 +511,8 @@ class _Dashboard:
             raise FormProblem("input", str(error), details) from None
         except PayloadError as error:
             raise FormProblem("input", str(error)) from None
+        except InvalidNameError as error:
+            raise FormProblem(_NAME_FIELDS.get(error.field, "workflow_name"), str(error)) from None
         except InvalidDurationError as error:
             raise FormProblem("available_at", str(error)) from None
         return handle.id

@@ -14,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import select
+import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -58,7 +61,7 @@ from openworkflow.core.backend import (
     WorkflowRunCounts,
 )
 from openworkflow.core.cursor import DEFAULT_PAGE_SIZE, Page, build_page, decode_list_cursor
-from openworkflow.core.json import JsonValue
+from openworkflow.core.json import JsonValue, check_name
 from openworkflow.core.retry import DEADLINE_EXCEEDED_MESSAGE, compute_failed_workflow_run_update
 from openworkflow.core.rows import step_attempt_from_row, workflow_run_from_row
 from openworkflow.core.step_attempt import StepAttempt, fold_step_attempt_counts
@@ -82,6 +85,12 @@ from openworkflow.postgres.schema import DEFAULT_SCHEMA, migrate, validate_schem
 from openworkflow.postgres.url import URL_EXAMPLE, check_postgres_url, redact_url, scrub
 
 logger = logging.getLogger("openworkflow.postgres")
+
+LEASE_POOL_SIZE = 2
+"""Connections reserved for lease renewals (heartbeats), beside the main pool."""
+
+IDLE_CHECK_S = 1.0
+"""A pooled connection idle longer than this is pinged before it is handed out."""
 
 Row = Sequence[Any]
 
@@ -138,6 +147,21 @@ class _Completion:
     output: Jsonb | None
 
 
+def _is_connection_fault(error: psycopg.OperationalError) -> bool:
+    """A lost or refused connection (or a server shutting down), not a bad statement."""
+    state = error.sqlstate
+    return state is None or state.startswith("08") or state in {"57P01", "57P02", "57P03"}
+
+
+def _has_unread_input(connection: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether the server sent something to an idle connection (e.g. a FATAL on termination)."""
+    try:
+        readable, _, _ = select.select([connection.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 def _lock_scope(**fields: str) -> str:
     # The original's JSON.stringify of the same object, so both take one lock.
     return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
@@ -172,6 +196,12 @@ class _Database:
         self._connect_kwargs: dict[str, Any] = {"connect_timeout": max(1, round(connect_timeout))}
         self._listen = listen
         self._pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._lease_pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = (
+            None
+        )
+        self._returned_at: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )
         self._listener: NotificationListener | None = None
         self._open_lock: asyncio.Lock | None = None
         self._users = 1
@@ -213,18 +243,9 @@ class _Database:
                         f"{scrub(str(error).strip(), self.url)}. Grant this user CREATE on the "
                         "database, or migrate as an owner and pass run_migrations=False."
                     ) from None
-        pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]] = (
-            psycopg_pool.AsyncConnectionPool(
-                self.url,
-                min_size=1,
-                max_size=self._max_pool_size,
-                kwargs={"autocommit": True, **self._connect_kwargs},
-                configure=_configure_connection,
-                timeout=10.0,
-                open=False,
-                name="openworkflow",
-            )
-        )
+        self._lease_pool = self._new_pool("openworkflow-leases", LEASE_POOL_SIZE)
+        await self._lease_pool.open(wait=False)
+        pool = self._new_pool("openworkflow", self._max_pool_size)
         await pool.open(wait=False)
         self._pool = pool
         if self._listen:
@@ -236,6 +257,53 @@ class _Database:
                 self.notifier,
             )
             self._listener.start()
+
+    def _new_pool(
+        self, name: str, max_size: int
+    ) -> psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        return psycopg_pool.AsyncConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=max_size,
+            kwargs={"autocommit": True, **self._connect_kwargs},
+            configure=_configure_connection,
+            check=self._check_if_idle,
+            reset=self._note_returned,
+            timeout=10.0,
+            open=False,
+            name=name,
+        )
+
+    async def _note_returned(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        self._returned_at[connection] = time.monotonic()
+
+    async def _check_if_idle(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        """Ping a connection before handing it out if it may have died idle.
+
+        The server may have closed it meanwhile (a restart, an idle timeout,
+        pg_terminate_backend); a fenced write on it would fail and end the
+        pass. An idle connection with unread input (the server's goodbye) or
+        idle for a while is pinged, and replaced if dead; one returned moments
+        ago with nothing to read is handed out unchecked, so a busy worker pays
+        no extra round trip.
+        """
+        returned = self._returned_at.get(connection)
+        if (
+            returned is None
+            or time.monotonic() - returned > IDLE_CHECK_S
+            or _has_unread_input(connection)
+        ):
+            await psycopg_pool.AsyncConnectionPool.check_connection(connection)
+
+    async def lease_pool(self) -> psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        """The pool for lease renewals, kept apart from the main pool.
+
+        A busy main pool then cannot starve heartbeats and expire the leases
+        of healthy runs.
+        """
+        await self.pool()
+        assert self._lease_pool is not None
+        return self._lease_pool
 
     async def wait_listening(self, timeout: float = 5.0) -> None:
         """Wait until the LISTEN connection is up (tests and latency-sensitive callers)."""
@@ -256,6 +324,8 @@ class _Database:
             await self._listener.stop()
         if self._pool is not None:
             await self._pool.close()
+        if self._lease_pool is not None:
+            await self._lease_pool.close()
 
 
 async def _configure_connection(connection: psycopg.AsyncConnection[Any]) -> None:
@@ -298,6 +368,7 @@ class PostgresBackend:
     ) -> None:
         if not isinstance(namespace_id, str) or not namespace_id:
             raise ValueError("namespace_id must be a non-empty string")
+        check_name(namespace_id, "namespace_id")
         self._namespace_id = namespace_id
         self._db = _database or _Database(
             url,
@@ -362,9 +433,11 @@ class PostgresBackend:
         return {**self._db.base_params, "ns": self._namespace_id, **values}
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def _connection(
+        self, *, lease: bool = False
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         self._check_open()
-        pool = await self._db.pool()
+        pool = await (self._db.lease_pool() if lease else self._db.pool())
         try:
             async with pool.connection() as connection:
                 yield connection
@@ -374,6 +447,12 @@ class PostgresBackend:
                 f"{scrub(str(error), self._db.url)}"
             ) from None
         except psycopg.OperationalError as error:
+            if not _is_connection_fault(error):
+                # e.g. "index row size exceeds maximum" (program limit): a bad
+                # value, which retrying cannot fix.
+                raise BackendError(
+                    f"PostgreSQL error: {scrub(str(error).strip(), self._db.url)}"
+                ) from error
             # The server restarted or dropped us: discard every broken idle
             # connection now (no per-connection backoff), so the next call works.
             await pool.check()
@@ -513,12 +592,11 @@ class PostgresBackend:
 
     async def extend_workflow_run_lease(self, params: ExtendWorkflowRunLeaseParams) -> WorkflowRun:
         """Fenced: move the lease of an owned running run to now + lease."""
-        row = await self._fetchone(
-            self._q.extend_lease,
-            self._owned(
-                params.workflow_run_id, params.worker_id, lease_ms=params.lease_duration_ms
-            ),
+        values = self._owned(
+            params.workflow_run_id, params.worker_id, lease_ms=params.lease_duration_ms
         )
+        async with self._connection(lease=True) as connection:
+            row = await self._one(connection, self._q.extend_lease, values)
         return _to_run(_require(row, "extend lease for workflow run"))
 
     async def sleep_workflow_run(self, params: SleepWorkflowRunParams) -> WorkflowRun:
@@ -553,6 +631,27 @@ class PostgresBackend:
         return completed or await self._complete_workflow_run_alone(params)
 
     async def _write_completions(
+        self, items: Sequence[_Completion]
+    ) -> list[WorkflowRun | BaseException | None]:
+        try:
+            return await self._fetch_completions(items)
+        except BackendUnavailableError:
+            raise
+        except Exception:
+            if len(items) == 1:
+                raise
+            # Only a bad item fails: the others are written one by one.
+            return [await self._write_completion_alone(item) for item in items]
+
+    async def _write_completion_alone(
+        self, item: _Completion
+    ) -> WorkflowRun | BaseException | None:
+        try:
+            return (await self._fetch_completions([item]))[0]
+        except Exception as error:
+            return error
+
+    async def _fetch_completions(
         self, items: Sequence[_Completion]
     ) -> list[WorkflowRun | BaseException | None]:
         rows = await self._fetchall(
@@ -717,7 +816,7 @@ class PostgresBackend:
             inserted = await self._fetch_step_inserts(items)
         except BackendUnavailableError:
             raise
-        except BackendError:
+        except Exception:
             if len(items) == 1:
                 raise
             return [await self._write_step_insert_alone(item) for item in items]
@@ -732,7 +831,7 @@ class PostgresBackend:
     async def _write_step_insert_alone(self, item: _StepInsert) -> StepAttempt | BaseException:
         try:
             outcome = await self._write_step_inserts([item])
-        except BackendError as error:
+        except Exception as error:
             return error
         return outcome[0]
 

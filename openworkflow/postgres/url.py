@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from urllib.parse import SplitResult, unquote, urlsplit
+import re
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from openworkflow.errors import OpenWorkflowError
 
@@ -39,33 +40,56 @@ def check_postgres_url(url: object) -> str:
 
 
 def password_of(url: str) -> str | None:
-    """The URL's password, decoded, if it has one."""
+    """The URL's password, decoded, if it has one (in the netloc or as ``?password=``)."""
+    secrets = _passwords(url)
+    return secrets[0] if secrets else None
+
+
+def _passwords(url: str) -> list[str]:
+    """Every form of every password the URL carries: raw and decoded, netloc and query."""
+    found: list[str] = []
     try:
-        password = urlsplit(url).password
+        parts = urlsplit(url)
     except ValueError:
-        return None
-    return unquote(password) if password else None
+        parts = None
+    if parts is not None and parts.password:
+        found += [unquote(parts.password), parts.password]
+    if parts is not None and parts.query:
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key == "password" and value:
+                found.append(value)
+        found += [m.group(1) for m in _QUERY_PASSWORD.finditer(parts.query)]
+    # A libpq key=value string ("host=db password=secret").
+    found += [m.group(1) for m in _DSN_PASSWORD.finditer(url)]
+    return [secret for secret in dict.fromkeys(found) if secret]
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password replaced by ``***`` (safe to print)."""
+    """The URL with its passwords replaced by ``***`` (safe to print)."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    return _with_netloc(parts, parts.netloc.replace(":" + parts.password + "@", ":***@", 1))
+    if "://" not in url:  # a libpq key=value string
+        return _DSN_PASSWORD.sub(_masked, url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(":" + parts.password + "@", ":***@", 1)
+    query = _QUERY_PASSWORD.sub(_masked, parts.query)
+    return parts._replace(netloc=netloc, query=query).geturl()
 
 
 def scrub(message: str, url: str) -> str:
-    """Remove the URL's password (raw or decoded) from a message."""
-    parts = urlsplit(url) if "://" in url else None
-    secrets = {password_of(url), parts.password if parts else None} - {None, ""}
-    for secret in sorted(secrets, key=len, reverse=True):  # type: ignore[arg-type]
-        message = message.replace(secret, "***")  # type: ignore[arg-type]
+    """Remove the URL's passwords (raw or decoded, netloc or query) from a message."""
+    for secret in sorted(_passwords(url), key=len, reverse=True):
+        message = message.replace(secret, "***")
     return message
 
 
-def _with_netloc(parts: SplitResult, netloc: str) -> str:
-    return parts._replace(netloc=netloc).geturl()
+def _masked(match: re.Match[str]) -> str:
+    secret = match.group(1)
+    return match.group(0).replace(secret, "***") if secret else match.group(0)
+
+
+_QUERY_PASSWORD = re.compile(r"(?:^|&)password=([^&]*)")
+_DSN_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*'?([^\s']+)")

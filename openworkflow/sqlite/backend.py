@@ -52,6 +52,7 @@ from openworkflow.core.backend import (
     WorkflowRunCounts,
 )
 from openworkflow.core.cursor import DEFAULT_PAGE_SIZE, Page, build_page, decode_list_cursor
+from openworkflow.core.json import check_name
 from openworkflow.core.retry import DEADLINE_EXCEEDED_MESSAGE, compute_failed_workflow_run_update
 from openworkflow.core.rows import step_attempt_from_row, workflow_run_from_row
 from openworkflow.core.step_attempt import StepAttempt, fold_step_attempt_counts
@@ -61,7 +62,12 @@ from openworkflow.core.workflow_run import (
     resolve_cancel_conflict,
     resolve_retry_conflict,
 )
-from openworkflow.errors import BackendClosedError, BackendError, WriteConflictError
+from openworkflow.errors import (
+    BackendClosedError,
+    BackendError,
+    BackendUnavailableError,
+    WriteConflictError,
+)
 from openworkflow.group_commit import GroupCommit
 from openworkflow.notifications import ChangeNotifier
 from openworkflow.sqlite import queries as q
@@ -78,6 +84,7 @@ class _Database:
 
     def __init__(self, path: str, busy_timeout_ms: int, run_migrations: bool) -> None:
         self.path = path
+        self._busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="openworkflow-sqlite")
         self._connection: sqlite3.Connection | None = None
         self._users = 1
@@ -130,7 +137,18 @@ class _Database:
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._connection is None:
             raise BackendClosedError("the SQLite backend was stopped; create a new one")
-        return fn(self._connection)
+        try:
+            return fn(self._connection)
+        except sqlite3.OperationalError as error:
+            if _is_busy(error):
+                # Another process held the write lock past the busy timeout: a
+                # passing fault (the pass is handed back and retried), not a
+                # workflow failure.
+                raise BackendUnavailableError(
+                    f"SQLite database {self.path!r} is busy: {error}. Another process held "
+                    f"its write lock longer than the busy timeout ({self._busy_timeout_ms} ms)."
+                ) from error
+            raise
 
     def share(self) -> _Database:
         self._users += 1
@@ -232,13 +250,18 @@ def _write_each(
             connection.execute("SAVEPOINT ow_item")
             try:
                 outcomes.append(write(connection, item))
-            except (sqlite3.Error, WriteConflictError) as error:
+            except Exception as error:  # this item's fault only: undo it alone
                 connection.execute("ROLLBACK TO ow_item")
                 outcomes.append(error)
             connection.execute("RELEASE ow_item")
         return outcomes
 
     return _transaction(connection, body)
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    name = getattr(error, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in str(error)
 
 
 def _require(row: sqlite3.Row | None, operation: str) -> sqlite3.Row:
@@ -275,6 +298,7 @@ class SqliteBackend:
     ) -> None:
         if not isinstance(namespace_id, str) or not namespace_id:
             raise ValueError("namespace_id must be a non-empty string")
+        check_name(namespace_id, "namespace_id")
         self._namespace_id = namespace_id
         self._db = _database or _Database(str(path), busy_timeout_ms, run_migrations)
         self._stopped = False

@@ -41,7 +41,7 @@ from openworkflow.core.backend import (
 )
 from openworkflow.core.duration import Duration, resolve_time
 from openworkflow.core.error import serialize_error
-from openworkflow.core.json import JsonConversionError, JsonValue, to_json_value
+from openworkflow.core.json import JsonConversionError, JsonValue, check_name, to_json_value
 from openworkflow.core.retry import (
     DEFAULT_STEP_RETRY_POLICY,
     DEFAULT_WORKFLOW_RETRY_POLICY,
@@ -165,6 +165,7 @@ class StepExecutor:
         history: StepHistory,
         thread_pool: Executor | None,
         step_crash_limit: int = DEFAULT_STEP_CRASH_LIMIT,
+        last_chance: asyncio.Lock | None = None,
     ) -> None:
         self._backend = backend
         self._run = workflow_run
@@ -172,6 +173,7 @@ class StepExecutor:
         self._history = history
         self._thread_pool = thread_pool
         self._step_crash_limit = step_crash_limit
+        self._last_chance = last_chance
         self.replay = ReplayCheck(history)
         self.divergences: list[str] = []
         self._open_calls = 0  # step calls made and not finished yet
@@ -306,11 +308,10 @@ class StepExecutor:
             return cached.output
         self._begin_in_flight()
         call: asyncio.Future[Any] | None = None
+        last_chance: asyncio.Lock | None = None
         try:
             self._check_can_create_attempt(step_name)
-            unfinished = self._history.unfinished_attempt_count(step_name)
-            if unfinished >= self._step_crash_limit:
-                await self._fail_crash_loop(step_name, unfinished)
+            last_chance = await self._guard_crash_loop(step_name)
             if self._record_before_running:
                 attempt = await self._create_attempt(step_name, "function", None)
                 call = asyncio.ensure_future(self._call(fn))
@@ -322,12 +323,12 @@ class StepExecutor:
                 # the workflow sees it.
                 await asyncio.wait({call}, timeout=QUICK_STEP_S)
                 if call.done() and not call.cancelled() and call.exception() is None:
-                    output = _json_output_or_none(call.result())
+                    output = _json_output_or_none(call.result(), self._output_label(step_name))
                     if output is not None:
                         return await self._create_completed_attempt(step_name, output[0])
                 attempt = await self._create_attempt(step_name, "function", None)
             try:
-                output_value = to_json_value(await call)
+                output_value = to_json_value(await call, self._output_label(step_name))
             except JsonConversionError as error:
                 failure = PayloadError(
                     f"step {step_name!r} of workflow {self._run.workflow_name!r} returned a value "
@@ -345,9 +346,16 @@ class StepExecutor:
         except BaseException:
             if call is not None and not call.done():
                 call.cancel()  # the pass is ending (lease lost, stop): do not leave it running
+            elif call is not None and not call.cancelled():
+                call.exception()  # its own failure lost to the pass's end: mark it read
             raise
         finally:
+            if last_chance is not None:
+                last_chance.release()
             self._end_in_flight()
+
+    def _output_label(self, step_name: str) -> str:
+        return f"output of step {step_name!r} of workflow {self._run.workflow_name!r}"
 
     def _resolve(self, base: str) -> str:
         """Give the call its durable name, and check it against the recorded order."""
@@ -379,6 +387,23 @@ class StepExecutor:
                 f"the run completed without reaching recorded steps {names_of(unreached)}: "
                 "steps were removed, renamed or skipped since this run started"
             )
+
+    async def _guard_crash_loop(self, step_name: str) -> asyncio.Lock | None:
+        """Fail a poison step; hold the last-chance lock for a step one crash short.
+
+        Returns the lock to release when the step body is done, if taken.
+        """
+        unfinished = self._history.unfinished_attempt_count(step_name)
+        if self._run.lease_expired and unfinished >= self._step_crash_limit:
+            await self._fail_crash_loop(step_name, unfinished)
+        if unfinished < self._step_crash_limit - 1 or self._last_chance is None:
+            return None
+        # A step on its last chance runs alone among such steps in this process:
+        # if it kills the process, another last-chance step (perhaps innocent, a
+        # bystander of earlier crashes) has not started, so its count does not
+        # grow with the poison's.
+        await self._last_chance.acquire()
+        return self._last_chance
 
     async def _fail_crash_loop(self, step_name: str, unfinished: int) -> None:
         """Record the step as failed for good instead of running it again (poison)."""
@@ -702,13 +727,13 @@ async def _raise(error: BaseException) -> Any:
     raise error
 
 
-def _json_output_or_none(value: Any) -> tuple[JsonValue] | None:
+def _json_output_or_none(value: Any, what: str) -> tuple[JsonValue] | None:
     """``(json_value,)`` for a storable step result, or None when it cannot be stored.
 
     The slow path then records the attempt and fails it with the usual message.
     """
     try:
-        return (to_json_value(value),)
+        return (to_json_value(value, what),)
     except JsonConversionError:
         return None
 
@@ -723,6 +748,7 @@ def _base_name(name: str | None, default: str) -> str:
 def _check_signal(signal: object) -> None:
     if not isinstance(signal, str) or not signal:
         raise TypeError(f"signal must be a non-empty string, got {signal!r}")
+    check_name(signal, "signal")
 
 
 def _parse_signal_output(output: Any, adapter: TypeAdapter[Any] | None) -> dict[str, Any] | None:
@@ -737,6 +763,7 @@ def _parse_signal_output(output: Any, adapter: TypeAdapter[Any] | None) -> dict[
 def _check_step_name(name: object) -> None:
     if not isinstance(name, str) or not name:
         raise TypeError(f"step name must be a non-empty string, got {name!r}")
+    check_name(name, "step name")
 
 
 def _is_async_callable(fn: Callable[..., Any]) -> bool:
@@ -855,6 +882,7 @@ class WorkflowExecution:
         worker_id: str,
         thread_pool: Executor | None = None,
         step_crash_limit: int = DEFAULT_STEP_CRASH_LIMIT,
+        last_chance: asyncio.Lock | None = None,
     ) -> None:
         self.backend = backend
         self.run = workflow_run
@@ -862,6 +890,7 @@ class WorkflowExecution:
         self.worker_id = worker_id
         self.thread_pool = thread_pool
         self.step_crash_limit = step_crash_limit
+        self.last_chance = last_chance
 
     async def execute(self) -> None:
         """Run the pass; errors from user code end in a transition, never escape."""
@@ -889,6 +918,7 @@ class WorkflowExecution:
                 history=history,
                 thread_pool=self.thread_pool,
                 step_crash_limit=self.step_crash_limit,
+                last_chance=self.last_chance,
             )
             output = await self.workflow.fn(
                 **_workflow_arguments(self.workflow, self.run, executor)
@@ -904,7 +934,7 @@ class WorkflowExecution:
 
     async def _complete(self, output: Any) -> None:
         try:
-            stored = to_json_value(output)
+            stored = to_json_value(output, f"output of workflow {self.run.workflow_name!r}")
         except JsonConversionError as error:
             failure = PayloadError(
                 f"workflow {self.run.workflow_name!r} returned a value that cannot be stored as "

@@ -33,6 +33,9 @@ from openworkflow.worker.execution import DEFAULT_STEP_CRASH_LIMIT, WorkflowExec
 
 logger = logging.getLogger("openworkflow.worker")
 
+STEP_THREAD_PREFIX = "openworkflow-step"
+"""Name prefix of the threads sync step bodies run in."""
+
 _POLL_INITIAL_MS = 100.0
 _POLL_MAX_MS = 1000.0
 
@@ -71,6 +74,9 @@ class Worker:
             worker crashed, hung or lost its lease while running it), the step is
             failed with :class:`~openworkflow.errors.StepCrashLoopError` instead of
             being run again, so a poison run cannot take down worker after worker.
+            Counted on passes that recover a run from an expired lease; a step one
+            short of the limit runs alone among such steps in its process, so runs
+            that merely shared a worker with the poison are not failed with it.
     """
 
     def __init__(
@@ -95,6 +101,8 @@ class Worker:
                 f"step_crash_limit must be a whole number >= 1, got {step_crash_limit!r}"
             )
         self.step_crash_limit = step_crash_limit
+        # Steps one crash away from the limit run one at a time (see execution).
+        self._last_chance = asyncio.Lock()
         self.backend = backend
         self.registry = WorkflowRegistry(workflows)
         self.concurrency = concurrency
@@ -108,7 +116,7 @@ class Worker:
         ) / 1000
         self.shutdown_timeout_s = parse_duration_ms(shutdown_timeout) / 1000
         self._slots = [_Slot(str(uuid.uuid4())) for _ in range(concurrency)]
-        self._thread_pool = ThreadPoolExecutor(concurrency, thread_name_prefix="openworkflow-step")
+        self._thread_pool = ThreadPoolExecutor(concurrency, thread_name_prefix=STEP_THREAD_PREFIX)
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._stop_now = asyncio.Event()
@@ -235,6 +243,7 @@ class Worker:
                 worker_id=slot.worker_id,
                 thread_pool=self._thread_pool,
                 step_crash_limit=self.step_crash_limit,
+                last_chance=self._last_chance,
             )
             slot.execution_task = asyncio.create_task(execution.execute())
             heartbeat = asyncio.create_task(self._heartbeat(slot, run, slot.execution_task))
@@ -302,18 +311,24 @@ class Worker:
         while not task.done():
             await asyncio.sleep(self.heartbeat_interval_s)
             lease_left = last_renewed + self.lease_duration_ms / 1000 - loop.time()
+            if lease_left <= 0:
+                # The loop was blocked (or the process paused) past the lease:
+                # another worker may own the run already.
+                logger.warning("Lease of workflow run %s expired; cancelling its execution", run.id)
+                task.cancel()
+                return
             try:
-                # A renewal stuck on an unreachable database must not outlive the lease.
-                await asyncio.wait_for(
-                    self.backend.extend_workflow_run_lease(
+                # A renewal stuck on an unreachable database must not outlive the
+                # lease. (asyncio.timeout, unlike wait_for, leaves no orphan task
+                # with an unread error when the heartbeat itself is cancelled.)
+                async with asyncio.timeout(lease_left):
+                    await self.backend.extend_workflow_run_lease(
                         ExtendWorkflowRunLeaseParams(
                             workflow_run_id=run.id,
                             worker_id=slot.worker_id,
                             lease_duration_ms=self.lease_duration_ms,
                         )
-                    ),
-                    max(lease_left, 0.001),
-                )
+                    )
                 last_renewed = loop.time()
             except WriteConflictError:
                 logger.warning(
@@ -321,8 +336,11 @@ class Worker:
                 )
                 task.cancel()
                 return
-            except Exception:
-                logger.exception("Heartbeat for workflow run %s failed", run.id)
+            except Exception as error:
+                if isinstance(error, BackendError | TimeoutError):
+                    logger.warning("Heartbeat for workflow run %s failed: %s", run.id, error)
+                else:
+                    logger.exception("Heartbeat for workflow run %s failed", run.id)
                 if loop.time() - last_renewed >= self.lease_duration_ms / 1000:
                     logger.warning(
                         "Lease of workflow run %s expired; cancelling its execution", run.id

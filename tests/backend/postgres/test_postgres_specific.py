@@ -21,17 +21,18 @@ import pytest
 from psycopg import sql
 
 import openworkflow
+from openworkflow.core import clock
 from openworkflow.core.backend import (
     CancelWorkflowRunParams,
     CompleteStepAttemptParams,
     CompleteWorkflowRunParams,
-    ExtendWorkflowRunLeaseParams,
     FailStepAttemptParams,
     GetStepAttemptParams,
     GetWorkflowRunParams,
     RescheduleWorkflowRunAfterFailedStepAttemptParams,
     SendSignalParams,
     SetStepAttemptChildWorkflowRunParams,
+    SleepWorkflowRunParams,
 )
 from openworkflow.core.workflow_run import resolve_cancel_conflict
 from openworkflow.errors import (
@@ -1370,13 +1371,15 @@ async def _grow_pool(
             ),
             (run.id,),
         )
+        # Parking writes (main pool; lease renewals have their own): the first
+        # parks the run once the lock is released, the others find it parked.
         calls = [
             asyncio.create_task(
-                backend.extend_workflow_run_lease(
-                    ExtendWorkflowRunLeaseParams(
+                backend.sleep_workflow_run(
+                    SleepWorkflowRunParams(
                         workflow_run_id=run.id,
                         worker_id=worker_id,
-                        lease_duration_ms=LONG_LEASE_MS,
+                        available_at=clock.now() + timedelta(days=1),
                     )
                 )
             )
@@ -1396,7 +1399,7 @@ async def _grow_pool(
             await _eventually(all_blocked)
         finally:
             await locker.rollback()
-        await asyncio.gather(*calls)
+        await asyncio.gather(*calls, return_exceptions=True)
 
 
 async def _call_after_connection_loss(backend: PostgresBackend, run_id: str) -> str:

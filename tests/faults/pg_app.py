@@ -1,6 +1,6 @@
-"""A PostgreSQL worker process for the end-to-end tests, and the helpers the tests drive it with.
+"""A PostgreSQL worker process for the fault tests, and the helpers the tests drive it with.
 
-Run it as ``python -m tests.postgres_processes.app --schema S [options]``. Each
+Run it as ``python -m tests.faults.pg_app --schema S [options]``. Each
 option falls back to an environment variable, so a URL holding a password
 need not appear on the command line (where ``ps`` would show it):
 
@@ -9,11 +9,21 @@ need not appear on the command line (where ``ps`` would show it):
 - ``--namespace`` / ``OW_PROC_NAMESPACE``: the namespace (default ``default``)
 - ``--concurrency`` / ``OW_PROC_CONCURRENCY``: worker slots (default 4)
 - ``--lease`` / ``OW_PROC_LEASE``: the worker's lease duration (default ``30s``)
+- ``--app-name`` / ``OW_PROC_APP_NAME``: the ``application_name`` of the engine's
+  connections (default ``ow-proc``); the ledger's connections get ``<name>-ledger``,
+  so a test can terminate the engine's backends, and only those of its own workers
+- ``--step-crash-limit`` / ``OW_PROC_STEP_CRASH_LIMIT``: the worker's
+  ``step_crash_limit`` (default: the worker's own)
 
 Every step body appends a row to a ledger table in the same schema (an oracle
 outside the engine), so the tests can count how often each step really ran
 and in which process. The process prints ``ow-proc-ready pid=N`` once it is
 claiming runs, and stops gracefully on SIGTERM or SIGINT.
+
+:func:`install_audit` adds triggers to a test schema that record every status
+change of a run and every step write together with the run's status at that
+moment (under the run's row lock), so tests can check that no run reached two
+terminal states and that nothing was written after a run became terminal.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import inspect
 import logging
 import os
 import signal
@@ -33,6 +44,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import psycopg
 import psycopg_pool
@@ -179,7 +191,7 @@ WORKFLOWS = [three_steps, five_slow_steps]
 def parse_options(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options, each defaulting to its environment variable."""
     env = os.environ
-    parser = argparse.ArgumentParser(prog="python -m tests.postgres_processes.app")
+    parser = argparse.ArgumentParser(prog="python -m tests.faults.pg_app")
     parser.add_argument(
         "--url", default=env.get("OW_PROC_URL") or env.get("OPENWORKFLOW_TEST_POSTGRES_URL")
     )
@@ -187,6 +199,14 @@ def parse_options(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--namespace", default=env.get("OW_PROC_NAMESPACE", "default"))
     parser.add_argument("--concurrency", type=int, default=int(env.get("OW_PROC_CONCURRENCY", "4")))
     parser.add_argument("--lease", default=env.get("OW_PROC_LEASE", "30s"))
+    parser.add_argument("--app-name", default=env.get("OW_PROC_APP_NAME", "ow-proc"))
+    parser.add_argument(
+        "--step-crash-limit",
+        type=int,
+        default=int(env["OW_PROC_STEP_CRASH_LIMIT"])
+        if env.get("OW_PROC_STEP_CRASH_LIMIT")
+        else None,
+    )
     options = parser.parse_args(argv)
     if not options.url:
         parser.error("no URL: pass --url or set OW_PROC_URL")
@@ -199,15 +219,25 @@ async def main(options: argparse.Namespace) -> None:
     """Run one worker until SIGTERM or SIGINT, then stop it gracefully."""
     global _ledger
     backend = PostgresBackend(
-        options.url,
+        with_application_name(options.url, options.app_name),
         namespace_id=options.namespace,
         schema=options.schema,
         max_pool_size=options.concurrency + 2,
         connect_timeout=2.0,
     )
-    _ledger = Ledger(options.url, options.schema, max_size=options.concurrency)
+    _ledger = Ledger(
+        with_application_name(options.url, f"{options.app_name}-ledger"),
+        options.schema,
+        max_size=options.concurrency,
+    )
+    extra: dict[str, Any] = {}
+    if (
+        options.step_crash_limit is not None
+        and "step_crash_limit" in inspect.signature(Worker).parameters
+    ):
+        extra["step_crash_limit"] = options.step_crash_limit
     worker = Worker(
-        backend, WORKFLOWS, concurrency=options.concurrency, lease_duration=options.lease
+        backend, WORKFLOWS, concurrency=options.concurrency, lease_duration=options.lease, **extra
     )
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -232,6 +262,100 @@ async def main(options: argparse.Namespace) -> None:
 def new_schema_name() -> str:
     """A fresh schema name for one test."""
     return f"ow_proc_{uuid.uuid4().hex[:12]}"
+
+
+def with_application_name(url: str, name: str) -> str:
+    """``url`` with libpq's ``application_name`` set to ``name`` (replacing any)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "application_name"]
+    query.append(("application_name", name))
+    return parts._replace(query=urlencode(query, quote_via=quote)).geturl()
+
+
+TERMINAL_STATUSES = ("completed", "succeeded", "failed", "canceled")
+
+_AUDIT_DDL = """
+CREATE TABLE {schema}.fault_run_audit (
+  seq bigserial PRIMARY KEY, run_id text NOT NULL, old_status text, new_status text NOT NULL,
+  worker_id text, at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE {schema}.fault_step_audit (
+  seq bigserial PRIMARY KEY, run_id text NOT NULL, step_id text NOT NULL,
+  step_name text NOT NULL, op text NOT NULL, step_status text NOT NULL, run_status text,
+  at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE FUNCTION {schema}.fault_audit_run() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    INSERT INTO {schema}.fault_run_audit (run_id, old_status, new_status, worker_id)
+    VALUES (NEW.id, NULL, NEW.status, NEW.worker_id);
+  ELSIF NEW.status IS DISTINCT FROM OLD.status
+      OR OLD.status IN ('completed', 'succeeded', 'failed', 'canceled') THEN
+    INSERT INTO {schema}.fault_run_audit (run_id, old_status, new_status, worker_id)
+    VALUES (NEW.id, OLD.status, NEW.status, NEW.worker_id);
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE FUNCTION {schema}.fault_audit_step() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  -- The engine's step writes hold the run's row lock: this sees the run's status
+  -- as of the write, not a stale snapshot.
+  INSERT INTO {schema}.fault_step_audit (run_id, step_id, step_name, op, step_status, run_status)
+  SELECT NEW.workflow_run_id, NEW.id, NEW.step_name, TG_OP, NEW.status, wr.status
+  FROM (SELECT 1) AS one
+  LEFT JOIN {schema}.workflow_runs wr
+    ON wr.namespace_id = NEW.namespace_id AND wr.id = NEW.workflow_run_id;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER fault_audit_run AFTER INSERT OR UPDATE ON {schema}.workflow_runs
+  FOR EACH ROW EXECUTE FUNCTION {schema}.fault_audit_run();
+CREATE TRIGGER fault_audit_step AFTER INSERT OR UPDATE ON {schema}.step_attempts
+  FOR EACH ROW EXECUTE FUNCTION {schema}.fault_audit_step();
+"""
+
+
+def install_audit(url: str, schema: str) -> None:
+    """Add the audit tables and triggers to ``schema`` (after the engine's migrations)."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(sql.SQL(_AUDIT_DDL).format(schema=sql.Identifier(schema)))
+
+
+def audit_violations(url: str, schema: str) -> dict[str, list[Any]]:
+    """What the audit saw going wrong, by kind (every list empty when all is well).
+
+    - ``two_terminal_states``: runs that entered a terminal status more than once;
+    - ``changed_after_terminal``: status changes or rewrites of a terminal run;
+    - ``step_after_terminal``: step attempts written while their run was terminal.
+    """
+    terminal = list(TERMINAL_STATUSES)
+    runs = sql.Identifier(schema, "fault_run_audit")
+    steps = sql.Identifier(schema, "fault_step_audit")
+    with psycopg.connect(url, autocommit=True) as connection:
+        twice = connection.execute(
+            sql.SQL(
+                "SELECT run_id, array_agg(new_status ORDER BY seq) FROM {} "
+                "WHERE new_status = ANY(%s) GROUP BY run_id HAVING count(*) > 1"
+            ).format(runs),
+            (terminal,),
+        ).fetchall()
+        changed = connection.execute(
+            sql.SQL(
+                "SELECT run_id, old_status, new_status FROM {} WHERE old_status = ANY(%s)"
+            ).format(runs),
+            (terminal,),
+        ).fetchall()
+        late = connection.execute(
+            sql.SQL(
+                "SELECT run_id, step_name, op, step_status, run_status FROM {} "
+                "WHERE run_status IS NULL OR run_status = ANY(%s)"
+            ).format(steps),
+            (terminal,),
+        ).fetchall()
+    return {
+        "two_terminal_states": list(twice),
+        "changed_after_terminal": list(changed),
+        "step_after_terminal": list(late),
+    }
 
 
 def create_ledger(url: str, schema: str) -> None:
@@ -271,6 +395,8 @@ class WorkerProcess:
         namespace: str,
         concurrency: int,
         lease: str,
+        app_name: str = "ow-proc",
+        step_crash_limit: int | None = None,
     ) -> None:
         self.log_path = log_path
         # The URL (maybe with a password) goes through the environment, not argv.
@@ -280,12 +406,14 @@ class WorkerProcess:
             "PYTHONPATH": str(ROOT),
             "PYTHONUNBUFFERED": "1",
         }
+        if step_crash_limit is not None:
+            env["OW_PROC_STEP_CRASH_LIMIT"] = str(step_crash_limit)
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
-                    "tests.postgres_processes.app",
+                    "tests.faults.pg_app",
                     "--schema",
                     schema,
                     "--namespace",
@@ -294,6 +422,8 @@ class WorkerProcess:
                     str(concurrency),
                     "--lease",
                     lease,
+                    "--app-name",
+                    app_name,
                 ],
                 cwd=ROOT,
                 env=env,

@@ -1,1 +1,0 @@
-"""End-to-end PostgreSQL tests with real worker processes (``app.py`` is the worker program)."""
