@@ -28,11 +28,14 @@ class GroupCommit(Generic[Item, Result]):
     """Queue items and write them in batches with ``write_batch``.
 
     ``write_batch(items)`` returns one outcome per item, in order: the result,
-    or an exception raised to that item's caller. If it raises, every caller
-    of the batch gets that exception.
+    or an exception raised to that item's caller. If it raises an error that
+    ``split_on`` accepts, each item of a batch of several is written again
+    alone (a failed batch wrote nothing), so only a bad item fails; any other
+    error goes to every caller of the batch.
 
     Args:
         write_batch: Writes the items with one commit.
+        split_on: Which errors of a whole batch are worth retrying item by item.
         max_batch: Most items per statement.
         max_in_flight: Most statements in flight at once.
     """
@@ -41,10 +44,12 @@ class GroupCommit(Generic[Item, Result]):
         self,
         write_batch: WriteBatch[Item, Result],
         *,
+        split_on: Callable[[Exception], bool] | None = None,
         max_batch: int = 200,
         max_in_flight: int = 2,
     ) -> None:
         self._write_batch = write_batch
+        self._split_on = split_on
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
         self._queue: list[tuple[Item, asyncio.Future[Result]]] = []
@@ -55,6 +60,10 @@ class GroupCommit(Generic[Item, Result]):
         """Queue ``item`` and return its outcome once its batch has committed."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
+        self._start_flusher()
+        return await future
+
+    def _start_flusher(self) -> None:
         if self._in_flight < self._max_in_flight:
             # The flusher starts on the next loop turn, so every execution that
             # is ready in this turn adds its write to the same batch.
@@ -62,7 +71,6 @@ class GroupCommit(Generic[Item, Result]):
             flusher = asyncio.create_task(self._flush())
             self._flushers.add(flusher)
             flusher.add_done_callback(self._flushers.discard)
-        return await future
 
     async def _flush(self) -> None:
         try:
@@ -75,24 +83,39 @@ class GroupCommit(Generic[Item, Result]):
                     await self._write(live)
         finally:
             self._in_flight -= 1
+            if self._queue and not asyncio.get_running_loop().is_closed():
+                self._start_flusher()  # items queued while this flusher was ending
 
     async def _write(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:
-            outcomes = await self._write_batch([item for item, _ in batch])
+            outcomes = await self._outcomes([item for item, _ in batch])
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
         except Exception as error:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)
-            return
         except BaseException:
             # The flusher itself was cancelled (the loop is closing): so are its callers.
             for _, future in batch:
                 future.cancel()
             raise
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+
+    async def _outcomes(self, items: Sequence[Item]) -> Sequence[Result | BaseException]:
+        try:
+            return await self._write_batch(items)
+        except Exception as error:
+            if len(items) < 2 or self._split_on is None or not self._split_on(error):
+                raise
+        outcomes: list[Result | BaseException] = []
+        for item in items:
+            try:
+                outcomes.extend(await self._write_batch([item]))
+            except Exception as error:
+                outcomes.append(error)
+        return outcomes

@@ -92,6 +92,10 @@ class SleepWorkflowRunParams:
     workflow_run_id: str
     worker_id: str
     available_at: datetime
+    #: Function-step attempts this pass started and abandoned (it was stopped
+    #: or hit a database fault, not a crash): deleted with the park when still
+    #: running, so they are not taken for crash evidence by the next pass.
+    abandoned_step_attempt_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

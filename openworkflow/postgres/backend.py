@@ -147,19 +147,28 @@ class _Completion:
     output: Jsonb | None
 
 
-def _is_connection_fault(error: psycopg.OperationalError) -> bool:
-    """A lost or refused connection (or a server shutting down), not a bad statement."""
-    state = error.sqlstate
-    return state is None or state.startswith("08") or state in {"57P01", "57P02", "57P03"}
+def _is_passing_fault(error: psycopg.OperationalError) -> bool:
+    """Whether retrying later can help.
+
+    Anything but a program limit (class 54, e.g. an index row too large),
+    which the same statement will hit again.
+    """
+    return not (error.sqlstate or "").startswith("54")
+
+
+def _is_item_error(error: Exception) -> bool:
+    """A failed batch worth retrying item by item: not the connection or the pool."""
+    return not isinstance(error, BackendUnavailableError | BackendClosedError)
 
 
 def _has_unread_input(connection: psycopg.AsyncConnection[Any]) -> bool:
     """Whether the server sent something to an idle connection (e.g. a FATAL on termination)."""
     try:
-        readable, _, _ = select.select([connection.fileno()], [], [], 0)
+        poller = select.poll()
+        poller.register(connection.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 def _lock_scope(**fields: str) -> str:
@@ -243,7 +252,9 @@ class _Database:
                         f"{scrub(str(error).strip(), self.url)}. Grant this user CREATE on the "
                         "database, or migrate as an owner and pass run_migrations=False."
                     ) from None
-        self._lease_pool = self._new_pool("openworkflow-leases", LEASE_POOL_SIZE)
+        # Opened lazily (no connection until the first renewal): clients and the
+        # dashboard never renew a lease.
+        self._lease_pool = self._new_pool("openworkflow-leases", LEASE_POOL_SIZE, min_size=0)
         await self._lease_pool.open(wait=False)
         pool = self._new_pool("openworkflow", self._max_pool_size)
         await pool.open(wait=False)
@@ -259,15 +270,14 @@ class _Database:
             self._listener.start()
 
     def _new_pool(
-        self, name: str, max_size: int
+        self, name: str, max_size: int, min_size: int = 1
     ) -> psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
         return psycopg_pool.AsyncConnectionPool(
             self.url,
-            min_size=1,
+            min_size=min_size,
             max_size=max_size,
             kwargs={"autocommit": True, **self._connect_kwargs},
             configure=_configure_connection,
-            check=self._check_if_idle,
             reset=self._note_returned,
             timeout=10.0,
             open=False,
@@ -277,23 +287,35 @@ class _Database:
     async def _note_returned(self, connection: psycopg.AsyncConnection[Any]) -> None:
         self._returned_at[connection] = time.monotonic()
 
-    async def _check_if_idle(self, connection: psycopg.AsyncConnection[Any]) -> None:
-        """Ping a connection before handing it out if it may have died idle.
+    async def live_connection(
+        self, pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+    ) -> psycopg.AsyncConnection[Any]:
+        """A connection from ``pool``, pinged first if it may have died while idle.
 
         The server may have closed it meanwhile (a restart, an idle timeout,
         pg_terminate_backend); a fenced write on it would fail and end the
-        pass. An idle connection with unread input (the server's goodbye) or
-        idle for a while is pinged, and replaced if dead; one returned moments
-        ago with nothing to read is handed out unchecked, so a busy worker pays
-        no extra round trip.
+        pass. A connection with unread input (the server's goodbye) or idle
+        for a while is pinged; if dead, every broken idle connection is
+        dropped and a fresh one taken. One returned moments ago with nothing
+        to read is handed out unchecked, so a busy worker pays no extra round
+        trip. (psycopg_pool's own ``check`` backs off between failed checks,
+        which stalls for seconds when several pooled connections died.)
         """
+        connection = await pool.getconn()
         returned = self._returned_at.get(connection)
         if (
-            returned is None
-            or time.monotonic() - returned > IDLE_CHECK_S
-            or _has_unread_input(connection)
+            returned is not None
+            and time.monotonic() - returned <= IDLE_CHECK_S
+            and not _has_unread_input(connection)
         ):
+            return connection
+        try:
             await psycopg_pool.AsyncConnectionPool.check_connection(connection)
+        except psycopg.Error:
+            await pool.putconn(connection)  # broken: the pool discards it
+            await pool.check()
+            return await pool.getconn()
+        return connection
 
     async def lease_pool(self) -> psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
         """The pool for lease renewals, kept apart from the main pool.
@@ -381,10 +403,10 @@ class PostgresBackend:
         self._q = self._db.queries
         self._stopped = False
         self._step_inserts: GroupCommit[_StepInsert, StepAttempt] = GroupCommit(
-            self._write_step_inserts
+            self._write_step_inserts, split_on=_is_item_error
         )
         self._completions: GroupCommit[_Completion, WorkflowRun | None] = GroupCommit(
-            self._write_completions
+            self._write_completions, split_on=_is_item_error
         )
 
     @property
@@ -439,15 +461,18 @@ class PostgresBackend:
         self._check_open()
         pool = await (self._db.lease_pool() if lease else self._db.pool())
         try:
-            async with pool.connection() as connection:
+            connection = await self._db.live_connection(pool)
+            try:
                 yield connection
+            finally:
+                await pool.putconn(connection)
         except psycopg_pool.PoolTimeout as error:
             raise BackendUnavailableError(
                 f"no PostgreSQL connection available from {redact_url(self._db.url)}: "
                 f"{scrub(str(error), self._db.url)}"
             ) from None
         except psycopg.OperationalError as error:
-            if not _is_connection_fault(error):
+            if not _is_passing_fault(error):
                 # e.g. "index row size exceeds maximum" (program limit): a bad
                 # value, which retrying cannot fix.
                 raise BackendError(
@@ -602,9 +627,14 @@ class PostgresBackend:
     async def sleep_workflow_run(self, params: SleepWorkflowRunParams) -> WorkflowRun:
         """Fenced: park the run until ``available_at`` (or now if a wait is already answered)."""
         values = self._owned(
-            params.workflow_run_id, params.worker_id, available_at=params.available_at
+            params.workflow_run_id,
+            params.worker_id,
+            available_at=params.available_at,
+            step_ids=list(params.abandoned_step_attempt_ids),
         )
         async with self._connection() as connection:
+            if params.abandoned_step_attempt_ids:
+                await connection.execute(self._q.delete_abandoned_step_attempts, values)
             parked = _require(
                 await self._one(connection, self._q.sleep_workflow_run, values),
                 "sleep workflow run",
@@ -631,27 +661,6 @@ class PostgresBackend:
         return completed or await self._complete_workflow_run_alone(params)
 
     async def _write_completions(
-        self, items: Sequence[_Completion]
-    ) -> list[WorkflowRun | BaseException | None]:
-        try:
-            return await self._fetch_completions(items)
-        except BackendUnavailableError:
-            raise
-        except Exception:
-            if len(items) == 1:
-                raise
-            # Only a bad item fails: the others are written one by one.
-            return [await self._write_completion_alone(item) for item in items]
-
-    async def _write_completion_alone(
-        self, item: _Completion
-    ) -> WorkflowRun | BaseException | None:
-        try:
-            return (await self._fetch_completions([item]))[0]
-        except Exception as error:
-            return error
-
-    async def _fetch_completions(
         self, items: Sequence[_Completion]
     ) -> list[WorkflowRun | BaseException | None]:
         rows = await self._fetchall(
@@ -807,19 +816,8 @@ class PostgresBackend:
     async def _write_step_inserts(
         self, items: Sequence[_StepInsert]
     ) -> list[StepAttempt | BaseException]:
-        """Write a batch in one statement, falling back to one item at a time.
-
-        If the statement fails for a reason other than the connection, each
-        item is written alone, so only a bad item fails.
-        """
-        try:
-            inserted = await self._fetch_step_inserts(items)
-        except BackendUnavailableError:
-            raise
-        except Exception:
-            if len(items) == 1:
-                raise
-            return [await self._write_step_insert_alone(item) for item in items]
+        """Write a batch of step attempts in one statement; a refused item fails alone."""
+        inserted = await self._fetch_step_inserts(items)
         return [
             inserted.get(item.id)
             or WriteConflictError(
@@ -827,13 +825,6 @@ class PostgresBackend:
             )
             for item in items
         ]
-
-    async def _write_step_insert_alone(self, item: _StepInsert) -> StepAttempt | BaseException:
-        try:
-            outcome = await self._write_step_inserts([item])
-        except Exception as error:
-            return error
-        return outcome[0]
 
     async def _fetch_step_inserts(self, items: Sequence[_StepInsert]) -> dict[str, StepAttempt]:
         rows = await self._fetchall(

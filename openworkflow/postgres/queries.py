@@ -325,6 +325,15 @@ SELECT "namespace_id", "id", "run_id", "step_name", "kind", "status", "config", 
 FROM owned
 RETURNING *"""
 
+# A pass handing its run back deletes the function attempts it abandoned
+# (fenced: only while it still owns the run; only attempts still running).
+DELETE_ABANDONED_STEP_ATTEMPTS = f"""
+{OWNED_RUN_LOCKED}
+DELETE FROM {{schema}}."step_attempts" sa
+USING owned_workflow_run
+WHERE sa."namespace_id" = %(ns)s AND sa."workflow_run_id" = %(run_id)s
+  AND sa."id" = ANY(%(step_ids)s::text[]) AND sa."status" = 'running' AND sa."kind" = 'function'"""
+
 SELECT_STEP_ATTEMPT = """
 SELECT * FROM {schema}."step_attempts" WHERE "namespace_id" = %(ns)s AND "id" = %(step_id)s"""
 
@@ -439,6 +448,7 @@ class Queries:
     wake_parked_runs: bytes
     insert_step_attempts: bytes
     select_step_attempt: bytes
+    delete_abandoned_step_attempts: bytes
     set_step_child: bytes
     complete_step_attempt: bytes
     fail_step_attempt: bytes
@@ -471,6 +481,7 @@ _TEMPLATES = {
     "wake_parked_runs": WAKE_PARKED_RUNS,
     "insert_step_attempts": INSERT_STEP_ATTEMPTS,
     "select_step_attempt": SELECT_STEP_ATTEMPT,
+    "delete_abandoned_step_attempts": DELETE_ABANDONED_STEP_ATTEMPTS,
     "set_step_child": SET_STEP_CHILD,
     "complete_step_attempt": COMPLETE_STEP_ATTEMPT,
     "fail_step_attempt": FAIL_STEP_ATTEMPT,

@@ -60,7 +60,11 @@ def _passwords(url: str) -> list[str]:
                 found.append(value)
         found += [m.group(1) for m in _QUERY_PASSWORD.finditer(parts.query)]
     # A libpq key=value string ("host=db password=secret").
-    found += [m.group(1) for m in _DSN_PASSWORD.finditer(url)]
+    for m in _DSN_PASSWORD.finditer(url):
+        value = m.group(1)
+        found.append(value)
+        if value.startswith("'") and value.endswith("'") and len(value) >= 2:
+            found.append(re.sub(r"\\(.)", r"\1", value[1:-1]))
     return [secret for secret in dict.fromkeys(found) if secret]
 
 
@@ -87,9 +91,15 @@ def scrub(message: str, url: str) -> str:
 
 
 def _masked(match: re.Match[str]) -> str:
-    secret = match.group(1)
-    return match.group(0).replace(secret, "***") if secret else match.group(0)
+    """The match with its password group (by position) replaced by ``***``."""
+    start, end = match.span(1)
+    if start == end:
+        return match.group(0)
+    offset = match.start(0)
+    text = match.group(0)
+    return text[: start - offset] + "***" + text[end - offset :]
 
 
 _QUERY_PASSWORD = re.compile(r"(?:^|&)password=([^&]*)")
-_DSN_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*'?([^\s']+)")
+# libpq key=value: password=secret, or password='a quoted \'secret\''
+_DSN_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']+)")

@@ -512,7 +512,21 @@ class SqliteBackend:
             params.workflow_run_id,
             params.worker_id,
         )
-        row = await self._run(lambda c: c.execute(q.SLEEP_WORKFLOW_RUN, args).fetchone())
+        ns, run_id, worker_id = self._owned(params.workflow_run_id, params.worker_id)
+        abandoned = [
+            (ns, run_id, step_id, ns, run_id, worker_id)
+            for step_id in params.abandoned_step_attempt_ids
+        ]
+
+        def park(c: sqlite3.Connection) -> sqlite3.Row | None:
+            def body() -> sqlite3.Row | None:
+                c.executemany(q.DELETE_ABANDONED_STEP_ATTEMPT, abandoned)
+                row: sqlite3.Row | None = c.execute(q.SLEEP_WORKFLOW_RUN, args).fetchone()
+                return row
+
+            return _transaction(c, body) if abandoned else body()
+
+        row = await self._run(park)
         run = _to_run(_require(row, "sleep workflow run"))
         if run.available_at is not None and run.available_at <= clock.now():
             self.notifier.notify_work_available()

@@ -10,6 +10,14 @@ from __future__ import annotations
 RUN_OWNED = """
   "namespace_id" = ? AND "id" = ? AND "status" = 'running' AND "worker_id" = ?"""
 
+# A pass handing its run back deletes one function attempt it abandoned
+# (fenced: only while it still owns the run; only if still running).
+DELETE_ABANDONED_STEP_ATTEMPT = f"""
+DELETE FROM "step_attempts"
+WHERE "namespace_id" = ? AND "workflow_run_id" = ? AND "id" = ? AND "status" = 'running'
+  AND "kind" = 'function'
+  AND EXISTS (SELECT 1 FROM "workflow_runs" WHERE {RUN_OWNED})"""
+
 # A step attempt whose run is running and owned: binds namespace_id,
 # workflow_run_id, id, then namespace_id, run id, worker_id.
 STEP_OWNED = """

@@ -177,6 +177,7 @@ class StepExecutor:
         self.replay = ReplayCheck(history)
         self.divergences: list[str] = []
         self._open_calls = 0  # step calls made and not finished yet
+        self._started_attempt_ids: set[str] = set()  # running function attempts of this pass
         # After a crash (the lease expired mid-pass), record each step before
         # running it, so a step that kills its worker leaves a trace to count.
         self._record_before_running = workflow_run.lease_expired or bool(history.unfinished_counts)
@@ -360,7 +361,11 @@ class StepExecutor:
     def _resolve(self, base: str) -> str:
         """Give the call its durable name, and check it against the recorded order."""
         step_name = self._history.resolve_step_name(base)
-        self._report(self.replay.resolved(step_name, concurrent=self._open_calls > 0))
+        self._report(
+            self.replay.resolved(
+                step_name, concurrent=self._open_calls > 0, chain=asyncio.current_task()
+            )
+        )
         self._open_calls += 1
         return step_name
 
@@ -396,9 +401,9 @@ class StepExecutor:
         unfinished = self._history.unfinished_attempt_count(step_name)
         if self._run.lease_expired and unfinished >= self._step_crash_limit:
             await self._fail_crash_loop(step_name, unfinished)
-        if unfinished < self._step_crash_limit - 1 or self._last_chance is None:
+        if unfinished == 0 or unfinished < self._step_crash_limit - 1 or self._last_chance is None:
             return None
-        # A step on its last chance runs alone among such steps in this process:
+        # A step on its last chance runs alone among such steps in this worker:
         # if it kills the process, another last-chance step (perhaps innocent, a
         # bystander of earlier crashes) has not started, so its count does not
         # grow with the poison's.
@@ -660,6 +665,14 @@ class StepExecutor:
             self.step_limit_error = error
             raise
 
+    def abandoned_attempt_ids(self) -> tuple[str, ...]:
+        """Function attempts this pass started that are still running (it is ending)."""
+        return tuple(
+            attempt.id
+            for attempt in self._history.running.values()
+            if attempt.id in self._started_attempt_ids
+        )
+
     async def _create_attempt(self, step_name: str, kind: str, context: JsonValue) -> StepAttempt:
         self._check_can_create_attempt(step_name)
         attempt = await _engine_call(
@@ -675,6 +688,8 @@ class StepExecutor:
             )
         )
         self._history.record_new_attempt(attempt)
+        if kind == "function":
+            self._started_attempt_ids.add(attempt.id)
         return attempt
 
     async def _fail_attempt(
@@ -891,6 +906,10 @@ class WorkflowExecution:
         self.thread_pool = thread_pool
         self.step_crash_limit = step_crash_limit
         self.last_chance = last_chance
+        self.executor: StepExecutor | None = None
+        #: Set once the final write (complete, fail, park) is under way: a lease
+        #: renewal refused from then on may just mean that write has landed.
+        self.finishing = False
 
     async def execute(self) -> None:
         """Run the pass; errors from user code end in a transition, never escape."""
@@ -911,7 +930,7 @@ class WorkflowExecution:
                 wait = history.earliest_running_wait()
                 if wait is not None and clock.now() < wait.resume_at:
                     raise _Suspend(wait)
-            executor = StepExecutor(
+            executor = self.executor = StepExecutor(
                 backend=self.backend,
                 workflow_run=self.run,
                 worker_id=self.worker_id,
@@ -931,6 +950,10 @@ class WorkflowExecution:
             await self._handle_outcome(_unwrap_group(raised), executor)
             return
         await self._complete(output)
+
+    def abandoned_attempt_ids(self) -> tuple[str, ...]:
+        """Function attempts of this pass left running (for a graceful hand-back)."""
+        return self.executor.abandoned_attempt_ids() if self.executor is not None else ()
 
     async def _complete(self, output: Any) -> None:
         try:
@@ -1033,6 +1056,7 @@ class WorkflowExecution:
 
     async def _transition(self, write: Awaitable[WorkflowRun]) -> None:
         """Apply the final write; a conflict because the run moved on is not an error."""
+        self.finishing = True
         try:
             await write
         except WriteConflictError:

@@ -187,7 +187,8 @@ class ReplayCheck:
     does not fail a run; this reports the three ways it can go unnoticed:
 
     - reordered: a recorded step is replayed, one after another (not
-      concurrently), after a step recorded later than it;
+      concurrently, and in the same task: parallel branches are compared
+      only with themselves), after a step recorded later than it;
     - added or renamed: a step with no history runs while recorded steps
       are still ahead of the replay;
     - removed, renamed or skipped: the run completes without reaching
@@ -199,16 +200,16 @@ class ReplayCheck:
 
     def __init__(self, history: StepHistory) -> None:
         self._history = history
-        self._latest: StepAttempt | None = None
+        self._latest: dict[object, StepAttempt] = {}  # per chain (task)
 
-    def resolved(self, step_name: str, *, concurrent: bool) -> str | None:
-        """Note a step call; return a divergence message if it was reordered."""
+    def resolved(self, step_name: str, *, concurrent: bool, chain: object = None) -> str | None:
+        """Note a step call made in ``chain``; return a message if it was reordered."""
         cached = self._history.cache.get(step_name)
         if cached is None:
             return None
-        latest = self._latest
+        latest = self._latest.get(chain)
         if latest is None or cached.created_at > latest.created_at:
-            self._latest = cached
+            self._latest[chain] = cached
         if concurrent or latest is None or latest.created_at <= cached.created_at:
             return None
         return (

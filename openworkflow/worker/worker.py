@@ -54,6 +54,11 @@ class _Slot:
     run: WorkflowRun | None = None
     task: asyncio.Task[None] | None = None
     execution_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    execution: WorkflowExecution | None = field(default=None, repr=False)
+
+
+def _abandoned(slot: _Slot) -> tuple[str, ...]:
+    return slot.execution.abandoned_attempt_ids() if slot.execution is not None else ()
 
 
 class Worker:
@@ -74,8 +79,8 @@ class Worker:
             worker crashed, hung or lost its lease while running it), the step is
             failed with :class:`~openworkflow.errors.StepCrashLoopError` instead of
             being run again, so a poison run cannot take down worker after worker.
-            Counted on passes that recover a run from an expired lease; a step one
-            short of the limit runs alone among such steps in its process, so runs
+            Checked on passes that recover a run from an expired lease; a step one
+            short of the limit runs alone among such steps in this worker, so runs
             that merely shared a worker with the poison are not failed with it.
     """
 
@@ -226,6 +231,7 @@ class Worker:
         slot.run = None
         slot.task = None
         slot.execution_task = None
+        slot.execution = None
         self._slot_freed.set()
 
     # -- executing ---------------------------------------------------------------
@@ -245,6 +251,7 @@ class Worker:
                 step_crash_limit=self.step_crash_limit,
                 last_chance=self._last_chance,
             )
+            slot.execution = execution
             slot.execution_task = asyncio.create_task(execution.execute())
             heartbeat = asyncio.create_task(self._heartbeat(slot, run, slot.execution_task))
             try:
@@ -258,23 +265,33 @@ class Worker:
             # The engine could not record progress (the database is unreachable):
             # nothing was decided, so hand the run back instead of failing it.
             logger.warning("Workflow run %s paused: %s", run.id, error)
-            await self._release_after_fault(slot.worker_id, run)
+            await self._release_after_fault(slot.worker_id, run, _abandoned(slot))
         except Exception:
             logger.exception("Critical error while executing workflow run %s", run.id)
         finally:
             self._free_slot(slot)
 
-    async def _hand_back(self, worker_id: str, run: WorkflowRun) -> None:
-        """Park the run as due now, so any worker (this one too) picks it up at once."""
+    async def _hand_back(
+        self, worker_id: str, run: WorkflowRun, abandoned: tuple[str, ...] = ()
+    ) -> None:
+        """Park the run as due now, so any worker (this one too) picks it up at once.
+
+        The function attempts the pass abandoned are deleted with it: the pass
+        was interrupted on purpose (or by a database fault), not by a crash,
+        so they must not count towards the step's crash limit.
+        """
         await self.backend.sleep_workflow_run(
             SleepWorkflowRunParams(
                 workflow_run_id=run.id,
                 worker_id=worker_id,
                 available_at=clock.now() - timedelta(milliseconds=1),
+                abandoned_step_attempt_ids=abandoned,
             )
         )
 
-    async def _release_after_fault(self, worker_id: str, run: WorkflowRun) -> None:
+    async def _release_after_fault(
+        self, worker_id: str, run: WorkflowRun, abandoned: tuple[str, ...] = ()
+    ) -> None:
         """Hand the run back for immediate pickup, retrying until its lease would expire.
 
         If the database stays unreachable, the lease simply expires and any
@@ -287,7 +304,7 @@ class Worker:
             try:
                 # A call blocked on an unreachable database must not outlive the lease.
                 remaining = max(give_up_at - loop.time(), 0.001)
-                await asyncio.wait_for(self._hand_back(worker_id, run), remaining)
+                await asyncio.wait_for(self._hand_back(worker_id, run, abandoned), remaining)
             except WriteConflictError:
                 return  # finished, canceled or reclaimed meanwhile
             except (BackendError, TimeoutError) as error:
@@ -331,6 +348,8 @@ class Worker:
                     )
                 last_renewed = loop.time()
             except WriteConflictError:
+                if slot.execution is not None and slot.execution.finishing:
+                    return  # the pass's final write landed (or will say why not)
                 logger.warning(
                     "Lease of workflow run %s was lost; cancelling its execution", run.id
                 )
@@ -366,11 +385,11 @@ class Worker:
 
     async def _drain(self) -> None:
         busy = [
-            (slot, slot.run, slot.task, slot.execution_task)
+            (slot, slot.run, slot.task, slot.execution_task, slot.execution)
             for slot in self._slots
             if slot.task is not None and slot.run is not None
         ]
-        pending: set[asyncio.Future[Any]] = {task for _, _, task, _ in busy if task is not None}
+        pending: set[asyncio.Future[Any]] = {task for _, _, task, _, _ in busy if task is not None}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.shutdown_timeout_s
         stop_now = asyncio.ensure_future(self._stop_now.wait())
@@ -385,9 +404,9 @@ class Worker:
                 pending -= done
         finally:
             stop_now.cancel()
-        for slot, run, task, execution_task in busy:
+        for slot, run, task, execution_task, execution in busy:
             if run is not None and task is not None and not task.done():
-                await self._release(slot.worker_id, run, task, execution_task)
+                await self._release(slot.worker_id, run, task, execution_task, execution)
 
     async def _release(
         self,
@@ -395,6 +414,7 @@ class Worker:
         run: WorkflowRun,
         task: asyncio.Task[None],
         execution_task: asyncio.Task[None] | None,
+        execution: WorkflowExecution | None,
     ) -> None:
         """Cancel a pass still running and hand its run back for immediate pickup."""
         if execution_task is not None:
@@ -402,8 +422,9 @@ class Worker:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+        abandoned = execution.abandoned_attempt_ids() if execution is not None else ()
         try:
-            await self._hand_back(worker_id, run)
+            await self._hand_back(worker_id, run, abandoned)
         except WriteConflictError:
             return  # finished, canceled or reclaimed meanwhile: nothing to release
         except Exception:

@@ -12,6 +12,7 @@ from openworkflow.core.backend import (
     ClaimWorkflowRunsParams,
     CreateCompletedStepAttemptParams,
     RetryWorkflowRunParams,
+    SleepWorkflowRunParams,
 )
 from openworkflow.errors import WriteConflictError
 from tests.backend.helpers import (
@@ -229,3 +230,49 @@ async def test_a_claim_says_whether_the_run_was_taken_from_an_expired_lease(back
     await park(backend, claimed, now() - timedelta(milliseconds=1))
     [resumed] = await _claim_many(backend, ["w-2"])
     assert resumed.id == fresh.id and resumed.lease_expired is False
+
+
+async def test_a_hand_back_deletes_only_the_abandoned_running_function_attempts(backend) -> None:
+    run = await create_claimed_run(backend)
+    assert run.worker_id is not None
+    abandoned = await create_step(backend, run, step_name="abandoned")
+    kept = await create_step(backend, run, step_name="kept")
+    wait = await create_step(backend, run, step_name="a-sleep", kind="sleep")
+    done = await backend.create_completed_step_attempt(
+        CreateCompletedStepAttemptParams(
+            workflow_run_id=run.id,
+            worker_id=run.worker_id,
+            step_name="done",
+            kind="function",
+            output=1,
+        )
+    )
+
+    # A stranger cannot delete anything (the fence), and the park is refused.
+    with pytest.raises(WriteConflictError):
+        await backend.sleep_workflow_run(
+            SleepWorkflowRunParams(
+                workflow_run_id=run.id,
+                worker_id="stranger",
+                available_at=now(),
+                abandoned_step_attempt_ids=(abandoned.id,),
+            )
+        )
+    assert len(await list_steps(backend, run.id)) == 4
+
+    parked = await backend.sleep_workflow_run(
+        SleepWorkflowRunParams(
+            workflow_run_id=run.id,
+            worker_id=run.worker_id,
+            available_at=now(),
+            abandoned_step_attempt_ids=(abandoned.id, wait.id, done.id),
+        )
+    )
+
+    assert parked.worker_id is None
+    assert sorted(s.step_name for s in await list_steps(backend, run.id)) == [
+        "a-sleep",
+        "done",
+        "kept",
+    ]
+    assert kept.status == "running"

@@ -20,6 +20,11 @@ outside the engine), so the tests can count how often each step really ran
 and in which process. The process prints ``ow-proc-ready pid=N`` once it is
 claiming runs, and stops gracefully on SIGTERM or SIGINT.
 
+The tests start it with :class:`WorkerProcess` and :func:`wait_all_ready`
+(the subprocess plumbing is shared with ``process_app`` in
+:mod:`tests.faults.processes`) on a schema named by :func:`new_schema_name`,
+holding the engine's tables and the ledger (:func:`create_ledger`).
+
 :func:`install_audit` adds triggers to a test schema that record every status
 change of a run and every step write together with the run's status at that
 moment (under the run's row lock), so tests can check that no run reached two
@@ -30,33 +35,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import functools
 import hashlib
 import inspect
-import logging
 import os
-import signal
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import psycopg
-import psycopg_pool
 from psycopg import sql
 from pydantic import BaseModel
 
 from openworkflow import RetryPolicy, RunInfo, Step, Worker, workflow
 from openworkflow.postgres import PostgresBackend
+from tests.faults import processes
 
-ROOT = Path(__file__).resolve().parents[2]
 LEDGER_TABLE = "proc_ledger"
 READY_MARKER = "ow-proc-ready"
+READY_TIMEOUT = 30.0
 SLOW_STEP_SECONDS = 0.2
 SLOW_STEP_NAMES = ("s0", "s1", "s2", "s3", "s4")
 FAST_STEP_NAMES = ("one", "two", "three")
@@ -64,47 +62,34 @@ FAST_STEP_NAMES = ("one", "two", "three")
 # -- the ledger (worker side) ------------------------------------------------------------
 
 
-class Ledger:
-    """Appends ``(run_id, step_name, attempt, pid)`` rows; ``attempt`` counts earlier rows."""
+class Ledger(processes.LedgerPool):
+    """Appends ``(run_id, step_name, attempt, pid)`` rows; ``attempt`` counts earlier rows.
+
+    Its connections are checked before use; connecting, and waiting for a free
+    connection, give up after 2 s.
+    """
 
     def __init__(self, url: str, schema: str, max_size: int) -> None:
         table = sql.Identifier(schema, LEDGER_TABLE)
-        self._insert = sql.SQL(
-            "INSERT INTO {table} (run_id, step_name, attempt, pid) "
-            "SELECT %(run_id)s, %(step_name)s, count(*) + 1, %(pid)s FROM {table} "
-            "WHERE run_id = %(run_id)s AND step_name = %(step_name)s "
-            "RETURNING attempt"
-        ).format(table=table)
-        self._pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]] = (
-            psycopg_pool.AsyncConnectionPool(
-                url,
-                min_size=1,
-                max_size=max_size,
-                kwargs={"autocommit": True, "connect_timeout": 2},
-                check=psycopg_pool.AsyncConnectionPool.check_connection,
-                timeout=2.0,
-                open=False,
-                name="ledger",
-            )
+        super().__init__(
+            url,
+            sql.SQL(
+                "INSERT INTO {table} (run_id, step_name, attempt, pid) "
+                "SELECT %(run_id)s, %(step_name)s, count(*) + 1, %(pid)s FROM {table} "
+                "WHERE run_id = %(run_id)s AND step_name = %(step_name)s "
+                "RETURNING attempt"
+            ).format(table=table),
+            max_size=max_size,
+            name="ledger",
+            connect_timeout=2,
+            timeout=2.0,
+            open_timeout=10.0,
+            check=True,
         )
-
-    async def open(self) -> None:
-        """Open the pool and wait for its first connection."""
-        await self._pool.open(wait=True, timeout=10.0)
-
-    async def close(self) -> None:
-        """Close the pool."""
-        await self._pool.close()
 
     async def record(self, run_id: str, step_name: str) -> int:
         """Append one row and return its attempt number."""
-        async with self._pool.connection() as connection:
-            cursor = await connection.execute(
-                self._insert, {"run_id": run_id, "step_name": step_name, "pid": os.getpid()}
-            )
-            row = await cursor.fetchone()
-        assert row is not None
-        return int(row[0])
+        return await self.append({"run_id": run_id, "step_name": step_name})
 
 
 _ledger: Ledger | None = None
@@ -239,29 +224,17 @@ async def main(options: argparse.Namespace) -> None:
     worker = Worker(
         backend, WORKFLOWS, concurrency=options.concurrency, lease_duration=options.lease, **extra
     )
-    stop_requested = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop_requested.set)
-    try:
-        await backend.open()
-        await _ledger.open()
-        await worker.start()
-        print(f"{READY_MARKER} pid={os.getpid()}", flush=True)
-        await stop_requested.wait()
-        await worker.stop()
-    finally:
-        await _ledger.close()
-        await backend.stop()
-    print(f"ow-proc-stopped pid={os.getpid()}", flush=True)
+    await processes.serve(
+        backend, _ledger, worker, ready_marker=READY_MARKER, stopped_marker="ow-proc-stopped"
+    )
 
 
 # -- helpers for the tests (test-process side) ---------------------------------------------------
 
 
 def new_schema_name() -> str:
-    """A fresh schema name for one test."""
-    return f"ow_proc_{uuid.uuid4().hex[:12]}"
+    """A fresh schema name for one test (``ow_proc_`` and 12 hex digits)."""
+    return processes.new_schema_name("ow_proc")
 
 
 def with_application_name(url: str, name: str) -> str:
@@ -360,31 +333,17 @@ def audit_violations(url: str, schema: str) -> dict[str, list[Any]]:
 
 def create_ledger(url: str, schema: str) -> None:
     """Create the ledger table in ``schema`` (which must exist)."""
-    table = sql.Identifier(schema, LEDGER_TABLE)
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(
-            sql.SQL(
-                "CREATE TABLE {table} ("
-                " id bigserial PRIMARY KEY, run_id text NOT NULL, step_name text NOT NULL,"
-                " attempt integer NOT NULL, pid integer NOT NULL,"
-                " recorded_at timestamptz NOT NULL DEFAULT clock_timestamp())"
-            ).format(table=table)
-        )
-        connection.execute(
-            sql.SQL("CREATE INDEX ON {table} (run_id, step_name)").format(table=table)
-        )
+    processes.create_ledger_table(
+        url, schema, LEDGER_TABLE, "attempt integer NOT NULL", ("run_id", "step_name")
+    )
 
 
-def drop_schema(url: str, schema: str) -> None:
-    """Drop the test schema and everything in it."""
-    with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
-        connection.execute(
-            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
-        )
+class WorkerProcess(processes.WorkerProcess):
+    """One worker subprocess (this module's ``main``); stdout and stderr go to a log file."""
 
-
-class WorkerProcess:
-    """One worker subprocess whose stdout and stderr go to a log file."""
+    module = "tests.faults.pg_app"
+    ready_marker = READY_MARKER
+    stop_timeout = 20.0
 
     def __init__(
         self,
@@ -398,94 +357,33 @@ class WorkerProcess:
         app_name: str = "ow-proc",
         step_crash_limit: int | None = None,
     ) -> None:
-        self.log_path = log_path
         # The URL (maybe with a password) goes through the environment, not argv.
-        env = {
-            **os.environ,
-            "OW_PROC_URL": url,
-            "PYTHONPATH": str(ROOT),
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = {"OW_PROC_URL": url}
         if step_crash_limit is not None:
             env["OW_PROC_STEP_CRASH_LIMIT"] = str(step_crash_limit)
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.faults.pg_app",
-                    "--schema",
-                    schema,
-                    "--namespace",
-                    namespace,
-                    "--concurrency",
-                    str(concurrency),
-                    "--lease",
-                    lease,
-                    "--app-name",
-                    app_name,
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    @property
-    def pid(self) -> int:
-        """The process id."""
-        return self.process.pid
-
-    def log(self) -> str:
-        """Everything the process has written so far."""
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def is_alive(self) -> bool:
-        """Whether the process is still running."""
-        return self.process.poll() is None
-
-    def is_ready(self) -> bool:
-        """Whether the worker has started claiming runs; raises if the process died."""
-        if f"{READY_MARKER} pid={self.pid}" in self.log():
-            return True
-        if not self.is_alive():
-            raise AssertionError(
-                f"worker {self.pid} exited with {self.process.returncode} before it was ready:\n"
-                + self.log()[-4000:]
-            )
-        return False
-
-    def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM, wait for a graceful exit (killing on timeout); return the exit code."""
-        if self.is_alive():
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"worker {self.pid} did not stop within {timeout}s") from None
-
-    def kill(self) -> None:
-        """SIGKILL if still running, and reap the process."""
-        if self.is_alive():
-            self.process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(10)
+        super().__init__(
+            log_path,
+            [
+                "--schema",
+                schema,
+                "--namespace",
+                namespace,
+                "--concurrency",
+                str(concurrency),
+                "--lease",
+                lease,
+                "--app-name",
+                app_name,
+            ],
+            env,
+        )
 
 
-def wait_all_ready(workers: Sequence[WorkerProcess], timeout: float = 30.0) -> None:
+def wait_all_ready(workers: Sequence[WorkerProcess], timeout: float = READY_TIMEOUT) -> None:
     """Block until every worker printed its ready line (raises if one dies or time runs out)."""
-    deadline = time.monotonic() + timeout
-    while not all(worker.is_ready() for worker in workers):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"workers not ready after {timeout}s")
-        time.sleep(0.05)
+    processes.wait_all_ready(workers, timeout)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s pid=%(process)d %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("openworkflow").setLevel(logging.INFO)
+    processes.configure_logging()
     asyncio.run(main(parse_options()))

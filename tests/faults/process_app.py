@@ -17,6 +17,11 @@ engine's own rows.
 
 The process prints ``ow-fault-ready pid=N`` once it is claiming runs and
 stops gracefully on SIGTERM or SIGINT.
+
+The tests drive it through :func:`scenario` (a fresh schema with the ledger, a
+client, a :class:`Database` view, and :class:`WorkerProcess` subprocesses);
+the subprocess plumbing is shared with ``pg_app`` in
+:mod:`tests.faults.processes`.
 """
 
 from __future__ import annotations
@@ -28,27 +33,24 @@ import functools
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import psycopg_pool
 from psycopg import sql
 from pydantic import BaseModel
 
 from openworkflow import OpenWorkflow, RunInfo, Step, Worker, workflow
 from openworkflow.core.workflow_definition import WorkflowRef
 from openworkflow.postgres import PostgresBackend
+from tests.faults import processes
 
-ROOT = Path(__file__).resolve().parents[2]
 LEDGER_TABLE = "fault_ledger"
 READY_MARKER = "ow-fault-ready"
 URL_VARIABLE = "OW_FAULT_URL"
@@ -56,49 +58,35 @@ URL_VARIABLE = "OW_FAULT_URL"
 # -- the ledger (worker side) ----------------------------------------------------------
 
 
-class Ledger:
+class Ledger(processes.LedgerPool):
     """Appends ``(run_id, step_name, event, execution, pid)`` rows, autocommitted."""
 
     def __init__(self, url: str, schema: str, max_size: int) -> None:
         table = sql.Identifier(schema, LEDGER_TABLE)
-        self._insert = sql.SQL(
-            "INSERT INTO {table} (run_id, step_name, event, execution, pid) "
-            "SELECT %(run_id)s, %(step_name)s, %(event)s, count(*) + 1, %(pid)s FROM {table} "
-            "WHERE run_id = %(run_id)s AND step_name = %(step_name)s AND event = %(event)s "
-            "RETURNING execution"
-        ).format(table=table)
-        self._pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]] = (
-            psycopg_pool.AsyncConnectionPool(
-                url,
-                min_size=1,
-                max_size=max_size,
-                kwargs={"autocommit": True, "connect_timeout": 5},
-                timeout=10.0,
-                open=False,
-                name="fault-ledger",
-            )
+        super().__init__(
+            url,
+            sql.SQL(
+                "INSERT INTO {table} (run_id, step_name, event, execution, pid) "
+                "SELECT %(run_id)s, %(step_name)s, %(event)s, count(*) + 1, %(pid)s FROM {table} "
+                "WHERE run_id = %(run_id)s AND step_name = %(step_name)s AND event = %(event)s "
+                "RETURNING execution"
+            ).format(table=table),
+            max_size=max_size,
+            name="fault-ledger",
+            connect_timeout=5,
+            timeout=10.0,
+            open_timeout=20.0,
         )
         self.loop: asyncio.AbstractEventLoop | None = None
 
     async def open(self) -> None:
-        """Open the pool and wait for its first connection."""
+        """Open the pool and wait for its first connection (and note the event loop)."""
         self.loop = asyncio.get_running_loop()
-        await self._pool.open(wait=True, timeout=20.0)
-
-    async def close(self) -> None:
-        """Close the pool."""
-        await self._pool.close()
+        await super().open()
 
     async def record(self, run_id: str, step_name: str, event: str = "start") -> int:
         """Append one row; return how many ``event`` rows the step has now (this one included)."""
-        async with self._pool.connection() as connection:
-            cursor = await connection.execute(
-                self._insert,
-                {"run_id": run_id, "step_name": step_name, "event": event, "pid": os.getpid()},
-            )
-            row = await cursor.fetchone()
-        assert row is not None
-        return int(row[0])
+        return await self.append({"run_id": run_id, "step_name": step_name, "event": event})
 
     def record_from_thread(self, run_id: str, step_name: str, event: str = "start") -> int:
         """:meth:`record` from a step running in a worker thread."""
@@ -312,58 +300,35 @@ async def main(options: argparse.Namespace) -> None:
         lease_duration=options.lease,
         shutdown_timeout=options.shutdown_timeout,
     )
-    stop_requested = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop_requested.set)
-    try:
-        await backend.open()
-        await _ledger.open()
-        await worker.start()
-        print(f"{READY_MARKER} pid={os.getpid()}", flush=True)
-        await stop_requested.wait()
-        await worker.stop()
-    finally:
-        await _ledger.close()
-        await backend.stop()
-    print(f"ow-fault-stopped pid={os.getpid()}", flush=True)
+    await processes.serve(
+        backend, _ledger, worker, ready_marker=READY_MARKER, stopped_marker="ow-fault-stopped"
+    )
 
 
 # -- helpers for the tests (test-process side) ---------------------------------------------------
 
 
-def new_schema_name() -> str:
-    """A fresh schema name for one test."""
-    return f"ow_fault_{uuid.uuid4().hex[:12]}"
-
-
 def create_ledger(url: str, schema: str) -> None:
     """Create the ledger table in ``schema`` (which must exist)."""
-    table = sql.Identifier(schema, LEDGER_TABLE)
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(
-            sql.SQL(
-                "CREATE TABLE {table} ("
-                " id bigserial PRIMARY KEY, run_id text NOT NULL, step_name text NOT NULL,"
-                " event text NOT NULL, execution integer NOT NULL, pid integer NOT NULL,"
-                " recorded_at timestamptz NOT NULL DEFAULT clock_timestamp())"
-            ).format(table=table)
-        )
-        connection.execute(
-            sql.SQL("CREATE INDEX ON {table} (run_id, step_name, event)").format(table=table)
-        )
+    processes.create_ledger_table(
+        url,
+        schema,
+        LEDGER_TABLE,
+        "event text NOT NULL, execution integer NOT NULL",
+        ("run_id", "step_name", "event"),
+    )
 
 
-def drop_schema(url: str, schema: str) -> None:
-    """Drop the test schema and everything in it."""
-    with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
-        connection.execute(
-            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
-        )
+class WorkerProcess(processes.WorkerProcess):
+    """One worker subprocess (this module's ``main``); stdout and stderr go to a log file.
 
+    :meth:`stop` sends SIGCONT before SIGTERM, so that a paused worker stops too.
+    """
 
-class WorkerProcess:
-    """One worker subprocess (this module's ``main``); stdout and stderr go to a log file."""
+    module = "tests.faults.process_app"
+    ready_marker = READY_MARKER
+    stop_signals = (signal.SIGCONT, signal.SIGTERM)
+    stop_timeout = 30.0
 
     def __init__(
         self,
@@ -378,84 +343,26 @@ class WorkerProcess:
         pool_size: int = 4,
         ledger_pool_size: int = 2,
     ) -> None:
-        self.log_path = log_path
-        env = {**os.environ, URL_VARIABLE: url, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.faults.process_app",
-                    "--schema",
-                    schema,
-                    "--namespace",
-                    namespace,
-                    "--concurrency",
-                    str(concurrency),
-                    "--lease",
-                    lease,
-                    "--shutdown-timeout",
-                    shutdown_timeout,
-                    "--pool-size",
-                    str(pool_size),
-                    "--ledger-pool-size",
-                    str(ledger_pool_size),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self._ready = False
-
-    @property
-    def pid(self) -> int:
-        """The process id."""
-        return self.process.pid
-
-    def log(self) -> str:
-        """Everything the process has written so far."""
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def is_alive(self) -> bool:
-        """Whether the process is still running."""
-        return self.process.poll() is None
-
-    def is_ready(self) -> bool:
-        """Whether the worker has started claiming runs; raises if it died before that."""
-        if self._ready:
-            return True
-        if f"{READY_MARKER} pid={self.pid}" in self.log():
-            self._ready = True
-            return True
-        if not self.is_alive():
-            raise AssertionError(
-                f"worker {self.pid} exited with {self.process.returncode} before it was ready:\n"
-                + self.log()[-4000:]
-            )
-        return False
-
-    def signal(self, number: int) -> None:
-        """Send a signal if the process is still running."""
-        if self.is_alive():
-            self.process.send_signal(number)
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGCONT + SIGTERM, wait for a graceful exit (SIGKILL on timeout); the exit code."""
-        self.signal(signal.SIGCONT)
-        self.signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"worker {self.pid} did not stop within {timeout}s") from None
-
-    def kill(self) -> None:
-        """SIGKILL if still running, and reap the process."""
-        if self.is_alive():
-            self.process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(10)
+        super().__init__(
+            log_path,
+            [
+                "--schema",
+                schema,
+                "--namespace",
+                namespace,
+                "--concurrency",
+                str(concurrency),
+                "--lease",
+                lease,
+                "--shutdown-timeout",
+                shutdown_timeout,
+                "--pool-size",
+                str(pool_size),
+                "--ledger-pool-size",
+                str(ledger_pool_size),
+            ],
+            {URL_VARIABLE: url},  # the URL (maybe with a password): never in argv
+        )
 
 
 @dataclass(frozen=True)
@@ -576,15 +483,6 @@ def reexecutions(rows: Sequence[LedgerRow]) -> Counter[tuple[str, str]]:
     return Counter({key: count - 1 for key, count in starts.items() if count > 1})
 
 
-def wait_all_ready(workers: Sequence[WorkerProcess], timeout: float = 60.0) -> None:
-    """Block until every worker printed its ready line (raises if one dies or time runs out)."""
-    deadline = time.monotonic() + timeout
-    while not all(worker.is_ready() for worker in workers):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"workers not ready after {timeout}s")
-        time.sleep(0.05)
-
-
 @dataclass
 class Scenario:
     """One test's schema, client, database view and worker processes."""
@@ -613,7 +511,7 @@ class Scenario:
 
     async def wait_ready(self, workers: Sequence[WorkerProcess], timeout: float = 60.0) -> None:
         """Wait until ``workers`` all claim runs."""
-        await asyncio.to_thread(wait_all_ready, workers, timeout)
+        await asyncio.to_thread(processes.wait_all_ready, workers, timeout)
 
     async def start_runs(self, workflow: WorkflowRef, inputs: Sequence[Any]) -> list[str]:
         """Create one run per input (25 at a time); return their ids in input order."""
@@ -629,7 +527,7 @@ class Scenario:
 @contextlib.asynccontextmanager
 async def scenario(url: str, folder: Path) -> AsyncIterator[Scenario]:
     """A fresh schema with the engine's tables and the ledger; everything removed afterwards."""
-    schema = new_schema_name()
+    schema = processes.new_schema_name("ow_fault")
     namespace = f"faults-{uuid.uuid4().hex[:8]}"
     backend = PostgresBackend(url, namespace_id=namespace, schema=schema, listen=False)
     db = Database(url, schema, namespace)
@@ -646,25 +544,10 @@ async def scenario(url: str, folder: Path) -> AsyncIterator[Scenario]:
             worker.kill()
         await db.close()
         await backend.stop()
-        drop_schema(url, schema)
-
-
-async def wait_until(
-    check: Callable[[], Awaitable[bool]], timeout: float, what: str, interval: float = 0.05
-) -> None:
-    """Poll ``check`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
+        processes.drop_schema(url, schema)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s pid=%(process)d %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("openworkflow").setLevel(logging.INFO)
+    processes.configure_logging()
     logging.getLogger("openworkflow.worker").setLevel(logging.DEBUG)
     asyncio.run(main(parse_options()))

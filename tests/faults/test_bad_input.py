@@ -547,7 +547,9 @@ async def test_f12_unknown_workflows_are_rescheduled_until_a_capable_worker_come
         outputs = [await handle.result(timeout="60s") for handle in ghosts]
     assert outputs == [f"v2 {number}" for number in range(20)]
     still_pending = [await ow.get_run(handle.id) for handle in unnamed]
-    assert all(run is not None and run.status == "pending" for run in still_pending)
+    assert all(run is not None and run.status == "pending" for run in still_pending), [
+        (run.status, run.worker_id, run.error) if run else None for run in still_pending
+    ]
     report(
         Figure(
             "F12",

@@ -87,7 +87,6 @@ from tests.faults.pg_app import (
     WorkerProcess,
     audit_violations,
     create_ledger,
-    drop_schema,
     expected_five_slow_steps_output,
     expected_three_steps_value,
     five_slow_steps,
@@ -97,6 +96,7 @@ from tests.faults.pg_app import (
     wait_all_ready,
     with_application_name,
 )
+from tests.faults.processes import assert_alive, drop_schema, stop_all
 from tests.fixtures.postgres import require_server_url
 
 pytestmark = pytest.mark.slow
@@ -281,8 +281,7 @@ async def _wait_all_finished(
             finished = counts.get("completed", 0) + counts.get("failed", 0)
             if finished >= runs or counts.get("failed", 0):
                 return counts
-        for worker in workers:
-            assert worker.is_alive(), f"worker {worker.pid} died:\n{worker.log()[-4000:]}"
+        assert_alive(workers)
         assert time.monotonic() < deadline, f"runs not finished after {DEADLINE_SECONDS}s: {counts}"
         await asyncio.sleep(0.1)
 
@@ -312,6 +311,30 @@ class Target:
     schema: str
     namespace: str
     app_name: str
+
+
+def _spawn_workers(
+    folder: Path, target: Target, processes: int, concurrency: int, lease: str
+) -> list[WorkerProcess]:
+    """Add the ledger and the audit to the target's schema, then start the worker processes.
+
+    They log to ``folder/worker-<index>.log`` and name their engine connections
+    ``target.app_name``; the caller waits until they are ready, and kills them.
+    """
+    create_ledger(target.url, target.schema)
+    install_audit(target.url, target.schema)
+    return [
+        WorkerProcess(
+            folder / f"worker-{index}.log",
+            url=target.url,
+            schema=target.schema,
+            namespace=target.namespace,
+            concurrency=concurrency,
+            lease=lease,
+            app_name=target.app_name,
+        )
+        for index in range(processes)
+    ]
 
 
 async def _cut_off_engine_writes(target: Target) -> int:
@@ -478,20 +501,7 @@ async def _survive(
     workers: list[WorkerProcess] = []
     try:
         await client_backend.open()
-        create_ledger(url, schema)
-        install_audit(url, schema)
-        workers = [
-            WorkerProcess(
-                tmp_path / f"worker-{index}.log",
-                url=url,
-                schema=schema,
-                namespace=target.namespace,
-                concurrency=CONCURRENCY,
-                lease=LEASE,
-                app_name=target.app_name,
-            )
-            for index in range(PROCESSES)
-        ]
+        workers = _spawn_workers(tmp_path, target, PROCESSES, CONCURRENCY, LEASE)
         await asyncio.to_thread(wait_all_ready, workers)
 
         ow = OpenWorkflow(client_backend)
@@ -527,10 +537,8 @@ async def _survive(
         assert counts == {"completed": runs}, counts
 
         # -- the processes stayed alive and stop cleanly ------------------------------------
-        for worker in workers:
-            assert worker.is_alive(), f"worker {worker.pid} died:\n{worker.log()[-4000:]}"
-        for worker in workers:
-            assert worker.stop() == 0, worker.log()[-4000:]
+        assert_alive(workers)
+        stop_all(workers)
 
         # -- runs: completed with the right outputs ----------------------------------------
         rows = await _fetch(
@@ -649,24 +657,14 @@ async def test_three_worker_processes_claim_every_run_exactly_once(tmp_path: Pat
     url = require_server_url()
     schema = new_schema_name()
     namespace = f"many-{uuid.uuid4().hex[:8]}"
+    target = Target(url, schema, namespace, f"owf-{schema}")
     client_backend = PostgresBackend(url, namespace_id=namespace, schema=schema, listen=False)
     workers: list[WorkerProcess] = []
     try:
         await client_backend.open()  # creates the schema and the tables
-        create_ledger(url, schema)
-        install_audit(url, schema)
-        workers = [
-            WorkerProcess(
-                tmp_path / f"worker-{index}.log",
-                url=url,
-                schema=schema,
-                namespace=namespace,
-                concurrency=BASELINE_CONCURRENCY,
-                lease="30s",
-                app_name=f"owf-{schema}",
-            )
-            for index in range(BASELINE_PROCESSES)
-        ]
+        workers = _spawn_workers(
+            tmp_path, target, BASELINE_PROCESSES, BASELINE_CONCURRENCY, lease="30s"
+        )
         await asyncio.to_thread(wait_all_ready, workers)
         pids = {worker.pid for worker in workers}
 
@@ -683,9 +681,7 @@ async def test_three_worker_processes_claim_every_run_exactly_once(tmp_path: Pat
         counts = await _wait_all_finished(url, schema, namespace, BASELINE_RUNS, workers)
         wall = time.monotonic() - started
         assert counts == {"completed": BASELINE_RUNS}, counts
-
-        for worker in workers:
-            assert worker.is_alive(), f"worker {worker.pid} died:\n{worker.log()[-4000:]}"
+        assert_alive(workers)
 
         # -- runs: each completed once, by one claim, with the right output --------------
         rows = await _fetch(
@@ -739,8 +735,7 @@ async def test_three_worker_processes_claim_every_run_exactly_once(tmp_path: Pat
         # -- the work was spread over the three processes ----------------------------------
         assert set(completed_by) == pids, f"some process claimed no run: {dict(completed_by)}"
 
-        for worker in workers:
-            assert worker.stop() == 0, worker.log()[-4000:]
+        stop_all(workers)
         for worker in workers:
             text = worker.log()
             assert "Traceback" not in text and " ERROR " not in text, text[-4000:]

@@ -67,9 +67,9 @@ from tests.faults.process_app import (
     race,
     reexecutions,
     scenario,
-    wait_until,
     zombie,
 )
+from tests.faults.processes import assert_alive, stop_all, wait_until
 from tests.fixtures.postgres import require_server_url
 
 pytestmark = pytest.mark.slow
@@ -86,11 +86,6 @@ def _seconds(samples: list[float]) -> str:
     if not samples:
         return "n/a"
     return f"p50 {statistics.median(samples):.2f} s / max {max(samples):.2f} s"
-
-
-def _assert_alive(workers: list[WorkerProcess]) -> None:
-    for worker in workers:
-        assert worker.is_alive(), f"worker {worker.pid} died:\n{worker.log()[-4000:]}"
 
 
 # -- F1: SIGKILL mid-step, repeatedly --------------------------------------------------------
@@ -148,7 +143,7 @@ async def test_process_f1_sigkill_mid_step_repeatedly(pg: Scenario) -> None:
         if counts.get("completed", 0) + counts.get("failed", 0) >= F1_RUNS:
             break
         assert time.monotonic() - started < 100, f"runs not finished: {counts}"
-        _assert_alive(workers)
+        assert_alive(workers)
         if len(kills) < F1_MAX_KILLS and time.monotonic() >= next_kill:
             ready = [index for index, worker in enumerate(workers) if worker.is_ready()]
             if ready:
@@ -160,10 +155,9 @@ async def test_process_f1_sigkill_mid_step_repeatedly(pg: Scenario) -> None:
             next_kill = time.monotonic() + rng.uniform(*F1_KILL_EVERY)
         await asyncio.sleep(0.05)
     elapsed = time.monotonic() - started
-    _assert_alive(workers)
+    assert_alive(workers)
     await pg.wait_ready(workers)  # a replacement still starting would die of SIGTERM
-    for worker in workers:
-        assert worker.stop() == 0, worker.log()[-4000:]
+    stop_all(workers)
 
     runs = await pg.db.runs()
     ledger = await pg.db.ledger()
@@ -303,8 +297,8 @@ async def test_process_f5_paused_worker_is_fenced_and_cancelled(pg: Scenario) ->
         cancel_delays += [row.at - resumed_at for row in cancelled]
         assert {row.pid for row in cancelled} == {zombie_worker.pid}
 
-    _assert_alive([zombie_worker, reclaimer])
-    assert zombie_worker.stop() == 0 and reclaimer.stop() == 0
+    assert_alive([zombie_worker, reclaimer])
+    stop_all([zombie_worker, reclaimer])
     runs = await pg.db.runs()
     completed = await pg.db.completed_steps()
     ledger = [row for row in await pg.db.ledger() if row.run_id in all_ids]
@@ -374,9 +368,8 @@ async def test_process_f5_blocking_steps_and_the_heartbeat(pg: Scenario) -> None
     [loop_run] = await pg.start_runs(block_loop, [{"n": 2, "block_ms": F5_BLOCK_MS}])
     await wait_until(lambda: finished(loop_run), 60, "the loop-blocking run")
     await asyncio.sleep(0.5)  # room for the blocked worker's late writes
-    _assert_alive(workers)
-    for worker in workers:
-        assert worker.stop() == 0, worker.log()[-4000:]
+    assert_alive(workers)
+    stop_all(workers)
 
     runs = await pg.db.runs()
     ledger = await pg.db.ledger()
@@ -472,9 +465,8 @@ async def test_process_f6_many_workers_race_for_few_runs(pg: Scenario) -> None:
 
     await wait_until(all_done, 90, "every run to finish", interval=0.1)
     finished_at = await pg.db.now()
-    _assert_alive(workers)
-    for worker in workers:
-        assert worker.stop() == 0, worker.log()[-4000:]
+    assert_alive(workers)
+    stop_all(workers)
 
     runs = await pg.db.runs()
     ledger = await pg.db.ledger()
@@ -547,6 +539,11 @@ class PoisonOutcome:
     unexpected_exit_codes: list[int]
     elapsed: float
 
+    @property
+    def poison_starts(self) -> list[LedgerRow]:
+        """The ledger rows of the poison step's executions (each one killed its worker)."""
+        return [row for row in self.ledger if row.run_id == self.poison_id and row.event == "start"]
+
 
 async def _poison_scenario(url: str, folder: Path) -> PoisonOutcome:
     async with scenario(url, folder) as pg:
@@ -610,9 +607,7 @@ def test_process_f19_poison_run_does_not_take_the_fleet_down(
     poison_outcome: PoisonOutcome,
 ) -> None:
     outcome = poison_outcome
-    poison_starts = [
-        row for row in outcome.ledger if row.run_id == outcome.poison_id and row.event == "start"
-    ]
+    poison_starts = outcome.poison_starts
     normal = [outcome.runs[run_id] for run_id in outcome.normal_ids]
     # A normal run in flight beside the poison at its crashes must not be failed by
     # the crash limit with it (test_process_f19_a_run_sharing_the_poisons_worker_completes).
@@ -669,9 +664,7 @@ def test_process_f19_poison_run_does_not_take_the_fleet_down(
 def test_process_f19_poison_run_is_quarantined(poison_outcome: PoisonOutcome) -> None:
     outcome = poison_outcome
     poison = outcome.runs[outcome.poison_id]
-    executions = [
-        row for row in outcome.ledger if row.run_id == outcome.poison_id and row.event == "start"
-    ]
+    executions = outcome.poison_starts
     assert poison.status == "failed", (
         f"poison run is {poison.status} after {len(executions)} crashes of its worker"
     )

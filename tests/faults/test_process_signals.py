@@ -23,17 +23,20 @@ step of ``f2-long`` appends to the ledger table and then sleeps for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import statistics
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.cli.helpers import Background, clean_env, write
+from tests.cli.helpers import Background, Finished, clean_env, write
 from tests.faults.figures import Figure, report
-from tests.faults.process_app import LedgerRow, Scenario, scenario, wait_until
+from tests.faults.process_app import LedgerRow, Scenario, scenario
+from tests.faults.processes import wait_until
 from tests.fixtures.postgres import require_server_url
 
 pytestmark = pytest.mark.slow
@@ -144,6 +147,50 @@ async def _started(worker: Background) -> None:
     await asyncio.to_thread(worker.wait_for, "Worker started", 60)
 
 
+@dataclass
+class _Workers:
+    """The worker under test (600 s steps) and, once started, an idle second one (0.2 s)."""
+
+    pg: Scenario
+    project: Path
+    first: Background
+    second: Background | None = None
+    finished: list[Finished] = field(default_factory=list)
+    """How the first and then the second ended, once the ``async with`` block is left."""
+
+    async def start_second(self) -> Background:
+        """Start the second worker and wait until it runs."""
+        self.second = _worker(self.pg, self.project, step_seconds=0.2)
+        await _started(self.second)
+        return self.second
+
+
+@contextlib.asynccontextmanager
+async def _workers(
+    pg: Scenario, *, concurrency: int, shutdown_timeout: str
+) -> AsyncIterator[_Workers]:
+    """The first worker, started; at the end SIGKILL it if still running, SIGTERM the second."""
+    project = _project(pg.folder, concurrency=concurrency, shutdown_timeout=shutdown_timeout)
+    workers = _Workers(pg, project, _worker(pg, project, step_seconds=600))
+    try:
+        await _started(workers.first)
+        yield workers
+    finally:
+        workers.finished.append(workers.first.stop(signal.SIGKILL))
+        if workers.second is not None:
+            workers.finished.append(workers.second.stop(signal.SIGTERM))
+
+
+def _assert_clean_exits(finished: list[Finished], stopping: str, released: int) -> None:
+    """The first worker logged ``stopping``, released ``released`` leases; both exited 0."""
+    first, second = finished
+    assert first.returncode == 0, first.stderr
+    assert stopping in first.stderr and "Worker stopped" in first.stderr
+    assert first.stderr.count("Released the lease of workflow run") == released, first.stderr
+    assert "Traceback" not in first.stderr
+    assert second.returncode == 0, second.stderr
+
+
 async def _wait_for_starts(pg: Scenario, run_ids: list[str], pid: int) -> None:
     async def started() -> bool:
         rows = await pg.db.ledger()
@@ -161,6 +208,16 @@ async def _wait_for_exit(worker: Background, timeout: float) -> int | None:
     return worker.process.poll()
 
 
+async def _wait_all_completed(pg: Scenario, run_ids: list[str]) -> None:
+    """Wait until every run completed, within half the lease: none waited for its expiry."""
+
+    async def all_completed() -> bool:
+        counts = await pg.db.status_counts(run_ids)
+        return counts.get("completed", 0) == len(run_ids)
+
+    await wait_until(all_completed, LEASE_S / 2, "the released runs to complete")
+
+
 def _starts(rows: list[LedgerRow], run_id: str) -> list[LedgerRow]:
     return [row for row in rows if row.run_id == run_id and row.event == "start"]
 
@@ -168,37 +225,21 @@ def _starts(rows: list[LedgerRow], run_id: str) -> list[LedgerRow]:
 async def test_process_f2_sigterm_finishes_short_passes_and_releases_long_ones(
     pg: Scenario,
 ) -> None:
-    project = _project(pg.folder, concurrency=6, shutdown_timeout="4s")
-    first = _worker(pg, project, step_seconds=600)
-    second: Background | None = None
-    try:
-        await _started(first)
+    async with _workers(pg, concurrency=6, shutdown_timeout="4s") as workers:
+        first = workers.first
         long_ids = await pg.start_runs("f2-long", [{"short": False}] * 4)
         short_ids = await pg.start_runs("f2-long", [{"short": True}] * 2)
         await _wait_for_starts(pg, long_ids + short_ids, first.process.pid)
-        second = _worker(pg, project, step_seconds=0.2)
-        await _started(second)
+        second = await workers.start_second()
 
         signalled_at = await pg.db.now()
         first.process.send_signal(signal.SIGTERM)
         code = await _wait_for_exit(first, 60)
         exited_at = await pg.db.now()
         assert code is not None, "the worker did not exit after SIGTERM"
-
-        async def all_completed() -> bool:
-            counts = await pg.db.status_counts(long_ids + short_ids)
-            return counts.get("completed", 0) == 6
-
-        await wait_until(all_completed, LEASE_S / 2, "the released runs to complete")
-    finally:
-        finished = first.stop(signal.SIGKILL)
-        if second is not None:
-            second_finished = second.stop(signal.SIGTERM)
-    assert finished.returncode == 0, finished.stderr
-    assert "Shutting down worker" in finished.stderr and "Worker stopped" in finished.stderr
-    assert finished.stderr.count("Released the lease of workflow run") == 4, finished.stderr
-    assert "Traceback" not in finished.stderr
-    assert second_finished.returncode == 0, second_finished.stderr
+        await _wait_all_completed(pg, long_ids + short_ids)
+    _assert_clean_exits(workers.finished, "Shutting down worker", released=4)
+    finished = workers.finished[0]
 
     runs = await pg.db.runs()
     ledger = await pg.db.ledger()
@@ -242,15 +283,11 @@ async def test_process_f2_sigterm_finishes_short_passes_and_releases_long_ones(
 
 
 async def test_process_f2_second_signal_stops_at_once(pg: Scenario) -> None:
-    project = _project(pg.folder, concurrency=3, shutdown_timeout="60s")
-    first = _worker(pg, project, step_seconds=600)
-    second: Background | None = None
-    try:
-        await _started(first)
+    async with _workers(pg, concurrency=3, shutdown_timeout="60s") as workers:
+        first = workers.first
         run_ids = await pg.start_runs("f2-long", [{"short": False}] * 3)
         await _wait_for_starts(pg, run_ids, first.process.pid)
-        second = _worker(pg, project, step_seconds=0.2)
-        await _started(second)
+        second = await workers.start_second()
 
         first.process.send_signal(signal.SIGTERM)
         await asyncio.to_thread(first.wait_for, "Shutting down worker", 30)
@@ -267,21 +304,9 @@ async def test_process_f2_second_signal_stops_at_once(pg: Scenario) -> None:
         code = await _wait_for_exit(first, 30)
         exited_at = await pg.db.now()
         assert code is not None, "the worker did not exit after the second signal"
-
-        async def all_completed() -> bool:
-            counts = await pg.db.status_counts(run_ids)
-            return counts.get("completed", 0) == len(run_ids)
-
-        await wait_until(all_completed, LEASE_S / 2, "the released runs to complete")
-    finally:
-        finished = first.stop(signal.SIGKILL)
-        if second is not None:
-            second_finished = second.stop(signal.SIGTERM)
-    assert finished.returncode == 0, finished.stderr
-    assert "Stopping now" in finished.stderr and "Worker stopped" in finished.stderr
-    assert finished.stderr.count("Released the lease of workflow run") == 3, finished.stderr
-    assert "Traceback" not in finished.stderr
-    assert second_finished.returncode == 0, second_finished.stderr
+        await _wait_all_completed(pg, run_ids)
+    _assert_clean_exits(workers.finished, "Stopping now", released=3)
+    finished = workers.finished[0]
 
     runs = await pg.db.runs()
     ledger = await pg.db.ledger()
@@ -311,10 +336,8 @@ async def test_process_f2_second_signal_stops_at_once(pg: Scenario) -> None:
 
 
 async def test_process_f2_sync_step_does_not_keep_the_process_alive(pg: Scenario) -> None:
-    project = _project(pg.folder, concurrency=2, shutdown_timeout="2s")
-    first = _worker(pg, project, step_seconds=600)
-    try:
-        await _started(first)
+    async with _workers(pg, concurrency=2, shutdown_timeout="2s") as workers:
+        first = workers.first
         run_ids = await pg.start_runs("f2-long-sync", [{"short": False}] * 2)
         await _wait_for_starts(pg, run_ids, first.process.pid)
         first.process.send_signal(signal.SIGTERM)
@@ -324,8 +347,6 @@ async def test_process_f2_sync_step_does_not_keep_the_process_alive(pg: Scenario
         assert all(runs[run_id].worker_id is None for run_id in run_ids), runs
         code = await _wait_for_exit(first, 5)
         assert code == 0, "the process is still running after 'Worker stopped'"
-    finally:
-        first.stop(signal.SIGKILL)
     report(
         Figure(
             fault_id="F2",

@@ -35,10 +35,7 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -48,11 +45,11 @@ import pytest
 from pydantic import BaseModel
 
 from openworkflow import OpenWorkflow, RunInfo, SqliteBackend, Step, Worker, workflow
+from tests.faults import processes
 from tests.faults.figures import Figure, report
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 4
 CONCURRENCY = 4
 RUNS = 1000
@@ -104,15 +101,9 @@ async def _worker_main(database: str, ledger_dir: str) -> None:
     _ledger_path = Path(ledger_dir) / f"ledger-{os.getpid()}.txt"
     backend = SqliteBackend(database)
     worker = Worker(backend, [sqlite_steps], concurrency=CONCURRENCY, lease_duration="30s")
-    stop_requested = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop_requested.set)
+    stop_requested = processes.stop_on_signals()
     try:
-        await worker.start()
-        print(f"{READY_MARKER} pid={os.getpid()}", flush=True)
-        await stop_requested.wait()
-        await worker.stop()
+        await processes.run_worker(worker, stop_requested, READY_MARKER)
     finally:
         await backend.stop()
 
@@ -149,43 +140,14 @@ def main(argv: list[str] | None = None) -> None:
 # -- the test ------------------------------------------------------------------------------
 
 
-class _Process:
-    """A subprocess of this module whose output goes to a log file."""
+class _Process(processes.WorkerProcess):
+    """A subprocess of this module (``worker ...`` or ``client ...``) logging to a file."""
+
+    module = "tests.faults.test_sqlite_faults"
+    ready_marker = READY_MARKER
 
     def __init__(self, log_path: Path, *arguments: str) -> None:
-        self.log_path = log_path
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.faults.test_sqlite_faults", *arguments],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def is_alive(self) -> bool:
-        return self.process.poll() is None
-
-    def wait_ready(self, deadline: float) -> None:
-        while f"{READY_MARKER} pid={self.process.pid}" not in self.log():
-            assert self.is_alive(), f"process exited before it was ready:\n{self.log()[-4000:]}"
-            assert time.monotonic() < deadline, "worker not ready in time"
-            time.sleep(0.05)
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.is_alive():
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
-
-    def kill(self) -> None:
-        if self.is_alive():
-            self.process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(10)
+        super().__init__(log_path, arguments)
 
 
 def _query(database: Path, query: str) -> list[Any]:
@@ -221,9 +183,7 @@ async def test_worker_and_client_processes_share_one_sqlite_file(tmp_path: Path)
             _Process(tmp_path / f"worker-{index}.log", "worker", str(database), str(ledger_dir))
             for index in range(WORKERS)
         ]
-        ready_by = time.monotonic() + 60
-        for worker in workers:
-            await asyncio.to_thread(worker.wait_ready, ready_by)
+        await asyncio.to_thread(processes.wait_all_ready, workers, 60)
         started = time.monotonic()
         client = _Process(tmp_path / "client.log", "client", str(database), str(RUNS))
         await asyncio.to_thread(_wait_all_finished, database, workers, client)

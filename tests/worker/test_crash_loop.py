@@ -119,3 +119,33 @@ async def test_a_recovered_pass_records_each_step_before_running_it(backend: Any
 def test_the_crash_limit_is_validated(backend: Any) -> None:
     with pytest.raises(ValueError, match="step_crash_limit must be a whole number >= 1"):
         Worker(backend, [], step_crash_limit=0)
+
+
+async def test_graceful_stops_during_a_long_step_do_not_count_as_crashes(backend: Any) -> None:
+    """A worker stopped mid-step hands the run back and deletes the attempt it
+    abandoned, so stops (deploys) never add up to a crash loop."""
+    started: list[int] = []
+
+    async def long_step() -> str:
+        started.append(1)
+        if len(started) <= 3:
+            await asyncio.sleep(30)  # interrupted by the stop below
+        return "done"
+
+    @workflow(name="crash-stops")
+    async def deployed(step: Step) -> str:
+        return str(await step.run("long", long_step))
+
+    ow = OpenWorkflow(backend)
+    handle = await ow.run(deployed)
+    for stops in range(1, 4):
+        async with running_worker(backend, [deployed], shutdown_timeout="100ms"):
+            await wait_until(lambda stops=stops: len(started) == stops)
+            await asyncio.sleep(0.1)  # past the one-write window: a running attempt exists
+        steps = await list_steps(backend, handle.id)
+        assert [s.status for s in steps] == [], steps  # the abandoned attempt was deleted
+    # A crash on top (the lease expires) must not make it a crash loop.
+    await _crash_inside_step(backend, handle.id, "long")
+    async with running_worker(backend, [deployed]):
+        done = await wait_for_status(backend, handle.id, "completed", "failed")
+    assert done.status == "completed" and done.output == "done", done.error

@@ -107,3 +107,39 @@ async def test_parallel_steps_finishing_out_of_order_are_not_reported(
             done = await wait_for_status(backend, handle.id, "completed", "failed")
     assert done.status == "completed" and done.output == ["slow", "fast", "then"]
     assert [r.getMessage() for r in caplog.records if r.name == "openworkflow.replay"] == []
+
+
+async def test_parallel_branches_of_several_steps_are_not_reported(
+    backend: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Branches replay one after another (cached steps do not suspend); each is its own chain."""
+    signal = f"go-{uuid.uuid4()}"
+
+    async def after(seconds: float, value: str) -> str:
+        await asyncio.sleep(seconds)
+        return value
+
+    @workflow(name="divergence-branches")
+    async def branches(step: Step) -> list[str]:
+        async def quick_branch() -> list[str]:
+            return [
+                await step.run("a1", lambda: after(0.0, "a1")),
+                await step.run("a2", lambda: after(0.0, "a2")),
+            ]
+
+        async def slow_branch() -> list[str]:
+            return [await step.run("b1", lambda: after(0.03, "b1"))]
+
+        quick, slow = await asyncio.gather(quick_branch(), slow_branch())
+        await step.wait_for_signal(signal)
+        return [*quick, *slow]
+
+    ow = OpenWorkflow(backend)
+    with caplog.at_level(logging.WARNING, logger="openworkflow.replay"):
+        async with running_worker(backend, [branches]):
+            handle = await ow.run(branches)
+            await wait_for_parked(backend, handle.id)
+            await ow.send_signal(signal)
+            done = await wait_for_status(backend, handle.id, "completed", "failed")
+    assert done.status == "completed" and done.output == ["a1", "a2", "b1"]
+    assert [r.getMessage() for r in caplog.records if r.name == "openworkflow.replay"] == []
