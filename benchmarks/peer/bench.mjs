@@ -170,6 +170,9 @@ async function main() {
       `concurrency ${config.concurrency}, namespace ${config.namespace}`,
   );
   const backend = await connect(config);
+  // Completion is watched through a second backend (its own connection), as a
+  // dashboard would, so the observer's count queries are not the engine's.
+  const observer = await connect(config);
   let worker = null;
   let result;
   let succeeded = false;
@@ -195,7 +198,7 @@ async function main() {
     const processStart = performance.now();
     await worker.start();
     const processEnd = await waitAllCompleted(
-      backend,
+      observer,
       config.runs,
       config.timeoutMs,
       config.pollMs,
@@ -228,6 +231,7 @@ async function main() {
     try {
       if (worker) await within(grace, worker.stop(), "worker.stop()");
       await within(grace, backend.stop(), "backend.stop()");
+      await within(grace, observer.stop(), "observer.stop()");
     } catch (error) {
       if (succeeded) throw error;
       log(`while stopping after a failure: ${error?.message ?? error}`);

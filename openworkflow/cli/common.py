@@ -8,7 +8,6 @@ passwords this process knows about before it is printed.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
+from openworkflow import event_loop
 from openworkflow.cli.options import get_state
 from openworkflow.client import OpenWorkflow
 from openworkflow.config import ConfigError, LoadedConfig, load_config
@@ -294,8 +294,8 @@ async def with_client(
 
 
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine to completion."""
-    return asyncio.run(coroutine)
+    """Run a command's coroutine to completion (on uvloop when installed)."""
+    return event_loop.run(coroutine)
 
 
 def setup_logging(level: int = logging.WARNING) -> None:

@@ -16,7 +16,6 @@ import json
 import logging
 import select
 import time
-import uuid
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -61,6 +60,7 @@ from openworkflow.core.backend import (
     WorkflowRunCounts,
 )
 from openworkflow.core.cursor import DEFAULT_PAGE_SIZE, Page, build_page, decode_list_cursor
+from openworkflow.core.ids import new_id
 from openworkflow.core.json import JsonValue, check_name
 from openworkflow.core.retry import DEADLINE_EXCEEDED_MESSAGE, compute_failed_workflow_run_update
 from openworkflow.core.rows import step_attempt_from_row, workflow_run_from_row
@@ -525,6 +525,7 @@ class PostgresBackend:
     async def create_workflow_run(self, params: CreateWorkflowRunParams) -> WorkflowRun:
         """Insert a pending run, or return the one with the same idempotency key (24 h)."""
         values = self._params(
+            run_id=new_id(),
             workflow_name=params.workflow_name,
             version=params.version,
             idempotency_key=params.idempotency_key,
@@ -801,7 +802,7 @@ class PostgresBackend:
         return await self._step_inserts.submit(
             _StepInsert(
                 namespace_id=self._namespace_id,
-                id=str(uuid.uuid4()),
+                id=new_id(),
                 run_id=params.workflow_run_id,
                 worker_id=params.worker_id,
                 step_name=params.step_name,

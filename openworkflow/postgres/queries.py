@@ -47,7 +47,7 @@ INSERT INTO {{schema}}."workflow_runs" (
   "parent_step_attempt_id", "available_at", "deadline_at", "created_at", "updated_at"
 )
 VALUES (
-  %(ns)s, gen_random_uuid(), %(workflow_name)s, %(version)s, 'pending', %(idempotency_key)s,
+  %(ns)s, %(run_id)s, %(workflow_name)s, %(version)s, 'pending', %(idempotency_key)s,
   %(config)s, %(context)s, %(input)s, 0, %(parent_ns)s, %(parent_id)s,
   COALESCE(%(available_at)s, NOW()), %(deadline_at)s, date_trunc('milliseconds', NOW()), NOW()
 )

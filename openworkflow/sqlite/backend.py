@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from openworkflow.core.backend import (
     WorkflowRunCounts,
 )
 from openworkflow.core.cursor import DEFAULT_PAGE_SIZE, Page, build_page, decode_list_cursor
+from openworkflow.core.ids import new_id
 from openworkflow.core.json import check_name
 from openworkflow.core.retry import DEADLINE_EXCEEDED_MESSAGE, compute_failed_workflow_run_update
 from openworkflow.core.rows import step_attempt_from_row, workflow_run_from_row
@@ -74,6 +74,9 @@ from openworkflow.sqlite import queries as q
 from openworkflow.sqlite.watcher import DataVersionWatcher
 
 T = TypeVar("T")
+
+PAGE_CACHE_KIB = 32 * 1024
+"""SQLite page cache per connection, in KiB (the default is 2 MiB)."""
 R = TypeVar("R", WorkflowRun, StepAttempt)
 _iso = clock.to_iso
 _iso_or_none = clock.to_iso_or_none
@@ -120,6 +123,9 @@ class _Database:
                 # is the documented pairing and cannot corrupt the database.
                 connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute("PRAGMA foreign_keys = ON")
+            # A larger page cache than the 2 MiB default keeps a busy queue's
+            # indexes in memory (the cache grows only as pages are read).
+            connection.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
             if run_migrations:
                 migrate(connection)
         except BaseException:
@@ -271,7 +277,7 @@ def _require(row: sqlite3.Row | None, operation: str) -> sqlite3.Row:
 
 
 def _new_id() -> str:
-    return str(uuid.uuid4())
+    return new_id()
 
 
 class SqliteBackend:
