@@ -12,11 +12,12 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from openworkflow import OpenWorkflow, Step, workflow
+from openworkflow import OpenWorkflow, Step, Workflow, workflow
 from tests.worker.helpers import running_worker, wait_for_parked, wait_for_status
 
 
@@ -42,6 +43,27 @@ EXPECTED = {
 }
 
 
+async def _park_then_replay(
+    backend: Any,
+    caplog: pytest.LogCaptureFixture,
+    parked: Workflow,
+    signal: str,
+    before_replay: Callable[[], None] = lambda: None,
+) -> tuple[Any, list[str]]:
+    """Run ``parked`` until it waits on ``signal``, call ``before_replay``, wake it;
+    return its output and the replay divergences logged."""
+    ow = OpenWorkflow(backend)
+    with caplog.at_level(logging.WARNING, logger="openworkflow.replay"):
+        async with running_worker(backend, [parked]):
+            handle = await ow.run(parked)
+            await wait_for_parked(backend, handle.id)
+            before_replay()
+            await ow.send_signal(signal)
+            done = await wait_for_status(backend, handle.id, "completed", "failed")
+    assert done.status == "completed", done.error
+    return done.output, [r.getMessage() for r in caplog.records if r.name == "openworkflow.replay"]
+
+
 async def _replay_with(backend: Any, caplog: pytest.LogCaptureFixture, plan: str) -> list[str]:
     code = {"plan": "original"}
     signal = f"go-{uuid.uuid4()}"
@@ -52,16 +74,10 @@ async def _replay_with(backend: Any, caplog: pytest.LogCaptureFixture, plan: str
         await step.wait_for_signal(signal)
         return outputs
 
-    ow = OpenWorkflow(backend)
-    with caplog.at_level(logging.WARNING, logger="openworkflow.replay"):
-        async with running_worker(backend, [changing]):
-            handle = await ow.run(changing)
-            await wait_for_parked(backend, handle.id)
-            code["plan"] = plan
-            await ow.send_signal(signal)
-            done = await wait_for_status(backend, handle.id, "completed", "failed")
-    assert done.status == "completed", done.error
-    return [r.getMessage() for r in caplog.records if r.name == "openworkflow.replay"]
+    _, messages = await _park_then_replay(
+        backend, caplog, changing, signal, lambda: code.update(plan=plan)
+    )
+    return messages
 
 
 @pytest.mark.parametrize("plan", ["reordered", "renamed", "removed", "added"])
@@ -98,15 +114,9 @@ async def test_parallel_steps_finishing_out_of_order_are_not_reported(
         await step.wait_for_signal(signal)
         return [*outputs, then]
 
-    ow = OpenWorkflow(backend)
-    with caplog.at_level(logging.WARNING, logger="openworkflow.replay"):
-        async with running_worker(backend, [parallel]):
-            handle = await ow.run(parallel)
-            await wait_for_parked(backend, handle.id)
-            await ow.send_signal(signal)
-            done = await wait_for_status(backend, handle.id, "completed", "failed")
-    assert done.status == "completed" and done.output == ["slow", "fast", "then"]
-    assert [r.getMessage() for r in caplog.records if r.name == "openworkflow.replay"] == []
+    output, messages = await _park_then_replay(backend, caplog, parallel, signal)
+    assert output == ["slow", "fast", "then"]
+    assert messages == []
 
 
 async def test_parallel_branches_of_several_steps_are_not_reported(
@@ -134,12 +144,6 @@ async def test_parallel_branches_of_several_steps_are_not_reported(
         await step.wait_for_signal(signal)
         return [*quick, *slow]
 
-    ow = OpenWorkflow(backend)
-    with caplog.at_level(logging.WARNING, logger="openworkflow.replay"):
-        async with running_worker(backend, [branches]):
-            handle = await ow.run(branches)
-            await wait_for_parked(backend, handle.id)
-            await ow.send_signal(signal)
-            done = await wait_for_status(backend, handle.id, "completed", "failed")
-    assert done.status == "completed" and done.output == ["a1", "a2", "b1"]
-    assert [r.getMessage() for r in caplog.records if r.name == "openworkflow.replay"] == []
+    output, messages = await _park_then_replay(backend, caplog, branches, signal)
+    assert output == ["a1", "a2", "b1"]
+    assert messages == []
