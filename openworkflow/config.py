@@ -64,6 +64,7 @@ class WorkerOptions(BaseModel):
     concurrency: int = Field(default=1, ge=1, le=10_000)
     lease_duration: str | float = "30s"
     shutdown_timeout: str | float = "30s"
+    step_crash_limit: int = Field(default=3, ge=1)
 
     @field_validator("lease_duration", "shutdown_timeout")
     @classmethod
@@ -140,7 +141,8 @@ def define_config(
             else SQLite at ``openworkflow/backend.db`` next to the config.
         dirs: Folders (relative to the config file) scanned for workflow files.
         ignore_patterns: Globs to skip, in addition to the defaults (tests, ``*.run.*``).
-        worker: ``{"concurrency": N, "lease_duration": "30s", "shutdown_timeout": "30s"}``.
+        worker: ``{"concurrency": N, "lease_duration": "30s", "shutdown_timeout": "30s",
+            "step_crash_limit": 3}``.
         namespace_id: The namespace (default ``"default"``).
         schema: The PostgreSQL schema (default ``"openworkflow"``).
         payload: ``{"warn_size": "256KiB", "max_size": "2MiB"}``: inputs, step

@@ -114,7 +114,8 @@ class StepCrashLoopError(OpenWorkflowError):
             f"step {step_name!r} was left unfinished {unfinished} times (its worker crashed, "
             f"hung or lost its lease while running it; the limit is {limit}), so it is failed "
             "instead of being run again. Fix the step, then retry the run "
-            "(`ow runs retry <id>`); raise Worker(step_crash_limit=...) to allow more."
+            "(`ow runs retry <id>`); to allow more, raise the worker's step_crash_limit "
+            "(config worker={...}, OPENWORKFLOW_WORKER_STEP_CRASH_LIMIT or Worker(...))."
         )
         self.step_name = step_name
         self.unfinished = unfinished

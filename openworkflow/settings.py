@@ -67,6 +67,7 @@ class _Overrides(BaseSettings):
     worker_concurrency: int | None = Field(default=None, ge=1, le=10_000)
     worker_lease_duration: str | None = None
     worker_shutdown_timeout: str | None = None
+    worker_step_crash_limit: int | None = Field(default=None, ge=1)
     payload_warn_size: str | None = None
     payload_max_size: str | None = None
 
@@ -121,6 +122,7 @@ class EffectiveSettings:
     concurrency: int
     lease_duration: str | float
     shutdown_timeout: str | float
+    step_crash_limit: int
     dirs: tuple[Path, ...]
     ignore_patterns: tuple[str, ...]
     payload_limits: PayloadLimits = field(default_factory=PayloadLimits)
@@ -187,6 +189,7 @@ def resolve_settings(loaded: LoadedConfig, **flags: Any) -> EffectiveSettings:
         concurrency=overrides.worker_concurrency or worker.concurrency,
         lease_duration=overrides.worker_lease_duration or worker.lease_duration,
         shutdown_timeout=overrides.worker_shutdown_timeout or worker.shutdown_timeout,
+        step_crash_limit=overrides.worker_step_crash_limit or worker.step_crash_limit,
         dirs=tuple((folder / directory).resolve() for directory in config.dirs),
         ignore_patterns=(*DEFAULT_IGNORE_PATTERNS, *config.ignore_patterns),
         payload_limits=payload,

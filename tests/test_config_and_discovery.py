@@ -28,6 +28,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "OPENWORKFLOW_NAMESPACE_ID",
         "OPENWORKFLOW_SCHEMA",
         "OPENWORKFLOW_WORKER_CONCURRENCY",
+        "OPENWORKFLOW_WORKER_STEP_CRASH_LIMIT",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(sys, "path", list(sys.path))
@@ -80,16 +81,19 @@ def test_precedence_is_flag_then_environment_then_file_then_default(
         """
         from openworkflow import define_config
         config = define_config(backend="sqlite:///file.db", namespace_id="from-file",
-                               worker={"concurrency": 2})
+                               worker={"concurrency": 2, "step_crash_limit": 4})
         """,
     )
     loaded = load_config(cwd=tmp_path)
     assert resolve_settings(loaded).namespace_id == "from-file"
+    assert resolve_settings(loaded).step_crash_limit == 4
     monkeypatch.setenv("OPENWORKFLOW_NAMESPACE_ID", "from-env")
     monkeypatch.setenv("OPENWORKFLOW_WORKER_CONCURRENCY", "5")
+    monkeypatch.setenv("OPENWORKFLOW_WORKER_STEP_CRASH_LIMIT", "6")
     monkeypatch.setenv("OPENWORKFLOW_BACKEND_URL", "sqlite:////tmp/env.db")
     settings = resolve_settings(loaded)
     assert (settings.namespace_id, settings.concurrency) == ("from-env", 5)
+    assert settings.step_crash_limit == 6
     assert settings.backend == "sqlite:////tmp/env.db"
     assert settings.backend_source == "OPENWORKFLOW_BACKEND_URL"
     flagged = resolve_settings(loaded, namespace_id="from-flag", worker_concurrency=7)

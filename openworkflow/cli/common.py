@@ -293,6 +293,13 @@ async def with_client(
         return await action(client)
 
 
+async def connect_now(backend: Backend) -> None:
+    """Connect now (and migrate), so an unreachable database fails with a clear message."""
+    opener = getattr(backend, "open", None)
+    if opener is not None:
+        await opener()
+
+
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine to completion (on uvloop when installed)."""
     return event_loop.run(coroutine)

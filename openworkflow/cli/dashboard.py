@@ -23,7 +23,6 @@ import uvicorn
 
 from openworkflow.cli import common
 from openworkflow.cli.options import common_options, get_state
-from openworkflow.core.backend import Backend
 from openworkflow.core.workflow_definition import Workflow
 from openworkflow.dashboard import create_app
 from openworkflow.dashboard.security import (
@@ -230,7 +229,7 @@ async def _serve(
 ) -> None:
     backend = common.backend_from(settings)
     try:
-        await _open(backend)
+        await common.connect_now(backend)
         app = create_app(backend, workflows=workflows, auth=credentials)
         sock = _listen(host, port)
         url = display_url(sock)
@@ -262,10 +261,3 @@ async def _serve(
     finally:
         await backend.stop()
     common.say("Dashboard stopped")
-
-
-async def _open(backend: Backend) -> None:
-    """Fail now, with a clear message, if the database cannot be reached."""
-    opener = getattr(backend, "open", None)
-    if opener is not None:
-        await opener()

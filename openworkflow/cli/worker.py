@@ -15,7 +15,6 @@ import click
 
 from openworkflow.cli import common
 from openworkflow.cli.options import common_options
-from openworkflow.core.backend import Backend
 from openworkflow.core.workflow_definition import Workflow
 from openworkflow.discovery import Discovery, discover
 from openworkflow.settings import EffectiveSettings
@@ -116,13 +115,14 @@ def _dirs(dirs: Sequence[Path]) -> str:
 async def _serve(settings: EffectiveSettings, workflows: Sequence[Workflow]) -> None:
     backend = common.backend_from(settings)
     try:
-        await _open(backend)
+        await common.connect_now(backend)
         running = Worker(
             backend,
             workflows,
             concurrency=settings.concurrency,
             lease_duration=settings.lease_duration,
             shutdown_timeout=settings.shutdown_timeout,
+            step_crash_limit=settings.step_crash_limit,
         )
         stopping = _StopOnSignals(running)
         stopping.install()
@@ -137,13 +137,6 @@ async def _serve(settings: EffectiveSettings, workflows: Sequence[Workflow]) -> 
     finally:
         await backend.stop()
     common.say("Worker stopped")
-
-
-async def _open(backend: Backend) -> None:
-    """Fail now, with a clear message, if the database cannot be reached."""
-    opener = getattr(backend, "open", None)
-    if opener is not None:
-        await opener()
 
 
 class _StopOnSignals:

@@ -288,7 +288,10 @@ class _Database:
         self._returned_at[connection] = time.monotonic()
 
     async def live_connection(
-        self, pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+        self,
+        pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]],
+        *,
+        ping_idle: bool = True,
     ) -> psycopg.AsyncConnection[Any]:
         """A connection from ``pool``, pinged first if it may have died while idle.
 
@@ -298,16 +301,16 @@ class _Database:
         for a while is pinged; if dead, every broken idle connection is
         dropped and a fresh one taken. One returned moments ago with nothing
         to read is handed out unchecked, so a busy worker pays no extra round
-        trip. (psycopg_pool's own ``check`` backs off between failed checks,
-        which stalls for seconds when several pooled connections died.)
+        trip. With ``ping_idle`` off (lease renewals: idle between heartbeats by
+        design, and a failed renewal is simply retried at the next one) only
+        unread input triggers a ping. (psycopg_pool's own ``check`` backs off
+        between failed checks, which stalls for seconds when several pooled
+        connections died.)
         """
         connection = await pool.getconn()
         returned = self._returned_at.get(connection)
-        if (
-            returned is not None
-            and time.monotonic() - returned <= IDLE_CHECK_S
-            and not _has_unread_input(connection)
-        ):
+        recent = returned is not None and time.monotonic() - returned <= IDLE_CHECK_S
+        if (recent or not ping_idle) and not _has_unread_input(connection):
             return connection
         try:
             await psycopg_pool.AsyncConnectionPool.check_connection(connection)
@@ -461,7 +464,7 @@ class PostgresBackend:
         self._check_open()
         pool = await (self._db.lease_pool() if lease else self._db.pool())
         try:
-            connection = await self._db.live_connection(pool)
+            connection = await self._db.live_connection(pool, ping_idle=not lease)
             try:
                 yield connection
             finally:
@@ -818,16 +821,6 @@ class PostgresBackend:
         self, items: Sequence[_StepInsert]
     ) -> list[StepAttempt | BaseException]:
         """Write a batch of step attempts in one statement; a refused item fails alone."""
-        inserted = await self._fetch_step_inserts(items)
-        return [
-            inserted.get(item.id)
-            or WriteConflictError(
-                f"Failed to create {'completed ' if item.status == 'completed' else ''}step attempt"
-            )
-            for item in items
-        ]
-
-    async def _fetch_step_inserts(self, items: Sequence[_StepInsert]) -> dict[str, StepAttempt]:
         rows = await self._fetchall(
             self._q.insert_step_attempts,
             {
@@ -843,8 +836,14 @@ class PostgresBackend:
                 "outputs": [item.output for item in items],
             },
         )
-        attempts = (_to_step(row) for row in rows)
-        return {attempt.id: attempt for attempt in attempts}
+        inserted = {attempt.id: attempt for attempt in map(_to_step, rows)}
+        return [
+            inserted.get(item.id)
+            or WriteConflictError(
+                f"Failed to create {'completed ' if item.status == 'completed' else ''}step attempt"
+            )
+            for item in items
+        ]
 
     async def get_step_attempt(self, params: GetStepAttemptParams) -> StepAttempt | None:
         """Return the step attempt, or None."""

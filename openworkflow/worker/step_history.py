@@ -99,11 +99,6 @@ class StepHistory:
         self._resolved.add(name)
         return name
 
-    @property
-    def resolved_names(self) -> frozenset[str] | set[str]:
-        """Durable names the current pass has called so far."""
-        return self._resolved
-
     def find_cached(self, step_name: str) -> StepAttempt | None:
         """The completed attempt of this step, if any."""
         return self.cache.get(step_name)
@@ -201,9 +196,12 @@ class ReplayCheck:
     def __init__(self, history: StepHistory) -> None:
         self._history = history
         self._latest: dict[object, StepAttempt] = {}  # per chain (task)
+        # Steps recorded completed before this pass that it has not called yet.
+        self._ahead = dict(history.cache)
 
     def resolved(self, step_name: str, *, concurrent: bool, chain: object = None) -> str | None:
         """Note a step call made in ``chain``; return a message if it was reordered."""
+        self._ahead.pop(step_name, None)
         cached = self._history.cache.get(step_name)
         if cached is None:
             return None
@@ -223,9 +221,9 @@ class ReplayCheck:
         history = self._history
         if step_name in history.failed_counts or step_name in history.running:
             return None  # a retry, or a step interrupted earlier
-        ahead = self.unreached()
-        if not ahead:
+        if not self._ahead:
             return None
+        ahead = self.unreached()
         return (
             f"step {step_name!r} has no history but runs before recorded steps "
             f"{names_of(ahead)}: a step was added or renamed since this run started"
@@ -233,9 +231,7 @@ class ReplayCheck:
 
     def unreached(self) -> list[str]:
         """Recorded (completed) steps this replay has not called, oldest first."""
-        resolved = self._history.resolved_names
-        pending = [a for a in self._history.cache.values() if a.step_name not in resolved]
-        return [a.step_name for a in sorted(pending, key=lambda a: a.created_at)]
+        return [a.step_name for a in sorted(self._ahead.values(), key=lambda a: a.created_at)]
 
 
 def names_of(names: list[str], shown: int = 3) -> str:

@@ -57,8 +57,21 @@ class _Slot:
     execution: WorkflowExecution | None = field(default=None, repr=False)
 
 
-def _abandoned(slot: _Slot) -> tuple[str, ...]:
-    return slot.execution.abandoned_attempt_ids() if slot.execution is not None else ()
+def _abandoned(execution: WorkflowExecution | None) -> tuple[str, ...]:
+    return execution.abandoned_attempt_ids() if execution is not None else ()
+
+
+def _give_up_lease(slot: _Slot, run: WorkflowRun, task: asyncio.Task[None], how: str) -> None:
+    """Cancel the execution of a run whose lease is gone.
+
+    Not while its final write is under way: that write is fenced, so it lands
+    only if the run is still ours, and cancelling it midway would leave its
+    outcome unknown to this worker.
+    """
+    if slot.execution is not None and slot.execution.finishing:
+        return
+    logger.warning("Lease of workflow run %s %s; cancelling its execution", run.id, how)
+    task.cancel()
 
 
 class Worker:
@@ -265,7 +278,7 @@ class Worker:
             # The engine could not record progress (the database is unreachable):
             # nothing was decided, so hand the run back instead of failing it.
             logger.warning("Workflow run %s paused: %s", run.id, error)
-            await self._release_after_fault(slot.worker_id, run, _abandoned(slot))
+            await self._release_after_fault(slot.worker_id, run, _abandoned(slot.execution))
         except Exception:
             logger.exception("Critical error while executing workflow run %s", run.id)
         finally:
@@ -322,7 +335,7 @@ class Worker:
             return
 
     async def _heartbeat(self, slot: _Slot, run: WorkflowRun, task: asyncio.Task[None]) -> None:
-        """Renew the lease; when it is refused (lost), cancel the execution at once."""
+        """Renew the lease; when it is refused (lost) or ran out, cancel the execution."""
         loop = asyncio.get_running_loop()
         last_renewed = loop.time()
         while not task.done():
@@ -331,8 +344,7 @@ class Worker:
             if lease_left <= 0:
                 # The loop was blocked (or the process paused) past the lease:
                 # another worker may own the run already.
-                logger.warning("Lease of workflow run %s expired; cancelling its execution", run.id)
-                task.cancel()
+                _give_up_lease(slot, run, task, "expired")
                 return
             try:
                 # A renewal stuck on an unreachable database must not outlive the
@@ -348,12 +360,7 @@ class Worker:
                     )
                 last_renewed = loop.time()
             except WriteConflictError:
-                if slot.execution is not None and slot.execution.finishing:
-                    return  # the pass's final write landed (or will say why not)
-                logger.warning(
-                    "Lease of workflow run %s was lost; cancelling its execution", run.id
-                )
-                task.cancel()
+                _give_up_lease(slot, run, task, "was lost")
                 return
             except Exception as error:
                 if isinstance(error, BackendError | TimeoutError):
@@ -361,10 +368,7 @@ class Worker:
                 else:
                     logger.exception("Heartbeat for workflow run %s failed", run.id)
                 if loop.time() - last_renewed >= self.lease_duration_ms / 1000:
-                    logger.warning(
-                        "Lease of workflow run %s expired; cancelling its execution", run.id
-                    )
-                    task.cancel()
+                    _give_up_lease(slot, run, task, "expired")
                     return
 
     async def _reschedule_unknown(self, slot: _Slot, run: WorkflowRun) -> None:
@@ -422,9 +426,8 @@ class Worker:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-        abandoned = execution.abandoned_attempt_ids() if execution is not None else ()
         try:
-            await self._hand_back(worker_id, run, abandoned)
+            await self._hand_back(worker_id, run, _abandoned(execution))
         except WriteConflictError:
             return  # finished, canceled or reclaimed meanwhile: nothing to release
         except Exception:

@@ -172,6 +172,20 @@ def attempts_named(attempts: Iterable[StepAttempt], name: str) -> list[StepAttem
     return [attempt for attempt in attempts if attempt.step_name == name]
 
 
+class ProxyBackend:
+    """Delegates everything to a real backend; subclasses override one method to add a hook.
+
+    The worker sees the proxy, the test's client and assertions see the real
+    backend, so the hooks only shape the worker's interleaving.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def make_worker(backend: Backend, workflows: Iterable[Workflow], **options: Any) -> Worker:
     """A worker with the tests' short lease and shutdown timeout (overridable)."""
     options.setdefault("lease_duration", LEASE)

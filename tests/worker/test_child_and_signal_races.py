@@ -45,6 +45,7 @@ from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import ChildWorkflowFailedError
 from tests.fixtures.backends import backend_url
 from tests.worker.helpers import (
+    ProxyBackend,
     attempts_named,
     get_run,
     idle_worker,
@@ -64,20 +65,6 @@ ONE_YEAR_ISH = timedelta(days=300)
 
 
 # -- a backend proxy that injects a race at one exact point ------------------------
-
-
-class ProxyBackend:
-    """Delegates everything to a real backend; subclasses override one method to add a hook.
-
-    The worker sees the proxy, the test's client and assertions see the real
-    backend, so the hooks only shape the worker's interleaving.
-    """
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 Hook = Callable[[], Awaitable[None]]

@@ -31,6 +31,7 @@ from openworkflow import (
 from openworkflow.core import clock as app_clock
 from tests.worker.helpers import (
     FAST_RETRY,
+    ProxyBackend,
     attempts_named,
     get_run,
     idle_worker,
@@ -1026,3 +1027,26 @@ async def test_a_workflow_result_that_is_not_json_fails_the_run(backend: Any) ->
     assert "object" in error["message"]
     run = await wait_for_status(backend, handle.id, "failed")
     assert run.output is None
+
+
+async def test_a_fresh_run_does_not_read_its_empty_history(backend: Any) -> None:
+    """The claim says a run taken from pending has no step attempts: its first
+    pass skips the history read; a later pass (after a durable sleep) reads it."""
+    reads: list[str] = []
+
+    class CountingReads(ProxyBackend):
+        async def list_step_attempts(self, params: Any) -> Any:
+            reads.append(params.workflow_run_id)
+            return await self.inner.list_step_attempts(params)
+
+    @workflow(name="history-reads")
+    async def napping(step: Step) -> int:
+        first = await step.run("first", lambda: 1)
+        await step.sleep("nap", "50ms")
+        return first + 1
+
+    ow = OpenWorkflow(backend)
+    async with running_worker(CountingReads(backend), [napping]):
+        handle = await ow.run(napping)
+        assert await handle.result(timeout="10s") == 2
+    assert reads == [handle.id]  # the second pass only

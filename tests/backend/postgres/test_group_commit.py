@@ -30,13 +30,13 @@ def _quick_step(run: Any, name: str, output: Any, worker_id: str | None = None) 
 async def test_concurrent_step_writes_share_statements(backend: Any) -> None:
     runs = [await create_claimed_run(backend) for _ in range(20)]
     statements: list[int] = []
-    write = backend._fetch_step_inserts
+    write = backend._step_inserts._write_batch
 
     async def counting(items: Sequence[Any]) -> Any:
         statements.append(len(items))
         return await write(items)
 
-    backend._fetch_step_inserts = counting
+    backend._step_inserts._write_batch = counting
     await asyncio.gather(
         *(
             backend.create_completed_step_attempt(_quick_step(run, "s", i))
