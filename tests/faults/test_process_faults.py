@@ -118,6 +118,13 @@ def _in_flight_recoveries(
         if finished_at is not None and finished_at <= kill.at:
             continue
         after = [row for row in rows if row.at > kill.at and row.pid != kill.pid]
+        if not after and runs[run_id].status == "completed":
+            # Every step had run on the victim: its completion landed between the
+            # clock read and the signal, so there was nothing left to resume.
+            assert {row.step_name for row in before} == {f"s{i}" for i in range(F1_STEPS)}, (
+                f"run {run_id} completed without running all its steps"
+            )
+            continue
         assert after, f"run {run_id} never resumed after the kill of {kill.pid}"
         recoveries.append(after[0].at - kill.at)
     return recoveries
