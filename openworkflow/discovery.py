@@ -1,27 +1,42 @@
 """Find the workflows of a project: ``*.py`` files under the configured folders.
 
-Files are loaded by path under private module names (``_openworkflow_user.*``),
-so a project folder called ``openworkflow/`` never shadows this package. Every
-module-level :class:`~openworkflow.Workflow` counts. A file that fails to
-import is reported with its file and line and does not hide the others;
-two implementations of one (name, version) are reported with both places.
+Each folder in ``dirs`` is put on ``sys.path`` (after the installed packages, so
+a project file can never shadow the standard library or this package), and
+each file is imported under the name a Python user would write for it: a file
+``openworkflow/shipping.py`` is the module ``shipping``, ``openworkflow/billing/
+invoice.py`` is ``billing.invoice``, and a folder with an ``__init__.py`` is a
+regular package. So workflow files import each other and their helper modules
+as siblings (``from shipping import label``), and every file is executed once.
+A file whose name is taken by an installed module (``json.py``,
+``openworkflow.py``) is loaded by path under a private name instead and a
+warning says how to rename it. A file that fails to import is reported with its
+file and line and does not hide the others; two implementations of one (name,
+version) are reported with both places.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import importlib
 import importlib.util
+import logging
 import sys
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from openworkflow.core.registry import describe
 from openworkflow.core.workflow_definition import Workflow
 
 _MODULE_PREFIX = "_openworkflow_user"
+
+logger = logging.getLogger("openworkflow.discovery")
+
+# Modules imported by the last scan, forgotten by the next one (ow dev, dashboard refresh).
+_project_modules: set[str] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,17 +122,25 @@ def is_ignored(path: Path, patterns: Sequence[str], base: Path) -> bool:
 def discover(dirs: Sequence[Path], ignore_patterns: Sequence[str], base: Path) -> Discovery:
     """Import every workflow file and collect its module-level workflows.
 
-    ``base`` (the config folder) is put on ``sys.path`` first so workflow files
-    can import the project's own modules.
+    ``base`` (the config folder) is put first on ``sys.path`` and every folder of
+    ``dirs`` last, so workflow files can import the project's own modules and each
+    other. Modules already loaded from ``dirs`` are imported afresh, so a second
+    scan in one process sees the files as they are now.
     """
     if str(base) not in sys.path:
         sys.path.insert(0, str(base))
+    roots = [directory.resolve() for directory in dirs if directory.is_dir()]
+    for root in roots:
+        if str(root) not in sys.path:
+            sys.path.append(str(root))
+    _forget_project_modules()
+    before = set(sys.modules)
     files, missing = find_workflow_files(dirs, ignore_patterns, base)
     result = Discovery(dirs=tuple(dirs), files=files, missing_dirs=missing)
     seen: dict[tuple[str, str | None], Workflow] = {}
     for path in files:
         try:
-            found = load_workflow_file(path)
+            found = load_workflow_file(path, roots)
         except ImportProblemError as error:
             result.problems.append(error.problem)
             continue
@@ -131,7 +154,31 @@ def discover(dirs: Sequence[Path], ignore_patterns: Sequence[str], base: Path) -
                 continue
             seen[key] = item
             result.workflows.append(item)
+    _remember_project_modules(before, roots)
     return result
+
+
+def _forget_project_modules() -> None:
+    """Drop the modules an earlier scan imported, so they are imported afresh."""
+    for name in _project_modules:
+        sys.modules.pop(name, None)
+    _project_modules.clear()
+
+
+def _remember_project_modules(before: set[str], roots: Sequence[Path]) -> None:
+    """Note the modules a scan imported from the workflow folders (not the packages)."""
+    for name in set(sys.modules) - before:
+        location = getattr(sys.modules[name], "__file__", None)
+        if location and any(_is_within(Path(location), root) for root in roots):
+            _project_modules.add(name)
+
+
+def _is_within(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root)
+    except ValueError:
+        return False
+    return True
 
 
 class ImportProblemError(Exception):
@@ -143,18 +190,79 @@ class ImportProblemError(Exception):
 
 
 def module_name_for(path: Path) -> str:
-    """A private, stable module name for a workflow file."""
+    """A private, stable module name for a workflow file loaded by path."""
     digest = hashlib.sha1(str(path.resolve()).encode(), usedforsecurity=False).hexdigest()[:12]
     stem = "".join(ch if ch.isalnum() else "_" for ch in path.stem)
     return f"{_MODULE_PREFIX}.{stem}_{digest}"
 
 
-def load_workflow_file(path: Path) -> list[Workflow]:
-    """Import one file by path (fresh each time) and return its module-level workflows.
+def importable_name(path: Path, roots: Sequence[Path]) -> str | None:
+    """The dotted name ``import`` would give ``path``, or None if it has none.
+
+    Folders with an ``__init__.py`` are packages, as usual; otherwise the name is
+    the path from the workflow folder that holds the file (``billing/invoice.py``
+    is ``billing.invoice``). The name counts only if importing it finds this very
+    file, not a module of the same name elsewhere on ``sys.path``.
+    """
+    resolved = path.resolve()
+    top = resolved.parent
+    while (top / "__init__.py").is_file():
+        top = top.parent
+    if (resolved.parent / "__init__.py").is_file():
+        relative = resolved.relative_to(top)
+        if str(top) not in sys.path:
+            sys.path.append(str(top))
+    else:
+        root = next((root for root in roots if _is_within(resolved, root)), None)
+        if root is None:
+            return None
+        relative = resolved.relative_to(root)
+    parts = [*relative.parent.parts, relative.stem]
+    if path.stem == "__init__":
+        parts = parts[:-1]
+    if not parts or not all(part.isidentifier() for part in parts):
+        return None
+    name = ".".join(parts)
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    origin = None if spec is None else spec.origin
+    if origin is None:
+        return None
+    if Path(origin).resolve() != resolved:
+        logger.warning(
+            "%s is loaded under a private name because %r is already the module %s; "
+            "rename the file to import it from other files",
+            path,
+            name,
+            origin,
+        )
+        return None
+    return name
+
+
+def load_workflow_file(path: Path, roots: Sequence[Path] = ()) -> list[Workflow]:
+    """Import one file and return its module-level workflows.
+
+    The file is imported under its importable name (see :func:`importable_name`),
+    so sibling files that import it share one module; a file without one is
+    loaded by path under a private name.
 
     Raises:
         ImportProblemError: the file failed to import; carries the file and line.
     """
+    name = importable_name(path, roots)
+    if name is None:
+        return _load_by_path(path)
+    try:
+        module = importlib.import_module(name)
+    except BaseException as error:
+        _raise_import_problem(error, path, name)
+    return [value for value in vars(module).values() if isinstance(value, Workflow)]
+
+
+def _load_by_path(path: Path) -> list[Workflow]:
     name = module_name_for(path)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
@@ -164,13 +272,17 @@ def load_workflow_file(path: Path) -> list[Workflow]:
     try:
         spec.loader.exec_module(module)
     except BaseException as error:
-        sys.modules.pop(name, None)
-        if isinstance(error, KeyboardInterrupt | SystemExit):
-            raise
-        raise ImportProblemError(
-            ImportProblem(path, _line_in(error, path), f"{type(error).__name__}: {error}")
-        ) from error
+        _raise_import_problem(error, path, name)
     return [value for value in vars(module).values() if isinstance(value, Workflow)]
+
+
+def _raise_import_problem(error: BaseException, path: Path, name: str) -> NoReturn:
+    sys.modules.pop(name, None)
+    if isinstance(error, KeyboardInterrupt | SystemExit):
+        raise error
+    raise ImportProblemError(
+        ImportProblem(path, _line_in(error, path), f"{type(error).__name__}: {error}")
+    ) from error
 
 
 def _line_in(error: BaseException, path: Path) -> int | None:
