@@ -1,12 +1,15 @@
 """The ``ow dev`` loop: a worker process that restarts when workflow code changes.
 
 The supervisor starts ``python -m openworkflow worker start`` as a child with a
-short lease and shutdown timeout, watches the config file, ``.env`` and the
-workflow folders (``*.py`` only, so database files and their ``-wal``/``-shm``
-companions never trigger), and on a change stops the child gracefully (it
-releases its leases, so in-flight runs resume at once in the new code) and
-starts a new one. A child that fails to start (a broken file) is reported and
-the loop keeps watching.
+short lease and shutdown timeout, and restarts it (gracefully: it releases its
+leases, so in-flight runs resume at once in the new code) when one of these
+changes: a ``*.py`` file under the workflow folders, the config file, ``.env``,
+or any other Python module of the project that the worker imported (a helper
+outside the workflow folders). The worker reports the files of the project
+modules it imported to a file the supervisor watches
+(:data:`DEV_MODULES_ENV`), so the watched set follows the code. Database
+files and their ``-wal``/``-shm`` companions never trigger. A child that fails
+to start (a broken file) is reported and the loop keeps watching.
 
 The dashboard, when asked for, is a second child (``ow dashboard``) started
 once: it reads runs from the database, so a reload does not need to touch it
@@ -17,9 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import shutil
 import signal
 import sys
+import sysconfig
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -29,18 +36,71 @@ from watchfiles import Change, awatch
 DEV_LEASE = "5s"
 DEV_SHUTDOWN_TIMEOUT = "500ms"
 _STOP_GRACE_SECONDS = 5.0
+DEV_MODULES_ENV = "OPENWORKFLOW_DEV_MODULES_FILE"
+"""Where a dev worker writes the files of the project modules it imported (JSON list)."""
+_MODULES_REPORT_INTERVAL = 1.0
 
 
 def is_reload_trigger(path: str) -> bool:
-    """Whether a changed path should restart the worker (Python sources and ``.env``)."""
+    """Whether a changed path may restart the worker (Python sources and ``.env``)."""
     name = os.path.basename(path)
     if "__pycache__" in path.split(os.sep):
         return False
     return name.endswith(".py") or name == ".env"
 
 
+def _installed_roots() -> tuple[Path, ...]:
+    """Folders of the interpreter, the standard library and installed packages."""
+    found = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)}
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        with contextlib.suppress(KeyError):
+            found.add(Path(sysconfig.get_paths()[key]))
+    found.add(Path(__file__).resolve().parent)  # this package, even installed editable
+    return tuple(root.resolve() for root in found)
+
+
+def project_module_files() -> list[str]:
+    """The source files of the imported modules that belong to the user's project.
+
+    That is every imported ``.py`` file outside the interpreter, the standard
+    library, installed packages and this package.
+    """
+    installed = _installed_roots()
+    files: set[str] = set()
+    for module in list(sys.modules.values()):
+        location = getattr(module, "__file__", None)
+        if not location or not location.endswith(".py"):
+            continue
+        path = Path(location).resolve()
+        if not any(path.is_relative_to(root) for root in installed):
+            files.add(str(path))
+    return sorted(files)
+
+
+async def report_project_modules(destination: Path) -> None:
+    """Keep ``destination`` up to date with :func:`project_module_files` (until cancelled).
+
+    Checked every second, so a module imported later (inside a step) is watched too;
+    the file is replaced atomically, so a reader never sees half of it.
+    """
+    written: list[str] | None = None
+    while True:
+        files = project_module_files()
+        if files != written:
+            temporary = destination.with_name(destination.name + ".tmp")
+            temporary.write_text(json.dumps(files), encoding="utf-8")
+            os.replace(temporary, destination)
+            written = files
+        await asyncio.sleep(_MODULES_REPORT_INTERVAL)
+
+
 class DevSupervisor:
-    """Runs and restarts the worker process for ``ow dev``."""
+    """Runs and restarts the worker process for ``ow dev``.
+
+    ``watch_paths`` are the workflow folders (any ``*.py`` below them counts)
+    and single files (the config, ``.env``); the project modules the worker
+    reports are watched as single files on top of those.
+    """
 
     def __init__(
         self,
@@ -53,12 +113,16 @@ class DevSupervisor:
     ) -> None:
         self.worker_command = list(worker_command)
         self.dashboard_command = None if dashboard_command is None else list(dashboard_command)
-        self.watch_paths = [path for path in watch_paths if path.exists()]
+        self.watch_paths = [path.resolve() for path in watch_paths if path.exists()]
+        self._report_dir = Path(tempfile.mkdtemp(prefix="ow-dev-"))
+        self._report = self._report_dir / "modules.json"
+        self._modules: frozenset[Path] = frozenset()
         self.env = {
             **os.environ,
             "OPENWORKFLOW_WORKER_LEASE_DURATION": DEV_LEASE,
             "OPENWORKFLOW_WORKER_SHUTDOWN_TIMEOUT": DEV_SHUTDOWN_TIMEOUT,
             **(env or {}),
+            DEV_MODULES_ENV: str(self._report),
         }
         self.say = say
         self.restarts = 0
@@ -71,28 +135,71 @@ class DevSupervisor:
         """Start the worker and restart it on every relevant change until ``stop`` is set."""
         await self._start_dashboard()
         await self._start()
+        try:
+            while not stop.is_set():
+                await self._watch_once(stop)
+        finally:
+            await self._stop_worker()
+            await self._stop_dashboard()
+            shutil.rmtree(self._report_dir, ignore_errors=True)
+
+    async def _watch_once(self, stop: asyncio.Event) -> None:
+        """Watch the current paths until ``stop``, a reload, or a new set of modules.
+
+        The watcher is built anew after each of those, so the modules the worker
+        reports (and files an editor replaced) are watched as they are now.
+        """
         watch_stop = asyncio.Event()
-        stopper = asyncio.ensure_future(self._relay(stop, watch_stop))
+        relay = asyncio.ensure_future(self._relay(stop, watch_stop))
         try:
             async for changes in awatch(
                 *self.watch_paths,
-                watch_filter=lambda _change, path: is_reload_trigger(path),
+                *sorted(self._modules),
+                self._report_dir,
+                watch_filter=lambda _change, path: self._is_trigger(path),
                 stop_event=watch_stop,
                 step=50,
                 debounce=1600,
             ):
-                changed = sorted({path for change, path in changes if change != Change.deleted})
-                removed = sorted({path for change, path in changes if change == Change.deleted})
-                self.say(f"changed: {', '.join(changed + removed)}; restarting the worker")
-                started = time.perf_counter()
-                await self._stop_worker()
-                await self._start()
-                self.restarts += 1
-                self.say(f"worker restarted in {(time.perf_counter() - started) * 1000:.0f} ms")
+                code = {(change, path) for change, path in changes if path != str(self._report)}
+                if code:
+                    await self._restart_worker(code)
+                if len(code) < len(changes):
+                    self._read_modules()
+                return
         finally:
-            stopper.cancel()
-            await self._stop_worker()
-            await self._stop_dashboard()
+            relay.cancel()
+
+    def _is_trigger(self, path: str) -> bool:
+        """Whether a change to ``path`` restarts the worker (or is the module report)."""
+        if path == str(self._report):
+            return True
+        if not is_reload_trigger(path):
+            return False
+        changed = Path(path)
+        if changed in self._modules or changed in self.watch_paths:
+            return True
+        return any(
+            folder.is_dir() and changed.is_relative_to(folder) for folder in self.watch_paths
+        )
+
+    def _read_modules(self) -> None:
+        """Take the worker's latest list of project modules (a half-written one is skipped)."""
+        try:
+            files = json.loads(self._report.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        self._modules = frozenset(Path(item) for item in files if Path(item).exists())
+
+    async def _restart_worker(self, changes: set[tuple[Change, str]]) -> None:
+        changed = sorted({path for change, path in changes if change != Change.deleted})
+        removed = sorted({path for change, path in changes if change == Change.deleted})
+        self.say(f"changed: {', '.join(changed + removed)}; restarting the worker")
+        started = time.perf_counter()
+        await self._stop_worker()
+        await self._start()
+        self.restarts += 1
+        self.say(f"worker restarted in {(time.perf_counter() - started) * 1000:.0f} ms")
 
     @staticmethod
     async def _relay(stop: asyncio.Event, watch_stop: asyncio.Event) -> None:

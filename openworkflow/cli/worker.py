@@ -16,6 +16,7 @@ import click
 from openworkflow.cli import common
 from openworkflow.cli.options import common_options
 from openworkflow.core.workflow_definition import Workflow
+from openworkflow.dev import DEV_MODULES_ENV, report_project_modules
 from openworkflow.discovery import Discovery, discover
 from openworkflow.settings import EffectiveSettings
 from openworkflow.worker.worker import STEP_THREAD_PREFIX, Worker
@@ -127,6 +128,7 @@ async def _serve(settings: EffectiveSettings, workflows: Sequence[Workflow]) -> 
         stopping = _StopOnSignals(running)
         stopping.install()
         await running.start()
+        report = _report_modules_for_dev()
         common.say(
             f"Worker started: concurrency {settings.concurrency}, "
             f"backend {common.describe_backend(settings.backend)}, "
@@ -134,9 +136,19 @@ async def _serve(settings: EffectiveSettings, workflows: Sequence[Workflow]) -> 
             style="green",
         )
         await stopping.wait()
+        if report is not None:
+            report.cancel()
     finally:
         await backend.stop()
     common.say("Worker stopped")
+
+
+def _report_modules_for_dev() -> asyncio.Task[None] | None:
+    """Under ``ow dev``, report the project modules imported, so edits to them reload."""
+    destination = os.environ.get(DEV_MODULES_ENV)
+    if not destination:
+        return None
+    return asyncio.get_running_loop().create_task(report_project_modules(Path(destination)))
 
 
 class _StopOnSignals:
