@@ -31,7 +31,7 @@ from dotenv import load_dotenv
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from openworkflow.core.backend import Backend
-from openworkflow.core.duration import parse_duration_ms
+from openworkflow.core.duration import setting_duration
 from openworkflow.core.json import check_name, parse_size
 from openworkflow.errors import OpenWorkflowError
 
@@ -69,8 +69,8 @@ class WorkerOptions(BaseModel):
     @field_validator("lease_duration", "shutdown_timeout")
     @classmethod
     def _duration(cls, value: str | float) -> str | float:
-        parse_duration_ms(value)  # raises InvalidDurationError (a ValueError) on nonsense
-        return value
+        # A bare number is seconds, "500ms" keeps its unit; nonsense raises (a ValueError).
+        return setting_duration(value)
 
 
 class PayloadOptions(BaseModel):

@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from openworkflow.core.backend import DEFAULT_NAMESPACE_ID, Backend
-from openworkflow.core.duration import parse_duration_ms
+from openworkflow.core.duration import setting_duration
 from openworkflow.core.json import (
     DEFAULT_MAX_SIZE,
     DEFAULT_WARN_SIZE,
@@ -65,8 +65,8 @@ class _Overrides(BaseSettings):
         default=None, validation_alias="OPENWORKFLOW_SCHEMA", min_length=1
     )
     worker_concurrency: int | None = Field(default=None, ge=1, le=10_000)
-    worker_lease_duration: str | None = None
-    worker_shutdown_timeout: str | None = None
+    worker_lease_duration: str | float | None = None
+    worker_shutdown_timeout: str | float | None = None
     worker_step_crash_limit: int | None = Field(default=None, ge=1)
     payload_warn_size: str | None = None
     payload_max_size: str | None = None
@@ -78,10 +78,9 @@ class _Overrides(BaseSettings):
 
     @field_validator("worker_lease_duration", "worker_shutdown_timeout")
     @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration_ms(value)  # InvalidDurationError (a ValueError) on nonsense
-        return value
+    def _duration(cls, value: str | float | None) -> str | float | None:
+        # A bare number is seconds; InvalidDurationError (a ValueError) on nonsense.
+        return None if value is None else setting_duration(value)
 
     @field_validator("payload_warn_size", "payload_max_size")
     @classmethod

@@ -29,6 +29,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "OPENWORKFLOW_SCHEMA",
         "OPENWORKFLOW_WORKER_CONCURRENCY",
         "OPENWORKFLOW_WORKER_STEP_CRASH_LIMIT",
+        "OPENWORKFLOW_WORKER_LEASE_DURATION",
+        "OPENWORKFLOW_WORKER_SHUTDOWN_TIMEOUT",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(sys, "path", list(sys.path))
@@ -201,3 +203,36 @@ def test_duplicates_name_both_places_but_imports_are_not_duplicates(tmp_path: Pa
 def test_missing_dirs_are_reported(tmp_path: Path) -> None:
     found = discover([tmp_path / "nowhere"], [], tmp_path)
     assert found.missing_dirs == [tmp_path / "nowhere"] and found.files == []
+
+
+@pytest.mark.parametrize(
+    ("text", "milliseconds"),
+    [("10", 10_000.0), ("2.5", 2_500.0), ("500ms", 500.0), ("30s", 30_000.0), ("1m", 60_000.0)],
+)
+def test_a_bare_number_in_a_duration_setting_is_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, milliseconds: float
+) -> None:
+    from openworkflow.core.duration import parse_duration_ms
+
+    write(tmp_path / "openworkflow.config.py", CONFIG_FILE_FOR_DURATIONS.format(value=text))
+    from_file = resolve_settings(load_config(cwd=tmp_path))
+    assert parse_duration_ms(from_file.shutdown_timeout) == milliseconds
+    monkeypatch.setenv("OPENWORKFLOW_WORKER_LEASE_DURATION", text)
+    from_env = resolve_settings(load_config(cwd=tmp_path))
+    assert parse_duration_ms(from_env.lease_duration) == milliseconds
+
+
+def test_a_nonsense_duration_setting_is_refused_with_its_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "openworkflow.config.py", CONFIG_FILE_FOR_DURATIONS.format(value="30s"))
+    monkeypatch.setenv("OPENWORKFLOW_WORKER_LEASE_DURATION", "ten")
+    with pytest.raises(ConfigError) as raised:
+        resolve_settings(load_config(cwd=tmp_path))
+    assert "OPENWORKFLOW_WORKER_LEASE_DURATION" in str(raised.value)
+
+
+CONFIG_FILE_FOR_DURATIONS = """
+from openworkflow import define_config
+config = define_config(backend="sqlite:///x.db", worker={{"shutdown_timeout": "{value}"}})
+"""

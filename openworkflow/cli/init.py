@@ -53,6 +53,8 @@ def init(yes: bool, backend: str | None, force: bool) -> None:
         _append_env(folder, "OPENWORKFLOW_POSTGRES_URL", templates.ENV_POSTGRES)
     elif choice == "both":
         _append_env(folder, "OPENWORKFLOW_BACKEND_URL", templates.ENV_BOTH)
+    else:
+        _append_env(folder, "OPENWORKFLOW_BACKEND_URL", templates.ENV_SQLITE)
     _append_gitignore(folder)
     _write(config_path, templates.config_file(choice), folder, options)
     _next_steps(choice)
@@ -97,6 +99,8 @@ def _append_env(folder: Path, key: str, block: str) -> None:
     if key in current:
         _said("kept", f".env (already mentions {key})", "dim")
         return
+    if "OPENWORKFLOW_WORKER_CONCURRENCY" not in current:
+        block += "\n" + templates.ENV_SETTINGS
     _append(path, current, block)
     _said("updated" if current else "created", f".env ({key})", "green")
 

@@ -83,3 +83,17 @@ ENV_BOTH = f"""\
 # (OPENWORKFLOW_POSTGRES_URL is used only when the config file names no backend.)
 # OPENWORKFLOW_BACKEND_URL={POSTGRES_URL_EXAMPLE}
 """
+
+ENV_SQLITE = f"""\
+# OpenWorkflow: openworkflow.config.py uses SQLite. Settings here (and in the
+# environment) override the config file; uncomment to use them.
+# OPENWORKFLOW_BACKEND_URL={POSTGRES_URL_EXAMPLE}
+"""
+
+ENV_SETTINGS = """\
+# OpenWorkflow worker settings (durations: 500ms, 30s, 5m; a bare number is seconds):
+# OPENWORKFLOW_NAMESPACE_ID=default
+# OPENWORKFLOW_WORKER_CONCURRENCY=10
+# OPENWORKFLOW_WORKER_LEASE_DURATION=30s
+# OPENWORKFLOW_WORKER_SHUTDOWN_TIMEOUT=30s
+"""

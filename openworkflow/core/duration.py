@@ -64,6 +64,25 @@ def parse_duration_ms(value: Duration) -> float:
     return float(match.group(1)) * _UNIT_MS[unit]
 
 
+_BARE_NUMBER = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
+
+
+def setting_duration(value: str | float) -> str | float:
+    """A duration read from a setting (environment, ``.env``, config file), checked.
+
+    In settings a bare number is seconds, as a number is in the Python API:
+    ``OPENWORKFLOW_WORKER_LEASE_DURATION=10`` is ten seconds, not ten
+    milliseconds. Other strings keep their unit (``"500ms"``, ``"30s"``).
+
+    Raises:
+        InvalidDurationError: the value is not a duration.
+    """
+    if isinstance(value, str) and _BARE_NUMBER.match(value):
+        value = float(value)
+    parse_duration_ms(value)
+    return value
+
+
 def parse_duration(value: Duration) -> timedelta:
     """Return the duration as a ``timedelta``."""
     return timedelta(milliseconds=parse_duration_ms(value))

@@ -76,11 +76,15 @@ def redact_url(url: str) -> str:
         return "<unparsable URL>"
     if "://" not in url:  # a libpq key=value string
         return _DSN_PASSWORD.sub(_masked, url)
-    netloc = parts.netloc
+    # Edit the text in place rather than rebuild it with geturl(), which turns
+    # sqlite:////abs/path into sqlite://abs/path (a URL that no longer round-trips).
+    masked = url
     if parts.password is not None:
-        netloc = netloc.replace(":" + parts.password + "@", ":***@", 1)
-    query = _QUERY_PASSWORD.sub(_masked, parts.query)
-    return parts._replace(netloc=netloc, query=query).geturl()
+        masked = masked.replace(":" + parts.password + "@", ":***@", 1)
+    if parts.query:
+        query = _QUERY_PASSWORD.sub(_masked, parts.query)
+        masked = masked.replace("?" + parts.query, "?" + query, 1)
+    return masked
 
 
 def scrub(message: str, url: str) -> str:

@@ -18,7 +18,11 @@ def test_init_yes_creates_the_project_and_a_rerun_skips_existing_files(tmp_path:
     assert 'step.run("greet"' in hello and 'step.sleep("pause", "1s")' in hello
     gitignore = (tmp_path / ".gitignore").read_text().splitlines()
     assert "openworkflow/backend.db*" in gitignore and ".env" in gitignore
-    assert not (tmp_path / ".env").exists()  # SQLite needs no settings
+    env = (tmp_path / ".env").read_text()  # every setting there, commented out
+    assert all(line.startswith("#") for line in env.splitlines() if line)
+    for key in ("BACKEND_URL", "WORKER_CONCURRENCY", "WORKER_LEASE_DURATION", "NAMESPACE_ID"):
+        assert f"# OPENWORKFLOW_{key}=" in env
+    assert "created" in first.stdout and ".env" in first.stdout
     for step in ("ow worker start", "ow run hello-world --wait", "ow dev"):
         assert step in first.stdout
 
