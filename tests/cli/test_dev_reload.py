@@ -83,7 +83,8 @@ def test_ow_dev_reloads_on_imported_helpers_and_names_the_file(tmp_path: Path) -
             _replace_atomically(project / "texts.py", "def greeting() -> str:\n    return 'v3'\n")
             wait_until(lambda: _greet(client).startswith("v3!"), "the replaced helper", 30)
 
-            write(project / "openworkflow" / "shipping.py", "def suffix() -> str:\n    return '?'\n")
+            sibling = project / "openworkflow" / "shipping.py"
+            write(sibling, "def suffix() -> str:\n    return '?'\n")
             wait_until(lambda: _greet(client).startswith("v3?"), "the edited sibling", 30)
 
             time.sleep(1.5)
