@@ -12,6 +12,7 @@ from openworkflow.connect import connect
 from openworkflow.core.backend import Backend, StepAttemptCounts, WorkflowRunCounts
 from openworkflow.core.cursor import Page
 from openworkflow.core.retry import RetryPolicy
+from openworkflow.core.step import Step
 from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_definition import (
     RunInfo,
@@ -33,7 +34,6 @@ from openworkflow.errors import (
 )
 from openworkflow.postgres import PostgresBackend
 from openworkflow.sqlite import SqliteBackend
-from openworkflow.worker.execution import StepExecutor as Step
 from openworkflow.worker.worker import Worker
 
 __version__ = "0.1.0"

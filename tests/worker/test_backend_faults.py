@@ -15,7 +15,7 @@ import pytest
 
 from openworkflow import OpenWorkflow, Step, workflow
 from openworkflow.errors import BackendUnavailableError
-from openworkflow.worker.execution import QUICK_STEP_S
+from openworkflow.worker.function_steps import QUICK_STEP_S
 from tests.worker.helpers import attempts_named, list_steps, running_worker, wait_for_status
 
 

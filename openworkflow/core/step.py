@@ -1,0 +1,81 @@
+"""``Step``: what workflow code can do with its ``step`` parameter, and nothing more."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, Protocol
+
+from openworkflow.core.duration import Duration
+from openworkflow.core.retry import RetryPolicy
+from openworkflow.core.workflow_definition import WorkflowRef
+
+
+class Step(Protocol):
+    """The durable operations of a workflow: annotate a workflow's ``step`` parameter with it.
+
+    Every call gets a durable name when it is made (repeated names become
+    ``name``, ``name:1``, ... in call order, so steps started together with
+    ``asyncio.gather`` are named deterministically), runs once, and returns its
+    stored result on every replay.
+    """
+
+    def run(
+        self,
+        name: str,
+        fn: Callable[[], Any],
+        *,
+        retry_policy: RetryPolicy | None = None,
+    ) -> Awaitable[Any]:
+        """Run ``fn`` once and memoize its JSON result under ``name``.
+
+        A sync ``fn`` runs in a worker thread; an async one (or one returning
+        an awaitable) is awaited. Returns the JSON round-tripped result, the
+        same on the first execution and on every replay.
+        """
+        ...
+
+    def sleep(self, name: str, duration: Duration) -> Awaitable[None]:
+        """Durably sleep: park the run (freeing the worker slot) for ``duration``."""
+        ...
+
+    def run_workflow(
+        self,
+        workflow: WorkflowRef,
+        input: Any = None,
+        *,
+        name: str | None = None,
+        timeout: datetime | Duration | None = None,
+    ) -> Awaitable[Any]:
+        """Start a child run (once, however often this run replays) and wait for its output.
+
+        The run parks while the child works and is woken by the child's end.
+        ``timeout`` (default one year) is a duration or a datetime; when it
+        passes the step raises :class:`ChildWorkflowTimeoutError` and the child
+        keeps running. A failed or canceled child raises
+        :class:`ChildWorkflowFailedError` / :class:`ChildWorkflowCanceledError`;
+        these are not retried (the child has its own retry policy).
+        """
+        ...
+
+    def send_signal(
+        self, signal: str, data: Any = None, *, name: str | None = None
+    ) -> Awaitable[list[str]]:
+        """Deliver ``data`` to every run waiting on ``signal``, once; return their ids."""
+        ...
+
+    def wait_for_signal(
+        self,
+        signal: str,
+        *,
+        name: str | None = None,
+        timeout: datetime | Duration | None = None,
+        schema: Any = None,
+    ) -> Awaitable[dict[str, Any] | None]:
+        """Park until ``signal`` is delivered (``{"data": payload}``) or ``timeout`` (None).
+
+        With ``schema`` (a pydantic model or any type pydantic accepts), the
+        payload is validated and returned parsed; a mismatch fails the step
+        for good with :class:`SignalValidationError`.
+        """
+        ...

@@ -1,0 +1,164 @@
+"""Function steps (``step.run``): run the body once, store its JSON result, guard crash loops.
+
+A body that returns within :data:`QUICK_STEP_S` is recorded with one write (an
+attempt inserted already completed); a slower one gets its running attempt
+first, so it shows as running while it works. Either way the output is durable
+before the workflow sees it. After a crash (the lease expired mid-pass), each
+step is recorded before it runs, so a step that kills its worker leaves a trace,
+and a step left unfinished ``step_crash_limit`` times fails for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from openworkflow.core.json import JsonConversionError, JsonValue, to_json_value
+from openworkflow.core.retry import TERMINAL_STEP_RETRY_POLICY, ResolvedRetryPolicy
+from openworkflow.core.step_attempt import StepAttempt
+from openworkflow.core.workflow_run import WorkflowRun
+from openworkflow.errors import NonRetryableError, PayloadError, StepCrashLoopError
+from openworkflow.worker.attempts import AttemptRecorder
+from openworkflow.worker.context import PassContext
+
+logger = logging.getLogger("openworkflow.worker")
+
+QUICK_STEP_S = 0.05
+"""A step function that returns within this time is recorded with one write."""
+
+
+class FunctionSteps:
+    """Runs the function steps of one pass."""
+
+    def __init__(self, context: PassContext, run: WorkflowRun, recorder: AttemptRecorder) -> None:
+        self._context = context
+        self._run = run
+        self._recorder = recorder
+        self._history = recorder.history
+        # After a crash (the lease expired mid-pass), record each step before
+        # running it, so a step that kills its worker leaves a trace to count.
+        self._record_before_running = run.lease_expired or bool(self._history.unfinished_counts)
+
+    async def run(self, step_name: str, fn: Callable[[], Any], policy: ResolvedRetryPolicy) -> Any:
+        """The step's stored output, running ``fn`` first if it has none yet."""
+        cached = self._history.find_cached(step_name)
+        if cached is not None:
+            return cached.output
+        return await self._recorder.settling(self._run_body(step_name, fn, policy))
+
+    async def _run_body(
+        self, step_name: str, fn: Callable[[], Any], policy: ResolvedRetryPolicy
+    ) -> Any:
+        call: asyncio.Future[Any] | None = None
+        last_chance: asyncio.Lock | None = None
+        try:
+            self._recorder.check_can_create(step_name)
+            last_chance = await self._guard_crash_loop(step_name)
+            if self._record_before_running:
+                attempt = await self._recorder.create(step_name, "function", None)
+                call = asyncio.ensure_future(self._call(fn))
+            else:
+                call = asyncio.ensure_future(self._call(fn))
+                await asyncio.wait({call}, timeout=QUICK_STEP_S)
+                if call.done() and not call.cancelled() and call.exception() is None:
+                    output = _json_output_or_none(call.result(), self._output_label(step_name))
+                    if output is not None:
+                        return await self._recorder.create_completed(step_name, output[0])
+                attempt = await self._recorder.create(step_name, "function", None)
+            return await self._finish(step_name, attempt, call, policy)
+        except BaseException:
+            if call is not None and not call.done():
+                call.cancel()  # the pass is ending (lease lost, stop): do not leave it running
+            elif call is not None and not call.cancelled():
+                call.exception()  # its own failure lost to the pass's end: mark it read
+            raise
+        finally:
+            if last_chance is not None:
+                last_chance.release()
+
+    async def _finish(
+        self,
+        step_name: str,
+        attempt: StepAttempt,
+        call: asyncio.Future[Any],
+        policy: ResolvedRetryPolicy,
+    ) -> Any:
+        """Await the body and record its output, or its failure under ``policy``."""
+        try:
+            output_value = to_json_value(await call, self._output_label(step_name))
+        except JsonConversionError as error:
+            failure = PayloadError(
+                f"step {step_name!r} of workflow {self._run.workflow_name!r} returned a value "
+                f"that cannot be stored as JSON: {error}"
+            )
+            await self._recorder.fail(step_name, attempt, failure, TERMINAL_STEP_RETRY_POLICY)
+            raise failure from None
+        except Exception as error:
+            terminal = isinstance(error, NonRetryableError)
+            await self._recorder.fail(
+                step_name, attempt, error, TERMINAL_STEP_RETRY_POLICY if terminal else policy
+            )
+            raise
+        return await self._recorder.complete(attempt, output_value)
+
+    def _output_label(self, step_name: str) -> str:
+        return f"output of step {step_name!r} of workflow {self._run.workflow_name!r}"
+
+    async def _guard_crash_loop(self, step_name: str) -> asyncio.Lock | None:
+        """Fail a poison step; hold the last-chance lock for a step one crash short.
+
+        Returns the lock to release when the step body is done, if taken.
+        """
+        limit = self._context.step_crash_limit
+        last_chance = self._context.last_chance
+        unfinished = self._history.unfinished_attempt_count(step_name)
+        if self._run.lease_expired and unfinished >= limit:
+            await self._fail_crash_loop(step_name, unfinished)
+        if unfinished == 0 or unfinished < limit - 1 or last_chance is None:
+            return None
+        # A step on its last chance runs alone among such steps in this worker:
+        # if it kills the process, another last-chance step (perhaps innocent, a
+        # bystander of earlier crashes) has not started, so its count does not
+        # grow with the poison's.
+        await last_chance.acquire()
+        return last_chance
+
+    async def _fail_crash_loop(self, step_name: str, unfinished: int) -> None:
+        """Record the step as failed for good instead of running it again (poison)."""
+        failure = StepCrashLoopError(step_name, unfinished, self._context.step_crash_limit)
+        logger.error("Workflow run %s: %s", self._run.id, failure)
+        attempt = await self._recorder.create(step_name, "function", None)
+        await self._recorder.fail(step_name, attempt, failure, TERMINAL_STEP_RETRY_POLICY)
+        raise failure
+
+    async def _call(self, fn: Callable[[], Any]) -> Any:
+        if _is_async_callable(fn):
+            return await fn()
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._context.thread_pool, fn)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+
+def _json_output_or_none(value: Any, what: str) -> tuple[JsonValue] | None:
+    """``(json_value,)`` for a storable step result, or None when it cannot be stored.
+
+    The slow path then records the attempt and fails it with the usual message.
+    """
+    try:
+        return (to_json_value(value, what),)
+    except JsonConversionError:
+        return None
+
+
+def _is_async_callable(fn: Callable[..., Any]) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - async __call__ objects
+    )

@@ -1,0 +1,79 @@
+"""The ways a pass is cut short inside workflow code, and which one decides a pass.
+
+They are ``BaseException`` subclasses so that ``except Exception`` in workflow
+code can neither swallow a durable wait nor an engine fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from openworkflow.errors import BackendError
+from openworkflow.worker.step_history import Wait
+
+T = TypeVar("T")
+
+
+class Suspend(BaseException):
+    """Park the run until ``wait.resume_at`` (a sleep, child or signal wait)."""
+
+    def __init__(self, wait: Wait) -> None:
+        super().__init__("workflow run suspended")
+        self.wait = wait
+
+
+class StaleBranch(BaseException):
+    """A parallel branch tried to write after its pass ended."""
+
+
+class EngineFault(BaseException):
+    """The engine's own read or write failed (database down, run moved on).
+
+    The pass ends without a transition, and the run resumes from its last
+    recorded step.
+    """
+
+    def __init__(self, error: BackendError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def engine_call(call: Awaitable[T]) -> T:
+    """Await an engine backend call, turning its failures into :class:`EngineFault`."""
+    try:
+        return await call
+    except BackendError as error:
+        raise EngineFault(error) from error
+
+
+def deciding_error(error: BaseException) -> BaseException:
+    """Pick what decides the outcome from a TaskGroup's exception group.
+
+    An engine fault wins (nothing may be written); then a step failure or
+    other error (the run must not sleep on a failure); among several parks,
+    the earliest wait wins.
+    """
+    if not isinstance(error, BaseExceptionGroup):
+        return error
+    leaves = _leaves(error)
+    faults = [leaf for leaf in leaves if isinstance(leaf, EngineFault)]
+    if faults:
+        return faults[0]
+    failures = [leaf for leaf in leaves if not isinstance(leaf, Suspend | StaleBranch)]
+    if failures:
+        return failures[0]
+    suspends = [leaf for leaf in leaves if isinstance(leaf, Suspend)]
+    if suspends:
+        return min(suspends, key=lambda suspend: suspend.wait.resume_at)
+    return leaves[0] if leaves else error
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for item in group.exceptions:
+        if isinstance(item, BaseExceptionGroup):
+            leaves.extend(_leaves(item))
+        else:
+            leaves.append(item)
+    return leaves

@@ -1,0 +1,182 @@
+"""The ``step`` object a pass hands to workflow code: names each call, then delegates.
+
+Each call resolves its durable name synchronously, when it is made, so steps
+started together with ``asyncio.gather`` are named in call order; the replay
+monitor sees every call in that order. Function steps go to
+:class:`FunctionSteps`, waits and messages to :class:`WaitSteps`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic import TypeAdapter
+
+from openworkflow.core.duration import Duration
+from openworkflow.core.json import check_name
+from openworkflow.core.retry import DEFAULT_STEP_RETRY_POLICY, RetryPolicy
+from openworkflow.core.workflow_definition import WorkflowRef, spec_of
+from openworkflow.errors import SignalWaitConflictError
+from openworkflow.worker.attempts import AttemptRecorder
+from openworkflow.worker.function_steps import FunctionSteps
+from openworkflow.worker.replay import ReplayMonitor
+from openworkflow.worker.wait_steps import WaitSteps
+
+T = TypeVar("T")
+
+
+class StepExecutor:
+    """Implements :class:`openworkflow.Step` for one pass."""
+
+    def __init__(
+        self,
+        *,
+        recorder: AttemptRecorder,
+        replay: ReplayMonitor,
+        functions: FunctionSteps,
+        waits: WaitSteps,
+    ) -> None:
+        self._recorder = recorder
+        self._history = recorder.history
+        self._replay = replay
+        self._functions = functions
+        self._waits = waits
+        self._open_calls = 0  # step calls made and not finished yet
+        self._signal_waits: dict[str, str] = {}  # signal -> step waiting on it, this pass
+
+    def run(
+        self,
+        name: str,
+        fn: Callable[[], Any],
+        *,
+        retry_policy: RetryPolicy | None = None,
+    ) -> Awaitable[Any]:
+        """See :meth:`openworkflow.Step.run`."""
+        _check_step_name(name)
+        if not callable(fn):
+            raise TypeError(f"step {name!r}: fn must be callable, got {type(fn).__name__}")
+        policy = (
+            retry_policy.resolve(DEFAULT_STEP_RETRY_POLICY)
+            if retry_policy is not None
+            else DEFAULT_STEP_RETRY_POLICY
+        )
+        return self._tracked(self._functions.run(self._resolve(name), fn, policy))
+
+    def sleep(self, name: str, duration: Duration) -> Awaitable[None]:
+        """See :meth:`openworkflow.Step.sleep`."""
+        _check_step_name(name)
+        return self._tracked(self._waits.sleep(self._resolve(name), duration))
+
+    def run_workflow(
+        self,
+        workflow: WorkflowRef,
+        input: Any = None,
+        *,
+        name: str | None = None,
+        timeout: datetime | Duration | None = None,
+    ) -> Awaitable[Any]:
+        """See :meth:`openworkflow.Step.run_workflow`."""
+        spec = spec_of(workflow)
+        step_name = self._resolve(_base_name(name, spec.name))
+        call = self._waits.run_workflow(step_name, spec, input, timeout)
+        return self._tracked(self._recorder.settling(call))
+
+    def send_signal(
+        self, signal: str, data: Any = None, *, name: str | None = None
+    ) -> Awaitable[list[str]]:
+        """See :meth:`openworkflow.Step.send_signal`."""
+        _check_signal(signal)
+        step_name = self._resolve(_base_name(name, signal))
+        return self._tracked(self._waits.send_signal(step_name, signal, data))
+
+    def wait_for_signal(
+        self,
+        signal: str,
+        *,
+        name: str | None = None,
+        timeout: datetime | Duration | None = None,
+        schema: Any = None,
+    ) -> Awaitable[dict[str, Any] | None]:
+        """See :meth:`openworkflow.Step.wait_for_signal`."""
+        _check_signal(signal)
+        step_name = self._resolve(_base_name(name, signal))
+        other = self._signal_waiter(signal, step_name)
+        if other != step_name:
+            # Raised when awaited, like every step error, so sibling coroutines
+            # already handed to gather() are not left un-awaited.
+            return self._tracked(
+                _raise(
+                    SignalWaitConflictError(
+                        f'Signal "{signal}" is already being waited on by step "{other}"'
+                    )
+                )
+            )
+        adapter = None if schema is None else TypeAdapter(schema)
+        return self._tracked(self._wait_until_answered(step_name, signal, timeout, adapter))
+
+    def _signal_waiter(self, signal: str, step_name: str) -> str:
+        """The step that waits on ``signal`` now: ``step_name`` unless another already does."""
+        if self._history.find_cached(step_name) is not None:
+            return step_name  # already answered: no longer waiting
+        other = self._signal_waits.setdefault(signal, step_name)
+        if other == step_name:
+            running = self._history.running_signal_wait(signal, excluding=step_name)
+            other = running or step_name
+        return other
+
+    async def _wait_until_answered(
+        self,
+        step_name: str,
+        signal: str,
+        timeout: datetime | Duration | None,
+        adapter: TypeAdapter[Any] | None,
+    ) -> dict[str, Any] | None:
+        try:
+            return await self._recorder.settling(
+                self._waits.wait_for_signal(step_name, signal, timeout, adapter)
+            )
+        finally:
+            # Answered, timed out or failed: a later wait on the signal is allowed.
+            if self._signal_waits.get(signal) == step_name:
+                del self._signal_waits[signal]
+
+    def _resolve(self, base: str) -> str:
+        """Give the call its durable name, and check it against the recorded order."""
+        step_name = self._history.resolve_step_name(base)
+        self._replay.step_called(
+            step_name, concurrent=self._open_calls > 0, chain=asyncio.current_task()
+        )
+        self._open_calls += 1
+        return step_name
+
+    async def _tracked(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        finally:
+            self._open_calls -= 1
+
+
+async def _raise(error: BaseException) -> Any:
+    raise error
+
+
+def _base_name(name: str | None, default: str) -> str:
+    if name is None:
+        return default
+    _check_step_name(name)
+    return name
+
+
+def _check_signal(signal: object) -> None:
+    if not isinstance(signal, str) or not signal:
+        raise TypeError(f"signal must be a non-empty string, got {signal!r}")
+    check_name(signal, "signal")
+
+
+def _check_step_name(name: object) -> None:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"step name must be a non-empty string, got {name!r}")
+    check_name(name, "step name")

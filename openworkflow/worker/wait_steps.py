@@ -1,0 +1,250 @@
+"""Durable waits and messages: sleeps, child workflows, signal sends and signal waits.
+
+A wait records a running attempt whose context says when it gives up
+(``resumeAt`` / ``timeoutAt``), then parks the run by raising
+:class:`~openworkflow.worker.interrupts.Suspend`; a later pass finds the
+attempt running and either resolves it (the child ended, the signal came, the
+time passed) or parks again until the earliest of the run's waits.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from openworkflow.core import clock
+from openworkflow.core.backend import (
+    CreateWorkflowRunParams,
+    GetSignalDeliveryParams,
+    GetWorkflowRunParams,
+    SendSignalParams,
+    SetStepAttemptChildWorkflowRunParams,
+)
+from openworkflow.core.duration import Duration, resolve_time
+from openworkflow.core.json import JsonValue, to_json_value
+from openworkflow.core.retry import TERMINAL_STEP_RETRY_POLICY
+from openworkflow.core.step_attempt import (
+    StepAttempt,
+    signal_wait_context,
+    sleep_context,
+    workflow_context,
+)
+from openworkflow.core.workflow_definition import WorkflowSpec, pydantic_message
+from openworkflow.core.workflow_run import WorkflowRun
+from openworkflow.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ChildWorkflowError,
+    InputValidationError,
+    PayloadError,
+    SignalValidationError,
+)
+from openworkflow.worker.attempts import AttemptRecorder, StepFailure
+from openworkflow.worker.context import PassContext
+from openworkflow.worker.interrupts import EngineFault, Suspend, engine_call
+from openworkflow.worker.step_history import Wait, default_wait_timeout_at, wait_resume_at
+from openworkflow.worker.waits import (
+    child_error_from_attempt,
+    child_outcome,
+    resolve_timeout,
+    signal_run_ids,
+)
+
+
+class WaitSteps:
+    """Runs the waiting and messaging steps of one pass."""
+
+    def __init__(self, context: PassContext, run: WorkflowRun, recorder: AttemptRecorder) -> None:
+        self._context = context
+        self._run = run
+        self._recorder = recorder
+        self._history = recorder.history
+
+    def _park(self, attempt: StepAttempt, resume_at: datetime) -> Suspend:
+        """Park until the earliest of this wait and every running wait recorded so far."""
+        return Suspend(self._history.earliest_wait_including(Wait(attempt, resume_at)))
+
+    # -- sleep -------------------------------------------------------------------
+
+    async def sleep(self, step_name: str, duration: Duration) -> None:
+        """Park the run until ``duration`` from the sleep's first pass has passed."""
+        if self._history.find_cached(step_name) is not None:
+            return
+        attempt = self._history.running.get(step_name)
+        if attempt is not None and attempt.kind == "sleep":
+            # Replayed while still asleep (a sibling wait woke the run): keep the
+            # original wake-up time instead of starting the sleep over.
+            resume_at = wait_resume_at(attempt) or resolve_time(duration)
+            if clock.now() >= resume_at:
+                await self._recorder.complete(attempt, None)
+                return
+        else:
+            resume_at = resolve_time(duration)
+            attempt = await self._recorder.create_wait(step_name, "sleep", sleep_context(resume_at))
+        raise self._park(attempt, resume_at)
+
+    # -- child workflows -----------------------------------------------------------
+
+    async def run_workflow(
+        self,
+        step_name: str,
+        spec: WorkflowSpec,
+        input: Any,
+        timeout: datetime | Duration | None,
+    ) -> Any:
+        """Start the child once (its input validated first) and wait for its output."""
+        cached = self._history.find_cached(step_name)
+        if cached is not None:
+            return cached.output
+        failed = self._history.failed.get(step_name)
+        if failed is not None and failed.child_workflow_run_id is not None:
+            # A child's failure is final: replays raise it again, never respawn.
+            error = child_error_from_attempt(failed, step_name)
+            self._recorder.remember_failure(
+                error, StepFailure(step_name, 1, TERMINAL_STEP_RETRY_POLICY)
+            )
+            raise error
+        attempt = self._history.running.get(step_name)
+        if attempt is None or attempt.kind != "workflow":
+            timeout_at = resolve_timeout(timeout)
+            attempt = await self._recorder.create_wait(
+                step_name, "workflow", workflow_context(timeout_at)
+            )
+        if attempt.child_workflow_run_id is None:
+            try:
+                stored_input = spec.validate_input(input)
+            except (InputValidationError, PayloadError) as error:
+                await self._recorder.fail(step_name, attempt, error, TERMINAL_STEP_RETRY_POLICY)
+                raise
+            attempt = await self._start_child(attempt, spec, stored_input)
+        return await self._resolve_child(step_name, attempt)
+
+    async def _start_child(
+        self, attempt: StepAttempt, spec: WorkflowSpec, stored_input: JsonValue
+    ) -> StepAttempt:
+        """Create the child (idempotently: a replay after a crash finds it again) and link it."""
+        backend = self._context.backend
+        child = await engine_call(
+            backend.create_workflow_run(
+                CreateWorkflowRunParams(
+                    workflow_name=spec.name,
+                    version=spec.version,
+                    idempotency_key=f"__workflow:{attempt.namespace_id}:{attempt.id}",
+                    input=stored_input,
+                    parent_step_attempt_namespace_id=attempt.namespace_id,
+                    parent_step_attempt_id=attempt.id,
+                )
+            )
+        )
+        linked = await engine_call(
+            backend.set_step_attempt_child_workflow_run(
+                SetStepAttemptChildWorkflowRunParams(
+                    workflow_run_id=self._run.id,
+                    step_attempt_id=attempt.id,
+                    worker_id=self._context.worker_id,
+                    child_workflow_run_namespace_id=child.namespace_id,
+                    child_workflow_run_id=child.id,
+                )
+            )
+        )
+        self._history.record_update(linked)
+        return linked
+
+    async def _resolve_child(self, step_name: str, attempt: StepAttempt) -> Any:
+        child_id = attempt.child_workflow_run_id
+        child = await engine_call(
+            self._context.backend.get_workflow_run(
+                GetWorkflowRunParams(workflow_run_id=child_id or "")
+            )
+        )
+        timeout_at = wait_resume_at(attempt) or default_wait_timeout_at(attempt.created_at)
+        outcome = child_outcome(step_name, child_id, child, timeout_at, clock.now())
+        if outcome is None:
+            raise self._park(attempt, timeout_at)
+        if isinstance(outcome, ChildWorkflowError):
+            await self._recorder.fail(step_name, attempt, outcome, TERMINAL_STEP_RETRY_POLICY)
+            raise outcome
+        return await self._recorder.complete(attempt, outcome.output)
+
+    # -- signals -----------------------------------------------------------------
+
+    async def send_signal(self, step_name: str, signal: str, data: Any) -> list[str]:
+        """Deliver ``data`` to the runs waiting on ``signal`` (once); their ids."""
+        cached = self._history.find_cached(step_name)
+        if cached is not None:
+            return signal_run_ids(cached.output)
+        payload = to_json_value(data)
+        return await self._recorder.settling(self._deliver(step_name, signal, payload))
+
+    async def _deliver(self, step_name: str, signal: str, payload: JsonValue) -> list[str]:
+        attempt = self._history.running.get(step_name)
+        if attempt is None or attempt.kind != "signal-send":
+            attempt = await self._recorder.create(step_name, "signal-send", None)
+        try:
+            sent = await self._context.backend.send_signal(
+                SendSignalParams(
+                    signal=signal,
+                    data=payload,
+                    idempotency_key=f"__signal:{self._run.id}:{step_name}",
+                )
+            )
+        except BackendUnavailableError as error:
+            raise EngineFault(error) from error  # retried: the key makes it idempotent
+        except BackendError as error:
+            await self._recorder.fail(step_name, attempt, error, TERMINAL_STEP_RETRY_POLICY)
+            raise
+        output = {"workflowRunIds": list(sent.workflow_run_ids)}
+        return signal_run_ids(await self._recorder.complete(attempt, output))
+
+    async def wait_for_signal(
+        self,
+        step_name: str,
+        signal: str,
+        timeout: datetime | Duration | None,
+        adapter: TypeAdapter[Any] | None,
+    ) -> dict[str, Any] | None:
+        """``{"data": payload}`` once ``signal`` is delivered, None at the timeout."""
+        cached = self._history.find_cached(step_name)
+        if cached is not None:
+            return _parse_signal_output(cached.output, adapter)
+        attempt = self._history.running.get(step_name)
+        if attempt is None or attempt.kind != "signal-wait":
+            timeout_at = resolve_timeout(timeout)
+            attempt = await self._recorder.create_wait(
+                step_name, "signal-wait", signal_wait_context(signal, timeout_at)
+            )
+        timeout_at = wait_resume_at(attempt) or default_wait_timeout_at(attempt.created_at)
+        delivery = await engine_call(
+            self._context.backend.get_signal_delivery(
+                GetSignalDeliveryParams(step_attempt_id=attempt.id)
+            )
+        )
+        if delivery is None:
+            if clock.now() < timeout_at:
+                raise self._park(attempt, timeout_at)
+            await self._recorder.complete(attempt, None)
+            return None
+        if adapter is None:
+            await self._recorder.complete(attempt, {"data": delivery.data})
+            return {"data": delivery.data}
+        try:
+            parsed = adapter.validate_python(delivery.data)
+        except ValidationError as error:
+            failure = SignalValidationError(
+                f"Signal schema validation failed: {pydantic_message(error)}"
+            )
+            await self._recorder.fail(step_name, attempt, failure, TERMINAL_STEP_RETRY_POLICY)
+            raise failure from None
+        await self._recorder.complete(attempt, {"data": adapter.dump_python(parsed, mode="json")})
+        return {"data": parsed}
+
+
+def _parse_signal_output(output: Any, adapter: TypeAdapter[Any] | None) -> dict[str, Any] | None:
+    """A completed wait's stored output, with the payload parsed again by the schema."""
+    if not isinstance(output, dict):
+        return None
+    if adapter is None:
+        return {"data": output.get("data")}
+    return {"data": adapter.validate_python(output.get("data"))}
