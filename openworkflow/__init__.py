@@ -6,6 +6,8 @@ and execute them with a :class:`Worker`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from openworkflow.client import OpenWorkflow, RunHandle, SyncOpenWorkflow, SyncRunHandle
 from openworkflow.config import define_config
 from openworkflow.connect import connect
@@ -23,23 +25,35 @@ from openworkflow.core.workflow_definition import (
 )
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import (
+    ChildWorkflowCanceledError,
+    ChildWorkflowError,
+    ChildWorkflowFailedError,
+    ChildWorkflowTimeoutError,
     InputValidationError,
     NonRetryableError,
     OpenWorkflowError,
     ResultTimeoutError,
+    SignalValidationError,
+    SignalWaitConflictError,
     StepCrashLoopError,
     StepLimitExceededError,
     WorkflowCanceledError,
     WorkflowFailedError,
 )
-from openworkflow.postgres import PostgresBackend
-from openworkflow.sqlite import SqliteBackend
 from openworkflow.worker.worker import Worker
+
+if TYPE_CHECKING:
+    from openworkflow.postgres.backend import PostgresBackend
+    from openworkflow.sqlite.backend import SqliteBackend
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Backend",
+    "ChildWorkflowCanceledError",
+    "ChildWorkflowError",
+    "ChildWorkflowFailedError",
+    "ChildWorkflowTimeoutError",
     "InputValidationError",
     "NonRetryableError",
     "OpenWorkflow",
@@ -50,6 +64,8 @@ __all__ = [
     "RetryPolicy",
     "RunHandle",
     "RunInfo",
+    "SignalValidationError",
+    "SignalWaitConflictError",
     "SqliteBackend",
     "Step",
     "StepAttempt",
@@ -70,3 +86,17 @@ __all__ = [
     "define_config",
     "workflow",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The backends (and their drivers) load on first use: `import openworkflow`
+    # does not import psycopg for a SQLite user.
+    if name == "PostgresBackend":
+        from openworkflow.postgres.backend import PostgresBackend
+
+        return PostgresBackend
+    if name == "SqliteBackend":
+        from openworkflow.sqlite.backend import SqliteBackend
+
+        return SqliteBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

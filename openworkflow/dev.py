@@ -200,6 +200,10 @@ class DevSupervisor:
         await self._start()
         self.restarts += 1
         self.say(f"worker restarted in {(time.perf_counter() - started) * 1000:.0f} ms")
+        # The dashboard rediscovers the workflows on SIGHUP (its create-run form follows).
+        if self._dashboard is not None and self._dashboard.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._dashboard.send_signal(signal.SIGHUP)
 
     @staticmethod
     async def _relay(stop: asyncio.Event, watch_stop: asyncio.Event) -> None:

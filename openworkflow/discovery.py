@@ -26,10 +26,11 @@ import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import NoReturn
 
 from openworkflow.core.registry import describe
-from openworkflow.core.workflow_definition import Workflow
+from openworkflow.core.workflow_definition import Workflow, WorkflowSpec
 
 _MODULE_PREFIX = "_openworkflow_user"
 
@@ -293,3 +294,32 @@ def _line_in(error: BaseException, path: Path) -> int | None:
         if Path(frame.filename) == path:
             line = frame.lineno
     return line
+
+
+# -- declared specs -------------------------------------------------------------------------
+
+
+def declared_specs(found: Discovery) -> list[WorkflowSpec]:
+    """The module-level ``declare_workflow(...)`` specs of the files a scan imported.
+
+    A spec names a workflow whose code lives in another service; it counts as
+    known to the project (``ow run`` accepts its name) but no worker here runs
+    it. Specs that a workflow of the scan implements are left out, and each
+    (name, version) is listed once.
+    """
+    modules: dict[Path, ModuleType] = {}
+    for module in list(sys.modules.values()):
+        location = getattr(module, "__file__", None)
+        if isinstance(location, str):
+            modules.setdefault(Path(location).resolve(), module)
+    seen = {(item.name, item.version) for item in found.workflows}
+    specs: list[WorkflowSpec] = []
+    for path in found.files:
+        loaded = modules.get(path.resolve())
+        if loaded is None:
+            continue
+        for value in vars(loaded).values():
+            if isinstance(value, WorkflowSpec) and (value.name, value.version) not in seen:
+                seen.add((value.name, value.version))
+                specs.append(value)
+    return specs

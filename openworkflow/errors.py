@@ -9,6 +9,9 @@
     ├── InvalidDurationError           a duration or time that cannot be parsed (also ValueError)
     ├── PayloadError                   a value that cannot be stored as JSON (also TypeError)
     ├── InvalidNameError               a name the database cannot store (also ValueError)
+    ├── InvalidDatabaseUrlError        a database URL that cannot be used (also ValueError)
+    ├── InvalidSchemaNameError         a PostgreSQL schema name that is not an identifier
+    ├── InvalidRunIdPrefixError        a run id (prefix) to look up that no run id can start with
     ├── NonRetryableError              raise it in a step to fail the step without retries
     ├── StepLimitExceededError         a run made more than 1000 step attempts
     ├── StepCrashLoopError             a step left unfinished too often (a poison run)
@@ -26,7 +29,8 @@
     └── BackendError                   the database could not do what was asked
         ├── WriteConflictError         a fenced write found no row it owns ("Failed to ...")
         ├── BackendUnavailableError    the database cannot be reached (retried)
-        └── BackendClosedError         the backend was stopped
+        ├── BackendClosedError         the backend was stopped
+        └── DatabaseNotFoundError      no SQLite file yet, and the caller asked not to create it
 """
 
 from __future__ import annotations
@@ -79,6 +83,18 @@ class InvalidNameError(OpenWorkflowError, ValueError):
     def __init__(self, message: str, field: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class InvalidDatabaseUrlError(OpenWorkflowError, ValueError):
+    """A database URL that cannot be used (wrong form, bad port)."""
+
+
+class InvalidSchemaNameError(OpenWorkflowError, ValueError):
+    """A schema name that is not a plain PostgreSQL identifier."""
+
+
+class InvalidRunIdPrefixError(OpenWorkflowError, ValueError):
+    """A run id prefix to look runs up by is empty, too long or has non-id characters."""
 
 
 class NonRetryableError(OpenWorkflowError):
@@ -226,3 +242,15 @@ class BackendUnavailableError(BackendError):
 
 class BackendClosedError(BackendError):
     """The backend was stopped and can no longer be used."""
+
+
+class DatabaseNotFoundError(BackendError):
+    """The database file does not exist and the backend was asked not to create it.
+
+    Attributes:
+        path: The database file that was looked for.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"no database yet at {path} (a worker or `ow run` creates it)")
+        self.path = path

@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from openworkflow.core.backend import DEFAULT_NAMESPACE_ID, Backend
+from openworkflow.core.database_url import DEFAULT_SCHEMA, split_schema_parameter
 from openworkflow.core.duration import setting_duration
 from openworkflow.core.json import (
     DEFAULT_MAX_SIZE,
@@ -28,7 +29,6 @@ from openworkflow.core.json import (
     parse_size,
     set_payload_limits,
 )
-from openworkflow.postgres.schema import DEFAULT_SCHEMA
 
 if TYPE_CHECKING:
     from openworkflow.config import LoadedConfig, PayloadOptions
@@ -102,7 +102,6 @@ __all__ = [
     "BackendSettings",
     "EffectiveSettings",
     "PayloadLimits",
-    "open_backend",
     "resolve_settings",
     "set_payload_limits",
 ]
@@ -174,8 +173,6 @@ def resolve_settings(loaded: LoadedConfig, **flags: Any) -> EffectiveSettings:
     worker = config.worker
     url_schema = None
     if isinstance(backend, str) and backend.startswith(("postgresql:", "postgres:")):
-        from openworkflow.connect import split_schema_parameter
-
         url_schema = split_schema_parameter(backend)[1]
     payload = _payload_limits(overrides, config.payload, file_label, source_of)
     return EffectiveSettings(
@@ -237,12 +234,3 @@ def _anchor_sqlite_url(url: str, folder: Path) -> str:
     if not url.startswith(prefix) or url.startswith("sqlite:////") or ":memory:" in url:
         return url
     return prefix + str((folder / url[len(prefix) :]).resolve())
-
-
-def open_backend(settings: EffectiveSettings) -> Backend:
-    """The backend the settings name (a config may hand over a backend object)."""
-    if not isinstance(settings.backend, str):
-        return settings.backend
-    from openworkflow.connect import connect
-
-    return connect(settings.backend, namespace_id=settings.namespace_id, schema=settings.schema)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from openworkflow import OpenWorkflow
 from openworkflow.config import load_config
-from openworkflow.settings import open_backend, resolve_settings
+from openworkflow.connect import open_backend
+from openworkflow.settings import resolve_settings
 from workflows.approval import approval_signal, approve_expense
 from workflows.fan_out import resize_album, resize_image
 from workflows.hello_world import hello_world

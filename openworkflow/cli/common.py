@@ -26,24 +26,26 @@ from rich.text import Text
 from openworkflow import event_loop
 from openworkflow.cli.options import get_state
 from openworkflow.client import OpenWorkflow
-from openworkflow.config import ConfigError, LoadedConfig, load_config
+from openworkflow.config import CONFIG_FILE_NAME, ConfigError, LoadedConfig, load_config
+from openworkflow.connect import open_backend
 from openworkflow.core.backend import Backend
 from openworkflow.errors import (
     BackendUnavailableError,
+    DatabaseNotFoundError,
     InputValidationError,
+    InvalidDatabaseUrlError,
     InvalidDurationError,
     InvalidNameError,
     InvalidRunStateError,
+    InvalidSchemaNameError,
     OpenWorkflowError,
     PayloadError,
     ResultTimeoutError,
     WorkflowRunNotFoundError,
 )
-from openworkflow.postgres.schema import InvalidSchemaNameError
-from openworkflow.postgres.url import InvalidDatabaseUrlError, redact_url, scrub
+from openworkflow.postgres.url import redact_url, scrub
 from openworkflow.settings import (
     EffectiveSettings,
-    open_backend,
     resolve_settings,
     set_payload_limits,
 )
@@ -181,6 +183,7 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
     (InputValidationError, "pass input matching the workflow's schema with --input"),
     (PayloadError, "pass plain JSON within the payload size limit (see the message)"),
     (BackendUnavailableError, "is the database running and is the URL right? `ow doctor` checks"),
+    (DatabaseNotFoundError, "start a worker (`ow worker start`) or a run (`ow run NAME`) first"),
     (WorkflowRunNotFoundError, "list the runs of this namespace with `ow runs list`"),
     (InvalidRunStateError, "see the run's status with `ow runs show ID`"),
     (ResultTimeoutError, "the run goes on; follow it with `ow runs show ID`"),
@@ -220,15 +223,19 @@ def _config_error(error: ConfigError) -> CliError:
 # -- configuration --------------------------------------------------------------------------
 
 
-def load(**flags: Any) -> tuple[LoadedConfig, EffectiveSettings]:
+def load(*, need_project: bool = True, **flags: Any) -> tuple[LoadedConfig, EffectiveSettings]:
     """Load the config (``--config`` or searched upward) and resolve the settings.
 
     Args:
+        need_project: Refuse to go on (exit code 2) when no config file was
+            found and no backend was named by a flag or the environment,
+            rather than use a default database in whatever folder this is.
         **flags: ``backend_url``, ``namespace_id``, ``schema_name``,
             ``worker_concurrency`` from the command line (None: not given).
 
     Raises:
-        CliError: the config or a setting is invalid (exit code 2).
+        CliError: the config or a setting is invalid, or no project was found
+            (exit code 2).
     """
     for variable in _SECRET_VARIABLES:
         value = os.environ.get(variable)
@@ -245,7 +252,20 @@ def load(**flags: Any) -> tuple[LoadedConfig, EffectiveSettings]:
     if isinstance(settings.backend, str):
         remember_secret(settings.backend)
     set_payload_limits(settings.payload_limits)
+    if need_project and loaded.path is None and settings.backend_source == "default":
+        raise _no_project_error("backend_url" in flags)
     return loaded, settings
+
+
+def _no_project_error(has_backend_flag: bool) -> CliError:
+    here = Path.cwd()
+    flag = "--backend URL or " if has_backend_flag else ""
+    return usage_error(
+        f"no project here: no {CONFIG_FILE_NAME} in {here} or any folder above it, "
+        "and no database named by a flag or the environment",
+        hint=f"create a project with `ow init`, point at one with --config PATH, or name "
+        f"a database with {flag}OPENWORKFLOW_BACKEND_URL=sqlite:///path/to/db.sqlite",
+    )
 
 
 def note_missing_config(loaded: LoadedConfig, settings: EffectiveSettings) -> None:
@@ -258,14 +278,20 @@ def note_missing_config(loaded: LoadedConfig, settings: EffectiveSettings) -> No
         )
 
 
-def backend_from(settings: EffectiveSettings) -> Backend:
+def backend_from(settings: EffectiveSettings, *, create: bool = True) -> Backend:
     """Open the configured backend, reporting a bad URL as a configuration error.
+
+    Args:
+        settings: What to open.
+        create: Whether this command may create a missing SQLite database
+            (commands that only read pass False).
 
     Raises:
         CliError: the URL is not usable (exit code 2).
+        DatabaseNotFoundError: ``create`` is False and the SQLite file does not exist.
     """
     try:
-        return open_backend(settings)
+        return open_backend(settings, create=create)
     except (ValueError, TypeError) as error:
         if isinstance(error, OpenWorkflowError):
             raise
@@ -276,9 +302,14 @@ def backend_from(settings: EffectiveSettings) -> Backend:
 
 
 @asynccontextmanager
-async def opened_client(settings: EffectiveSettings) -> AsyncIterator[OpenWorkflow]:
-    """An :class:`~openworkflow.OpenWorkflow` on the configured backend, stopped afterwards."""
-    backend = backend_from(settings)
+async def opened_client(
+    settings: EffectiveSettings, *, create: bool = True
+) -> AsyncIterator[OpenWorkflow]:
+    """An :class:`~openworkflow.OpenWorkflow` on the configured backend, stopped afterwards.
+
+    ``create=False`` for commands that only read (see :func:`backend_from`).
+    """
+    backend = backend_from(settings, create=create)
     try:
         yield OpenWorkflow(backend)
     finally:
@@ -286,10 +317,13 @@ async def opened_client(settings: EffectiveSettings) -> AsyncIterator[OpenWorkfl
 
 
 async def with_client(
-    settings: EffectiveSettings, action: Callable[[OpenWorkflow], Awaitable[T]]
+    settings: EffectiveSettings,
+    action: Callable[[OpenWorkflow], Awaitable[T]],
+    *,
+    create: bool = True,
 ) -> T:
     """Run ``action`` with a client on the configured backend, then stop the backend."""
-    async with opened_client(settings) as client:
+    async with opened_client(settings, create=create) as client:
         return await action(client)
 
 

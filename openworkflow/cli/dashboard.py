@@ -5,7 +5,9 @@ unless HTTP Basic authentication is configured
 (``OPENWORKFLOW_DASHBOARD_AUTH=user:password``) or ``--insecure`` says that
 something else protects it. Workflow files are discovered only to learn
 their input schemas (the create-run form validates against them), so a file
-that fails to import is a warning here, not an error.
+that fails to import is a warning here, not an error. On SIGHUP (which
+``ow dev`` sends after each reload) the workflows are discovered again; if
+a file is broken then, the previous list stays and the error is logged.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from collections.abc import Callable, Generator, Sequence
 
 import click
 import uvicorn
+from starlette.applications import Starlette
 
 from openworkflow.cli import common
 from openworkflow.cli.options import common_options, get_state
 from openworkflow.core.workflow_definition import Workflow
 from openworkflow.dashboard import create_app
+from openworkflow.dashboard.app import replace_workflows
 from openworkflow.dashboard.security import (
     AUTH_ENVIRONMENT_VARIABLE,
     BasicCredentials,
@@ -72,6 +76,7 @@ def dashboard(
     (/healthz stays open for probes). Stop with Ctrl+C.
     """
     common.setup_logging(logging.INFO)
+    _defer_hangups()
     loaded, settings = common.load(backend_url=backend_url, namespace_id=namespace_id)
     credentials = auth_from_environment()
     check_bind(host, credentials, insecure=insecure)
@@ -135,6 +140,48 @@ def known_workflows(settings: EffectiveSettings) -> list[Workflow]:
         names = ", ".join(sorted({item.name for item in found.workflows}))
         common.say(f"Input schemas known for: {names}", style="dim")
     return found.workflows
+
+
+_early_hangups: list[int] = []
+
+
+def _defer_hangups() -> None:
+    """Until the server runs, only note a SIGHUP (its default action would end the process)."""
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda signum, _frame: _early_hangups.append(signum))
+
+
+def reload_workflows(app: Starlette, settings: EffectiveSettings) -> bool:
+    """Discover the project's workflows again and give them to the running dashboard.
+
+    A file that fails to import (or a duplicate) keeps the previous list: the
+    problem is logged and False returned.
+    """
+    found = discover(settings.dirs, settings.ignore_patterns, settings.folder)
+    problems = [*found.problems, *found.duplicates]
+    if problems:
+        for problem in problems:
+            common.say(f"Workflow reload failed: {problem}", style="red")
+        common.say("The dashboard keeps the workflows it knew before.", style="yellow")
+        return False
+    replace_workflows(app, found.workflows)
+    names = ", ".join(sorted({item.name for item in found.workflows})) or "none"
+    common.say(f"Workflows reloaded: {names}", style="dim")
+    return True
+
+
+def _reload_on_hangup(app: Starlette, settings: EffectiveSettings) -> None:
+    """Rediscover the workflows on SIGHUP (and now, if one came during start-up)."""
+    if not hasattr(signal, "SIGHUP"):
+        return
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload_workflows, app, settings)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+        return
+    if _early_hangups:
+        _early_hangups.clear()
+        reload_workflows(app, settings)
 
 
 def display_url(sock: socket.socket) -> str:
@@ -227,10 +274,13 @@ async def _serve(
     port: int,
     credentials: BasicCredentials | None,
 ) -> None:
+    # The dashboard creates runs too, and under `ow dev` it may start before the
+    # worker has created the database: it may create it.
     backend = common.backend_from(settings)
     try:
         await common.connect_now(backend)
         app = create_app(backend, workflows=workflows, auth=credentials)
+        _reload_on_hangup(app, settings)
         sock = _listen(host, port)
         url = display_url(sock)
         _route_server_logs()

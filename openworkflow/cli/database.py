@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Literal
 
 from openworkflow.cli import common
-from openworkflow.connect import split_schema_parameter
 from openworkflow.core.backend import Backend
+from openworkflow.core.database_url import split_schema_parameter
 from openworkflow.errors import OpenWorkflowError
 from openworkflow.postgres.url import scrub
 from openworkflow.settings import EffectiveSettings
@@ -79,6 +79,8 @@ class Check:
     ok: bool
     migration_version: int | None = None
     error: str | None = None
+    missing: str | None = None
+    """The SQLite file that does not exist yet (nothing was checked nor created)."""
 
 
 async def check(settings: EffectiveSettings, backend: Backend) -> Check:

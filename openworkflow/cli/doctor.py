@@ -17,6 +17,7 @@ from openworkflow.cli import common, database
 from openworkflow.cli.options import data_options
 from openworkflow.config import LoadedConfig
 from openworkflow.discovery import Discovery, discover
+from openworkflow.errors import DatabaseNotFoundError
 from openworkflow.settings import EffectiveSettings
 
 
@@ -46,7 +47,7 @@ class Report:
 @data_options
 def doctor(backend_url: str | None) -> None:
     """Check the config, the database connection and the workflow files."""
-    loaded, settings = common.load(backend_url=backend_url)
+    loaded, settings = common.load(need_project=False, backend_url=backend_url)
     found = discover(settings.dirs, settings.ignore_patterns, settings.folder)
     # Without a config, do not create the default SQLite file just to check it.
     skip = loaded.path is None and settings.backend_source == "default"
@@ -62,7 +63,10 @@ def doctor(backend_url: str | None) -> None:
 
 async def _check(settings: EffectiveSettings) -> database.Check:
     try:
-        backend = common.backend_from(settings)
+        # Checking must not create the database: a missing file is reported, not made.
+        backend = common.backend_from(settings, create=False)
+    except DatabaseNotFoundError as error:
+        return database.Check(ok=True, missing=error.path)
     except common.CliError as error:
         return database.Check(ok=False, error=error.message)
     except Exception as error:  # e.g. a SQLite file that cannot be created
@@ -84,7 +88,8 @@ def _to_json(report: Report) -> dict[str, Any]:
             "url": common.describe_backend(settings.backend),
             "source": settings.backend_source,
             "schema": settings.schema if report.kind == "postgres" else None,
-            "reachable": None if check is None else check.ok,
+            "reachable": None if check is None or check.missing else check.ok,
+            "exists": None if check is None else check.missing is None,
             "migration_version": None if check is None else check.migration_version,
             "error": None if check is None else check.error,
         },
@@ -147,6 +152,10 @@ def _database_text(report: Report) -> Text:
     check = report.check
     if check is None:
         return Text("not checked (no config file)", style="dim")
+    if check.missing is not None:
+        return Text(
+            f"no database yet at {check.missing} (a worker or `ow run` creates it)", style="yellow"
+        )
     if not check.ok:
         return Text.assemble(("✗ unreachable: ", "red"), check.error or "")
     version = check.migration_version

@@ -22,7 +22,10 @@ def migrate(print_sql: bool, backend_url: str | None, schema_name: str | None) -
     Migrations also run whenever a worker or client opens the backend; this
     command does it up front. With --print, write the SQL for a DBA instead.
     """
-    _, settings = common.load(backend_url=backend_url, schema_name=schema_name)
+    # Printing the SQL touches no database, so it needs no project.
+    _, settings = common.load(
+        need_project=not print_sql, backend_url=backend_url, schema_name=schema_name
+    )
     if print_sql:
         sql = database.migration_sql(settings)
         if common.wants_json():

@@ -10,10 +10,16 @@ from openworkflow.cli import common
 from openworkflow.cli.options import data_options
 from openworkflow.cli.output import pretty_json, record_to_json
 from openworkflow.client import OpenWorkflow
+from openworkflow.config import shorten
 from openworkflow.core.duration import parse_duration_ms
+from openworkflow.core.registry import describe
+from openworkflow.core.workflow_definition import WorkflowSpec
 from openworkflow.core.workflow_run import WorkflowRun
+from openworkflow.discovery import declared_specs, discover
 from openworkflow.errors import (
+    InputValidationError,
     InvalidDurationError,
+    ResultTimeoutError,
     WorkflowCanceledError,
     WorkflowFailedError,
     WorkflowRunNotFoundError,
@@ -40,6 +46,11 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--idempotency-key", metavar="K", help="Return the existing run with this key.")
 @click.option("--wait", is_flag=True, help="Wait for the run to finish and print its output.")
 @click.option(
+    "--force",
+    is_flag=True,
+    help="Start it even if this project has no workflow NAME (a worker elsewhere runs it).",
+)
+@click.option(
     "--timeout",
     default="5m",
     show_default=True,
@@ -53,24 +64,81 @@ def run(
     version: str | None,
     idempotency_key: str | None,
     wait: bool,
+    force: bool,
     timeout: str,
 ) -> None:
     """Start a run of workflow NAME and print its id.
 
-    No workflow code is needed here: a worker that has NAME executes it. With
-    --wait, print the output when it completes (exit 1 if it fails or is
-    canceled).
+    In a project, NAME (and --version) must be one of the project's workflows,
+    or declared with declare_workflow() in its files, and --input is checked
+    against its schema before anything is written; --force skips both for a
+    workflow that only another service knows. With --wait, print the output
+    when it completes (exit 1 if it fails, is canceled or --timeout passes).
     """
     data = common.json_argument(input_, "--input")
-    _, settings = common.load()
-    code = common.run_async(_run(settings, name, data, version, idempotency_key, wait, timeout))
+    loaded, settings = common.load()
+    workflow: WorkflowSpec | str = name
+    if loaded.path is not None and not force:
+        WorkflowSpec(name=name, version=version).validate_input(data)  # plain JSON, first
+        workflow = known_workflow(settings, name, version)
+        check_input(workflow, data)
+    code = common.run_async(_run(settings, workflow, data, version, idempotency_key, wait, timeout))
     if code:
         raise click.exceptions.Exit(code)
 
 
+def known_workflow(settings: EffectiveSettings, name: str, version: str | None) -> WorkflowSpec:
+    """The project's workflow (or declared spec) with exactly this name and version.
+
+    Raises:
+        CliError: no such workflow; the message lists the known ones (exit code 2).
+    """
+    found = discover(settings.dirs, settings.ignore_patterns, settings.folder)
+    specs = [item.spec for item in found.workflows] + declared_specs(found)
+    for spec in specs:
+        if spec.name == name and spec.version == version:
+            return spec
+    known = "".join(f"\n  - {describe(spec.name, spec.version)}" for spec in specs)
+    lines = [
+        f"no workflow {describe(name, version)} in this project "
+        f"({settings.config_path}); known workflows:{known or ' none'}"
+    ]
+    lines += [f"  ✗ could not import {problem}" for problem in found.problems]
+    versions = [spec.version for spec in specs if spec.name == name]
+    if versions:
+        choices = ", ".join("no --version" if v is None else f"--version {v}" for v in versions)
+        hint = f"{name!r} exists with other versions: use {choices}"
+    else:
+        hint = (
+            "check the name (`ow doctor` lists the workflows), or pass --force if a worker of "
+            "another service runs it"
+        )
+    raise common.usage_error("\n".join(lines), hint=hint)
+
+
+def check_input(spec: WorkflowSpec, data: Any) -> None:
+    """Validate ``data`` against the workflow's schema before anything is written.
+
+    Raises:
+        CliError: each rejected field with the reason (exit code 2).
+    """
+    try:
+        spec.validate_input(data)
+    except InputValidationError as error:
+        lines = [f"invalid --input for workflow {describe(spec.name, spec.version)}:"]
+        for item in error.errors:
+            field = ".".join(str(part) for part in item.get("loc", ())) or "(input)"
+            got = item.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {shorten(got)})"
+            lines.append(f"  - {field}: {item.get('msg', 'invalid')}{shown}")
+        raise common.usage_error(
+            "\n".join(lines), hint="pass --input as JSON matching the workflow's input type"
+        ) from None
+
+
 async def _run(
     settings: EffectiveSettings,
-    name: str,
+    workflow: WorkflowSpec | str,
     data: Any,
     version: str | None,
     idempotency_key: str | None,
@@ -78,18 +146,42 @@ async def _run(
     timeout: str,
 ) -> int:
     async with common.opened_client(settings) as client:
-        handle = await client.run(name, data, version=version, idempotency_key=idempotency_key)
+        handle = await client.run(workflow, data, version=version, idempotency_key=idempotency_key)
         if not wait:
             _report_started(handle.workflow_run)
             return 0
+        name = workflow if isinstance(workflow, str) else workflow.name
         common.say(f"Started run {handle.id} of {name}; waiting up to {timeout}…", style="dim")
         try:
             output = await handle.result(timeout=timeout)
         except (WorkflowFailedError, WorkflowCanceledError) as error:
             await _report_finished(client, handle.id, error)
             return common.EXIT_FAILED
+        except ResultTimeoutError:
+            await _report_timeout(client, handle.id, timeout)
+            return common.EXIT_FAILED
         await _report_finished(client, handle.id, None, output)
         return 0
+
+
+async def _report_timeout(client: OpenWorkflow, run_id: str, timeout: str) -> None:
+    """Say where the run stands when --wait gives up: its status and last error."""
+    run = await client.get_run(run_id)
+    if run is None:
+        raise WorkflowRunNotFoundError(run_id)
+    if common.wants_json():
+        common.print_json(record_to_json(run))
+    common.say(
+        f"Timed out after {timeout} waiting for run {run_id}: it is {run.status} "
+        f"after {run.attempts} attempt(s); the run goes on.",
+        style="red",
+    )
+    message = run.error.get("message") if isinstance(run.error, dict) else run.error
+    if message:
+        common.say(f"Last error: {message}", style="red")
+    elif run.status == "pending" and run.attempts == 0:
+        common.say("No worker has picked it up yet: is a worker running (`ow worker start`)?")
+    common.say(f"Follow it with `ow runs show {run_id}`.", style="dim")
 
 
 def _report_started(workflow_run: WorkflowRun | None) -> None:

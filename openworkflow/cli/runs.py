@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import click
 from rich.text import Text
@@ -11,9 +12,13 @@ from openworkflow.cli import common
 from openworkflow.cli.options import data_options
 from openworkflow.cli.output import record_to_json, run_details, runs_table, status_text
 from openworkflow.client import OpenWorkflow
+from openworkflow.core.cursor import Page
 from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
-from openworkflow.errors import WorkflowRunNotFoundError
+from openworkflow.errors import DatabaseNotFoundError, WorkflowRunNotFoundError
+from openworkflow.settings import EffectiveSettings
+
+T = TypeVar("T")
 
 _STATUSES = [status.value for status in WorkflowRunStatus]
 
@@ -57,7 +62,11 @@ def list_runs(
                 str(error), hint="pass a cursor printed by `ow runs list`"
             ) from None
 
-    page = common.run_async(common.with_client(settings, fetch))
+    try:
+        page = common.run_async(common.with_client(settings, fetch, create=False))
+    except DatabaseNotFoundError as error:
+        common.say(str(error).capitalize() + ".", style="yellow")
+        page = Page(data=[], next=None, prev=None)
     if common.wants_json():
         data = [record_to_json(run) for run in page.data]
         common.print_json({"data": data, "next": page.next, "prev": page.prev})
@@ -83,7 +92,7 @@ def show(run_id: str) -> None:
             raise WorkflowRunNotFoundError(run_id)
         return run, await _all_steps(client, run_id)
 
-    run, steps = common.run_async(common.with_client(settings, fetch))
+    run, steps = _on_run(settings, run_id, fetch)
     if common.wants_json():
         common.print_json({"run": record_to_json(run), "steps": [record_to_json(s) for s in steps]})
         return
@@ -107,7 +116,7 @@ async def _all_steps(client: OpenWorkflow, run_id: str) -> list[StepAttempt]:
 def cancel(run_id: str) -> None:
     """Cancel a pending, running or sleeping run."""
     _, settings = common.load()
-    run = common.run_async(common.with_client(settings, lambda client: client.cancel(run_id)))
+    run = _on_run(settings, run_id, lambda client: client.cancel(run_id))
     _report(run, "canceled")
 
 
@@ -125,7 +134,20 @@ def retry(run_id: str) -> None:
             raise WorkflowRunNotFoundError(run_id)
         return run
 
-    _report(common.run_async(common.with_client(settings, do_retry)), "put back to pending")
+    _report(_on_run(settings, run_id, do_retry), "put back to pending")
+
+
+def _on_run(
+    settings: EffectiveSettings, run_id: str, action: Callable[[OpenWorkflow], Awaitable[T]]
+) -> T:
+    """Run ``action`` on an existing database: a missing one has no run to act on."""
+    try:
+        return common.run_async(common.with_client(settings, action, create=False))
+    except DatabaseNotFoundError as error:
+        raise common.CliError(
+            f"Workflow run {run_id} does not exist: {error}",
+            hint="check the backend URL or --config if the database should be elsewhere",
+        ) from None
 
 
 def _report(run: WorkflowRun, what: str) -> None:

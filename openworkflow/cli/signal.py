@@ -22,7 +22,8 @@ def signal() -> None:
 def send(name: str, data: str | None, idempotency_key: str | None) -> None:
     """Deliver SIGNAL to every run waiting on it and print their ids.
 
-    Signals are not buffered: a run that starts waiting later does not see it.
+    Signals are not buffered: a run that starts waiting later does not see it,
+    so when no run was waiting the signal is dropped and the exit code is 1.
     """
     payload = common.json_argument(data, "--data")
     _, settings = common.load()
@@ -34,14 +35,17 @@ def send(name: str, data: str | None, idempotency_key: str | None) -> None:
     )
     if common.wants_json():
         common.print_json({"signal": name, "workflow_run_ids": run_ids})
-        return
-    for run_id in run_ids:
-        click.echo(run_id)
-    if run_ids:
-        common.say(f"Signal {name!r} reached {len(run_ids)} run(s).", style="green")
     else:
-        common.say(
-            f"No run is waiting on signal {name!r}; nothing was delivered "
-            "(signals are not buffered).",
-            style="yellow",
-        )
+        for run_id in run_ids:
+            click.echo(run_id)
+    if run_ids:
+        if not common.wants_json():
+            common.say(f"Signal {name!r} reached {len(run_ids)} run(s).", style="green")
+        return
+    common.say(
+        f"No run was waiting for signal {name!r}; signals are not buffered, so it was dropped "
+        "(a run that waits for it later will not see it). Send it again once a run waits "
+        "for it (`ow runs list --status running` shows the candidates).",
+        style="yellow",
+    )
+    raise click.exceptions.Exit(common.EXIT_FAILED)

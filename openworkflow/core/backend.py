@@ -61,6 +61,19 @@ class ListWorkflowRunsParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FindWorkflowRunsByIdPrefixParams:
+    """Input of :meth:`Backend.find_workflow_runs_by_id_prefix`.
+
+    ``prefix`` is checked with :func:`openworkflow.core.id_prefix.check_run_id_prefix`
+    (non-empty, only run id characters; uppercase is folded to lowercase) and
+    ``limit`` with :func:`~openworkflow.core.id_prefix.check_prefix_limit` (1 to 1000).
+    """
+
+    prefix: str
+    limit: int = 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ClaimWorkflowRunParams:
     """Input of :meth:`Backend.claim_workflow_run`."""
 
@@ -293,6 +306,21 @@ class Backend(Protocol):
 
     async def list_workflow_runs(self, params: ListWorkflowRunsParams) -> Page[WorkflowRun]:
         """List runs newest first (``created_at``, ``id`` descending), cursor-paginated."""
+        ...
+
+    async def find_workflow_runs_by_id_prefix(
+        self, params: FindWorkflowRunsByIdPrefixParams
+    ) -> list[WorkflowRun]:
+        """Return up to ``limit`` runs whose id starts with ``prefix``, in id order.
+
+        A whole id finds just that run. Ask for two to tell a unique prefix
+        from an ambiguous one.
+
+        Raises:
+            InvalidRunIdPrefixError: the prefix is empty, too long or has a
+                character no run id has.
+            ValueError: ``limit`` is not a whole number from 1 to 1000.
+        """
         ...
 
     async def count_workflow_runs(self) -> WorkflowRunCounts:

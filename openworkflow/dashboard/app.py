@@ -6,7 +6,10 @@ without JavaScript, which only adds live updates and local times):
 - ``GET /``: run counts by status, the runs newest first with cursor pages
   (``?limit=25|50|100&after=&before=``) and filters (``?status=&workflow=``).
 - ``GET /runs/new`` and ``POST /runs``: the create-run form.
-- ``GET /runs/{id}``: a run's metadata, input, output or error, and steps.
+- ``GET /runs/{id}``: a run's metadata, what it waits for, its outcome, a
+  timeline of its step attempts (inline SVG) and the steps table.
+- ``GET /search?q=ID-OR-PREFIX``: an exact id or a unique prefix goes to the
+  run; several matches are listed; none says so.
 - ``POST /runs/{id}/cancel`` and ``POST /runs/{id}/retry``.
 - ``GET /api/runs/{id}``: ``{"status", "finished", "updated_at", "attempts"}``.
 - ``GET /metrics`` (Prometheus text) and ``GET /healthz`` (``ok`` or 503).
@@ -45,6 +48,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openworkflow.client import OpenWorkflow
+from openworkflow.core import clock
 from openworkflow.core.backend import Backend, GetStepAttemptParams, GetWorkflowRunParams
 from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_definition import Workflow, WorkflowRef, WorkflowSpec, spec_of
@@ -54,7 +58,7 @@ from openworkflow.core.workflow_run import (
     RETRYABLE_STATUSES,
     WorkflowRun,
 )
-from openworkflow.dashboard import metrics, views
+from openworkflow.dashboard import metrics, run_page, views
 from openworkflow.dashboard.security import (
     CSRF_COOKIE,
     CSRF_FIELD,
@@ -70,6 +74,7 @@ from openworkflow.errors import (
     InputValidationError,
     InvalidDurationError,
     InvalidNameError,
+    InvalidRunIdPrefixError,
     InvalidRunStateError,
     PayloadError,
     WorkflowRunNotFoundError,
@@ -187,6 +192,7 @@ def create_app(
     routes = [
         Route("/", dashboard.index, methods=["GET"], name="index"),
         Route("/runs/new", dashboard.new_run, methods=["GET"], name="new_run"),
+        Route("/search", dashboard.search, methods=["GET"], name="search"),
         Route("/runs", dashboard.create_run, methods=["POST"], name="create_run"),
         Route("/runs/{run_id}", dashboard.run_detail, methods=["GET"], name="run_detail"),
         Route("/runs/{run_id}/cancel", dashboard.cancel_run, methods=["POST"], name="cancel"),
@@ -245,7 +251,9 @@ class _Dashboard:
     def __init__(self, backend: Backend, workflows: Iterable[Workflow | WorkflowSpec]) -> None:
         self.backend = backend
         self.client = OpenWorkflow(backend)
-        self.specs: list[WorkflowSpec] = [spec_of(item) for item in workflows]
+        self.specs: list[WorkflowSpec] = []
+        self._schemas: dict[tuple[str, str | None], str] = {}
+        self.use_workflows(workflows)
         self.csrf = CsrfProtection()
         self.assets = _asset_versions()
         self.env = Environment(
@@ -265,11 +273,16 @@ class _Dashboard:
             segment=_segment,
         )
         self.env.globals.update(duration=views.format_duration, statuses=COUNTED_STATUSES)
-        self._schemas = {
+
+    def use_workflows(self, workflows: Iterable[Workflow | WorkflowSpec]) -> None:
+        """Replace the known workflows (names and input schemas of the create-run form)."""
+        specs = [spec_of(item) for item in workflows]
+        schemas = {
             (spec.name, spec.version): schema
-            for spec in self.specs
+            for spec in specs
             if (schema := _schema_of(spec)) is not None
         }
+        self.specs, self._schemas = specs, schemas
 
     # -- rendering ------------------------------------------------------------------------
 
@@ -403,11 +416,15 @@ class _Dashboard:
         except ValueError as error:
             raise HTTPException(400, f"{error}. Open the run's first page of steps.") from None
         base = f"{_root(request)}/runs/{_segment(run_id)}"
+        attempts, truncated = await run_page.all_attempts(self.backend, run_id)
+        facts = run_page.run_facts(run, attempts, self.specs, clock.now())
         return self.render(
             request,
             "run.html",
             {
                 "run": run,
+                **facts,
+                "timeline_truncated": truncated,
                 "steps": steps.data,
                 "child_links": {step.id: self._child_link(step) for step in steps.data},
                 "steps_earlier_url": f"{base}?{urlencode({'steps_before': steps.prev})}"
@@ -426,6 +443,24 @@ class _Dashboard:
             },
             status_code=status_code,
         )
+
+    async def search(self, request: Request) -> Response:
+        """Find a run by id or id prefix: one match opens it, several are listed."""
+        query = request.query_params.get("q", "").strip()
+        if not query:
+            return RedirectResponse(f"{_root(request)}/", status_code=303)
+        try:
+            found = await run_page.search_runs(self.backend, query)
+        except InvalidRunIdPrefixError as error:
+            context: dict[str, Any] = {"query": query, "search_query": query}
+            context.update(problem=str(error), found=None)
+            return self.render(request, "search.html", context, status_code=400)
+        if found.target is not None:
+            target = f"{_root(request)}/runs/{_segment(found.target)}"
+            return RedirectResponse(target, status_code=303)
+        context = {"query": query, "search_query": query}
+        context.update(problem=None, found=found)
+        return self.render(request, "search.html", context)
 
     async def new_run(self, request: Request) -> Response:
         """The create-run form (``?workflow=NAME`` fills in the name)."""
@@ -692,4 +727,16 @@ class _ServerErrorPage:
             await response(scope, receive, send)
 
 
-__all__ = ["ParentLink", "RunRow", "create_app"]
+def replace_workflows(app: Starlette, workflows: Iterable[Workflow | WorkflowSpec]) -> None:
+    """Give a running dashboard (from :func:`create_app`) a new list of known workflows.
+
+    ``ow dashboard`` calls it when it rediscovers the project's workflows
+    (on SIGHUP, which ``ow dev`` sends after each reload).
+    """
+    dashboard = app.state.dashboard
+    if not isinstance(dashboard, _Dashboard):
+        raise TypeError("replace_workflows() needs an app made by create_app()")
+    dashboard.use_workflows(workflows)
+
+
+__all__ = ["ParentLink", "RunRow", "create_app", "replace_workflows"]

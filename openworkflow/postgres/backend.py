@@ -44,6 +44,7 @@ from openworkflow.core.backend import (
     ExtendWorkflowRunLeaseParams,
     FailStepAttemptParams,
     FailWorkflowRunParams,
+    FindWorkflowRunsByIdPrefixParams,
     GetSignalDeliveryParams,
     GetStepAttemptParams,
     GetWorkflowRunParams,
@@ -60,6 +61,8 @@ from openworkflow.core.backend import (
     WorkflowRunCounts,
 )
 from openworkflow.core.cursor import DEFAULT_PAGE_SIZE, Page, build_page, decode_list_cursor
+from openworkflow.core.database_url import DEFAULT_SCHEMA
+from openworkflow.core.id_prefix import check_prefix_limit, check_run_id_prefix, like_pattern
 from openworkflow.core.ids import new_id
 from openworkflow.core.json import JsonValue, check_name
 from openworkflow.core.retry import DEADLINE_EXCEEDED_MESSAGE, compute_failed_workflow_run_update
@@ -79,9 +82,10 @@ from openworkflow.errors import (
 )
 from openworkflow.group_commit import GroupCommit
 from openworkflow.notifications import ChangeNotifier
+from openworkflow.postgres import lifecycle
 from openworkflow.postgres import queries as q
 from openworkflow.postgres.listener import NotificationListener, work_payload
-from openworkflow.postgres.schema import DEFAULT_SCHEMA, migrate, validate_schema_name
+from openworkflow.postgres.schema import migrate, validate_schema_name
 from openworkflow.postgres.url import URL_EXAMPLE, check_postgres_url, redact_url, scrub
 
 logger = logging.getLogger("openworkflow.postgres")
@@ -213,6 +217,10 @@ class _Database:
         )
         self._listener: NotificationListener | None = None
         self._open_lock: asyncio.Lock | None = None
+        self._pool_tasks: list[asyncio.Task[Any]] = []
+        self._stopping = asyncio.Event()
+        self._guard: asyncio.Task[None] | None = None
+        self._shut_down = False
         self._users = 1
         self.closed = False
 
@@ -224,9 +232,12 @@ class _Database:
         if self._open_lock is None:
             self._open_lock = asyncio.Lock()
         async with self._open_lock:
+            if self.closed:
+                raise BackendClosedError("the PostgreSQL backend was stopped; create a new one")
             if self._pool is None:
                 await self._open()
-        assert self._pool is not None
+        if self._pool is None:  # stopped while connecting or migrating
+            raise BackendClosedError("the PostgreSQL backend was stopped; create a new one")
         return self._pool
 
     async def _open(self) -> None:
@@ -252,13 +263,17 @@ class _Database:
                         f"{scrub(str(error).strip(), self.url)}. Grant this user CREATE on the "
                         "database, or migrate as an owner and pass run_migrations=False."
                     ) from None
+        if self.closed:
+            return
         # Opened lazily (no connection until the first renewal): clients and the
-        # dashboard never renew a lease.
+        # dashboard never renew a lease. Each pool is recorded as soon as it
+        # opens, so close() finds it whatever happens next.
         self._lease_pool = self._new_pool("openworkflow-leases", LEASE_POOL_SIZE, min_size=0)
-        await self._lease_pool.open(wait=False)
+        self._pool_tasks += await lifecycle.open_pool(self._lease_pool)
         pool = self._new_pool("openworkflow", self._max_pool_size)
-        await pool.open(wait=False)
+        self._pool_tasks += await lifecycle.open_pool(pool)
         self._pool = pool
+        self._guard = asyncio.create_task(self._close_on_loop_shutdown(), name="openworkflow-guard")
         if self._listen:
             self._listener = NotificationListener(
                 self.url,
@@ -341,16 +356,53 @@ class _Database:
         return self
 
     async def release(self) -> None:
+        """Drop one user; the last one closes the pools, the listener and their tasks.
+
+        An open in progress finishes first (and then finds the backend
+        closed), so no pool starts or connects after this returns.
+        """
         self._users -= 1
         if self._users > 0 or self.closed:
             return
         self.closed = True
+        if self._open_lock is not None:
+            async with self._open_lock:
+                pass
+        await self._shutdown(abandoning=False)
+        if self._guard is not None:
+            await self._guard
+
+    async def _close_on_loop_shutdown(self) -> None:
+        """Wait for :meth:`release`; if cancelled first, close everything anyway.
+
+        Only the event loop's shutdown cancels this task (``asyncio.run``
+        cancels every task left when its main coroutine returns, e.g. when a
+        program never stopped its backend). The pools' workers survive that
+        cancellation if it comes while they connect (see
+        :mod:`~openworkflow.postgres.lifecycle`), and the loop would wait for
+        them for ever; closing the pools here ends them.
+        """
+        try:
+            await self._stopping.wait()
+        except asyncio.CancelledError:
+            self.closed = True
+            await self._shutdown(abandoning=True)
+            raise
+
+    async def _shutdown(self, *, abandoning: bool) -> None:
+        if self._shut_down:
+            return
+        self._shut_down = True
+        self._stopping.set()
         if self._listener is not None:
             await self._listener.stop()
-        if self._pool is not None:
-            await self._pool.close()
-        if self._lease_pool is not None:
-            await self._lease_pool.close()
+        tasks, self._pool_tasks = self._pool_tasks, []
+        for pool in (self._pool, self._lease_pool):
+            if pool is not None:
+                await lifecycle.close_pool(pool, abandoning=abandoning)
+        # Closed pools have sent their workers a stop; after a loop shutdown's
+        # cancellation they may still be finishing a connection attempt.
+        await lifecycle.end_tasks(tasks, grace_s=lifecycle.POOL_CLOSE_TIMEOUT_S if abandoning else 0)
 
 
 async def _configure_connection(connection: psycopg.AsyncConnection[Any]) -> None:
@@ -575,6 +627,15 @@ class PostgresBackend:
         return await self._list_page(
             "workflow_runs", "DESC", conditions, values, params.limit, params.after, params.before
         )
+
+    async def find_workflow_runs_by_id_prefix(
+        self, params: FindWorkflowRunsByIdPrefixParams
+    ) -> list[WorkflowRun]:
+        """Up to ``limit`` runs whose id starts with ``prefix``, in id order (``LIKE 'p%'``)."""
+        prefix = check_run_id_prefix(params.prefix)
+        values = self._params(pattern=like_pattern(prefix), limit=check_prefix_limit(params.limit))
+        rows = await self._read_all(self._q.select_workflow_runs_by_id_prefix, values)
+        return [_to_run(row) for row in rows]
 
     async def count_workflow_runs(self) -> WorkflowRunCounts:
         """Count runs per status in this namespace."""

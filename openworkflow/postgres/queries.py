@@ -419,6 +419,16 @@ SELECT * FROM {schema}.{table} WHERE {where} ORDER BY "created_at" {order}, "id"
 LIMIT %(limit)s"""
 
 
+# Runs whose id starts with a prefix (escaped LIKE pattern): under a "C" collation the
+# planner turns it into a range on the primary key (namespace, id); under any other
+# collation it is still correct, filtering the namespace's part of that index.
+SELECT_WORKFLOW_RUNS_BY_ID_PREFIX = r"""
+SELECT * FROM {schema}."workflow_runs"
+WHERE "namespace_id" = %(ns)s AND "id" LIKE %(pattern)s ESCAPE '\'
+ORDER BY "id"
+LIMIT %(limit)s"""
+
+
 class Queries:
     """The statements above rendered for one schema, ready to execute."""
 
@@ -457,6 +467,7 @@ class Queries:
     lock_runs: bytes
     lock_idempotency_scope: bytes
     select_signal_delivery: bytes
+    select_workflow_runs_by_id_prefix: bytes
 
 
 _TEMPLATES = {
@@ -490,4 +501,5 @@ _TEMPLATES = {
     "lock_runs": LOCK_RUNS,
     "lock_idempotency_scope": LOCK_IDEMPOTENCY_SCOPE,
     "select_signal_delivery": SELECT_SIGNAL_DELIVERY,
+    "select_workflow_runs_by_id_prefix": SELECT_WORKFLOW_RUNS_BY_ID_PREFIX,
 }

@@ -16,9 +16,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from openworkflow.errors import OpenWorkflowError
+from openworkflow.core.database_url import DEFAULT_SCHEMA
+from openworkflow.errors import InvalidSchemaNameError
 
-DEFAULT_SCHEMA = "openworkflow"
 _SCHEMA_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_IDENTIFIER_BYTES = 63
 _MIGRATION_LOCK_PREFIX = "openworkflow:migrate:"
@@ -38,10 +38,6 @@ only speed queries up: the TypeScript original works unchanged beside them.
 The deadline index lets every claim find runs past their deadline without
 reading the whole backlog of active runs.
 """
-
-
-class InvalidSchemaNameError(OpenWorkflowError, ValueError):
-    """A schema name that is not a plain PostgreSQL identifier."""
 
 
 def validate_schema_name(schema: object) -> str:

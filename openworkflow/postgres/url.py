@@ -5,14 +5,10 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from openworkflow.errors import OpenWorkflowError
+from openworkflow.errors import InvalidDatabaseUrlError
 
 URL_EXAMPLE = "postgresql://user:pass@host:port/db"
 _SCHEMES = ("postgresql", "postgres")
-
-
-class InvalidDatabaseUrlError(OpenWorkflowError, ValueError):
-    """A database URL that cannot be used (wrong form, bad port)."""
 
 
 def check_postgres_url(url: object) -> str:

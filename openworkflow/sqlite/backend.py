@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
+from pathlib import Path
 from typing import Any, TypeVar
 
 from openworkflow.core import clock
@@ -35,6 +36,7 @@ from openworkflow.core.backend import (
     ExtendWorkflowRunLeaseParams,
     FailStepAttemptParams,
     FailWorkflowRunParams,
+    FindWorkflowRunsByIdPrefixParams,
     GetSignalDeliveryParams,
     GetStepAttemptParams,
     GetWorkflowRunParams,
@@ -51,6 +53,11 @@ from openworkflow.core.backend import (
     WorkflowRunCounts,
 )
 from openworkflow.core.cursor import DEFAULT_PAGE_SIZE, Page, build_page, decode_list_cursor
+from openworkflow.core.id_prefix import (
+    check_prefix_limit,
+    check_run_id_prefix,
+    prefix_upper_bound,
+)
 from openworkflow.core.ids import new_id
 from openworkflow.core.json import check_name
 from openworkflow.core.retry import DEADLINE_EXCEEDED_MESSAGE, compute_failed_workflow_run_update
@@ -66,6 +73,7 @@ from openworkflow.errors import (
     BackendClosedError,
     BackendError,
     BackendUnavailableError,
+    DatabaseNotFoundError,
     WriteConflictError,
 )
 from openworkflow.group_commit import GroupCommit
@@ -85,7 +93,9 @@ _iso_or_none = clock.to_iso_or_none
 class _Database:
     """One sqlite3 connection, used only from its own thread."""
 
-    def __init__(self, path: str, busy_timeout_ms: int, run_migrations: bool) -> None:
+    def __init__(
+        self, path: str, busy_timeout_ms: int, run_migrations: bool, create: bool = True
+    ) -> None:
         self.path = path
         self._busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="openworkflow-sqlite")
@@ -98,23 +108,20 @@ class _Database:
             self._watcher = DataVersionWatcher(path, self.notifier)
             self.notifier.on_wait = self._watcher.wake
         try:
-            self._executor.submit(self._open, busy_timeout_ms, run_migrations).result()
+            self._executor.submit(self._open, busy_timeout_ms, run_migrations, create).result()
         except Exception as error:
-            self._executor.shutdown(wait=False)
+            self._executor.shutdown(wait=True)  # its one job is over: returns at once
             if self._watcher is not None:
                 self._watcher.stop()
+            if isinstance(error, DatabaseNotFoundError):
+                raise
             raise BackendError(
                 f"SQLite backend failed to open database {path!r}: {error}. "
                 "Check the path is valid and writable."
             ) from error
 
-    def _open(self, busy_timeout_ms: int, run_migrations: bool) -> None:
-        connection = sqlite3.connect(
-            self.path,
-            timeout=busy_timeout_ms / 1000,
-            isolation_level=None,
-            check_same_thread=False,
-        )
+    def _open(self, busy_timeout_ms: int, run_migrations: bool, create: bool) -> None:
+        connection = _connect(self.path, busy_timeout_ms, create)
         try:
             connection.row_factory = sqlite3.Row
             if self.path != ":memory:":
@@ -169,12 +176,36 @@ class _Database:
             self._watcher.stop()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._close)
+        # Its last job is done, so its thread ends at once: no thread outlives stop().
         self._executor.shutdown(wait=True)
 
     def _close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.join()
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def _connect(path: str, busy_timeout_ms: int, create: bool) -> sqlite3.Connection:
+    """Open the file; without ``create``, a missing file is an error, not a new database."""
+    target, uri = path, False
+    if not create and path != ":memory:":
+        # mode=rw opens an existing file read-write and never creates one.
+        target, uri = Path(path).resolve().as_uri() + "?mode=rw", True
+    try:
+        return sqlite3.connect(
+            target,
+            timeout=busy_timeout_ms / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=uri,
+        )
+    except sqlite3.OperationalError:
+        resolved = Path(path).resolve()
+        if not create and not resolved.exists():
+            raise DatabaseNotFoundError(str(resolved)) from None
+        raise
 
 
 def migration_scripts() -> list[str]:
@@ -291,6 +322,9 @@ class SqliteBackend:
         namespace_id: The namespace every call reads and writes.
         run_migrations: Create or upgrade the tables on open (the default).
         busy_timeout_ms: How long a write waits for another process's lock.
+        create: Create the file when it does not exist (the default); with
+            False, a missing file raises
+            :class:`~openworkflow.errors.DatabaseNotFoundError` instead.
     """
 
     def __init__(
@@ -300,13 +334,14 @@ class SqliteBackend:
         *,
         run_migrations: bool = True,
         busy_timeout_ms: int = 5000,
+        create: bool = True,
         _database: _Database | None = None,
     ) -> None:
         if not isinstance(namespace_id, str) or not namespace_id:
             raise ValueError("namespace_id must be a non-empty string")
         check_name(namespace_id, "namespace_id")
         self._namespace_id = namespace_id
-        self._db = _database or _Database(str(path), busy_timeout_ms, run_migrations)
+        self._db = _database or _Database(str(path), busy_timeout_ms, run_migrations, create)
         self._stopped = False
         self._step_writes: GroupCommit[_StepWrite, StepAttempt] = GroupCommit(
             self._write_steps, max_in_flight=1
@@ -418,6 +453,22 @@ class SqliteBackend:
             params.before,
             _to_run,
         )
+
+    async def find_workflow_runs_by_id_prefix(
+        self, params: FindWorkflowRunsByIdPrefixParams
+    ) -> list[WorkflowRun]:
+        """Up to ``limit`` runs whose id starts with ``prefix``, in id order (a key range)."""
+        prefix = check_run_id_prefix(params.prefix)
+        args = (
+            self._namespace_id,
+            prefix,
+            prefix_upper_bound(prefix),
+            check_prefix_limit(params.limit),
+        )
+        rows = await self._run(
+            lambda c: c.execute(q.SELECT_WORKFLOW_RUNS_BY_ID_RANGE, args).fetchall()
+        )
+        return [_to_run(row) for row in rows]
 
     async def count_workflow_runs(self) -> WorkflowRunCounts:
         """Count runs per status in this namespace."""

@@ -295,3 +295,12 @@ def list_page_query(table: str, where: str, order: str, cursor_op: str | None) -
         f'SELECT * FROM "{table}" WHERE {where}{cursor} '
         f'ORDER BY "created_at" {order}, "id" {order} LIMIT ?'
     )
+
+
+# Runs whose id starts with a prefix: a range on the primary key (namespace, id),
+# [prefix, prefix with its last character incremented), in SQLite's binary order.
+SELECT_WORKFLOW_RUNS_BY_ID_RANGE = """
+SELECT * FROM "workflow_runs"
+WHERE "namespace_id" = ? AND "id" >= ? AND "id" < ?
+ORDER BY "id"
+LIMIT ?"""

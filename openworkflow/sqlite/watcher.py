@@ -47,9 +47,15 @@ class DataVersionWatcher:
         self._wanted.set()
 
     def stop(self) -> None:
-        """Stop the thread (it exits within one poll interval)."""
+        """Tell the thread to stop (it exits within one poll interval); see :meth:`join`."""
         self._stopped.set()
         self._wanted.set()
+
+    def join(self, timeout: float = 5.0) -> None:
+        """After :meth:`stop`, wait for the thread to end (blocking: not on the event loop)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
 
     def _watch(self) -> None:
         try:

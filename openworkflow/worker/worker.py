@@ -29,7 +29,8 @@ from openworkflow.core.workflow_definition import Workflow
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import BackendError, BackendUnavailableError, WriteConflictError
 from openworkflow.notifications import ChangeNotifier, notifier_of
-from openworkflow.worker.execution import DEFAULT_STEP_CRASH_LIMIT, WorkflowExecution
+from openworkflow.worker.context import DEFAULT_STEP_CRASH_LIMIT, PassContext
+from openworkflow.worker.execution import WorkflowExecution
 
 logger = logging.getLogger("openworkflow.worker")
 
@@ -123,6 +124,8 @@ class Worker:
         self._last_chance = asyncio.Lock()
         self.backend = backend
         self.registry = WorkflowRegistry(workflows)
+        # (name, version) of unknown workflows already warned about: once each, not per run.
+        self._unknown_warned: set[tuple[str, str | None]] = set()
         self.concurrency = concurrency
         self.lease_duration_ms = int(parse_duration_ms(lease_duration))
         if self.lease_duration_ms < 10:
@@ -255,15 +258,14 @@ class Worker:
             if workflow is None:
                 await self._reschedule_unknown(slot, run)
                 return
-            execution = WorkflowExecution(
+            context = PassContext(
                 backend=self.backend,
-                workflow_run=run,
-                workflow=workflow,
                 worker_id=slot.worker_id,
                 thread_pool=self._thread_pool,
                 step_crash_limit=self.step_crash_limit,
                 last_chance=self._last_chance,
             )
+            execution = WorkflowExecution(context, run, workflow)
             slot.execution = execution
             slot.execution_task = asyncio.create_task(execution.execute())
             heartbeat = asyncio.create_task(self._heartbeat(slot, run, slot.execution_task))
@@ -373,7 +375,7 @@ class Worker:
 
     async def _reschedule_unknown(self, slot: _Slot, run: WorkflowRun) -> None:
         message = f"Workflow {describe(run.workflow_name, run.version)} is not registered"
-        logger.warning("%s on this worker; rescheduling run %s", message, run.id)
+        self._log_unknown(message, run)
         await self.backend.fail_workflow_run(
             FailWorkflowRunParams(
                 workflow_run_id=run.id,
@@ -383,6 +385,25 @@ class Worker:
                 attempts=run.attempts,
                 deadline_at=run.deadline_at,
             )
+        )
+
+    def _log_unknown(self, message: str, run: WorkflowRun) -> None:
+        """Warn once per unknown (name, version), with a hint; later runs only at debug level."""
+        key = (run.workflow_name, run.version)
+        if key in self._unknown_warned:
+            logger.debug("%s on this worker; rescheduling run %s", message, run.id)
+            return
+        self._unknown_warned.add(key)
+        known = ", ".join(describe(item.name, item.version) for item in self.registry) or "none"
+        logger.warning(
+            "%s on this worker; rescheduling run %s and any later run of it (backing off up "
+            "to 5 min each) without saying so again. This worker has: %s. If it should run "
+            "here, check that its file is in the worker's workflow folders (`dirs` in "
+            "openworkflow.config.py, or the config given with --config) and that the name "
+            "and version match; otherwise a worker of another service has to run it.",
+            message,
+            run.id,
+            known,
         )
 
     # -- stopping ----------------------------------------------------------------

@@ -17,6 +17,7 @@ raise RuntimeError("cannot start")
 
 def test_doctor_on_a_healthy_project(tmp_path: Path) -> None:
     sqlite_project(tmp_path)
+    assert ow(tmp_path, "migrate").returncode == 0  # doctor itself never creates the database
     result = ow(tmp_path, "doctor")
     assert result.returncode == 0, result.stdout + result.stderr
     assert str(tmp_path / "openworkflow.config.py") in result.stdout

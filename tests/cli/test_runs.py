@@ -131,8 +131,9 @@ def test_signal_send_reaches_the_waiting_run(project: Project) -> None:
     wait_until(lambda: project.status(run_id) == "completed", "the run to complete")
 
     code, out, err = project.ow("signal", "send", f"approve:{key}")
-    assert code == 0 and out == ""
-    assert "No run is waiting" in err
+    assert code == 1 and out == ""
+    assert f"No run was waiting for signal 'approve:{key}'" in err
+    assert "not buffered" in err
 
 
 @pytest.mark.slow

@@ -34,12 +34,40 @@ CHROMIUM_ARGS = [
 SCREENSHOT = os.environ.get("OPENWORKFLOW_DASHBOARD_SCREENSHOT")  # e.g. docs/dashboard-run.png
 
 WORKFLOWS = """
-from openworkflow import Step, workflow
+import asyncio
+from collections import Counter
+from openworkflow import RetryPolicy, RunInfo, Step, workflow
+
+_tries = Counter()
 
 @workflow(name="greet")
 async def greet(input: dict, step: Step) -> dict:
     name = await step.run("pick-name", lambda: input.get("name", "world"))
     return await step.run("say-hello", lambda: {"greeting": f"Hello, {name}!"})
+
+@workflow(name="checkout")
+async def checkout(input: dict, step: Step, run: RunInfo) -> dict:
+    async def pause(value, seconds):
+        await asyncio.sleep(seconds)
+        return value
+
+    def charge():
+        _tries[run.id] += 1
+        if _tries[run.id] < 3:
+            raise RuntimeError(f"card declined (try {_tries[run.id]})")
+        return "ch_42"
+
+    cart = await step.run("load-cart", lambda: pause({"items": 3}, 0.15))
+    stock, price = await asyncio.gather(
+        step.run("check-stock", lambda: pause(True, 0.4)),
+        step.run("price-cart", lambda: pause(42, 0.25)),
+    )
+    payment = await step.run(
+        "charge-card", charge, retry_policy=RetryPolicy(initial_interval="250ms")
+    )
+    await step.sleep("cool-off", "600ms")
+    await step.run("send-receipt", lambda: pause("sent", 0.1))
+    return {"payment": payment, "items": cart["items"], "total": price, "in_stock": stock}
 
 @workflow(name="await-approval")
 async def await_approval(step: Step) -> object:
@@ -109,6 +137,8 @@ def test_list_detail_cancel_create_and_live_updates(
     url, client = project
     done = client.run("greet", {"name": "<b>Ana</b>"})
     assert done.result(timeout="20s") == {"greeting": "Hello, <b>Ana</b>!"}
+    shopped = client.run("checkout", {"cart": "c-1"})
+    assert shopped.result(timeout="30s")["payment"] == "ch_42"
     to_cancel = client.run("await-approval")
     to_approve = client.run("await-approval")
     wait_until(
@@ -130,7 +160,7 @@ def test_list_detail_cancel_create_and_live_updates(
         page.goto(url + "/")
         for handle in (done, to_cancel, to_approve):
             page.wait_for_selector(f'tr[data-run-id="{handle.id}"]')
-        assert page.inner_text('[data-count="completed"]').strip() == "1"
+        assert page.inner_text('[data-count="completed"]').strip() == "2"  # greet, checkout
         assert page.locator("b", has_text="Ana").count() == 0  # never rendered as HTML
 
         # Open a run from the list.
@@ -139,8 +169,52 @@ def test_list_detail_cancel_create_and_live_updates(
         assert page.get_attribute("#run-status", "data-status") == "completed"
         assert "Hello, <b>Ana</b>!" in page.inner_text("#run-output")
         page.wait_for_selector('tr[data-step-name="say-hello"]')
+
+        # The timeline of a run with parallel steps, retries and a sleep.
+        page.goto(f"{url}/runs/{shopped.id}")
+        page.wait_for_selector("#run-timeline svg.timeline")
+        assert page.locator("#run-error").count() == 0  # recovered: no stale error
+        charge = page.locator('#timeline g[data-step-name="charge-card"] rect')
+        assert [charge.nth(i).get_attribute("data-status") for i in range(3)] == [
+            "failed",
+            "failed",
+            "completed",
+        ]
+        stock = page.locator('#timeline g[data-step-name="check-stock"] rect').bounding_box()
+        price = page.locator('#timeline g[data-step-name="price-cart"] rect').bounding_box()
+        assert stock and price and stock["width"] > 0
+        assert stock["x"] < price["x"] + price["width"] and price["x"] < stock["x"] + stock["width"]
+        assert stock["y"] != price["y"]  # side by side in time, in their own lanes
+        sleep_bar = page.locator('#timeline g[data-step-name="cool-off"] rect')
+        assert "kind-sleep" in (sleep_bar.get_attribute("class") or "")
+        assert (
+            page.evaluate(
+                "() => getComputedStyle(document.querySelector('#timeline .bar-failed')).fill"
+            )
+            != "none"
+        )
         if SCREENSHOT:
             page.screenshot(path=SCREENSHOT, full_page=True)
+
+        # Find runs by id prefix from the search box on any page.
+        everyone = [done.id, shopped.id, to_cancel.id, to_approve.id]
+        unique = next(
+            shopped.id[:n]
+            for n in range(4, 37)
+            if sum(run_id.startswith(shopped.id[:n]) for run_id in everyone) == 1
+        )
+        page.goto(url + "/")
+        page.fill("#run-search input[name=q]", unique)
+        page.press("#run-search input[name=q]", "Enter")
+        page.wait_for_url(f"**/runs/{shopped.id}")
+        page.fill("#run-search input[name=q]", shopped.id[:1])
+        page.press("#run-search input[name=q]", "Enter")
+        page.wait_for_selector("#search-results")
+        listed = page.locator("#search-results tr[data-run-id]")
+        assert listed.count() >= 2
+        page.fill("#run-search input[name=q]", "fffff")
+        page.press("#run-search input[name=q]", "Enter")
+        page.wait_for_selector("#search-none")
 
         # Cancel a waiting run.
         page.goto(f"{url}/runs/{to_cancel.id}")

@@ -36,6 +36,7 @@ def _dashboard_command(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_refuses_a_public_bind_without_auth(tmp_path: Path) -> None:
+    sqlite_project(tmp_path)
     result = ow(tmp_path, "dashboard", "--host", "0.0.0.0", "--port", "0")
     assert result.returncode == 2, result.stderr
     assert "refusing to serve the dashboard on 0.0.0.0 without authentication" in result.stderr
@@ -45,6 +46,7 @@ def test_refuses_a_public_bind_without_auth(tmp_path: Path) -> None:
 
 
 def test_refuses_a_malformed_auth_value_without_printing_it(tmp_path: Path) -> None:
+    sqlite_project(tmp_path)
     env = clean_env(OPENWORKFLOW_DASHBOARD_AUTH="s3cr3t-without-user")
     result = ow(tmp_path, "dashboard", env=env)
     assert result.returncode == 2
@@ -74,6 +76,7 @@ def test_auth_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_serves_pages_and_health_then_stops_on_sigint(tmp_path: Path) -> None:
     sqlite_project(tmp_path)
     write(tmp_path / "openworkflow" / "typo.py", "from openworkflow import workflw\n")
+    assert ow(tmp_path, "migrate").returncode == 0  # the dashboard does not create the database
     server = Background(tmp_path, "dashboard", "--port", "0")
     try:
         server.wait_for("Dashboard running at", timeout=30)

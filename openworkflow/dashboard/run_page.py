@@ -1,0 +1,102 @@
+"""Reading what a run's page and the run search need, on top of :mod:`run_view`.
+
+The run page shows a page of step attempts in its table, but its timeline,
+first start and "waiting for" need every attempt: they are read here in
+pages, up to :data:`TIMELINE_MAX_ATTEMPTS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from openworkflow.core.backend import (
+    Backend,
+    FindWorkflowRunsByIdPrefixParams,
+    ListStepAttemptsParams,
+)
+from openworkflow.core.id_prefix import check_run_id_prefix
+from openworkflow.core.retry import DEFAULT_WORKFLOW_RETRY_POLICY
+from openworkflow.core.step_attempt import StepAttempt
+from openworkflow.core.workflow_definition import WorkflowSpec
+from openworkflow.core.workflow_run import WorkflowRun
+from openworkflow.dashboard import run_view
+
+TIMELINE_MAX_ATTEMPTS = 1000
+"""Step attempts read for the timeline (a run may record 1000 steps, plus retries)."""
+
+SEARCH_LIMIT = 50
+"""Runs listed for an id prefix that several runs share."""
+
+_PAGE = 200
+
+
+async def all_attempts(backend: Backend, run_id: str) -> tuple[list[StepAttempt], bool]:
+    """The run's step attempts oldest first, and whether there were more than the cap."""
+    attempts: list[StepAttempt] = []
+    after: str | None = None
+    while len(attempts) < TIMELINE_MAX_ATTEMPTS:
+        page = await backend.list_step_attempts(
+            ListStepAttemptsParams(workflow_run_id=run_id, limit=_PAGE, after=after)
+        )
+        attempts.extend(page.data)
+        if page.next is None:
+            return attempts, False
+        after = page.next
+    return attempts[:TIMELINE_MAX_ATTEMPTS], True
+
+
+def workflow_max_attempts(specs: Sequence[WorkflowSpec], run: WorkflowRun) -> int | None:
+    """The registered workflow's retry limit for this run (None if not registered)."""
+    for spec in specs:
+        if spec.name == run.workflow_name and spec.version == run.version:
+            policy = spec.retry_policy
+            if policy is None:
+                return DEFAULT_WORKFLOW_RETRY_POLICY.maximum_attempts
+            return policy.resolve(DEFAULT_WORKFLOW_RETRY_POLICY).maximum_attempts
+    return None
+
+
+def run_facts(
+    run: WorkflowRun,
+    attempts: Sequence[StepAttempt],
+    specs: Sequence[WorkflowSpec],
+    now: datetime,
+) -> dict[str, Any]:
+    """The template values derived from the run and all its attempts."""
+    return {
+        "first_start": run_view.first_start(run, attempts),
+        "duration_text": run_view.duration_text(run, attempts, now),
+        "outcome_error": run_view.outcome_error(run),
+        "waiting": run_view.waiting_for(
+            run, attempts, now, workflow_max_attempts=workflow_max_attempts(specs, run)
+        ),
+        "timeline": run_view.build_timeline(run, attempts, now),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """What a run search found: ``target`` when it leads to one run, else ``runs``."""
+
+    query: str
+    target: str | None
+    runs: list[WorkflowRun]
+    more: bool
+
+
+async def search_runs(backend: Backend, query: str) -> SearchResult:
+    """Find runs by a whole id or an id prefix (an exact id or a unique prefix is a target).
+
+    Raises:
+        InvalidRunIdPrefixError: the query cannot start a run id.
+    """
+    prefix = check_run_id_prefix(query)
+    found = await backend.find_workflow_runs_by_id_prefix(
+        FindWorkflowRunsByIdPrefixParams(prefix=prefix, limit=SEARCH_LIMIT + 1)
+    )
+    exact = next((run.id for run in found if run.id == prefix), None)
+    target = exact or (found[0].id if len(found) == 1 else None)
+    return SearchResult(prefix, target, found[:SEARCH_LIMIT], len(found) > SEARCH_LIMIT)

@@ -1,0 +1,121 @@
+"""``ow dev``'s dashboard follows reloads: a new workflow file is listed and validates input.
+
+A real ``ow dev`` subprocess in a temporary project: after a workflow file is
+added, the dashboard's create-run form lists the new workflow and checks input
+against its schema; a broken file afterwards keeps the list it had.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cli.helpers import wait_until, write
+
+FIRST = """
+from openworkflow import Step, workflow
+
+@workflow(name="greet")
+async def greet(step: Step) -> str:
+    return await step.run("say", lambda: "hi")
+"""
+
+ADDED = """
+from pydantic import BaseModel
+from openworkflow import Step, workflow
+
+class Loud(BaseModel):
+    text: str
+    times: int
+
+@workflow(name="shout")
+async def shout(input: Loud, step: Step) -> str:
+    return await step.run("shout", lambda: (input.text.upper() + "!") * input.times)
+"""
+
+
+def _dashboard_url(log: Path) -> str:
+    found: list[str] = []
+
+    def printed() -> bool:
+        found[:] = re.findall(r"^http://127\.0\.0\.1:\d+$", log.read_text(), re.MULTILINE)
+        return bool(found)
+
+    wait_until(printed, "the dashboard's URL", timeout=30)
+    return found[0]
+
+
+def _listed(http: httpx.Client) -> set[str]:
+    """The workflow names the create-run form offers."""
+    page = http.get("/runs/new")
+    assert page.status_code == 200
+    names = page.text.split('<datalist id="workflow-names">', 1)[1].split("</datalist>", 1)[0]
+    return set(re.findall(r'<option value="([^"]+)">', names))
+
+
+def _create(http: httpx.Client, workflow_name: str, input_json: str) -> httpx.Response:
+    form = http.get("/runs/new").text
+    token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', form)
+    assert token
+    return http.post(
+        "/runs",
+        data={"workflow_name": workflow_name, "input": input_json, "csrf_token": token.group(1)},
+        headers={"Origin": str(http.base_url).rstrip("/")},
+    )
+
+
+@pytest.mark.slow
+def test_ow_dev_dashboard_lists_and_validates_a_workflow_added_while_it_runs(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path / "openworkflow.config.py",
+        """
+        from openworkflow import define_config
+        config = define_config(backend="sqlite:///ow.db", dirs=["./flows"])
+        """,
+    )
+    write(tmp_path / "flows" / "greet.py", FIRST)
+    log = tmp_path / "dev.log"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OPENWORKFLOW_")}
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-P", "-m", "openworkflow", "dev", "--port", "0"],
+            cwd=tmp_path,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with httpx.Client(base_url=_dashboard_url(log), timeout=10) as http:
+            assert _listed(http) == {"greet"}
+
+            write(tmp_path / "flows" / "shout.py", ADDED)
+            wait_until(lambda: "shout" in _listed(http), "the new workflow on the form", 30)
+            refused = _create(http, "shout", '{"text": "hey"}')
+            assert refused.status_code == 400, refused.text
+            assert 'data-field="input"' in refused.text
+            assert "times: Field required" in refused.text  # checked against its schema
+            accepted = _create(http, "shout", '{"text": "hey", "times": 2}')
+            assert accepted.status_code == 303, accepted.text
+
+            write(tmp_path / "flows" / "broken.py", "def oops(:\n")
+            wait_until(lambda: "Workflow reload failed" in log.read_text(), "the report", 30)
+            assert "broken.py" in log.read_text()
+            assert _listed(http) == {"greet", "shout"}  # the previous list stays
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            code = process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert code == 0, log.read_text()
+    assert "dashboard exited" not in log.read_text()
