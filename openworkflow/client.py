@@ -15,6 +15,7 @@ from openworkflow.core.backend import (
     Backend,
     CancelWorkflowRunParams,
     CreateWorkflowRunParams,
+    FindWorkflowRunsByIdPrefixParams,
     GetWorkflowRunParams,
     ListStepAttemptsParams,
     ListWorkflowRunsParams,
@@ -37,6 +38,8 @@ from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_definition import Workflow, WorkflowRef, spec_of
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import (
+    AmbiguousRunIdError,
+    InvalidRunIdPrefixError,
     PayloadError,
     ResultTimeoutError,
     WorkflowCanceledError,
@@ -224,6 +227,28 @@ class OpenWorkflow:
         if not is_storable_text(run_id):
             return None  # no stored id has a NUL or a lone surrogate; do not ask the database
         return await self.backend.get_workflow_run(GetWorkflowRunParams(workflow_run_id=run_id))
+
+    async def find_run(self, id_or_prefix: str) -> WorkflowRun:
+        """The run with this id, or else the only run whose id starts with it (as git does).
+
+        Raises:
+            WorkflowRunNotFoundError: no run has this id or starts with it.
+            AmbiguousRunIdError: several runs start with it.
+        """
+        exact = await self.get_run(id_or_prefix)
+        if exact is not None:
+            return exact
+        try:
+            found = await self.backend.find_workflow_runs_by_id_prefix(
+                FindWorkflowRunsByIdPrefixParams(prefix=id_or_prefix, limit=3)
+            )
+        except InvalidRunIdPrefixError:
+            raise WorkflowRunNotFoundError(id_or_prefix) from None
+        if not found:
+            raise WorkflowRunNotFoundError(id_or_prefix)
+        if len(found) > 1:
+            raise AmbiguousRunIdError(id_or_prefix, [run.id for run in found[:2]])
+        return found[0]
 
     async def _require_run(self, run_id: str) -> WorkflowRun:
         run = await self.get_run(run_id)

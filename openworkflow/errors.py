@@ -16,6 +16,7 @@
     ├── StepLimitExceededError         a run made more than 1000 step attempts
     ├── StepCrashLoopError             a step left unfinished too often (a poison run)
     ├── WorkflowRunNotFoundError       no run with that id in this namespace
+    ├── AmbiguousRunIdError            a run id prefix that several runs start with
     ├── InvalidRunStateError           e.g. canceling a completed run
     ├── WorkflowFailedError            handle.result() of a failed run
     ├── WorkflowCanceledError          handle.result() of a canceled run
@@ -144,6 +145,23 @@ class WorkflowRunNotFoundError(OpenWorkflowError, LookupError):
     def __init__(self, workflow_run_id: str) -> None:
         super().__init__(f"Workflow run {workflow_run_id} does not exist")
         self.workflow_run_id = workflow_run_id
+
+
+class AmbiguousRunIdError(OpenWorkflowError, LookupError):
+    """A run id prefix matched several runs; give more of the id.
+
+    Attributes:
+        prefix: What was looked up.
+        candidates: Ids of (some of) the runs it matched.
+    """
+
+    def __init__(self, prefix: str, candidates: list[str]) -> None:
+        shown = ", ".join(candidates)
+        super().__init__(
+            f"run id prefix {prefix!r} matches several runs ({shown}, ...): give more of the id"
+        )
+        self.prefix = prefix
+        self.candidates = candidates
 
 
 class InvalidRunStateError(OpenWorkflowError):

@@ -30,6 +30,7 @@ from openworkflow.config import CONFIG_FILE_NAME, ConfigError, LoadedConfig, loa
 from openworkflow.connect import open_backend
 from openworkflow.core.backend import Backend
 from openworkflow.errors import (
+    AmbiguousRunIdError,
     BackendUnavailableError,
     DatabaseNotFoundError,
     InputValidationError,
@@ -185,6 +186,7 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
     (BackendUnavailableError, "is the database running and is the URL right? `ow doctor` checks"),
     (DatabaseNotFoundError, "start a worker (`ow worker start`) or a run (`ow run NAME`) first"),
     (WorkflowRunNotFoundError, "list the runs of this namespace with `ow runs list`"),
+    (AmbiguousRunIdError, "give more characters of the id (`ow runs list` shows them whole)"),
     (InvalidRunStateError, "see the run's status with `ow runs show ID`"),
     (ResultTimeoutError, "the run goes on; follow it with `ow runs show ID`"),
 )

@@ -83,14 +83,15 @@ def list_runs(
 @click.argument("run_id", metavar="ID")
 @data_options
 def show(run_id: str) -> None:
-    """Show a run: metadata, input, output or error, and its step attempts."""
+    """Show a run: metadata, input, output or error, and its step attempts.
+
+    ID may be the start of a run id, as long as only one run starts with it.
+    """
     _, settings = common.load()
 
     async def fetch(client: OpenWorkflow) -> tuple[WorkflowRun, list[StepAttempt]]:
-        run = await client.get_run(run_id)
-        if run is None:
-            raise WorkflowRunNotFoundError(run_id)
-        return run, await _all_steps(client, run_id)
+        run = await client.find_run(run_id)
+        return run, await _all_steps(client, run.id)
 
     run, steps = _on_run(settings, run_id, fetch)
     if common.wants_json():
@@ -116,7 +117,11 @@ async def _all_steps(client: OpenWorkflow, run_id: str) -> list[StepAttempt]:
 def cancel(run_id: str) -> None:
     """Cancel a pending, running or sleeping run."""
     _, settings = common.load()
-    run = _on_run(settings, run_id, lambda client: client.cancel(run_id))
+
+    async def do_cancel(client: OpenWorkflow) -> WorkflowRun:
+        return await client.cancel((await client.find_run(run_id)).id)
+
+    run = _on_run(settings, run_id, do_cancel)
     _report(run, "canceled")
 
 
@@ -128,10 +133,11 @@ def retry(run_id: str) -> None:
     _, settings = common.load()
 
     async def do_retry(client: OpenWorkflow) -> WorkflowRun:
-        handle = await client.retry(run_id)
-        run = handle.workflow_run or await client.get_run(run_id)
+        full_id = (await client.find_run(run_id)).id
+        handle = await client.retry(full_id)
+        run = handle.workflow_run or await client.get_run(full_id)
         if run is None:
-            raise WorkflowRunNotFoundError(run_id)
+            raise WorkflowRunNotFoundError(full_id)
         return run
 
     _report(_on_run(settings, run_id, do_retry), "put back to pending")
