@@ -1,4 +1,4 @@
-"""The step attempt record, its kinds and statuses, and the contexts stored with waits."""
+"""The step attempt record, its kinds and statuses (wait contexts: ``core.waits``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from openworkflow.core import clock
 from openworkflow.core.json import JsonValue
 
 
@@ -28,6 +27,20 @@ class StepAttemptStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     SUCCEEDED = "succeeded"
+    UNKNOWN = "unknown"  # not stored: what parse() gives for a status this engine does not know
+
+    @classmethod
+    def parse(cls, value: str) -> StepAttemptStatus:
+        """The status a stored value means; :attr:`UNKNOWN` for one only another engine writes."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+    @property
+    def is_completed(self) -> bool:
+        """Completed, or the legacy succeeded."""
+        return self in (StepAttemptStatus.COMPLETED, StepAttemptStatus.SUCCEEDED)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,25 +67,13 @@ class StepAttempt:
     @property
     def is_completed(self) -> bool:
         """Whether the attempt completed (legacy ``succeeded`` included)."""
-        return self.status in ("completed", "succeeded")
+        return StepAttemptStatus.parse(self.status).is_completed
 
 
-def sleep_context(resume_at: datetime) -> dict[str, str]:
-    """Context of a sleep attempt: when it resumes."""
-    return {"kind": "sleep", "resumeAt": clock.to_iso(resume_at)}
-
-
-def workflow_context(timeout_at: datetime | None) -> dict[str, str | None]:
-    """Context of a child-workflow attempt: when the parent stops waiting."""
-    return {"kind": "workflow", "timeoutAt": clock.to_iso_or_none(timeout_at)}
-
-
-def signal_wait_context(signal: str, timeout_at: datetime) -> dict[str, str]:
-    """Context of a signal wait: which signal, and until when."""
-    return {"kind": "signal-wait", "signal": signal, "timeoutAt": clock.to_iso(timeout_at)}
-
-
-COUNTED_STEP_ATTEMPT_STATUSES = ("running", "completed", "failed")
+COUNTED_STEP_ATTEMPT_STATUSES = tuple(
+    str(status)
+    for status in (StepAttemptStatus.RUNNING, StepAttemptStatus.COMPLETED, StepAttemptStatus.FAILED)
+)
 """The buckets step attempts are counted in (``succeeded`` counts as completed)."""
 
 
@@ -83,7 +84,8 @@ def fold_step_attempt_counts(rows: Iterable[tuple[str, int]]) -> dict[str, int]:
     """
     counts = dict.fromkeys(COUNTED_STEP_ATTEMPT_STATUSES, 0)
     for status, count in rows:
-        bucket = "completed" if status == StepAttemptStatus.SUCCEEDED else status
+        parsed = StepAttemptStatus.parse(status)
+        bucket = StepAttemptStatus.COMPLETED if parsed.is_completed else parsed
         if bucket in counts:
             counts[bucket] += int(count)
     return counts

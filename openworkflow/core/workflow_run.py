@@ -21,11 +21,63 @@ class WorkflowRunStatus(StrEnum):
     CANCELED = "canceled"
     SLEEPING = "sleeping"  # deprecated: a parked run, treated as running
     SUCCEEDED = "succeeded"  # deprecated: treated as completed
+    UNKNOWN = "unknown"  # not stored: what parse() gives for a status this engine does not know
+
+    @classmethod
+    def parse(cls, value: str) -> WorkflowRunStatus:
+        """The status a stored value means; :attr:`UNKNOWN` for one only another engine writes.
+
+        An unknown status (a newer TypeScript worker's) is neither active nor
+        terminal: such a run is never claimed, canceled or retried here.
+        """
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+    @property
+    def is_terminal(self) -> bool:
+        """Completed (or legacy succeeded), failed or canceled."""
+        return self in _TERMINAL
+
+    @property
+    def is_completed(self) -> bool:
+        """Completed, or the legacy succeeded."""
+        return self in (WorkflowRunStatus.COMPLETED, WorkflowRunStatus.SUCCEEDED)
+
+    @property
+    def is_active(self) -> bool:
+        """Pending, running, or the legacy sleeping: not finished yet."""
+        return self in _ACTIVE
 
 
-TERMINAL_STATUSES = frozenset({"completed", "succeeded", "failed", "canceled"})
-ACTIVE_STATUSES = ("pending", "running", "sleeping")
-COUNTED_STATUSES = ("pending", "running", "completed", "failed", "canceled")
+_TERMINAL = frozenset(
+    {
+        WorkflowRunStatus.COMPLETED,
+        WorkflowRunStatus.SUCCEEDED,
+        WorkflowRunStatus.FAILED,
+        WorkflowRunStatus.CANCELED,
+    }
+)
+_ACTIVE = frozenset(
+    {WorkflowRunStatus.PENDING, WorkflowRunStatus.RUNNING, WorkflowRunStatus.SLEEPING}
+)
+
+TERMINAL_STATUSES = frozenset(str(status) for status in _TERMINAL)
+ACTIVE_STATUSES = tuple(
+    str(status)
+    for status in (WorkflowRunStatus.PENDING, WorkflowRunStatus.RUNNING, WorkflowRunStatus.SLEEPING)
+)
+COUNTED_STATUSES = tuple(
+    str(status)
+    for status in (
+        WorkflowRunStatus.PENDING,
+        WorkflowRunStatus.RUNNING,
+        WorkflowRunStatus.COMPLETED,
+        WorkflowRunStatus.FAILED,
+        WorkflowRunStatus.CANCELED,
+    )
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,7 +121,7 @@ class WorkflowRun:
 
 def is_terminal_status(status: str) -> bool:
     """Return True for completed, failed and canceled (and legacy succeeded)."""
-    return status in TERMINAL_STATUSES
+    return WorkflowRunStatus.parse(status).is_terminal
 
 
 def fold_status_counts(rows: Iterable[tuple[str, int]]) -> dict[str, int]:
@@ -107,9 +159,10 @@ def resolve_cancel_conflict(workflow_run_id: str, existing: WorkflowRun | None) 
     """
     if existing is None:
         raise WorkflowRunNotFoundError(workflow_run_id)
-    if existing.status == "canceled":
+    status = WorkflowRunStatus.parse(existing.status)
+    if status == WorkflowRunStatus.CANCELED:
         return existing
-    if existing.status in ("succeeded", "completed", "failed"):
+    if status.is_terminal:
         raise InvalidRunStateError(
             f"Cannot cancel workflow run {workflow_run_id} with status {existing.status}"
         )

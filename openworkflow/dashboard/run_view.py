@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from openworkflow.core.json import JsonValue
-from openworkflow.core.step_attempt import StepAttempt
+from openworkflow.core.step_attempt import StepAttempt, StepAttemptStatus, StepKind
+from openworkflow.core.waits import WaitContext, wait_resume_at
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.dashboard.views import format_duration, format_time
-from openworkflow.worker.step_history import wait_resume_at
 
 TIMELINE_WIDTH = 1000.0
 """Width of the timeline drawing in SVG user units (it scales to the page)."""
@@ -40,7 +40,6 @@ _TICK_STEPS_S = (
     *(3600, 7200, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400, 30 * 86400),
 )
 _MAX_TICKS = 6
-_WAIT_KINDS = ("sleep", "workflow", "signal-wait")
 
 
 # -- start, duration and outcome ------------------------------------------------------------
@@ -112,21 +111,17 @@ class Waiting:
     error: JsonValue = None
 
 
-def _context_text(attempt: StepAttempt, key: str) -> str | None:
-    context = attempt.context
-    value = context.get(key) if isinstance(context, dict) else None
-    return value if isinstance(value, str) else None
-
-
 def _wait_of(attempt: StepAttempt) -> Waiting | None:
-    if attempt.status != "running" or attempt.kind not in _WAIT_KINDS:
+    context = WaitContext.of(attempt)
+    if attempt.status != StepAttemptStatus.RUNNING or context is None:
         return None
     until = wait_resume_at(attempt)
-    if attempt.kind == "sleep":
+    if context.kind == StepKind.SLEEP:
         return Waiting(kind="sleep", until=until, step_name=attempt.step_name)
-    if attempt.kind == "signal-wait":
-        signal = _context_text(attempt, "signal")
-        return Waiting(kind="signal", until=until, step_name=attempt.step_name, signal=signal)
+    if context.kind == StepKind.SIGNAL_WAIT:
+        return Waiting(
+            kind="signal", until=until, step_name=attempt.step_name, signal=context.signal
+        )
     return Waiting(
         kind="child",
         until=until,

@@ -24,7 +24,7 @@ from openworkflow.core.backend import (
 from openworkflow.core.error import serialize_error
 from openworkflow.core.json import JsonValue
 from openworkflow.core.retry import ResolvedRetryPolicy
-from openworkflow.core.step_attempt import StepAttempt
+from openworkflow.core.step_attempt import StepAttempt, StepKind
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import StepLimitExceededError
 from openworkflow.worker.context import PassContext
@@ -69,7 +69,7 @@ class AttemptRecorder:
 
     # -- writes ----------------------------------------------------------------
 
-    async def create(self, step_name: str, kind: str, context: JsonValue) -> StepAttempt:
+    async def create(self, step_name: str, kind: StepKind, context: JsonValue) -> StepAttempt:
         """Record a new running attempt (after the limit and replay checks)."""
         self.check_can_create(step_name)
         attempt = await engine_call(
@@ -85,7 +85,7 @@ class AttemptRecorder:
             )
         )
         self.history.record_new_attempt(attempt)
-        if kind == "function":
+        if kind == StepKind.FUNCTION:
             self._started_attempt_ids.add(attempt.id)
         return attempt
 
@@ -97,7 +97,7 @@ class AttemptRecorder:
                     workflow_run_id=self._run.id,
                     worker_id=self._context.worker_id,
                     step_name=step_name,
-                    kind="function",
+                    kind=StepKind.FUNCTION,
                     output=output,
                 )
             )
@@ -142,7 +142,7 @@ class AttemptRecorder:
         count = self.history.record_failure(failed)
         self.remember_failure(error, StepFailure(step_name, count, policy))
 
-    async def create_wait(self, step_name: str, kind: str, context: JsonValue) -> StepAttempt:
+    async def create_wait(self, step_name: str, kind: StepKind, context: JsonValue) -> StepAttempt:
         """Create the attempt of a durable wait, even if this branch is cancelled meanwhile.
 
         Parallel waits each park the run; the first to do so ends the pass (and a

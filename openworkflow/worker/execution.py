@@ -28,7 +28,8 @@ from openworkflow.core.backend import (
     SleepWorkflowRunParams,
 )
 from openworkflow.core.retry import DEFAULT_WORKFLOW_RETRY_POLICY, ResolvedRetryPolicy
-from openworkflow.core.step_attempt import StepAttempt
+from openworkflow.core.step_attempt import StepAttempt, StepKind
+from openworkflow.core.waits import WaitContext
 from openworkflow.core.workflow_definition import RunInfo, Workflow
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import StepLimitExceededError, WriteConflictError
@@ -120,11 +121,10 @@ class WorkflowExecution:
         pending = False
         now = clock.now()
         for attempt in list(history.running.values()):
-            if attempt.kind != "sleep":
+            context = WaitContext.of(attempt)
+            if context is None or context.kind != StepKind.SLEEP:
                 continue
-            context = attempt.context if isinstance(attempt.context, dict) else {}
-            resume_at = context.get("resumeAt")
-            if isinstance(resume_at, str) and clock.from_iso(resume_at) > now:
+            if context.until is not None and context.until > now:
                 pending = True
                 continue
             completed = await self.context.backend.complete_step_attempt(

@@ -19,7 +19,7 @@ from typing import Any
 
 from openworkflow.core.json import JsonConversionError, JsonValue, to_json_value
 from openworkflow.core.retry import TERMINAL_STEP_RETRY_POLICY, ResolvedRetryPolicy
-from openworkflow.core.step_attempt import StepAttempt
+from openworkflow.core.step_attempt import StepAttempt, StepKind
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import NonRetryableError, PayloadError, StepCrashLoopError
 from openworkflow.worker.attempts import AttemptRecorder
@@ -59,7 +59,7 @@ class FunctionSteps:
             self._recorder.check_can_create(step_name)
             last_chance = await self._guard_crash_loop(step_name)
             if self._record_before_running:
-                attempt = await self._recorder.create(step_name, "function", None)
+                attempt = await self._recorder.create(step_name, StepKind.FUNCTION, None)
                 call = asyncio.ensure_future(self._call(fn))
             else:
                 call = asyncio.ensure_future(self._call(fn))
@@ -68,7 +68,7 @@ class FunctionSteps:
                     output = _json_output_or_none(call.result(), self._output_label(step_name))
                     if output is not None:
                         return await self._recorder.create_completed(step_name, output[0])
-                attempt = await self._recorder.create(step_name, "function", None)
+                attempt = await self._recorder.create(step_name, StepKind.FUNCTION, None)
             return await self._finish(step_name, attempt, call, policy)
         except BaseException:
             if call is not None and not call.done():
@@ -131,7 +131,7 @@ class FunctionSteps:
         """Record the step as failed for good instead of running it again (poison)."""
         failure = StepCrashLoopError(step_name, unfinished, self._context.step_crash_limit)
         logger.error("Workflow run %s: %s", self._run.id, failure)
-        attempt = await self._recorder.create(step_name, "function", None)
+        attempt = await self._recorder.create(step_name, StepKind.FUNCTION, None)
         await self._recorder.fail(step_name, attempt, failure, TERMINAL_STEP_RETRY_POLICY)
         raise failure
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from openworkflow.core import clock
-from openworkflow.core.step_attempt import StepAttempt
+from openworkflow.core.step_attempt import StepAttempt, StepAttemptStatus, StepKind
+from openworkflow.core.waits import WAIT_KINDS, WaitContext, wait_resume_at
 from openworkflow.errors import StepLimitExceededError
 
 WORKFLOW_STEP_LIMIT = 1000
-WAIT_KINDS = ("sleep", "workflow", "signal-wait")
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,37 +18,6 @@ class Wait:
 
     attempt: StepAttempt
     resume_at: datetime
-
-
-def default_wait_timeout_at(base: datetime | None = None) -> datetime:
-    """One calendar year after ``base`` (default now), the original's default wait."""
-    start = base or clock.now()
-    try:
-        return start.replace(year=start.year + 1)
-    except ValueError:  # 29 February
-        return start + timedelta(days=365)
-
-
-def _parse_context_time(attempt: StepAttempt, key: str) -> datetime | None:
-    context = attempt.context
-    if not isinstance(context, dict):
-        return None
-    value = context.get(key)
-    if not isinstance(value, str):
-        return None
-    try:
-        return clock.from_iso(value)
-    except ValueError:
-        return None
-
-
-def wait_resume_at(attempt: StepAttempt) -> datetime | None:
-    """When a running wait attempt resumes, or None for non-waits."""
-    if attempt.status != "running" or attempt.kind not in WAIT_KINDS:
-        return None
-    if attempt.kind == "sleep":
-        return _parse_context_time(attempt, "resumeAt")
-    return _parse_context_time(attempt, "timeoutAt") or default_wait_timeout_at(attempt.created_at)
 
 
 class StepHistory:
@@ -70,14 +38,14 @@ class StepHistory:
         for attempt in attempts:
             if attempt.is_completed:
                 self.cache[attempt.step_name] = attempt
-            elif attempt.status == "failed":
+            elif attempt.status == StepAttemptStatus.FAILED:
                 self.failed_counts[attempt.step_name] = (
                     self.failed_counts.get(attempt.step_name, 0) + 1
                 )
                 self.failed[attempt.step_name] = attempt
             else:
                 self.running[attempt.step_name] = attempt
-                if attempt.kind == "function":
+                if attempt.kind == StepKind.FUNCTION:
                     self.unfinished_counts[attempt.step_name] = (
                         self.unfinished_counts.get(attempt.step_name, 0) + 1
                     )
@@ -123,7 +91,7 @@ class StepHistory:
     def only_sleeps_running(self) -> bool:
         """Whether every running wait is a sleep (no child or signal could have answered)."""
         return all(
-            attempt.kind == "sleep"
+            attempt.kind == StepKind.SLEEP
             for attempt in self.running.values()
             if attempt.kind in WAIT_KINDS
         )
@@ -152,10 +120,11 @@ class StepHistory:
     def running_signal_wait(self, signal: str, *, excluding: str) -> str | None:
         """The name of another running step waiting on ``signal``, if any."""
         for name, attempt in self.running.items():
-            context = attempt.context if isinstance(attempt.context, dict) else {}
+            context = WaitContext.of(attempt)
             if (
-                attempt.kind == "signal-wait"
-                and context.get("signal") == signal
+                context is not None
+                and context.kind == StepKind.SIGNAL_WAIT
+                and context.signal == signal
                 and name != excluding
             ):
                 return name

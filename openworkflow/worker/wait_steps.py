@@ -25,10 +25,16 @@ from openworkflow.core.backend import (
 from openworkflow.core.duration import Duration, resolve_time
 from openworkflow.core.json import JsonValue, to_json_value
 from openworkflow.core.retry import TERMINAL_STEP_RETRY_POLICY
-from openworkflow.core.step_attempt import (
-    StepAttempt,
+from openworkflow.core.step_attempt import StepAttempt, StepKind
+from openworkflow.core.waits import (
+    child_error_from_attempt,
+    child_outcome,
+    default_wait_timeout_at,
+    resolve_timeout,
+    signal_run_ids,
     signal_wait_context,
     sleep_context,
+    wait_resume_at,
     workflow_context,
 )
 from openworkflow.core.workflow_definition import WorkflowSpec, pydantic_message
@@ -44,13 +50,7 @@ from openworkflow.errors import (
 from openworkflow.worker.attempts import AttemptRecorder, StepFailure
 from openworkflow.worker.context import PassContext
 from openworkflow.worker.interrupts import EngineFault, Suspend, engine_call
-from openworkflow.worker.step_history import Wait, default_wait_timeout_at, wait_resume_at
-from openworkflow.worker.waits import (
-    child_error_from_attempt,
-    child_outcome,
-    resolve_timeout,
-    signal_run_ids,
-)
+from openworkflow.worker.step_history import Wait
 
 
 class WaitSteps:
@@ -73,7 +73,7 @@ class WaitSteps:
         if self._history.find_cached(step_name) is not None:
             return
         attempt = self._history.running.get(step_name)
-        if attempt is not None and attempt.kind == "sleep":
+        if attempt is not None and attempt.kind == StepKind.SLEEP:
             # Replayed while still asleep (a sibling wait woke the run): keep the
             # original wake-up time instead of starting the sleep over.
             resume_at = wait_resume_at(attempt) or resolve_time(duration)
@@ -82,7 +82,9 @@ class WaitSteps:
                 return
         else:
             resume_at = resolve_time(duration)
-            attempt = await self._recorder.create_wait(step_name, "sleep", sleep_context(resume_at))
+            attempt = await self._recorder.create_wait(
+                step_name, StepKind.SLEEP, sleep_context(resume_at)
+            )
         raise self._park(attempt, resume_at)
 
     # -- child workflows -----------------------------------------------------------
@@ -107,10 +109,10 @@ class WaitSteps:
             )
             raise error
         attempt = self._history.running.get(step_name)
-        if attempt is None or attempt.kind != "workflow":
+        if attempt is None or attempt.kind != StepKind.WORKFLOW:
             timeout_at = resolve_timeout(timeout)
             attempt = await self._recorder.create_wait(
-                step_name, "workflow", workflow_context(timeout_at)
+                step_name, StepKind.WORKFLOW, workflow_context(timeout_at)
             )
         if attempt.child_workflow_run_id is None:
             try:
@@ -180,8 +182,8 @@ class WaitSteps:
 
     async def _deliver(self, step_name: str, signal: str, payload: JsonValue) -> list[str]:
         attempt = self._history.running.get(step_name)
-        if attempt is None or attempt.kind != "signal-send":
-            attempt = await self._recorder.create(step_name, "signal-send", None)
+        if attempt is None or attempt.kind != StepKind.SIGNAL_SEND:
+            attempt = await self._recorder.create(step_name, StepKind.SIGNAL_SEND, None)
         try:
             sent = await self._context.backend.send_signal(
                 SendSignalParams(
@@ -210,10 +212,10 @@ class WaitSteps:
         if cached is not None:
             return _parse_signal_output(cached.output, adapter)
         attempt = self._history.running.get(step_name)
-        if attempt is None or attempt.kind != "signal-wait":
+        if attempt is None or attempt.kind != StepKind.SIGNAL_WAIT:
             timeout_at = resolve_timeout(timeout)
             attempt = await self._recorder.create_wait(
-                step_name, "signal-wait", signal_wait_context(signal, timeout_at)
+                step_name, StepKind.SIGNAL_WAIT, signal_wait_context(signal, timeout_at)
             )
         timeout_at = wait_resume_at(attempt) or default_wait_timeout_at(attempt.created_at)
         delivery = await engine_call(

@@ -490,7 +490,9 @@ async def test_sleep_resumes_after_its_duration(backend: Any) -> None:
     steps = steps_by_name(await list_steps(backend, handle.id))
     nap, after = steps["nap"], steps["after"]
     resume_at = app_clock.from_iso(nap.context["resumeAt"])
-    assert resume_at - nap.created_at >= timedelta(milliseconds=149)
+    # resume_at is taken when the sleep is called, created_at when its insert lands (a
+    # group commit later, more under load): the gap shrinks by that much.
+    assert resume_at - nap.created_at >= timedelta(milliseconds=100)
     assert nap.finished_at is not None and nap.finished_at >= resume_at
     assert after.created_at >= resume_at
 
