@@ -27,13 +27,7 @@ from openworkflow.core.backend import (
 from openworkflow.core.cursor import Page
 from openworkflow.core.duration import Duration, parse_duration_ms, resolve_time
 from openworkflow.core.error import error_message
-from openworkflow.core.json import (
-    JsonConversionError,
-    check_name,
-    is_storable_text,
-    payload_limits,
-    to_json_value,
-)
+from openworkflow.core.json import JsonConversionError, check_name, is_storable_text
 from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_definition import Workflow, WorkflowRef, spec_of
 from openworkflow.core.workflow_run import WorkflowRun
@@ -47,6 +41,7 @@ from openworkflow.errors import (
     WorkflowRunNotFoundError,
 )
 from openworkflow.notifications import notifier_of
+from openworkflow.payload import current_limits, payload_limits, to_stored_json
 from openworkflow.worker.worker import Worker
 
 T = TypeVar("T")
@@ -203,7 +198,7 @@ class OpenWorkflow:
             if not isinstance(idempotency_key, str):
                 raise TypeError(f"idempotency_key must be a string, got {type(idempotency_key)!r}")
             check_name(idempotency_key, "idempotency_key", allow_empty=True)
-        stored_input = spec.validate_input(input)
+        stored_input = spec.validate_input(input, current_limits())
         created = await self.backend.create_workflow_run(
             CreateWorkflowRunParams(
                 workflow_name=spec.name,
@@ -351,7 +346,7 @@ class OpenWorkflow:
                 raise TypeError(f"idempotency_key must be a string, got {type(idempotency_key)!r}")
             check_name(idempotency_key, "idempotency_key", allow_empty=True)
         try:
-            payload = to_json_value(data, f"data of signal {signal[:40]!r}")
+            payload = to_stored_json(data, f"data of signal {signal[:40]!r}")
         except JsonConversionError as error:
             raise PayloadError(
                 f"signal {signal!r} data cannot be stored as JSON: {error}"

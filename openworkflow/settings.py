@@ -27,8 +27,8 @@ from openworkflow.core.json import (
     PayloadLimits,
     check_name,
     parse_size,
-    set_payload_limits,
 )
+from openworkflow.payload import set_payload_limits
 
 if TYPE_CHECKING:
     from openworkflow.config import LoadedConfig, PayloadOptions

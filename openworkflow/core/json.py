@@ -6,12 +6,11 @@ only, no arbitrary objects, no NUL characters (PostgreSQL ``jsonb`` and
 ``text`` refuse them), no lone surrogates (not encodable as UTF-8), and no
 integers beyond ±(2**53 - 1) (JavaScript numbers would silently round them).
 
-A converted value is also checked against the payload size limits
-(:func:`set_payload_limits`): above the warning size a warning is logged,
-above the maximum size the value is refused before anything is written.
-Defaults follow Temporal (warn at 256 KiB, refuse above 2 MiB); they can be
-changed with ``OPENWORKFLOW_PAYLOAD_WARN_SIZE`` / ``OPENWORKFLOW_PAYLOAD_MAX_SIZE``,
-``define_config(payload={...})`` or :func:`set_payload_limits`.
+Given :class:`PayloadLimits`, a converted value is also checked against them:
+above the warning size a warning is logged, above the maximum size the value is
+refused before anything is written. Which limits are in force (defaults,
+environment, config, ``set_payload_limits``) is decided outside ``core``, in
+:mod:`openworkflow.payload`.
 """
 
 from __future__ import annotations
@@ -20,9 +19,7 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import re
-import threading
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -48,8 +45,6 @@ PostgreSQL indexes these columns together and refuses index rows above about
 2.7 KB, so longer names are refused up front, on every backend alike.
 """
 
-WARN_SIZE_VARIABLE = "OPENWORKFLOW_PAYLOAD_WARN_SIZE"
-MAX_SIZE_VARIABLE = "OPENWORKFLOW_PAYLOAD_MAX_SIZE"
 DEFAULT_WARN_SIZE = 256 * 1024
 DEFAULT_MAX_SIZE = 2 * 1024 * 1024
 HARD_MAX_SIZE = 256 * 1024 * 1024 - 1
@@ -96,7 +91,7 @@ class PayloadTooLargeError(JsonConversionError):
         super().__init__(
             f"its JSON is {format_size(size)} ({size} bytes), over the {format_size(limit)} "
             f"({limit} bytes) payload limit; store large data elsewhere (a file or an object "
-            f"store) and pass a reference, or raise the limit with {MAX_SIZE_VARIABLE}, "
+            "store) and pass a reference, or raise the limit with OPENWORKFLOW_PAYLOAD_MAX_SIZE, "
             "define_config(payload={'max_size': ...}) or "
             "openworkflow.settings.set_payload_limits(max_size=...)",
             "$",
@@ -155,7 +150,9 @@ def loads(text: str | bytes | None) -> JsonValue:
 # -- conversion ------------------------------------------------------------------------------
 
 
-def to_json_value(value: object, what: str | None = None) -> JsonValue:
+def to_json_value(
+    value: object, what: str | None = None, *, limits: PayloadLimits | None = None
+) -> JsonValue:
     """Convert ``value`` to plain JSON, or raise :class:`JsonConversionError`.
 
     The result is exactly what reading the stored value back gives, so a
@@ -163,9 +160,9 @@ def to_json_value(value: object, what: str | None = None) -> JsonValue:
     models are dumped in JSON mode, dataclasses become dicts, tuples lists,
     ``str``/``int``/``float`` subclasses (enums, numpy floats) their plain
     values, and ``-0.0`` becomes ``0.0``. Anything JSON cannot represent
-    faithfully is refused rather than silently coerced. The value is then
-    checked against the payload size limits; ``what`` (e.g. "input for
-    workflow 'x'") names it in the warning logged above the warning size.
+    faithfully is refused rather than silently coerced. With ``limits``, the
+    value is then checked against them; ``what`` (e.g. "input for workflow
+    'x'") names it in the warning logged above the warning size.
 
     Raises:
         JsonConversionError: the value cannot be stored (the message says
@@ -178,7 +175,8 @@ def to_json_value(value: object, what: str | None = None) -> JsonValue:
         raise JsonConversionError(
             "the value contains itself or is nested too deeply to store as JSON", "$"
         ) from None
-    check_payload_size(converted, what)
+    if limits is not None:
+        check_payload_size(converted, limits, what)
     return converted
 
 
@@ -367,10 +365,6 @@ class PayloadLimits:
             )
 
 
-_limits: PayloadLimits | None = None
-_limits_lock = threading.Lock()
-
-
 def parse_size(value: object, source: str = "size") -> int | None:
     """Read a size: bytes (int), or text such as ``"256KiB"``, ``"2MiB"``, ``"2MB"``, ``"off"``.
 
@@ -409,60 +403,12 @@ def format_size(size: int) -> str:
     return f"{size} bytes"
 
 
-def limits_from_environment() -> PayloadLimits:
-    """The limits ``OPENWORKFLOW_PAYLOAD_WARN_SIZE`` / ``..._MAX_SIZE`` ask for (else defaults).
-
-    Raises:
-        ValueError: a variable is not a size (the message names it).
-    """
-    warn: int | None = DEFAULT_WARN_SIZE
-    maximum: int | None = DEFAULT_MAX_SIZE
-    if os.environ.get(WARN_SIZE_VARIABLE, "").strip():
-        warn = parse_size(os.environ[WARN_SIZE_VARIABLE], WARN_SIZE_VARIABLE)
-    if os.environ.get(MAX_SIZE_VARIABLE, "").strip():
-        maximum = parse_size(os.environ[MAX_SIZE_VARIABLE], MAX_SIZE_VARIABLE)
-    lowered_only_the_maximum = not os.environ.get(WARN_SIZE_VARIABLE, "").strip()
-    if warn is not None and maximum is not None and warn > maximum and lowered_only_the_maximum:
-        warn = maximum  # warn no later than the maximum
-    return PayloadLimits(warn_size=warn, max_size=maximum)
-
-
-def payload_limits() -> PayloadLimits:
-    """The limits in force: set by :func:`set_payload_limits`, else from the environment.
-
-    Raises:
-        ValueError: an environment variable is not a size.
-    """
-    global _limits
-    current = _limits
-    if current is None:
-        with _limits_lock:
-            if _limits is None:
-                _limits = limits_from_environment()
-            current = _limits
-    return current
-
-
-def set_payload_limits(limits: PayloadLimits | None) -> None:
-    """Use ``limits`` from now on, in this process (``None``: back to the environment/defaults)."""
-    global _limits
-    if limits is not None and not isinstance(limits, PayloadLimits):
-        raise TypeError(f"expected PayloadLimits or None, got {type(limits).__name__}")
-    with _limits_lock:
-        _limits = limits
-
-
-def check_payload_size(value: JsonValue, what: str | None = None) -> int:
-    """Measure ``value`` as stored; warn or raise according to the limits. Returns the size.
+def check_payload_size(value: JsonValue, limits: PayloadLimits, what: str | None = None) -> int:
+    """Measure ``value`` as stored; warn or raise according to ``limits``. Returns the size.
 
     Raises:
         PayloadTooLargeError: larger than the maximum size.
-        JsonConversionError: the limits in the environment are invalid.
     """
-    try:
-        limits = payload_limits()
-    except ValueError as error:
-        raise JsonConversionError(f"cannot check the payload size: {error}", "$") from None
     if limits.warn_size is None and limits.max_size is None:
         return -1
     size = len(dumps(value).encode("utf-8"))
@@ -477,6 +423,6 @@ def check_payload_size(value: JsonValue, what: str | None = None) -> int:
             format_size(size),
             format_size(limits.warn_size),
             "no limit" if limits.max_size is None else format_size(limits.max_size),
-            WARN_SIZE_VARIABLE,
+            "OPENWORKFLOW_PAYLOAD_WARN_SIZE",
         )
     return size

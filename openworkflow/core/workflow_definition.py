@@ -17,7 +17,13 @@ from typing import Any, TypeVar, overload
 
 from pydantic import TypeAdapter, ValidationError
 
-from openworkflow.core.json import JsonConversionError, JsonValue, check_name, to_json_value
+from openworkflow.core.json import (
+    JsonConversionError,
+    JsonValue,
+    PayloadLimits,
+    check_name,
+    to_json_value,
+)
 from openworkflow.core.retry import RetryPolicy
 from openworkflow.errors import InputValidationError, PayloadError, WorkflowDefinitionError
 
@@ -89,12 +95,15 @@ class WorkflowSpec:
         """Attach an implementation to this spec (usable as a decorator)."""
         return Workflow(spec=self, fn=fn)
 
-    def validate_input(self, value: Any) -> JsonValue:
+    def validate_input(self, value: Any, limits: PayloadLimits | None = None) -> JsonValue:
         """Validate ``value`` against the schema and return the JSON to store.
+
+        With ``limits``, the stored JSON is also checked against the payload sizes.
 
         Raises:
             InputValidationError: the schema rejected the value.
             PayloadError: the value (without a schema) is not plain JSON.
+            PayloadTooLargeError: larger than ``limits.max_size``.
         """
         if self._adapter is not None:
             try:
@@ -113,7 +122,7 @@ class WorkflowSpec:
                 ) from None
             value = dumped
         try:
-            return to_json_value(value, f"input for workflow {self.name!r}")
+            return to_json_value(value, f"input for workflow {self.name!r}", limits=limits)
         except JsonConversionError as error:
             raise PayloadError(
                 f"input for workflow {self.name!r} cannot be stored as JSON: {error}"

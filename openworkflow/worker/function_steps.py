@@ -17,11 +17,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from openworkflow.core.json import JsonConversionError, JsonValue, to_json_value
+from openworkflow.core.json import JsonConversionError, JsonValue
 from openworkflow.core.retry import TERMINAL_STEP_RETRY_POLICY, ResolvedRetryPolicy
 from openworkflow.core.step_attempt import StepAttempt, StepKind
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import NonRetryableError, PayloadError, StepCrashLoopError
+from openworkflow.payload import to_stored_json
 from openworkflow.worker.attempts import AttemptRecorder
 from openworkflow.worker.context import PassContext
 
@@ -89,7 +90,7 @@ class FunctionSteps:
     ) -> Any:
         """Await the body and record its output, or its failure under ``policy``."""
         try:
-            output_value = to_json_value(await call, self._output_label(step_name))
+            output_value = to_stored_json(await call, self._output_label(step_name))
         except JsonConversionError as error:
             failure = PayloadError(
                 f"step {step_name!r} of workflow {self._run.workflow_name!r} returned a value "
@@ -151,7 +152,7 @@ def _json_output_or_none(value: Any, what: str) -> tuple[JsonValue] | None:
     The slow path then records the attempt and fails it with the usual message.
     """
     try:
-        return (to_json_value(value, what),)
+        return (to_stored_json(value, what),)
     except JsonConversionError:
         return None
 

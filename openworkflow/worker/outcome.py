@@ -15,7 +15,7 @@ from typing import Any
 
 from openworkflow.core import clock
 from openworkflow.core.error import serialize_error
-from openworkflow.core.json import JsonConversionError, JsonValue, to_json_value
+from openworkflow.core.json import JsonConversionError, JsonValue
 from openworkflow.core.retry import (
     DEFAULT_WORKFLOW_RETRY_POLICY,
     ResolvedRetryPolicy,
@@ -28,6 +28,7 @@ from openworkflow.errors import (
     StepLimitExceededError,
     WriteConflictError,
 )
+from openworkflow.payload import to_stored_json
 from openworkflow.worker.attempts import AttemptRecorder, StepFailure
 from openworkflow.worker.interrupts import EngineFault, StaleBranch, Suspend
 
@@ -88,7 +89,7 @@ PassOutcome = Completed | Failed | Parked | Rescheduled | HandedBack | Dropped
 def outcome_of_return(output: Any, run: WorkflowRun, policy: ResolvedRetryPolicy) -> PassOutcome:
     """The workflow function returned: complete, unless its output cannot be stored."""
     try:
-        return Completed(to_json_value(output, f"output of workflow {run.workflow_name!r}"))
+        return Completed(to_stored_json(output, f"output of workflow {run.workflow_name!r}"))
     except JsonConversionError as error:
         failure = PayloadError(
             f"workflow {run.workflow_name!r} returned a value that cannot be stored as "

@@ -23,7 +23,7 @@ from openworkflow.core.backend import (
     SetStepAttemptChildWorkflowRunParams,
 )
 from openworkflow.core.duration import Duration, resolve_time
-from openworkflow.core.json import JsonValue, to_json_value
+from openworkflow.core.json import JsonValue
 from openworkflow.core.retry import TERMINAL_STEP_RETRY_POLICY
 from openworkflow.core.step_attempt import StepAttempt, StepKind
 from openworkflow.core.waits import (
@@ -47,6 +47,7 @@ from openworkflow.errors import (
     PayloadError,
     SignalValidationError,
 )
+from openworkflow.payload import current_limits, to_stored_json
 from openworkflow.worker.attempts import AttemptRecorder, StepFailure
 from openworkflow.worker.context import PassContext
 from openworkflow.worker.interrupts import EngineFault, Suspend, engine_call
@@ -116,7 +117,7 @@ class WaitSteps:
             )
         if attempt.child_workflow_run_id is None:
             try:
-                stored_input = spec.validate_input(input)
+                stored_input = spec.validate_input(input, current_limits())
             except (InputValidationError, PayloadError) as error:
                 await self._recorder.fail(step_name, attempt, error, TERMINAL_STEP_RETRY_POLICY)
                 raise
@@ -177,7 +178,7 @@ class WaitSteps:
         cached = self._history.find_cached(step_name)
         if cached is not None:
             return signal_run_ids(cached.output)
-        payload = to_json_value(data)
+        payload = to_stored_json(data)
         return await self._recorder.settling(self._deliver(step_name, signal, payload))
 
     async def _deliver(self, step_name: str, signal: str, payload: JsonValue) -> list[str]:

@@ -37,13 +37,14 @@ from pydantic import BaseModel
 
 from openworkflow import OpenWorkflow, RunInfo, Step, declare_workflow, workflow
 from openworkflow.config import ConfigError, define_config, load_config
-from openworkflow.core.json import (
+from openworkflow.core.json import PayloadLimits
+from openworkflow.errors import PayloadError, WorkflowFailedError
+from openworkflow.payload import (
     MAX_SIZE_VARIABLE,
     WARN_SIZE_VARIABLE,
-    PayloadLimits,
+    current_limits,
     set_payload_limits,
 )
-from openworkflow.errors import PayloadError, WorkflowFailedError
 from openworkflow.settings import resolve_settings
 from tests.faults.figures import Figure, report
 from tests.fixtures.clock import Clock
@@ -482,7 +483,7 @@ def test_f9_limits_come_from_environment_then_config_then_defaults(
     monkeypatch.setenv(MAX_SIZE_VARIABLE, "64KiB")
     set_payload_limits(None)
     with pytest.raises(PayloadError, match="64 KiB"):
-        untyped.spec.validate_input("q" * (100 * KIB))
+        untyped.spec.validate_input("q" * (100 * KIB), current_limits())
 
 
 # -- F12 ---------------------------------------------------------------------------------------
