@@ -135,23 +135,10 @@ def resolve_settings(loaded: LoadedConfig, **flags: Any) -> EffectiveSettings:
     Raises:
         ConfigError: a flag or environment value is invalid (each problem with its source).
     """
-    from openworkflow.config import (
-        DEFAULT_IGNORE_PATTERNS,
-        DEFAULT_SQLITE_URL,
-        ConfigError,
-        shorten,
-    )
+    from openworkflow.config import DEFAULT_IGNORE_PATTERNS
 
     given = {key: value for key, value in flags.items() if value is not None}
-    try:
-        overrides = _Overrides(**given)
-    except ValidationError as error:
-        problems = []
-        for item in error.errors(include_url=False):
-            field = str(item["loc"][0]) if item["loc"] else "?"
-            source = _FLAGS.get(field, field) if field in given else _env_name(field)
-            problems.append(f"{source}: {item['msg']} (got {shorten(item.get('input'))})")
-        raise ConfigError("invalid settings:", problems) from None
+    overrides = _parse_overrides(given)
     config = loaded.config
     folder = loaded.folder
     file_label = str(loaded.path) if loaded.path else "defaults"
@@ -159,15 +146,7 @@ def resolve_settings(loaded: LoadedConfig, **flags: Any) -> EffectiveSettings:
     def source_of(field: str) -> str:
         return _FLAGS[field] if field in given else _env_name(field)
 
-    backend: str | Backend
-    if overrides.backend_url is not None:
-        backend, backend_source = overrides.backend_url, source_of("backend_url")
-    elif config.backend is not None:
-        backend, backend_source = config.backend, file_label
-    elif overrides.postgres_url is not None:
-        backend, backend_source = overrides.postgres_url, _env_name("postgres_url")
-    else:
-        backend, backend_source = DEFAULT_SQLITE_URL, "default"
+    backend, backend_source = _choose_backend(overrides, config.backend, file_label, source_of)
     if isinstance(backend, str):
         backend = _anchor_sqlite_url(backend, folder)
     worker = config.worker
@@ -190,6 +169,39 @@ def resolve_settings(loaded: LoadedConfig, **flags: Any) -> EffectiveSettings:
         ignore_patterns=(*DEFAULT_IGNORE_PATTERNS, *config.ignore_patterns),
         payload_limits=payload,
     )
+
+
+def _parse_overrides(given: dict[str, Any]) -> _Overrides:
+    """Flags and environment, validated; each bad value reported with where it came from."""
+    from openworkflow.config import ConfigError, shorten
+
+    try:
+        return _Overrides(**given)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors(include_url=False):
+            field = str(item["loc"][0]) if item["loc"] else "?"
+            source = _FLAGS.get(field, field) if field in given else _env_name(field)
+            problems.append(f"{source}: {item['msg']} (got {shorten(item.get('input'))})")
+        raise ConfigError("invalid settings:", problems) from None
+
+
+def _choose_backend(
+    overrides: _Overrides,
+    configured: str | Backend | None,
+    file_label: str,
+    source_of: Callable[[str], str],
+) -> tuple[str | Backend, str]:
+    """The backend and where it came from: flag or environment, file, PostgreSQL URL, default."""
+    from openworkflow.config import DEFAULT_SQLITE_URL
+
+    if overrides.backend_url is not None:
+        return overrides.backend_url, source_of("backend_url")
+    if configured is not None:
+        return configured, file_label
+    if overrides.postgres_url is not None:
+        return overrides.postgres_url, _env_name("postgres_url")
+    return DEFAULT_SQLITE_URL, "default"
 
 
 def _payload_limits(
