@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -44,7 +43,7 @@ from openworkflow.errors import (
     ResultTimeoutError,
     WorkflowRunNotFoundError,
 )
-from openworkflow.postgres.url import redact_url, scrub
+from openworkflow.redaction import redact_url, remember_secret, safe, scrub_known
 from openworkflow.settings import (
     EffectiveSettings,
     resolve_settings,
@@ -56,7 +55,6 @@ T = TypeVar("T")
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-_SECRET_URLS: set[str] = set()
 _SECRET_VARIABLES = ("OPENWORKFLOW_BACKEND_URL", "OPENWORKFLOW_POSTGRES_URL")
 
 
@@ -96,35 +94,6 @@ def print_json(data: Any) -> None:
 
 
 # -- secrets --------------------------------------------------------------------------------
-
-
-def remember_secret(url: str) -> None:
-    """Scrub this URL's password from everything printed from now on."""
-    if "://" in url:
-        _SECRET_URLS.add(url)
-
-
-# user:password@ in any URL, and password=... as libpq accepts it in a query or a DSN.
-_URL_PASSWORD = re.compile(r"(?P<keep>[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:]*:)[^\s@/]+(?=@)")
-_PARAM_PASSWORD = re.compile(r"(?P<keep>\bpassword\s*=\s*)[^\s&;'\"]+", re.IGNORECASE)
-
-
-def safe(message: str) -> str:
-    """The message without any known database password, nor any password in a URL or DSN."""
-    message = scrub_known(message)
-    message = _URL_PASSWORD.sub(r"\g<keep>***", message)
-    return _PARAM_PASSWORD.sub(r"\g<keep>***", message)
-
-
-def scrub_known(text: str) -> str:
-    """The text without the passwords of the database URLs this process knows about.
-
-    Used for data (``--json`` output) and hints, where a URL-shaped example
-    must stay as it is; messages go through :func:`safe`.
-    """
-    for url in _SECRET_URLS:
-        text = scrub(text, url)
-    return text
 
 
 def describe_backend(backend: str | Backend) -> str:

@@ -12,7 +12,7 @@ from openworkflow.cli import common
 from openworkflow.core.backend import Backend
 from openworkflow.core.database_url import split_schema_parameter
 from openworkflow.errors import OpenWorkflowError
-from openworkflow.postgres.url import scrub
+from openworkflow.redaction import safe, scrub
 from openworkflow.settings import EffectiveSettings
 
 Kind = Literal["sqlite", "postgres", "other"]
@@ -90,11 +90,11 @@ async def check(settings: EffectiveSettings, backend: Backend) -> Check:
     except TimeoutError:
         return Check(ok=False, error=f"no answer within {_CHECK_TIMEOUT_S:.0f}s")
     except OpenWorkflowError as error:
-        return Check(ok=False, error=common.safe(str(error)))
+        return Check(ok=False, error=safe(str(error)))
     try:
         version = await migration_version(settings, backend)
     except Exception as error:
-        return Check(ok=True, error=common.safe(f"could not read the schema version: {error}"))
+        return Check(ok=True, error=safe(f"could not read the schema version: {error}"))
     return Check(ok=True, migration_version=version)
 
 

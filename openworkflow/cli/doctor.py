@@ -18,6 +18,7 @@ from openworkflow.cli.options import data_options
 from openworkflow.config import LoadedConfig
 from openworkflow.discovery import Discovery, discover
 from openworkflow.errors import DatabaseNotFoundError
+from openworkflow.redaction import safe
 from openworkflow.settings import EffectiveSettings
 
 
@@ -70,7 +71,7 @@ async def _check(settings: EffectiveSettings) -> database.Check:
     except common.CliError as error:
         return database.Check(ok=False, error=error.message)
     except Exception as error:  # e.g. a SQLite file that cannot be created
-        return database.Check(ok=False, error=common.safe(str(error)))
+        return database.Check(ok=False, error=safe(str(error)))
     try:
         return await database.check(settings, backend)
     finally:

@@ -1,11 +1,11 @@
-"""PostgreSQL connection URLs: checking them and keeping passwords out of messages."""
+"""PostgreSQL connection URLs: checking them (redaction: :mod:`openworkflow.redaction`)."""
 
 from __future__ import annotations
 
-import re
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit
 
 from openworkflow.errors import InvalidDatabaseUrlError
+from openworkflow.redaction import redact_url
 
 URL_EXAMPLE = "postgresql://user:pass@host:port/db"
 _SCHEMES = ("postgresql", "postgres")
@@ -33,73 +33,3 @@ def check_postgres_url(url: object) -> str:
             f"invalid PostgreSQL URL {redact_url(url)!r}: expected {URL_EXAMPLE!r}"
         )
     return url
-
-
-def password_of(url: str) -> str | None:
-    """The URL's password, decoded, if it has one (in the netloc or as ``?password=``)."""
-    secrets = _passwords(url)
-    return secrets[0] if secrets else None
-
-
-def _passwords(url: str) -> list[str]:
-    """Every form of every password the URL carries: raw and decoded, netloc and query."""
-    found: list[str] = []
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        parts = None
-    if parts is not None and parts.password:
-        found += [unquote(parts.password), parts.password]
-    if parts is not None and parts.query:
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key == "password" and value:
-                found.append(value)
-        found += [m.group(1) for m in _QUERY_PASSWORD.finditer(parts.query)]
-    # A libpq key=value string ("host=db password=secret").
-    for m in _DSN_PASSWORD.finditer(url):
-        value = m.group(1)
-        found.append(value)
-        if value.startswith("'") and value.endswith("'") and len(value) >= 2:
-            found.append(re.sub(r"\\(.)", r"\1", value[1:-1]))
-    return [secret for secret in dict.fromkeys(found) if secret]
-
-
-def redact_url(url: str) -> str:
-    """The URL with its passwords replaced by ``***`` (safe to print)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if "://" not in url:  # a libpq key=value string
-        return _DSN_PASSWORD.sub(_masked, url)
-    # Edit the text in place rather than rebuild it with geturl(), which turns
-    # sqlite:////abs/path into sqlite://abs/path (a URL that no longer round-trips).
-    masked = url
-    if parts.password is not None:
-        masked = masked.replace(":" + parts.password + "@", ":***@", 1)
-    if parts.query:
-        query = _QUERY_PASSWORD.sub(_masked, parts.query)
-        masked = masked.replace("?" + parts.query, "?" + query, 1)
-    return masked
-
-
-def scrub(message: str, url: str) -> str:
-    """Remove the URL's passwords (raw or decoded, netloc or query) from a message."""
-    for secret in sorted(_passwords(url), key=len, reverse=True):
-        message = message.replace(secret, "***")
-    return message
-
-
-def _masked(match: re.Match[str]) -> str:
-    """The match with its password group (by position) replaced by ``***``."""
-    start, end = match.span(1)
-    if start == end:
-        return match.group(0)
-    offset = match.start(0)
-    text = match.group(0)
-    return text[: start - offset] + "***" + text[end - offset :]
-
-
-_QUERY_PASSWORD = re.compile(r"(?:^|&)password=([^&]*)")
-# libpq key=value: password=secret, or password='a quoted \'secret\''
-_DSN_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']+)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from openworkflow.postgres.url import redact_url
+from openworkflow.redaction import redact_url
 from tests.cli.helpers import clean_env, ow, sqlite_project
 
 
