@@ -200,47 +200,63 @@ def module_name_for(path: Path) -> str:
 def importable_name(path: Path, roots: Sequence[Path]) -> str | None:
     """The dotted name ``import`` would give ``path``, or None if it has none.
 
-    Folders with an ``__init__.py`` are packages, as usual; otherwise the name is
-    the path from the workflow folder that holds the file (``billing/invoice.py``
-    is ``billing.invoice``). The name counts only if importing it finds this very
-    file, not a module of the same name elsewhere on ``sys.path``.
+    In a folder with an ``__init__.py`` the name is the package path, as usual;
+    otherwise (or when that package name is taken, e.g. a project folder
+    ``openworkflow/`` with an ``__init__.py``) it is the path from the workflow
+    folder that holds the file (``billing/invoice.py`` is ``billing.invoice``).
+    A name counts only if importing it finds this very file, not a module of
+    the same name elsewhere on ``sys.path``.
     """
     resolved = path.resolve()
-    top = resolved.parent
-    while (top / "__init__.py").is_file():
-        top = top.parent
+    taken: list[str] = []
+    for name in _candidate_names(resolved, roots):
+        origin = _origin_of(name)
+        if origin == resolved:
+            return name
+        if origin is not None:
+            taken.append(f"{name!r} is already {origin}")
+    if taken and path.name != "__init__.py":
+        logger.warning(
+            "%s is loaded under a private name because %s; rename the file to import it "
+            "from other files",
+            path,
+            " and ".join(taken),
+        )
+    return None
+
+
+def _candidate_names(resolved: Path, roots: Sequence[Path]) -> list[str]:
+    """The package path (in a package), then the path from the workflow folder."""
+    relatives: list[Path] = []
     if (resolved.parent / "__init__.py").is_file():
-        relative = resolved.relative_to(top)
+        top = resolved.parent
+        while (top / "__init__.py").is_file():
+            top = top.parent
         if str(top) not in sys.path:
             sys.path.append(str(top))
-    else:
-        root = next((root for root in roots if _is_within(resolved, root)), None)
-        if root is None:
-            return None
-        relative = resolved.relative_to(root)
-    parts = [*relative.parent.parts, relative.stem]
-    if path.stem == "__init__":
-        parts = parts[:-1]
-    if not parts or not all(part.isidentifier() for part in parts):
-        return None
-    name = ".".join(parts)
+        relatives.append(resolved.relative_to(top))
+    root = next((root for root in roots if _is_within(resolved, root)), None)
+    if root is not None:
+        relatives.append(resolved.relative_to(root))
+    names: list[str] = []
+    for relative in relatives:
+        parts = [*relative.parent.parts, relative.stem]
+        if relative.stem == "__init__":
+            parts = parts[:-1]
+        if parts and all(part.isidentifier() for part in parts):
+            names.append(".".join(parts))
+    return list(dict.fromkeys(names))
+
+
+def _origin_of(name: str) -> Path | None:
+    """The file ``import name`` would load, or None."""
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
         return None
-    origin = None if spec is None else spec.origin
-    if origin is None:
+    if spec is None or spec.origin is None:
         return None
-    if Path(origin).resolve() != resolved:
-        logger.warning(
-            "%s is loaded under a private name because %r is already the module %s; "
-            "rename the file to import it from other files",
-            path,
-            name,
-            origin,
-        )
-        return None
-    return name
+    return Path(spec.origin).resolve()
 
 
 def load_workflow_file(path: Path, roots: Sequence[Path] = ()) -> list[Workflow]:

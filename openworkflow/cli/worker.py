@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +16,12 @@ from openworkflow.core.workflow_definition import Workflow
 from openworkflow.dev import DEV_MODULES_ENV, report_project_modules
 from openworkflow.discovery import Discovery, discover
 from openworkflow.settings import EffectiveSettings
-from openworkflow.worker.worker import STEP_THREAD_PREFIX, Worker
+from openworkflow.worker.serving import (
+    exit_past_stuck_steps,
+    serve_until_signalled,
+    stuck_step_threads,
+)
+from openworkflow.worker.worker import Worker
 
 
 @click.group()
@@ -52,31 +54,13 @@ def start(concurrency: int | None, backend_url: str | None, namespace_id: str | 
     found = require_workflows(settings)
     common.say(f"Loaded {len(found.workflows)} workflow(s): {names_of(found.workflows)}")
     common.run_async(_serve(settings, found.workflows))
-    _exit_past_stuck_steps()
-
-
-def _exit_past_stuck_steps() -> None:
-    """Exit now if sync step bodies are still running in their threads.
-
-    Their runs were handed back when the worker stopped; Python would join
-    those threads at exit, keeping the process alive (and deaf to signals)
-    until the steps return.
-    """
-    stuck = [
-        thread
-        for thread in threading.enumerate()
-        if thread.name.startswith(STEP_THREAD_PREFIX) and thread.is_alive()
-    ]
-    if not stuck:
-        return
-    common.say(
-        f"Leaving {len(stuck)} step thread(s) still running; their runs were handed back",
-        style="yellow",
-    )
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    stuck = stuck_step_threads()
+    if stuck:
+        common.say(
+            f"Leaving {stuck} step thread(s) still running; their runs were handed back",
+            style="yellow",
+        )
+        exit_past_stuck_steps()
 
 
 def require_workflows(settings: EffectiveSettings) -> Discovery:
@@ -125,17 +109,17 @@ async def _serve(settings: EffectiveSettings, workflows: Sequence[Workflow]) -> 
             shutdown_timeout=settings.shutdown_timeout,
             step_crash_limit=settings.step_crash_limit,
         )
-        stopping = _StopOnSignals(running)
-        stopping.install()
-        await running.start()
+
+        def started() -> None:
+            common.say(
+                f"Worker started: concurrency {settings.concurrency}, "
+                f"backend {common.describe_backend(settings.backend)}, "
+                f"namespace {settings.namespace_id}. Press Ctrl+C to stop.",
+                style="green",
+            )
+
         report = _report_modules_for_dev()
-        common.say(
-            f"Worker started: concurrency {settings.concurrency}, "
-            f"backend {common.describe_backend(settings.backend)}, "
-            f"namespace {settings.namespace_id}. Press Ctrl+C to stop.",
-            style="green",
-        )
-        await stopping.wait()
+        await serve_until_signalled(running, on_started=started, on_signal=_say_stopping)
         if report is not None:
             report.cancel()
     finally:
@@ -151,35 +135,8 @@ def _report_modules_for_dev() -> asyncio.Task[None] | None:
     return asyncio.get_running_loop().create_task(report_project_modules(Path(destination)))
 
 
-class _StopOnSignals:
-    """First SIGINT/SIGTERM: graceful :meth:`Worker.stop`; a second one: stop at once."""
-
-    def __init__(self, running: Worker) -> None:
-        self._worker = running
-        self._requested = asyncio.Event()
-        self._stops: list[asyncio.Task[None]] = []
-
-    def install(self) -> None:
-        loop = asyncio.get_running_loop()
-        for number in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(number, self._on_signal)
-            except NotImplementedError:  # Windows event loops
-                signal.signal(number, lambda *_: loop.call_soon_threadsafe(self._on_signal))
-
-    def _on_signal(self) -> None:
-        if not self._stops:
-            common.say("Shutting down worker… (signal again to stop at once)")
-        else:
-            common.say("Stopping now")
-        self._stops.append(asyncio.get_running_loop().create_task(self._worker.stop()))
-        self._requested.set()
-
-    async def wait(self) -> None:
-        """Return once a signal came and the worker has stopped."""
-        await self._requested.wait()
-        while True:
-            pending = list(self._stops)
-            await asyncio.gather(*pending)
-            if len(pending) == len(self._stops):
-                return
+def _say_stopping(now: bool) -> None:
+    if now:
+        common.say("Stopping now")
+    else:
+        common.say("Shutting down worker… (signal again to stop at once)")
