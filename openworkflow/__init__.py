@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from openworkflow.client import OpenWorkflow, RunHandle, SyncOpenWorkflow, SyncRunHandle
+from openworkflow.client import OpenWorkflow, RunHandle
 from openworkflow.config import define_config
 from openworkflow.connect import connect
 from openworkflow.core.backend import Backend, StepAttemptCounts, WorkflowRunCounts
@@ -40,6 +40,7 @@ from openworkflow.errors import (
     WorkflowCanceledError,
     WorkflowFailedError,
 )
+from openworkflow.sync_client import SyncOpenWorkflow, SyncRunHandle
 from openworkflow.worker.worker import Worker
 
 if TYPE_CHECKING:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Awaitable, Coroutine, Iterable
-from concurrent.futures import Future
+from collections.abc import Iterable
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -42,6 +40,12 @@ from openworkflow.errors import (
 )
 from openworkflow.notifications import notifier_of
 from openworkflow.payload import current_limits, payload_limits, to_stored_json
+from openworkflow.worker.context import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_LEASE_DURATION,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_STEP_CRASH_LIMIT,
+)
 from openworkflow.worker.worker import Worker
 
 T = TypeVar("T")
@@ -357,131 +361,22 @@ class OpenWorkflow:
         return list(result.workflow_run_ids)
 
     def new_worker(
-        self, workflows: Iterable[Workflow], *, concurrency: int = 10, **options: Any
-    ) -> Worker:
-        """Create a :class:`Worker` on this client's backend."""
-        return Worker(self.backend, workflows, concurrency=concurrency, **options)
-
-
-class SyncRunHandle:
-    """Blocking twin of :class:`RunHandle`, made by :class:`SyncOpenWorkflow`."""
-
-    def __init__(self, client: SyncOpenWorkflow, handle: RunHandle) -> None:
-        self._client = client
-        self._handle = handle
-        self.id = handle.id
-        self.workflow_run = handle.workflow_run
-
-    def result(self, timeout: Duration | None = "5m") -> Any:
-        """Wait for the run's output (see :meth:`RunHandle.result`)."""
-        return self._client._call(self._handle.result(timeout))
-
-    def cancel(self) -> WorkflowRun:
-        """Cancel the run."""
-        return self._client._call(self._handle.cancel())
-
-    def status(self) -> str:
-        """The run's current status."""
-        return self._client._call(self._handle.status())
-
-
-class SyncOpenWorkflow:
-    """Blocking client for Django, Flask and scripts; an event loop runs in a thread.
-
-    Example:
-        ``with SyncOpenWorkflow("sqlite:///openworkflow/backend.db") as ow:``
-        ``    ow.run("send-welcome-email", {"user_id": "u1"}).result()``
-    """
-
-    def __init__(self, backend: Backend | str, *, namespace_id: str = "default") -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, daemon=True, name="openworkflow-sync-client"
-        )
-        self._thread.start()
-        self._closed = False
-        try:
-            self._client = self._call(_make_client(backend, namespace_id))
-        except BaseException:
-            self._shutdown_loop()
-            raise
-
-    def _call(self, coroutine: Coroutine[Any, Any, T] | Awaitable[T]) -> T:
-        if self._closed:
-            raise RuntimeError("this SyncOpenWorkflow is closed")
-        future: Future[T] = asyncio.run_coroutine_threadsafe(_awaited(coroutine), self._loop)
-        return future.result()
-
-    def run(self, workflow: WorkflowRef, input: Any = None, **options: Any) -> SyncRunHandle:
-        """Start a run (see :meth:`OpenWorkflow.run`)."""
-        return SyncRunHandle(self, self._call(self._client.run(workflow, input, **options)))
-
-    def handle(self, run_id: str) -> SyncRunHandle:
-        """A handle for an existing run id."""
-        return SyncRunHandle(self, self._client.handle(run_id))
-
-    def get_run(self, run_id: str) -> WorkflowRun | None:
-        """Return the run, or None."""
-        return self._call(self._client.get_run(run_id))
-
-    def list_runs(self, **filters: Any) -> Page[WorkflowRun]:
-        """List runs newest first (see :meth:`OpenWorkflow.list_runs`)."""
-        return self._call(self._client.list_runs(**filters))
-
-    def list_steps(self, run_id: str, **page: Any) -> Page[StepAttempt]:
-        """List a run's step attempts."""
-        return self._call(self._client.list_steps(run_id, **page))
-
-    def cancel(self, run_id: str) -> WorkflowRun:
-        """Cancel a run."""
-        return self._call(self._client.cancel(run_id))
-
-    def counts(self) -> WorkflowRunCounts:
-        """Number of runs in each status."""
-        return self._call(self._client.counts())
-
-    def step_counts(self) -> StepAttemptCounts:
-        """Number of step attempts in each status."""
-        return self._call(self._client.step_counts())
-
-    def retry(self, run_id: str) -> SyncRunHandle:
-        """Resume a failed or canceled run (see :meth:`OpenWorkflow.retry`)."""
-        return SyncRunHandle(self, self._call(self._client.retry(run_id)))
-
-    def send_signal(
-        self, signal: str, data: Any = None, *, idempotency_key: str | None = None
-    ) -> list[str]:
-        """Deliver a signal to every waiting run (see :meth:`OpenWorkflow.send_signal`)."""
-        return self._call(self._client.send_signal(signal, data, idempotency_key=idempotency_key))
-
-    def close(self) -> None:
-        """Close the client (and its backend if opened from a URL)."""
-        if self._closed:
-            return
-        self._call(self._client.close())
-        self._shutdown_loop()
-
-    def _shutdown_loop(self) -> None:
-        self._closed = True
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
-
-    def __enter__(self) -> SyncOpenWorkflow:
-        return self
-
-    def __exit__(
         self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-async def _make_client(backend: Backend | str, namespace_id: str) -> OpenWorkflow:
-    return OpenWorkflow(backend, namespace_id=namespace_id)
-
-
-async def _awaited(awaitable: Awaitable[T]) -> T:
-    return await awaitable
+        workflows: Iterable[Workflow],
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        lease_duration: Duration = DEFAULT_LEASE_DURATION,
+        heartbeat_interval: Duration | None = None,
+        shutdown_timeout: Duration = DEFAULT_SHUTDOWN_TIMEOUT,
+        step_crash_limit: int = DEFAULT_STEP_CRASH_LIMIT,
+    ) -> Worker:
+        """Create a :class:`Worker` on this client's backend (arguments as for ``Worker``)."""
+        return Worker(
+            self.backend,
+            workflows,
+            concurrency=concurrency,
+            lease_duration=lease_duration,
+            heartbeat_interval=heartbeat_interval,
+            shutdown_timeout=shutdown_timeout,
+            step_crash_limit=step_crash_limit,
+        )

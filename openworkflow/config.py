@@ -34,6 +34,12 @@ from openworkflow.core.backend import Backend
 from openworkflow.core.duration import setting_duration
 from openworkflow.core.json import check_name, parse_size
 from openworkflow.errors import OpenWorkflowError
+from openworkflow.worker.context import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_LEASE_DURATION,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_STEP_CRASH_LIMIT,
+)
 
 CONFIG_FILE_NAME = "openworkflow.config.py"
 DEFAULT_DIRS = ("./openworkflow",)
@@ -61,10 +67,10 @@ class WorkerOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    concurrency: int = Field(default=1, ge=1, le=10_000)
-    lease_duration: str | float = "30s"
-    shutdown_timeout: str | float = "30s"
-    step_crash_limit: int = Field(default=3, ge=1)
+    concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=10_000)
+    lease_duration: str | float = DEFAULT_LEASE_DURATION
+    shutdown_timeout: str | float = DEFAULT_SHUTDOWN_TIMEOUT
+    step_crash_limit: int = Field(default=DEFAULT_STEP_CRASH_LIMIT, ge=1)
 
     @field_validator("lease_duration", "shutdown_timeout")
     @classmethod

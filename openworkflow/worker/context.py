@@ -11,6 +11,15 @@ from openworkflow.core.backend import Backend
 DEFAULT_STEP_CRASH_LIMIT = 3
 """Unfinished attempts after which a step is failed instead of run again (poison)."""
 
+DEFAULT_CONCURRENCY = 1
+"""Runs a worker executes at once unless told otherwise (the original's default)."""
+
+DEFAULT_LEASE_DURATION = "30s"
+"""How long a claimed run stays a worker's without a renewal."""
+
+DEFAULT_SHUTDOWN_TIMEOUT = "30s"
+"""How long a graceful stop waits for running passes before handing them back."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PassContext:

@@ -29,7 +29,13 @@ from openworkflow.core.workflow_definition import Workflow
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import BackendError, BackendUnavailableError, WriteConflictError
 from openworkflow.notifications import ChangeNotifier, notifier_of
-from openworkflow.worker.context import DEFAULT_STEP_CRASH_LIMIT, PassContext
+from openworkflow.worker.context import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_LEASE_DURATION,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_STEP_CRASH_LIMIT,
+    PassContext,
+)
 from openworkflow.worker.execution import WorkflowExecution
 
 logger = logging.getLogger("openworkflow.worker")
@@ -103,10 +109,10 @@ class Worker:
         backend: Backend,
         workflows: Iterable[Workflow],
         *,
-        concurrency: int = 1,
-        lease_duration: Duration = "30s",
+        concurrency: int = DEFAULT_CONCURRENCY,
+        lease_duration: Duration = DEFAULT_LEASE_DURATION,
         heartbeat_interval: Duration | None = None,
-        shutdown_timeout: Duration = "30s",
+        shutdown_timeout: Duration = DEFAULT_SHUTDOWN_TIMEOUT,
         step_crash_limit: int = DEFAULT_STEP_CRASH_LIMIT,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:

@@ -109,7 +109,7 @@ async def test_new_worker_and_async_with(backend: Any) -> None:
 
     ow = OpenWorkflow(backend)
     worker = ow.new_worker([hello], lease_duration=LEASE)
-    assert worker.concurrency == 10
+    assert worker.concurrency == Worker(backend, [hello]).concurrency == 1  # one default
     async with worker:
         handle = await ow.run(hello, {"name": "ada"})
         assert await handle.result(timeout="5s") == "hello ada"
@@ -193,7 +193,7 @@ async def test_canceling_a_running_run_cancels_its_execution(backend: Any) -> No
 
     assert await get_run(backend, handle.id) == canceled
     steps = await list_steps(backend, handle.id)
-    assert [(step.step_name, step.status) for step in steps] == [("hold", "running")]
+    assert [(step.step_name, step.status) for step in steps] == [("hold", "failed")]  # closed
     assert after == []
 
 
