@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterable
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from openworkflow.connect import connect
 from openworkflow.core.backend import (
@@ -47,8 +47,6 @@ from openworkflow.worker.context import (
     DEFAULT_STEP_CRASH_LIMIT,
 )
 from openworkflow.worker.worker import Worker
-
-T = TypeVar("T")
 
 _POLL_START_S = 0.05
 _POLL_MAX_S = 1.0

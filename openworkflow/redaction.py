@@ -14,12 +14,6 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 _SECRET_URLS: set[str] = set()
 
 
-def password_of(url: str) -> str | None:
-    """The URL's password, decoded, if it has one (in the netloc or as ``?password=``)."""
-    secrets = _passwords(url)
-    return secrets[0] if secrets else None
-
-
 def _passwords(url: str) -> list[str]:
     """Every form of every password the URL carries: raw and decoded, netloc and query."""
     found: list[str] = []

@@ -36,8 +36,3 @@ def to_iso_or_none(value: datetime | None) -> str | None:
 def from_iso(text: str) -> datetime:
     """Parse a stored ISO timestamp into an aware UTC datetime."""
     return datetime.fromisoformat(text).astimezone(UTC)
-
-
-def from_iso_or_none(text: str | None) -> datetime | None:
-    """Parse like :func:`from_iso`, passing ``None`` through."""
-    return None if text is None else from_iso(text)

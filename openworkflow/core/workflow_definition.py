@@ -13,7 +13,7 @@ import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar, overload
+from typing import Any, overload
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -30,7 +30,6 @@ from openworkflow.errors import InputValidationError, PayloadError, WorkflowDefi
 INJECTABLE_PARAMETERS = ("input", "step", "run", "version")
 
 WorkflowFn = Callable[..., Awaitable[Any]]
-F = TypeVar("F", bound=WorkflowFn)
 
 
 class _Unset:

@@ -63,7 +63,6 @@ _ACTIVE = frozenset(
     {WorkflowRunStatus.PENDING, WorkflowRunStatus.RUNNING, WorkflowRunStatus.SLEEPING}
 )
 
-TERMINAL_STATUSES = frozenset(str(status) for status in _TERMINAL)
 ACTIVE_STATUSES = tuple(
     str(status)
     for status in (WorkflowRunStatus.PENDING, WorkflowRunStatus.RUNNING, WorkflowRunStatus.SLEEPING)
