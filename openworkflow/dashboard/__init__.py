@@ -2,7 +2,8 @@
 
 ``create_app(backend, workflows=..., auth=...)`` returns a Starlette app:
 server-rendered pages for runs (list, detail, create, cancel, retry, live
-status), ``GET /metrics`` and ``GET /healthz``. See :mod:`.app`.
+status), ``GET /metrics`` and ``GET /healthz``. See :mod:`.app`; ``ow dashboard``
+serves it with :func:`.server.serve_dashboard`.
 """
 
 from __future__ import annotations

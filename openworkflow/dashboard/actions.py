@@ -1,0 +1,107 @@
+"""What the dashboard changes: create a run (the form), cancel one, retry one.
+
+Every POST is checked against cross-site requests first (the form's CSRF
+token and the request's origin, see :class:`~.security.CsrfProtection`).
+A refused action shows the form or the run again with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from openworkflow.dashboard.context import DashboardContext
+from openworkflow.dashboard.rendering import root_of, segment
+from openworkflow.dashboard.run_detail import render_run_detail
+from openworkflow.dashboard.run_form import (
+    FORM_FIELDS,
+    FormProblem,
+    create_from_form,
+    form_values,
+)
+from openworkflow.dashboard.security import CSRF_FIELD
+from openworkflow.errors import InvalidRunStateError, WorkflowRunNotFoundError
+
+
+def _to_run(request: Request, run_id: str) -> Response:
+    return RedirectResponse(f"{root_of(request)}/runs/{segment(run_id)}", status_code=303)
+
+
+async def _checked_form(context: DashboardContext, request: Request) -> FormData:
+    form = await request.form(max_files=0, max_fields=50)
+    problem = context.pages.csrf.problem(request, form.get(CSRF_FIELD))
+    if problem is not None:
+        raise HTTPException(403, f"Request refused: {problem}.")
+    return form
+
+
+def _create_form(
+    context: DashboardContext,
+    request: Request,
+    values: Mapping[str, str],
+    problem: FormProblem | None,
+    *,
+    status_code: int = 200,
+) -> Response:
+    return context.pages.render(
+        request,
+        "create.html",
+        {
+            "values": values,
+            "problem": problem,
+            "workflows": context.catalog.form_entries(),
+            "workflow_names": context.catalog.names(),
+        },
+        status_code=status_code,
+    )
+
+
+async def new_run(context: DashboardContext, request: Request) -> Response:
+    """The create-run form (``?workflow=NAME`` fills in the name)."""
+    values = dict.fromkeys(FORM_FIELDS, "")
+    values["workflow_name"] = request.query_params.get("workflow", "")
+    return _create_form(context, request, values, None)
+
+
+async def create_run(context: DashboardContext, request: Request) -> Response:
+    """Create a run from the form and redirect to it (the form again on errors)."""
+    values = form_values(await _checked_form(context, request))
+    try:
+        run_id = await create_from_form(context.client, context.catalog, values)
+    except FormProblem as problem:
+        return _create_form(context, request, values, problem, status_code=400)
+    return _to_run(request, run_id)
+
+
+async def cancel_run(context: DashboardContext, request: Request) -> Response:
+    """Cancel a pending, running or sleeping run, then show it."""
+    run_id = request.path_params["run_id"]
+    await _checked_form(context, request)
+    try:
+        await context.client.cancel(run_id)
+    except WorkflowRunNotFoundError:
+        raise HTTPException(404, f"There is no run {run_id!r} to cancel.") from None
+    except InvalidRunStateError as error:
+        return await render_run_detail(
+            context, request, run_id, message=str(error), status_code=409
+        )
+    return _to_run(request, run_id)
+
+
+async def retry_run(context: DashboardContext, request: Request) -> Response:
+    """Resume a failed or canceled run (:meth:`OpenWorkflow.retry`), then show it."""
+    run_id = request.path_params["run_id"]
+    await _checked_form(context, request)
+    try:
+        await context.client.retry(run_id)
+    except WorkflowRunNotFoundError:
+        raise HTTPException(404, f"There is no run {run_id!r} to retry.") from None
+    except InvalidRunStateError as error:
+        return await render_run_detail(
+            context, request, run_id, message=str(error), status_code=409
+        )
+    return _to_run(request, run_id)

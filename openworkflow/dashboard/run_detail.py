@@ -1,0 +1,82 @@
+"""A run's page: metadata, what it waits for, its outcome, timeline and steps table."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from openworkflow.core import clock
+from openworkflow.core.workflow_run import ACTIVE_STATUSES, RETRYABLE_STATUSES
+from openworkflow.dashboard import run_page, views
+from openworkflow.dashboard.context import DashboardContext
+from openworkflow.dashboard.rendering import root_of, segment
+from openworkflow.dashboard.run_links import child_link, parent_of
+
+STEP_PAGE_SIZE = 100
+"""Step attempts shown per page on a run's page."""
+
+
+async def run_detail(context: DashboardContext, request: Request) -> Response:
+    """``GET /runs/{run_id}``: one run's page."""
+    return await render_run_detail(context, request, request.path_params["run_id"])
+
+
+async def render_run_detail(
+    context: DashboardContext,
+    request: Request,
+    run_id: str,
+    *,
+    message: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    """The run's page, with ``message`` on top (why an action was refused).
+
+    Raises:
+        HTTPException: 404 when there is no such run, 400 for a bad steps cursor.
+    """
+    run = await context.client.get_run(run_id)
+    if run is None:
+        raise HTTPException(
+            404, f"There is no run {run_id!r} in namespace {context.backend.namespace_id!r}."
+        )
+    query = request.query_params
+    after = query.get("steps_after") or None
+    before = query.get("steps_before") or None
+    try:
+        steps = await context.client.list_steps(
+            run_id, limit=STEP_PAGE_SIZE, after=after, before=before
+        )
+    except ValueError as error:
+        raise HTTPException(400, f"{error}. Open the run's first page of steps.") from None
+    base = f"{root_of(request)}/runs/{segment(run_id)}"
+    attempts, truncated = await run_page.all_attempts(context.backend, run_id)
+    facts = run_page.run_facts(run, attempts, context.catalog.specs, clock.now())
+    namespace = context.backend.namespace_id
+    return context.pages.render(
+        request,
+        "run.html",
+        {
+            "run": run,
+            **facts,
+            "timeline_truncated": truncated,
+            "steps": steps.data,
+            "child_links": {step.id: child_link(namespace, step) for step in steps.data},
+            "steps_earlier_url": f"{base}?{urlencode({'steps_before': steps.prev})}"
+            if steps.prev
+            else None,
+            "steps_later_url": f"{base}?{urlencode({'steps_after': steps.next})}"
+            if steps.next
+            else None,
+            "parent": await parent_of(context, run),
+            "explanation": views.explain_status(run),
+            "finished": run.is_terminal,
+            "can_cancel": run.status in ACTIVE_STATUSES,
+            "can_retry": run.status in RETRYABLE_STATUSES,
+            "show_output": run.status in ("completed", "succeeded") or run.output is not None,
+            "message": message,
+        },
+        status_code=status_code,
+    )
