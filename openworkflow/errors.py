@@ -27,6 +27,10 @@
     │   └── ChildWorkflowTimeoutError      the parent stopped waiting (also TimeoutError)
     ├── SignalWaitConflictError        two waits on one signal in one run
     ├── SignalValidationError          a signal payload failed its schema (also ValueError)
+    ├── UnprotectedBindError           a dashboard on a public address without auth
+    ├── InvalidDashboardAuthError      OPENWORKFLOW_DASHBOARD_AUTH is not user:password
+    ├── UnknownHostError               the dashboard's address does not resolve
+    ├── ListenError                    the dashboard's address cannot be bound (port in use)
     └── BackendError                   the database could not do what was asked
         ├── WriteConflictError         a fenced write found no row it owns ("Failed to ...")
         ├── BackendUnavailableError    the database cannot be reached (retried)
@@ -236,6 +240,22 @@ class SignalWaitConflictError(OpenWorkflowError):
 
 class SignalValidationError(OpenWorkflowError, ValueError):
     """A delivered signal payload did not match the wait's schema."""
+
+
+class UnprotectedBindError(OpenWorkflowError, ValueError):
+    """A non-loopback address without credentials and without ``insecure``."""
+
+
+class InvalidDashboardAuthError(OpenWorkflowError, ValueError):
+    """``OPENWORKFLOW_DASHBOARD_AUTH`` is not ``user:password`` (the message omits the value)."""
+
+
+class UnknownHostError(OpenWorkflowError, ValueError):
+    """The address to listen on does not resolve."""
+
+
+class ListenError(OpenWorkflowError):
+    """The address resolves but cannot be bound (port in use, no permission)."""
 
 
 class BackendError(OpenWorkflowError):

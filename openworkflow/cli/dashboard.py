@@ -22,8 +22,14 @@ from openworkflow.cli.options import common_options, get_state
 from openworkflow.core.workflow_definition import Workflow
 from openworkflow.dashboard import exposure
 from openworkflow.dashboard.security import AUTH_ENVIRONMENT_VARIABLE, BasicCredentials
-from openworkflow.dashboard.server import ListenError, UnknownHostError, serve_dashboard
+from openworkflow.dashboard.server import serve_dashboard
 from openworkflow.dashboard.workflow_reload import defer_hangups, known_workflows
+from openworkflow.errors import (
+    InvalidDashboardAuthError,
+    ListenError,
+    UnknownHostError,
+    UnprotectedBindError,
+)
 from openworkflow.settings import EffectiveSettings
 
 DEFAULT_PORT = 3000
@@ -79,7 +85,7 @@ def auth_from_environment() -> BasicCredentials | None:
     """
     try:
         return exposure.auth_from_environment()
-    except exposure.InvalidDashboardAuthError as error:
+    except InvalidDashboardAuthError as error:
         raise common.usage_error(
             str(error), hint=f"e.g. {AUTH_ENVIRONMENT_VARIABLE}=admin:a-long-random-password"
         ) from None
@@ -94,7 +100,7 @@ def check_bind(host: str, credentials: BasicCredentials | None, *, insecure: boo
     """
     try:
         warning = exposure.check_bind(host, credentials, insecure=insecure)
-    except exposure.UnprotectedBindError as error:
+    except UnprotectedBindError as error:
         raise common.usage_error(
             str(error),
             hint=f"set {AUTH_ENVIRONMENT_VARIABLE}=user:password (HTTP Basic), keep the default "

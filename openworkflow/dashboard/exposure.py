@@ -16,18 +16,10 @@ from openworkflow.dashboard.security import (
     is_loopback_host,
     parse_basic_auth,
 )
-from openworkflow.errors import OpenWorkflowError
+from openworkflow.errors import InvalidDashboardAuthError, UnprotectedBindError
 
 DEFAULT_HOST = "127.0.0.1"
 """Where the dashboard listens unless told otherwise: this machine only."""
-
-
-class UnprotectedBindError(OpenWorkflowError, ValueError):
-    """A non-loopback address without credentials and without ``insecure``."""
-
-
-class InvalidDashboardAuthError(OpenWorkflowError, ValueError):
-    """``OPENWORKFLOW_DASHBOARD_AUTH`` is not ``user:password`` (the message omits the value)."""
 
 
 def auth_from_environment(environ: Mapping[str, str] | None = None) -> BasicCredentials | None:

@@ -25,19 +25,11 @@ from openworkflow.dashboard.app import create_app
 from openworkflow.dashboard.exposure import check_bind
 from openworkflow.dashboard.security import BasicCredentials
 from openworkflow.dashboard.workflow_reload import Say, reload_on_hangup
-from openworkflow.errors import OpenWorkflowError
+from openworkflow.errors import ListenError, UnknownHostError
 from openworkflow.settings import EffectiveSettings
 
 GRACEFUL_SHUTDOWN_S = 5
 """Seconds open requests get to finish after the first stop signal."""
-
-
-class UnknownHostError(OpenWorkflowError, ValueError):
-    """The address to listen on does not resolve."""
-
-
-class ListenError(OpenWorkflowError):
-    """The address resolves but cannot be bound (port in use, no permission)."""
 
 
 def display_url(sock: socket.socket) -> str:

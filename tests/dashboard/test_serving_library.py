@@ -11,15 +11,16 @@ import socket
 
 import pytest
 
-from openworkflow.dashboard.exposure import (
-    InvalidDashboardAuthError,
-    UnprotectedBindError,
-    auth_from_environment,
-    check_bind,
-)
+from openworkflow.dashboard.exposure import auth_from_environment, check_bind
 from openworkflow.dashboard.security import BasicCredentials
-from openworkflow.dashboard.server import ListenError, UnknownHostError, display_url, listen
-from openworkflow.errors import OpenWorkflowError
+from openworkflow.dashboard.server import display_url, listen
+from openworkflow.errors import (
+    InvalidDashboardAuthError,
+    ListenError,
+    OpenWorkflowError,
+    UnknownHostError,
+    UnprotectedBindError,
+)
 
 
 def test_a_public_bind_needs_credentials_or_insecure() -> None:
