@@ -28,7 +28,7 @@ from openworkflow.core.error import error_message
 from openworkflow.core.json import JsonConversionError, check_name, is_storable_text
 from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_definition import Workflow, WorkflowRef, spec_of
-from openworkflow.core.workflow_run import WorkflowRun
+from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
 from openworkflow.errors import (
     AmbiguousRunIdError,
     InvalidRunIdPrefixError,
@@ -115,9 +115,10 @@ class RunHandle:
 
 
 def _outcome(run: WorkflowRun) -> Any:
-    if run.status in ("completed", "succeeded"):
+    status = WorkflowRunStatus.parse(run.status)
+    if status.is_completed:
         return run.output
-    if run.status == "failed":
+    if status == WorkflowRunStatus.FAILED:
         raise WorkflowFailedError(
             f"Workflow {run.workflow_name} failed: {error_message(run.error)}",
             workflow_run_id=run.id,

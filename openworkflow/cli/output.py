@@ -15,7 +15,7 @@ from rich.text import Text
 
 from openworkflow.core.error import error_message
 from openworkflow.core.step_attempt import StepAttempt
-from openworkflow.core.workflow_run import WorkflowRun
+from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
 
 STATUS_STYLES = {
     "pending": "yellow",
@@ -159,7 +159,7 @@ def run_details(run: WorkflowRun, steps: Sequence[StepAttempt]) -> RenderableTyp
         parts.append(
             Panel(Text(_error_text(run.error)), title="Error", border_style="red", expand=False)
         )
-    elif run.output is not None or run.status in ("completed", "succeeded"):
+    elif run.output is not None or WorkflowRunStatus.parse(run.status).is_completed:
         parts.append(
             Panel(Text(pretty_json(run.output)), title="Output", border_style="green", expand=False)
         )

@@ -14,7 +14,7 @@ from openworkflow.config import shorten
 from openworkflow.core.duration import parse_duration_ms
 from openworkflow.core.registry import describe
 from openworkflow.core.workflow_definition import WorkflowSpec
-from openworkflow.core.workflow_run import WorkflowRun
+from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
 from openworkflow.discovery import declared_specs, discover
 from openworkflow.errors import (
     InputValidationError,
@@ -179,7 +179,7 @@ async def _report_timeout(client: OpenWorkflow, run_id: str, timeout: str) -> No
     message = run.error.get("message") if isinstance(run.error, dict) else run.error
     if message:
         common.say(f"Last error: {message}", style="red")
-    elif run.status == "pending" and run.attempts == 0:
+    elif run.status == WorkflowRunStatus.PENDING and run.attempts == 0:
         common.say("No worker has picked it up yet: is a worker running (`ow worker start`)?")
     common.say(f"Follow it with `ow runs show {run_id}`.", style="dim")
 

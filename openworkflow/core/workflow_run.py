@@ -137,7 +137,7 @@ def fold_status_counts(rows: Iterable[tuple[str, int]]) -> dict[str, int]:
     return counts
 
 
-RETRYABLE_STATUSES = ("failed", "canceled")
+RETRYABLE_STATUSES = (str(WorkflowRunStatus.FAILED), str(WorkflowRunStatus.CANCELED))
 
 
 def resolve_retry_conflict(workflow_run_id: str, existing: WorkflowRun | None) -> WorkflowRun:

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from openworkflow.core import clock
-from openworkflow.core.workflow_run import ACTIVE_STATUSES, RETRYABLE_STATUSES
+from openworkflow.core.workflow_run import RETRYABLE_STATUSES, WorkflowRunStatus
 from openworkflow.dashboard import run_page, views
 from openworkflow.dashboard.context import DashboardContext
 from openworkflow.dashboard.rendering import root_of, segment
@@ -42,6 +42,7 @@ async def render_run_detail(
         raise HTTPException(
             404, f"There is no run {run_id!r} in namespace {context.backend.namespace_id!r}."
         )
+    status = WorkflowRunStatus.parse(run.status)
     query = request.query_params
     after = query.get("steps_after") or None
     before = query.get("steps_before") or None
@@ -73,9 +74,9 @@ async def render_run_detail(
             "parent": await parent_of(context, run),
             "explanation": views.explain_status(run),
             "finished": run.is_terminal,
-            "can_cancel": run.status in ACTIVE_STATUSES,
+            "can_cancel": status.is_active,
             "can_retry": run.status in RETRYABLE_STATUSES,
-            "show_output": run.status in ("completed", "succeeded") or run.output is not None,
+            "show_output": status.is_completed or run.output is not None,
             "message": message,
         },
         status_code=status_code,

@@ -20,7 +20,7 @@ from datetime import datetime
 from openworkflow.core.json import JsonValue
 from openworkflow.core.step_attempt import StepAttempt, StepAttemptStatus, StepKind
 from openworkflow.core.waits import WaitContext, wait_resume_at
-from openworkflow.core.workflow_run import WorkflowRun
+from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
 from openworkflow.dashboard.views import format_duration, format_time
 
 TIMELINE_WIDTH = 1000.0
@@ -86,7 +86,7 @@ def duration_text(run: WorkflowRun, attempts: Sequence[StepAttempt], now: dateti
 
 def outcome_error(run: WorkflowRun) -> JsonValue:
     """The run's error if it is why the run ended (failed), else None."""
-    return run.error if run.status == "failed" else None
+    return run.error if run.status == WorkflowRunStatus.FAILED else None
 
 
 # -- what a parked or pending run waits for ---------------------------------------------------
@@ -135,7 +135,9 @@ def _retry_of(
 ) -> Waiting:
     """The retry a pending run with an error waits for: of a step, or of the whole run."""
     completed = {attempt.step_name for attempt in attempts if attempt.is_completed}
-    failed = [a for a in attempts if a.status == "failed" and a.step_name not in completed]
+    failed = [
+        a for a in attempts if a.status == StepAttemptStatus.FAILED and a.step_name not in completed
+    ]
     if failed:
         last = max(failed, key=lambda attempt: (attempt.created_at, attempt.id))
         count = sum(1 for attempt in failed if attempt.step_name == last.step_name)
@@ -172,10 +174,10 @@ def waiting_for(
         workflow_max_attempts: The registered workflow's retry policy limit
             (0 or None: unknown or unlimited, then only "attempt n" is said).
     """
-    if run.status in ("running", "sleeping"):
+    if run.status in (WorkflowRunStatus.RUNNING, WorkflowRunStatus.SLEEPING):
         waits = [wait for attempt in attempts if (wait := _wait_of(attempt)) is not None]
         return sorted(waits, key=lambda wait: (wait.until is None, wait.until or now))
-    if run.status != "pending":
+    if run.status != WorkflowRunStatus.PENDING:
         return []
     if run.error is not None and run.attempts >= 1:
         return [_retry_of(run, attempts, workflow_max_attempts)]

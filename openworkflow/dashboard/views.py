@@ -14,7 +14,7 @@ from typing import Any
 from openworkflow.core import clock
 from openworkflow.core.duration import parse_duration_ms
 from openworkflow.core.error import error_message
-from openworkflow.core.workflow_run import WorkflowRun
+from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
 from openworkflow.errors import InvalidDurationError
 
 STATUS_LABELS = {
@@ -91,13 +91,13 @@ _EXPLANATIONS = {
 
 def explain_status(run: WorkflowRun, now: datetime | None = None) -> str:
     """A sentence saying what the run's status means right now."""
-    if run.status == "pending":
+    if run.status == WorkflowRunStatus.PENDING:
         current = now or clock.now()
         if run.available_at is not None and run.available_at > current:
             reason = "retrying after an error" if run.error is not None else "scheduled"
             return f"Waiting: {reason}, available from {format_time(run.available_at)}."
         return "Waiting for a worker to pick it up."
-    if run.status in ("running", "sleeping"):
+    if run.status in (WorkflowRunStatus.RUNNING, WorkflowRunStatus.SLEEPING):
         if run.worker_id is None:
             return "Parked: sleeping or waiting for a child run or a signal; no worker is busy."
         return f"Being executed by worker {run.worker_id}."

@@ -60,6 +60,7 @@ from openworkflow.core.backend import (
     StepAttemptCounts,
     WorkflowRunCounts,
 )
+from openworkflow.core.closing import closed_step_attempt_error
 from openworkflow.core.cursor import DEFAULT_PAGE_SIZE, Page, build_page, decode_list_cursor
 from openworkflow.core.database_url import DEFAULT_SCHEMA
 from openworkflow.core.id_prefix import check_prefix_limit, check_run_id_prefix, like_pattern
@@ -86,7 +87,8 @@ from openworkflow.postgres import lifecycle
 from openworkflow.postgres import queries as q
 from openworkflow.postgres.listener import NotificationListener, work_payload
 from openworkflow.postgres.schema import migrate, validate_schema_name
-from openworkflow.postgres.url import URL_EXAMPLE, check_postgres_url, redact_url, scrub
+from openworkflow.postgres.url import URL_EXAMPLE, check_postgres_url
+from openworkflow.redaction import redact_url, scrub
 
 logger = logging.getLogger("openworkflow.postgres")
 
@@ -394,15 +396,16 @@ class _Database:
             return
         self._shut_down = True
         self._stopping.set()
+        grace_s = lifecycle.POOL_CLOSE_TIMEOUT_S if abandoning else 0
         if self._listener is not None:
-            await self._listener.stop()
+            await self._listener.stop(grace_s=grace_s)
         tasks, self._pool_tasks = self._pool_tasks, []
         for pool in (self._pool, self._lease_pool):
             if pool is not None:
                 await lifecycle.close_pool(pool, abandoning=abandoning)
         # Closed pools have sent their workers a stop; after a loop shutdown's
         # cancellation they may still be finishing a connection attempt.
-        await lifecycle.end_tasks(tasks, grace_s=lifecycle.POOL_CLOSE_TIMEOUT_S if abandoning else 0)
+        await lifecycle.end_tasks(tasks, grace_s=grace_s)
 
 
 async def _configure_connection(connection: psycopg.AsyncConnection[Any]) -> None:
@@ -735,6 +738,7 @@ class PostgresBackend:
                 run_ids=[item.run_id for item in items],
                 worker_ids=[item.worker_id for item in items],
                 outputs=[item.output for item in items],
+                closed_error=_jsonb(closed_step_attempt_error("completed")),
             ),
         )
         completed = {(run.namespace_id, run.id): run for run in map(_to_run, rows)}
@@ -748,6 +752,7 @@ class PostgresBackend:
                 "mark workflow run completed",
             )
             run = _to_run(row)
+            await self._close_open_step_attempts(connection, run)
             await self._wake_parent(connection, run)
         return run
 
@@ -779,6 +784,7 @@ class PostgresBackend:
                 )
             )
             if run.status == "failed":
+                await self._close_open_step_attempts(connection, run)
                 await self._wake_parent(connection, run)
         return run
 
@@ -804,6 +810,7 @@ class PostgresBackend:
             row = await self._one(connection, self._q.cancel_workflow_run, values)
             canceled = None if row is None else _to_run(row)
             if canceled is not None:
+                await self._close_open_step_attempts(connection, canceled)
                 await self._wake_parent(connection, canceled)
         if canceled is not None:
             return canceled
@@ -825,6 +832,15 @@ class PostgresBackend:
             GetWorkflowRunParams(workflow_run_id=params.workflow_run_id)
         )
         return resolve_retry_conflict(params.workflow_run_id, existing)
+
+    async def _close_open_step_attempts(
+        self, connection: psycopg.AsyncConnection[Any], run: WorkflowRun
+    ) -> None:
+        """Fail the finished ``run``'s running attempts, in the caller's transaction."""
+        await connection.execute(
+            self._q.close_open_step_attempts,
+            self._params(run_id=run.id, closed_error=_jsonb(closed_step_attempt_error(run.status))),
+        )
 
     async def _wake_parent(
         self, connection: psycopg.AsyncConnection[Any], child: WorkflowRun

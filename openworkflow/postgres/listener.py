@@ -60,11 +60,20 @@ class NotificationListener:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="openworkflow-listen")
 
-    async def stop(self) -> None:
-        """Stop listening and close the connection."""
+    async def stop(self, *, grace_s: float = 0.0) -> None:
+        """Stop listening and close the connection.
+
+        Args:
+            grace_s: How long to let the task end on its own first: at event
+                loop shutdown it was already cancelled, and cancelling it again
+                while psycopg cancels its query on the server makes psycopg
+                drop the connection with a warning.
+        """
         task, self._task = self._task, None
         if task is None:
             return
+        if grace_s > 0:
+            await asyncio.wait([task], timeout=grace_s)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -101,6 +101,15 @@ WITH expired AS (
     AND "deadline_at" IS NOT NULL AND "deadline_at" <= NOW()
   RETURNING "namespace_id", "id", "parent_step_attempt_namespace_id", "parent_step_attempt_id"
 ),
+-- A finished run keeps no attempt running (waits and sleeps included).
+closed_attempts AS (
+  UPDATE {{schema}}."step_attempts" sa
+  SET "status" = 'failed', "error" = %(deadline_error)s, "finished_at" = NOW(),
+      "updated_at" = NOW()
+  FROM expired
+  WHERE sa."namespace_id" = expired."namespace_id" AND sa."workflow_run_id" = expired."id"
+    AND sa."status" = 'running'
+),
 -- Unlike the original, a child failed by its deadline wakes its parked parent too.
 woken_parents AS (
   UPDATE {{schema}}."workflow_runs" parent
@@ -221,6 +230,15 @@ owned AS (
    AND wr."parent_step_attempt_id" IS NULL
   ORDER BY wr."namespace_id", wr."id"
   FOR NO KEY UPDATE OF wr
+),
+-- In the same statement: a completed run keeps no attempt running.
+closed_attempts AS (
+  UPDATE {{schema}}."step_attempts" sa
+  SET "status" = 'failed', "error" = %(closed_error)s, "finished_at" = NOW(),
+      "updated_at" = NOW()
+  FROM owned
+  WHERE sa."namespace_id" = owned."owned_namespace_id" AND sa."workflow_run_id" = owned."owned_id"
+    AND sa."status" = 'running'
 )
 UPDATE {{schema}}."workflow_runs"
 SET "status" = 'completed', "output" = owned."new_output", "error" = NULL,
@@ -255,6 +273,13 @@ SET "status" = 'canceled', "worker_id" = NULL, "available_at" = NULL, "finished_
 WHERE "namespace_id" = %(ns)s AND "id" = %(run_id)s
   AND "status" IN ('pending', 'running', 'sleeping')
 RETURNING *, {NOTIFY_FINISHED}"""
+
+# Every terminal transition runs this in its transaction: the finished run's
+# open attempts (waits and sleeps included) are failed with a reason.
+CLOSE_OPEN_STEP_ATTEMPTS = """
+UPDATE {schema}."step_attempts"
+SET "status" = 'failed', "error" = %(closed_error)s, "finished_at" = NOW(), "updated_at" = NOW()
+WHERE "namespace_id" = %(ns)s AND "workflow_run_id" = %(run_id)s AND "status" = 'running'"""
 
 # Retry: drop what must run again (failed attempts, orphaned function
 # attempts); completed steps stay memoized and running waits keep waiting.
@@ -453,6 +478,7 @@ class Queries:
     reschedule_after_failed_step: bytes
     cancel_workflow_run: bytes
     retry_workflow_run: bytes
+    close_open_step_attempts: bytes
     delete_attempts_to_rerun: bytes
     select_waiting_parent_for_update: bytes
     wake_parked_runs: bytes
@@ -487,6 +513,7 @@ _TEMPLATES = {
     "reschedule_after_failed_step": RESCHEDULE_AFTER_FAILED_STEP,
     "cancel_workflow_run": CANCEL_WORKFLOW_RUN,
     "retry_workflow_run": RETRY_WORKFLOW_RUN,
+    "close_open_step_attempts": CLOSE_OPEN_STEP_ATTEMPTS,
     "delete_attempts_to_rerun": DELETE_ATTEMPTS_TO_RERUN,
     "select_waiting_parent_for_update": SELECT_WAITING_PARENT_FOR_UPDATE,
     "wake_parked_runs": WAKE_PARKED_RUNS,

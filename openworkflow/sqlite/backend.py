@@ -52,6 +52,7 @@ from openworkflow.core.backend import (
     StepAttemptCounts,
     WorkflowRunCounts,
 )
+from openworkflow.core.closing import closed_step_attempt_error
 from openworkflow.core.cursor import DEFAULT_PAGE_SIZE, Page, build_page, decode_list_cursor
 from openworkflow.core.id_prefix import (
     check_prefix_limit,
@@ -274,11 +275,13 @@ def _write_each(
     connection: sqlite3.Connection,
     items: Sequence[Item],
     write: Callable[[sqlite3.Connection, Item], T],
+    finish: Callable[[list[T | BaseException]], None] | None = None,
 ) -> list[T | BaseException]:
     """Write ``items`` in one transaction, each in its own savepoint.
 
     An item that fails (its fence refused it, or SQLite raised) is rolled back
     alone and its error returned in its place; the others commit together.
+    ``finish(outcomes)`` runs last, in the same transaction.
     """
 
     def body() -> list[T | BaseException]:
@@ -291,6 +294,8 @@ def _write_each(
                 connection.execute("ROLLBACK TO ow_item")
                 outcomes.append(error)
             connection.execute("RELEASE ow_item")
+        if finish is not None:
+            finish(outcomes)
         return outcomes
 
     return _transaction(connection, body)
@@ -509,6 +514,8 @@ class SqliteBackend:
                 error = ow_json.dumps({"message": DEADLINE_EXCEEDED_MESSAGE})
                 expired_rows = c.execute(q.EXPIRE_DEADLINES, (error, now, now, ns, now)).fetchall()
                 expired = [row[0] for row in expired_rows]
+                if expired:
+                    c.execute(q.CLOSE_OPEN_STEP_ATTEMPTS, (error, now, ns, ow_json.dumps(expired)))
                 for row in expired_rows:
                     # Unlike the original, a child failed by its deadline wakes its parent.
                     if row[2] is not None and row[3] is not None:
@@ -616,7 +623,17 @@ class SqliteBackend:
             _wake_parent(c, run, item.now)
             return run
 
-        return await self._run(lambda c: _write_each(c, completions, complete))
+        def close_attempts(
+            c: sqlite3.Connection, outcomes: list[WorkflowRun | BaseException]
+        ) -> None:
+            # One statement for the whole batch, not one per completed run.
+            runs = [run for run in outcomes if isinstance(run, WorkflowRun)]
+            if runs:
+                _close_open_step_attempts(c, self._namespace_id, runs, completions[0].now)
+
+        return await self._run(
+            lambda c: _write_each(c, completions, complete, lambda o: close_attempts(c, o))
+        )
 
     async def fail_workflow_run(self, params: FailWorkflowRunParams) -> WorkflowRun:
         """Fenced: apply the retry decision; a terminal failure wakes the parent."""
@@ -649,6 +666,7 @@ class SqliteBackend:
                 )
                 run = _to_run(row)
                 if run.status == "failed":
+                    _close_open_step_attempts(c, self._namespace_id, [run], now)
                     _wake_parent(c, run, now)
                 return run
 
@@ -683,6 +701,7 @@ class SqliteBackend:
                 if row is None:
                     return None
                 run = _to_run(row)
+                _close_open_step_attempts(c, self._namespace_id, [run], now)
                 _wake_parent(c, run, now)
                 return run
 
@@ -931,6 +950,15 @@ class SqliteBackend:
             has_after=bool(after),
             has_before=bool(before),
         )
+
+
+def _close_open_step_attempts(
+    c: sqlite3.Connection, namespace_id: str, runs: Sequence[WorkflowRun], now: str
+) -> None:
+    """Fail the running attempts of the finished ``runs`` (all of one status), in one statement."""
+    error = ow_json.dumps(closed_step_attempt_error(runs[0].status))
+    run_ids = ow_json.dumps([run.id for run in runs])
+    c.execute(q.CLOSE_OPEN_STEP_ATTEMPTS, (error, now, namespace_id, run_ids))
 
 
 def _wake_parent(c: sqlite3.Connection, child: WorkflowRun, now: str) -> None:

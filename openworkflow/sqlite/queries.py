@@ -171,6 +171,20 @@ SET "status" = 'canceled', "worker_id" = NULL, "available_at" = NULL, "finished_
 WHERE "namespace_id" = ? AND "id" = ? AND "status" IN ('pending', 'running', 'sleeping')
 RETURNING *"""
 
+# Every terminal transition runs this in its transaction, after finishing the
+# runs, once for all of them: their open attempts (waits and sleeps included)
+# are failed, finished at the moment their run finished.
+CLOSE_OPEN_STEP_ATTEMPTS = """
+UPDATE "step_attempts"
+SET "status" = 'failed', "error" = ?,
+    "finished_at" = (
+      SELECT wr."finished_at" FROM "workflow_runs" wr
+      WHERE wr."namespace_id" = "step_attempts"."namespace_id"
+        AND wr."id" = "step_attempts"."workflow_run_id"),
+    "updated_at" = ?
+WHERE "namespace_id" = ? AND "status" = 'running'
+  AND "workflow_run_id" IN (SELECT "value" FROM json_each(?))"""
+
 # Retry: drop what must run again (failed attempts, orphaned function
 # attempts); completed steps stay memoized and running waits keep waiting.
 DELETE_ATTEMPTS_TO_RERUN = """

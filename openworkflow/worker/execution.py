@@ -31,7 +31,7 @@ from openworkflow.core.retry import DEFAULT_WORKFLOW_RETRY_POLICY, ResolvedRetry
 from openworkflow.core.step_attempt import StepAttempt, StepKind
 from openworkflow.core.waits import WaitContext
 from openworkflow.core.workflow_definition import RunInfo, Workflow
-from openworkflow.core.workflow_run import WorkflowRun
+from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
 from openworkflow.errors import StepLimitExceededError, WriteConflictError
 from openworkflow.worker.attempts import AttemptRecorder
 from openworkflow.worker.context import PassContext
@@ -200,7 +200,7 @@ class WorkflowExecution:
             )
             if (
                 current is None
-                or current.status != "running"
+                or current.status != WorkflowRunStatus.RUNNING
                 or (current.worker_id != self.context.worker_id)
             ):
                 logger.debug(

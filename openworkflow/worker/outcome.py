@@ -21,7 +21,7 @@ from openworkflow.core.retry import (
     ResolvedRetryPolicy,
     compute_failed_workflow_run_update,
 )
-from openworkflow.core.workflow_run import WorkflowRun
+from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
 from openworkflow.errors import (
     BackendError,
     PayloadError,
@@ -152,7 +152,7 @@ def _after_step_failure(
     decision = compute_failed_workflow_run_update(
         failure.retry_policy, failure.failed_attempts, run.deadline_at, serialized, clock.now()
     )
-    if decision.status == "failed" or decision.available_at is None:
+    if decision.status == WorkflowRunStatus.FAILED or decision.available_at is None:
         return Failed(serialized, DEFAULT_WORKFLOW_RETRY_POLICY)
     return Rescheduled(serialized, decision.available_at)
 

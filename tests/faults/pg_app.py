@@ -255,6 +255,7 @@ CREATE TABLE {schema}.fault_run_audit (
 CREATE TABLE {schema}.fault_step_audit (
   seq bigserial PRIMARY KEY, run_id text NOT NULL, step_id text NOT NULL,
   step_name text NOT NULL, op text NOT NULL, step_status text NOT NULL, run_status text,
+  closing boolean NOT NULL DEFAULT false,
   at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE FUNCTION {schema}.fault_audit_run() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -270,11 +271,19 @@ BEGIN
   RETURN NULL;
 END $$;
 CREATE FUNCTION {schema}.fault_audit_step() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  closed_running boolean := false;
 BEGIN
+  IF TG_OP = 'UPDATE' THEN
+    closed_running := OLD.status = 'running' AND NEW.status = 'failed';
+  END IF;
   -- The engine's step writes hold the run's row lock: this sees the run's status
-  -- as of the write, not a stale snapshot.
-  INSERT INTO {schema}.fault_step_audit (run_id, step_id, step_name, op, step_status, run_status)
-  SELECT NEW.workflow_run_id, NEW.id, NEW.step_name, TG_OP, NEW.status, wr.status
+  -- as of the write, not a stale snapshot. A terminal transition closes the run's
+  -- running attempts (SPEC 13) at the run's own finished_at: that is no late write.
+  INSERT INTO {schema}.fault_step_audit
+    (run_id, step_id, step_name, op, step_status, run_status, closing)
+  SELECT NEW.workflow_run_id, NEW.id, NEW.step_name, TG_OP, NEW.status, wr.status,
+         COALESCE(closed_running AND NEW.finished_at = wr.finished_at, false)
   FROM (SELECT 1) AS one
   LEFT JOIN {schema}.workflow_runs wr
     ON wr.namespace_id = NEW.namespace_id AND wr.id = NEW.workflow_run_id;
@@ -320,7 +329,7 @@ def audit_violations(url: str, schema: str) -> dict[str, list[Any]]:
         late = connection.execute(
             sql.SQL(
                 "SELECT run_id, step_name, op, step_status, run_status FROM {} "
-                "WHERE run_status IS NULL OR run_status = ANY(%s)"
+                "WHERE (run_status IS NULL OR run_status = ANY(%s)) AND NOT closing"
             ).format(steps),
             (terminal,),
         ).fetchall()

@@ -111,7 +111,7 @@ CREATE TABLE fault_run_audit (
 );
 CREATE TABLE fault_step_audit (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, step_name TEXT NOT NULL,
-  op TEXT NOT NULL, step_status TEXT NOT NULL, run_status TEXT
+  op TEXT NOT NULL, step_status TEXT NOT NULL, run_status TEXT, closing INTEGER NOT NULL DEFAULT 0
 );
 CREATE TRIGGER fault_audit_run_insert AFTER INSERT ON workflow_runs BEGIN
   INSERT INTO fault_run_audit (run_id, old_status, new_status) VALUES (NEW.id, NULL, NEW.status);
@@ -129,10 +129,14 @@ CREATE TRIGGER fault_audit_step_insert AFTER INSERT ON step_attempts BEGIN
      WHERE namespace_id = NEW.namespace_id AND id = NEW.workflow_run_id));
 END;
 CREATE TRIGGER fault_audit_step_update AFTER UPDATE ON step_attempts BEGIN
-  INSERT INTO fault_step_audit (run_id, step_name, op, step_status, run_status)
+  INSERT INTO fault_step_audit (run_id, step_name, op, step_status, run_status, closing)
   VALUES (NEW.workflow_run_id, NEW.step_name, 'UPDATE', NEW.status,
     (SELECT status FROM workflow_runs
-     WHERE namespace_id = NEW.namespace_id AND id = NEW.workflow_run_id));
+     WHERE namespace_id = NEW.namespace_id AND id = NEW.workflow_run_id),
+    -- A terminal transition closing the run's running attempts (SPEC 13).
+    COALESCE(OLD.status = 'running' AND NEW.status = 'failed' AND NEW.finished_at = (
+      SELECT finished_at FROM workflow_runs
+      WHERE namespace_id = NEW.namespace_id AND id = NEW.workflow_run_id), 0));
 END;
 """
 """The SQLite twin of ``pg_app.install_audit`` (writes are serialised, so it is exact)."""
@@ -148,7 +152,7 @@ _SQLITE_VIOLATIONS = {
     ),
     "step_after_terminal": (
         "SELECT run_id, step_name, op, step_status, run_status FROM fault_step_audit "
-        "WHERE run_status IS NULL OR run_status IN ({terminal})"
+        "WHERE (run_status IS NULL OR run_status IN ({terminal})) AND NOT closing"
     ),
 }
 

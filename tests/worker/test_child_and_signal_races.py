@@ -460,6 +460,8 @@ async def test_canceling_a_run_parked_on_a_signal_is_final(backend: Any) -> None
         canceled = await ow.cancel(handle.id)
         assert canceled.status == "canceled"
         assert (canceled.worker_id, canceled.available_at) == (None, None)
+        [closed] = await list_steps(backend, handle.id)  # the cancel closed the wait
+        assert (closed.id, closed.status) == (wait.id, "failed")
 
         # Nobody waits any more: the signal is not delivered, the run is not woken.
         assert await ow.send_signal("approval", {"ok": True}) == []
@@ -471,7 +473,7 @@ async def test_canceling_a_run_parked_on_a_signal_is_final(backend: Any) -> None
         assert await ow.send_signal("approval", {"ok": True}, idempotency_key="k") == []
 
     assert await get_run(backend, handle.id) == canceled, "nothing was written after the cancel"
-    assert await list_steps(backend, handle.id) == [wait]
+    assert await list_steps(backend, handle.id) == [closed]
 
 
 async def test_canceling_a_parent_parked_on_a_child_leaves_the_child_running(
@@ -508,7 +510,8 @@ async def test_canceling_a_parent_parked_on_a_child_leaves_the_child_running(
     assert await get_run(backend, parent.id) == canceled
     steps = await list_steps(backend, parent.id)
     assert steps == steps_at_cancel
-    assert [(s.step_name, s.status) for s in steps] == [("long-child", "running")]
+    # The cancel closed the parent's wait for the child.
+    assert [(s.step_name, s.status) for s in steps] == [("long-child", "failed")]
     assert steps[0].id == link.id
     assert steps[0].child_workflow_run_id == child.id
     with pytest.raises(WorkflowCanceledError):

@@ -70,8 +70,9 @@ async def test_a_step_left_unfinished_three_times_fails_the_run(backend: Any) ->
     assert "explode" not in ran  # the poison step was not run a fourth time
     steps = await list_steps(backend, handle.id)
     explode = [s for s in steps if s.step_name == "explode"]
-    assert [s.status for s in explode].count("failed") == 1
-    assert [s.status for s in explode].count("running") == 3
+    # The crash-loop failure and the 3 leftover attempts it closed (SPEC 13).
+    assert [s.status for s in explode].count("failed") == 4
+    assert [s.status for s in explode].count("running") == 0
 
 
 async def test_fewer_crashes_than_the_limit_still_complete(backend: Any) -> None:
