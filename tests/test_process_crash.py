@@ -83,7 +83,7 @@ async def test_sigkill_mid_step_resumes_on_another_worker(tmp_path: Path) -> Non
     steps = (await ow.list_steps(handle.id)).data
     assert [(s.step_name, s.status) for s in steps] == [
         ("one", "completed"),
-        ("two", "running"),  # the attempt orphaned by the kill, as in the original
+        ("two", "failed"),  # orphaned by the kill, closed when the run completed (SPEC 13)
         ("two", "completed"),
         ("three", "completed"),
     ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -126,7 +127,7 @@ class _Database:
         try:
             connection.row_factory = sqlite3.Row
             if self.path != ":memory:":
-                connection.execute("PRAGMA journal_mode = WAL")
+                _enable_wal(connection, busy_timeout_ms)
                 # WAL keeps commits durable with one fsync at checkpoints; NORMAL
                 # is the documented pairing and cannot corrupt the database.
                 connection.execute("PRAGMA synchronous = NORMAL")
@@ -299,6 +300,26 @@ def _write_each(
         return outcomes
 
     return _transaction(connection, body)
+
+
+def _enable_wal(connection: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    """Switch to WAL, retrying while another process holds the fresh file's lock.
+
+    Changing the journal mode needs an exclusive lock and SQLite does not always
+    wait for it with the busy handler (several processes opening one new file
+    at once get "database is locked" at once), so wait here, up to the timeout.
+    """
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    delay = 0.005
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if not _is_busy(error) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:

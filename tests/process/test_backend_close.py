@@ -83,18 +83,19 @@ def _run_together(commands: list[list[str]], env: dict[str, str], cwd: Path) -> 
         )
         for command in commands
     ]
-    outputs, hung = [], []
-    for index, process in enumerate(started):
+    outputs, problems = [], []
+    for index, process in enumerate(started):  # collect every process before asserting
         try:
             stdout, stderr = process.communicate(timeout=EXIT_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             process.kill()
             stdout, stderr = process.communicate()
-            hung.append(f"process {index} did not exit:\n{stdout}{stderr}")
+            problems.append(f"process {index} did not exit:\n{stdout}{stderr}")
             continue
-        assert process.returncode == 0, f"process {index} failed:\n{stdout}{stderr}"
+        if process.returncode != 0:
+            problems.append(f"process {index} failed:\n{stdout}{stderr}")
         outputs.append(stdout)
-    assert not hung, "\n".join(hung)
+    assert not problems, "\n".join(problems)
     return outputs
 
 
