@@ -131,6 +131,15 @@ class DevSupervisor:
         self._dashboard: asyncio.subprocess.Process | None = None
         self._watch_dashboard: asyncio.Task[None] | None = None
 
+    async def run_until_interrupted(self) -> None:
+        """:meth:`run` until SIGINT or SIGTERM (Ctrl-C in the terminal)."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):  # Windows event loops
+                loop.add_signal_handler(number, stop.set)
+        await self.run(stop)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Start the worker and restart it on every relevant change until ``stop`` is set."""
         await self._start_dashboard()

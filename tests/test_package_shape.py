@@ -111,3 +111,20 @@ def test_no_function_is_over_60_lines() -> None:
                 if lines > MAX_FUNCTION_LINES:
                     long[f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}"] = lines
     assert long == {}
+
+
+def test_cli_commands_hold_no_driver_and_no_signal_handling() -> None:
+    """The CLI parses, calls the library and prints: drivers and signals live in the library."""
+    forbidden = {"sqlite3", "psycopg", "psycopg_pool", "signal"}
+    found: dict[str, list[str]] = {}
+    for path in sorted((PACKAGE / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            hits = [name for name in names if name.split(".")[0] in forbidden]
+            if hits:
+                found.setdefault(path.name, []).extend(hits)
+    assert found == {}

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 
 import click
 
@@ -67,14 +65,5 @@ def dev(
         f"[ow dev] watching {', '.join(str(path) for path in supervisor.watch_paths)}",
         err=True,
     )
-    asyncio.run(_run_until_interrupted(supervisor))
-
-
-async def _run_until_interrupted(supervisor: DevSupervisor) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
-    await supervisor.run(stop)
+    asyncio.run(supervisor.run_until_interrupted())
     click.echo("[ow dev] stopped", err=True)
