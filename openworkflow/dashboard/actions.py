@@ -7,7 +7,7 @@ A refused action shows the form or the run again with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -79,27 +79,27 @@ async def create_run(context: DashboardContext, request: Request) -> Response:
 
 async def cancel_run(context: DashboardContext, request: Request) -> Response:
     """Cancel a pending, running or sleeping run, then show it."""
-    run_id = request.path_params["run_id"]
-    await _checked_form(context, request)
-    try:
-        await context.client.cancel(run_id)
-    except WorkflowRunNotFoundError:
-        raise HTTPException(404, f"There is no run {run_id!r} to cancel.") from None
-    except InvalidRunStateError as error:
-        return await render_run_detail(
-            context, request, run_id, message=str(error), status_code=409
-        )
-    return _to_run(request, run_id)
+    return await _act_on_run(context, request, "cancel", context.client.cancel)
 
 
 async def retry_run(context: DashboardContext, request: Request) -> Response:
     """Resume a failed or canceled run (:meth:`OpenWorkflow.retry`), then show it."""
+    return await _act_on_run(context, request, "retry", context.client.retry)
+
+
+async def _act_on_run(
+    context: DashboardContext,
+    request: Request,
+    verb: str,
+    action: Callable[[str], Awaitable[object]],
+) -> Response:
+    """Check the form, apply ``action`` to the run, and show the run (or why it was refused)."""
     run_id = request.path_params["run_id"]
     await _checked_form(context, request)
     try:
-        await context.client.retry(run_id)
+        await action(run_id)
     except WorkflowRunNotFoundError:
-        raise HTTPException(404, f"There is no run {run_id!r} to retry.") from None
+        raise HTTPException(404, f"There is no run {run_id!r} to {verb}.") from None
     except InvalidRunStateError as error:
         return await render_run_detail(
             context, request, run_id, message=str(error), status_code=409
