@@ -29,6 +29,7 @@ from openworkflow.postgres import PostgresBackend
 from openworkflow.sqlite import SqliteBackend
 from tests.backend.helpers import claim, create_pending_run
 from tests.fixtures.postgres import require_server_url
+from tests.support.waiting import wait_until
 
 LATE_CONNECT_WAIT_S = 1.0
 """How long to keep looking for a connection opened after stop() returned."""
@@ -61,11 +62,15 @@ def postgres_target() -> Iterator[tuple[str, str, str]]:
 
 async def _wait_for_no_connections(url: str, application_name: str) -> None:
     # A server process leaves pg_stat_activity a moment after its client closed.
-    for _ in range(100):
-        if await asyncio.to_thread(_connections, url, application_name) == 0:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"connections named {application_name} are still open after stop()")
+    async def closed() -> bool:
+        return await asyncio.to_thread(_connections, url, application_name) == 0
+
+    await wait_until(
+        closed,
+        timeout=5.0,
+        interval=0.05,
+        message=f"the connections named {application_name} to close after stop()",
+    )
 
 
 async def _assert_nothing_left(url: str, tagged: str, before: set[asyncio.Task[Any]]) -> None:

@@ -9,13 +9,12 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from openworkflow.cli import templates
+from tests.support.waiting import block_until
 
 _SCRIPT = Path(sys.executable).with_name("ow")
 # The installed script, as users run it; `python -m openworkflow` would put the
@@ -62,16 +61,6 @@ def sqlite_project(folder: Path) -> Path:
     write(folder / "openworkflow.config.py", templates.config_file("sqlite"))
     write(folder / "openworkflow" / "hello_world.py", templates.HELLO_WORLD)
     return folder
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 20) -> None:
-    """Poll ``predicate`` until it is true, or fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass
@@ -127,7 +116,7 @@ class Background:
                 raise AssertionError(f"ow exited ({self.process.returncode}):\n{self.stderr}")
             return False
 
-        wait_until(seen, repr(text), timeout)
+        block_until(seen, repr(text), timeout)
 
     def stop(self, number: int = signal.SIGTERM, timeout: float = 30) -> Finished:
         """Send a signal and wait for the process to end."""

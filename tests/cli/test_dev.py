@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from openworkflow import SyncOpenWorkflow
+from tests.support.waiting import block_until
 
 GREET = """
 from openworkflow import Step, workflow
@@ -60,22 +61,13 @@ def _dashboard_url(log: Path) -> str:
         found[:] = re.findall(r"^http://127\.0\.0\.1:\d+$", log.read_text(), re.MULTILINE)
         return bool(found)
 
-    _wait_for(printed, 30, "the dashboard's URL")
+    block_until(printed, "the dashboard's URL", 30)
     return found[0]
 
 
 def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as response:
         return str(response.read().decode("utf-8"))
-
-
-def _wait_for(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.slow
@@ -106,18 +98,18 @@ def test_ow_dev_serves_the_dashboard_reloads_on_edit_and_survives_errors(
 
             saved = time.perf_counter()
             _write(project / "flows" / "greet.py", GREET.format(text="v2"))
-            _wait_for(lambda: _greet(client) == "v2", 30, "the edited code to run")
+            block_until(lambda: _greet(client) == "v2", "the edited code to run", 30)
             reload_ms = (time.perf_counter() - saved) * 1000
             print(f"save -> new code ran: {reload_ms:.0f} ms")
             assert "greet.py" in log.read_text()
             assert _get(f"{dashboard}/healthz") == "ok"  # untouched by the reload
 
             _write(project / "flows" / "broken.py", "def oops(:\n")
-            _wait_for(lambda: "broken.py" in log.read_text(), 20, "the broken file report")
-            _wait_for(lambda: "exited with code" in log.read_text(), 20, "the failed worker")
+            block_until(lambda: "broken.py" in log.read_text(), "the broken file report", 20)
+            block_until(lambda: "exited with code" in log.read_text(), "the failed worker", 20)
             (project / "flows" / "broken.py").unlink()
             _write(project / "flows" / "greet.py", GREET.format(text="v3"))
-            _wait_for(lambda: _greet(client) == "v3", 30, "recovery after the broken file")
+            block_until(lambda: _greet(client) == "v3", "recovery after the broken file", 30)
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -148,7 +140,7 @@ def test_ow_dev_keeps_the_worker_when_the_dashboard_port_is_taken(tmp_path: Path
                 stderr=subprocess.STDOUT,
             )
         try:
-            _wait_for(lambda: "dashboard exited with code 1" in log.read_text(), 30, "the report")
+            block_until(lambda: "dashboard exited with code 1" in log.read_text(), "the report", 30)
             assert f"cannot listen on 127.0.0.1:{port}" in log.read_text()
             with SyncOpenWorkflow(f"sqlite:///{project / 'flows' / 'dev.db'}") as client:
                 assert _greet(client) == "v1"

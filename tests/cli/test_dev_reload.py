@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from openworkflow import SyncOpenWorkflow
-from tests.cli.helpers import wait_until, write
+from tests.cli.helpers import write
+from tests.support.waiting import block_until
 
 CONFIG = """
 from openworkflow import define_config
@@ -77,19 +78,19 @@ def test_ow_dev_reloads_on_imported_helpers_and_names_the_file(tmp_path: Path) -
             time.sleep(1.5)  # the worker reports the lazily imported module within a second
 
             write(project / "texts.py", "def greeting() -> str:\n    return 'v2'\n")
-            wait_until(lambda: _greet(client).startswith("v2!"), "the edited helper", 30)
+            block_until(lambda: _greet(client).startswith("v2!"), "the edited helper", 30)
             assert "texts.py; restarting the worker" in log.read_text()
 
             _replace_atomically(project / "texts.py", "def greeting() -> str:\n    return 'v3'\n")
-            wait_until(lambda: _greet(client).startswith("v3!"), "the replaced helper", 30)
+            block_until(lambda: _greet(client).startswith("v3!"), "the replaced helper", 30)
 
             sibling = project / "openworkflow" / "shipping.py"
             write(sibling, "def suffix() -> str:\n    return '?'\n")
-            wait_until(lambda: _greet(client).startswith("v3?"), "the edited sibling", 30)
+            block_until(lambda: _greet(client).startswith("v3?"), "the edited sibling", 30)
 
             time.sleep(1.5)
             write(project / "lazy_texts.py", "VALUE = 'lazy2'\n")
-            wait_until(lambda: _greet(client).endswith("/lazy2"), "the lazy helper", 30)
+            block_until(lambda: _greet(client).endswith("/lazy2"), "the lazy helper", 30)
 
             before = log.read_text().count("restarting the worker")
             write(project / "unrelated.py", "X = 2\n")  # never imported: no reload

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from openworkflow import SyncOpenWorkflow
-from tests.cli.helpers import Background, clean_env, ow, wait_until, write
+from tests.cli.helpers import Background, clean_env, ow, write
+from tests.support.waiting import block_until
 
 CONFIG = """
 from openworkflow import define_config
@@ -114,7 +115,7 @@ def test_a_wait_that_times_out_says_where_the_run_stands(tmp_path: Path) -> None
                 run = client.get_run(run_id)
                 return run is not None and run.attempts >= 1
 
-        wait_until(rescheduled, "the worker to reschedule the unknown run")
+        block_until(rescheduled, "the worker to reschedule the unknown run")
     finally:
         finished = worker.stop()
     assert finished.stderr.count('Workflow "ghost" is not registered') == 1

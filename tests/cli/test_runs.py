@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from openworkflow import SyncOpenWorkflow
-from tests.cli.helpers import Background, ow, wait_until, write
+from tests.cli.helpers import Background, ow, write
+from tests.support.waiting import block_until
 
 FLOWS = """
 from typing import Any
@@ -121,14 +122,14 @@ def test_run_wait_times_out_with_exit_1_and_the_run_goes_on(project: Project) ->
 def test_signal_send_reaches_the_waiting_run(project: Project) -> None:
     key = uuid.uuid4().hex
     run_id = project.start("approval", "--input", json.dumps({"key": key}))
-    wait_until(lambda: "decision" in project.steps(run_id), "the run to wait for its signal")
+    block_until(lambda: "decision" in project.steps(run_id), "the run to wait for its signal")
 
     code, out, err = project.ow(
         "signal", "send", f"approve:{key}", "--data", '{"ok": true}', "--json"
     )
     assert code == 0, err
     assert json.loads(out) == {"signal": f"approve:{key}", "workflow_run_ids": [run_id]}
-    wait_until(lambda: project.status(run_id) == "completed", "the run to complete")
+    block_until(lambda: project.status(run_id) == "completed", "the run to complete")
 
     code, out, err = project.ow("signal", "send", f"approve:{key}")
     assert code == 1 and out == ""
@@ -139,7 +140,7 @@ def test_signal_send_reaches_the_waiting_run(project: Project) -> None:
 @pytest.mark.slow
 def test_runs_show_cancel_and_retry(project: Project) -> None:
     run_id = project.start("nap")
-    wait_until(lambda: "long-nap" in project.steps(run_id), "the run to sleep")
+    block_until(lambda: "long-nap" in project.steps(run_id), "the run to sleep")
 
     code, out, err = project.ow("runs", "show", run_id)
     assert code == 0, err

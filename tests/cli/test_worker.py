@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from openworkflow import SyncOpenWorkflow
-from tests.cli.helpers import Background, ow, sqlite_project, wait_until, write
+from tests.cli.helpers import Background, ow, sqlite_project, write
+from tests.support.waiting import block_until
 
 
 @pytest.mark.slow
@@ -111,7 +112,7 @@ def test_a_second_signal_stops_at_once_and_hands_the_run_back(tmp_path: Path) ->
     try:
         worker.wait_for("Worker started")
         with SyncOpenWorkflow(f"sqlite:///{tmp_path / 'ow.db'}") as client:
-            wait_until(lambda: bool(client.list_steps(run_id).data), "the step to start")
+            block_until(lambda: bool(client.list_steps(run_id).data), "the step to start")
             worker.process.send_signal(signal.SIGTERM)
             worker.wait_for("Shutting down worker")
             time.sleep(0.3)

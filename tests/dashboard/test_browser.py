@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from openworkflow import SyncOpenWorkflow
-from tests.cli.helpers import Background, clean_env, wait_until, write
+from tests.cli.helpers import Background, clean_env, write
+from tests.support.waiting import block_until
 
 CHROMIUM = os.environ.get("OPENWORKFLOW_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -121,7 +122,7 @@ def project(tmp_path: Path) -> Iterator[tuple[str, SyncOpenWorkflow]]:
     dashboard = Background(tmp_path, "dashboard", "--port", str(port), env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: _healthy(url), "the dashboard to answer", timeout=30)
+        block_until(lambda: _healthy(url), "the dashboard to answer", timeout=30)
         with SyncOpenWorkflow(f"sqlite:///{tmp_path / 'ow.db'}") as client:
             yield url, client
     finally:
@@ -141,7 +142,7 @@ def test_list_detail_cancel_create_and_live_updates(
     assert shopped.result(timeout="30s")["payment"] == "ch_42"
     to_cancel = client.run("await-approval")
     to_approve = client.run("await-approval")
-    wait_until(
+    block_until(
         lambda: all(
             any(step.kind == "signal-wait" for step in client.list_steps(h.id).data)
             for h in (to_cancel, to_approve)

@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cli.helpers import wait_until, write
+from tests.cli.helpers import write
+from tests.support.waiting import block_until
 
 FIRST = """
 from openworkflow import Step, workflow
@@ -48,7 +49,7 @@ def _dashboard_url(log: Path) -> str:
         found[:] = re.findall(r"^http://127\.0\.0\.1:\d+$", log.read_text(), re.MULTILINE)
         return bool(found)
 
-    wait_until(printed, "the dashboard's URL", timeout=30)
+    block_until(printed, "the dashboard's URL", timeout=30)
     return found[0]
 
 
@@ -98,7 +99,7 @@ def test_ow_dev_dashboard_lists_and_validates_a_workflow_added_while_it_runs(
             assert _listed(http) == {"greet"}
 
             write(tmp_path / "flows" / "shout.py", ADDED)
-            wait_until(lambda: "shout" in _listed(http), "the new workflow on the form", 30)
+            block_until(lambda: "shout" in _listed(http), "the new workflow on the form", 30)
             refused = _create(http, "shout", '{"text": "hey"}')
             assert refused.status_code == 400, refused.text
             assert 'data-field="input"' in refused.text
@@ -107,7 +108,7 @@ def test_ow_dev_dashboard_lists_and_validates_a_workflow_added_while_it_runs(
             assert accepted.status_code == 303, accepted.text
 
             write(tmp_path / "flows" / "broken.py", "def oops(:\n")
-            wait_until(lambda: "Workflow reload failed" in log.read_text(), "the report", 30)
+            block_until(lambda: "Workflow reload failed" in log.read_text(), "the report", 30)
             assert "broken.py" in log.read_text()
             assert _listed(http) == {"greet", "shout"}  # the previous list stays
     finally:

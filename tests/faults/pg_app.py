@@ -21,8 +21,8 @@ and in which process. The process prints ``ow-proc-ready pid=N`` once it is
 claiming runs, and stops gracefully on SIGTERM or SIGINT.
 
 The tests start it with :class:`WorkerProcess` and :func:`wait_all_ready`
-(the subprocess plumbing is shared with ``process_app`` in
-:mod:`tests.faults.processes`) on a schema named by :func:`new_schema_name`,
+(from :mod:`tests.support.processes`; the ledger plumbing is shared with
+``process_app`` in :mod:`tests.faults.pg_ledger`) on a schema named by :func:`new_schema_name`,
 holding the engine's tables and the ledger (:func:`create_ledger`).
 
 :func:`install_audit` adds triggers to a test schema that record every status
@@ -50,7 +50,8 @@ from pydantic import BaseModel
 
 from openworkflow import RetryPolicy, RunInfo, Step, Worker, workflow
 from openworkflow.postgres import PostgresBackend
-from tests.faults import processes
+from tests.faults import pg_ledger
+from tests.support import processes
 
 LEDGER_TABLE = "proc_ledger"
 READY_MARKER = "ow-proc-ready"
@@ -62,7 +63,7 @@ FAST_STEP_NAMES = ("one", "two", "three")
 # -- the ledger (worker side) ------------------------------------------------------------
 
 
-class Ledger(processes.LedgerPool):
+class Ledger(pg_ledger.LedgerPool):
     """Appends ``(run_id, step_name, attempt, pid)`` rows; ``attempt`` counts earlier rows.
 
     Its connections are checked before use; connecting, and waiting for a free
@@ -224,7 +225,7 @@ async def main(options: argparse.Namespace) -> None:
     worker = Worker(
         backend, WORKFLOWS, concurrency=options.concurrency, lease_duration=options.lease, **extra
     )
-    await processes.serve(
+    await pg_ledger.serve(
         backend, _ledger, worker, ready_marker=READY_MARKER, stopped_marker="ow-proc-stopped"
     )
 
@@ -234,7 +235,7 @@ async def main(options: argparse.Namespace) -> None:
 
 def new_schema_name() -> str:
     """A fresh schema name for one test (``ow_proc_`` and 12 hex digits)."""
-    return processes.new_schema_name("ow_proc")
+    return pg_ledger.new_schema_name("ow_proc")
 
 
 def with_application_name(url: str, name: str) -> str:
@@ -342,7 +343,7 @@ def audit_violations(url: str, schema: str) -> dict[str, list[Any]]:
 
 def create_ledger(url: str, schema: str) -> None:
     """Create the ledger table in ``schema`` (which must exist)."""
-    processes.create_ledger_table(
+    pg_ledger.create_ledger_table(
         url, schema, LEDGER_TABLE, "attempt integer NOT NULL", ("run_id", "step_name")
     )
 
@@ -394,5 +395,5 @@ def wait_all_ready(workers: Sequence[WorkerProcess], timeout: float = READY_TIME
 
 
 if __name__ == "__main__":
-    processes.configure_logging()
+    pg_ledger.configure_logging()
     asyncio.run(main(parse_options()))

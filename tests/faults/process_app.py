@@ -20,8 +20,9 @@ stops gracefully on SIGTERM or SIGINT.
 
 The tests drive it through :func:`scenario` (a fresh schema with the ledger, a
 client, a :class:`Database` view, and :class:`WorkerProcess` subprocesses);
-the subprocess plumbing is shared with ``pg_app`` in
-:mod:`tests.faults.processes`.
+the signal loop and the subprocess handle come from
+:mod:`tests.support.processes`, the PostgreSQL ledger plumbing (shared with
+``pg_app``) from :mod:`tests.faults.pg_ledger`.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ from pydantic import BaseModel
 from openworkflow import OpenWorkflow, RunInfo, Step, Worker, workflow
 from openworkflow.core.workflow_definition import WorkflowRef
 from openworkflow.postgres import PostgresBackend
-from tests.faults import processes
+from tests.faults import pg_ledger
+from tests.support import processes
 
 LEDGER_TABLE = "fault_ledger"
 READY_MARKER = "ow-fault-ready"
@@ -58,7 +60,7 @@ URL_VARIABLE = "OW_FAULT_URL"
 # -- the ledger (worker side) ----------------------------------------------------------
 
 
-class Ledger(processes.LedgerPool):
+class Ledger(pg_ledger.LedgerPool):
     """Appends ``(run_id, step_name, event, execution, pid)`` rows, autocommitted."""
 
     def __init__(self, url: str, schema: str, max_size: int) -> None:
@@ -300,7 +302,7 @@ async def main(options: argparse.Namespace) -> None:
         lease_duration=options.lease,
         shutdown_timeout=options.shutdown_timeout,
     )
-    await processes.serve(
+    await pg_ledger.serve(
         backend, _ledger, worker, ready_marker=READY_MARKER, stopped_marker="ow-fault-stopped"
     )
 
@@ -310,7 +312,7 @@ async def main(options: argparse.Namespace) -> None:
 
 def create_ledger(url: str, schema: str) -> None:
     """Create the ledger table in ``schema`` (which must exist)."""
-    processes.create_ledger_table(
+    pg_ledger.create_ledger_table(
         url,
         schema,
         LEDGER_TABLE,
@@ -527,7 +529,7 @@ class Scenario:
 @contextlib.asynccontextmanager
 async def scenario(url: str, folder: Path) -> AsyncIterator[Scenario]:
     """A fresh schema with the engine's tables and the ledger; everything removed afterwards."""
-    schema = processes.new_schema_name("ow_fault")
+    schema = pg_ledger.new_schema_name("ow_fault")
     namespace = f"faults-{uuid.uuid4().hex[:8]}"
     backend = PostgresBackend(url, namespace_id=namespace, schema=schema, listen=False)
     db = Database(url, schema, namespace)
@@ -544,10 +546,10 @@ async def scenario(url: str, folder: Path) -> AsyncIterator[Scenario]:
             worker.kill()
         await db.close()
         await backend.stop()
-        processes.drop_schema(url, schema)
+        pg_ledger.drop_schema(url, schema)
 
 
 if __name__ == "__main__":
-    processes.configure_logging()
+    pg_ledger.configure_logging()
     logging.getLogger("openworkflow.worker").setLevel(logging.DEBUG)
     asyncio.run(main(parse_options()))

@@ -24,6 +24,7 @@ from typing import Any
 from openworkflow import OpenWorkflow, Step, workflow
 from openworkflow.errors import BackendUnavailableError
 from tests.faults.figures import Figure, report
+from tests.support.proxy import ProxyBackend
 from tests.worker.helpers import list_steps, running_worker, wait_for_status
 
 RUNS = 30
@@ -37,18 +38,17 @@ WRITES = (
 )
 
 
-class LostAcknowledgements:
+class LostAcknowledgements(ProxyBackend):
     """Delegates to a backend; after some writes commit, raises as if the ack was lost."""
 
     def __init__(self, inner: Any, rate: float, seed: int) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._rate = rate
         self._random = random.Random(seed)
         self.injected: Counter[str] = Counter()
         self.recovered_after: list[float] = []
 
-    def __getattr__(self, name: str) -> Any:
-        target = getattr(self._inner, name)
+    def intercept(self, name: str, target: Any) -> Any:
         if name not in WRITES:
             return target
 
@@ -63,6 +63,7 @@ class LostAcknowledgements:
 
 
 async def test_lost_acknowledgements_write_nothing_twice(backend: Any, backend_kind: str) -> None:
+    """F4: Acknowledgements lost after the commit: the retried writes write nothing twice."""
     ledger: Counter[tuple[int, int]] = Counter()
 
     def body(n: int, index: int) -> int:

@@ -48,6 +48,7 @@ from openworkflow.payload import (
 from openworkflow.settings import resolve_settings
 from tests.faults.figures import Figure, report
 from tests.fixtures.clock import Clock
+from tests.support.waiting import wait_until
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -143,10 +144,10 @@ async def _completed_attempts(ow: OpenWorkflow, run_id: str) -> list[Any]:
 # -- F8 ----------------------------------------------------------------------------------------
 
 
-async def test_f8_values_json_cannot_hold_are_refused_at_write(
+async def test_values_json_cannot_hold_are_refused_before_any_write(
     backend: Any, backend_kind: str
 ) -> None:
-    """Input, step output and workflow output: refused with names and type, nothing written."""
+    """F8: Input, step output and workflow output: refused with names and type, nothing written."""
     ow = OpenWorkflow(backend)
     refused = wrong_acceptances = half_written = 0
     problems: list[str] = []
@@ -307,10 +308,10 @@ async def types_flow(step: Step, run: RunInfo) -> int:
     return len(values)
 
 
-async def test_f8_first_run_replay_and_storage_see_the_same_types(
+async def test_first_run_replay_and_storage_see_the_same_types(
     backend: Any, backend_kind: str
 ) -> None:
-    """Tuples, enums, str/float subclasses, models, -0.0 and big floats: one type everywhere."""
+    """F8: Tuples, enums, str/float subclasses, models, -0.0 and big floats: one type everywhere."""
     ow = OpenWorkflow(backend)
     handle = await ow.run(types_flow)
     async with ow.new_worker([types_flow], concurrency=1):
@@ -365,10 +366,13 @@ async def sized_output(input: int) -> dict[str, str]:
 SIZES = {"1 KiB": KIB, "300 KiB": 300 * KIB, "2 MiB + 1": 2 * MIB + 1, "16 MiB": 16 * MIB}
 
 
-async def test_f9_huge_payloads_warn_then_refuse_before_writing(
+async def test_huge_payloads_warn_then_are_refused_before_any_write(
     backend: Any, backend_kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """1 KiB / 300 KiB / 2 MiB+1 / 16 MiB as input, step output and output: warn, then refuse."""
+    """F9: 1 KiB / 300 KiB / 2 MiB+1 / 16 MiB as input, step output and output.
+
+    Warned about, then refused before any write.
+    """
     caplog.set_level(logging.WARNING, logger="openworkflow.payload")
     ow = OpenWorkflow(backend)
     outcome: dict[str, str] = {}
@@ -444,10 +448,10 @@ def _check_too_large(message: str, where: str) -> None:
     assert MAX_SIZE_VARIABLE in message and "define_config(payload=" in message, message
 
 
-def test_f9_limits_come_from_environment_then_config_then_defaults(
+def test_payload_limits_come_from_environment_then_config_then_defaults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Precedence and validation of the payload limits in settings."""
+    """F9: Precedence and validation of the payload limits in settings."""
     (tmp_path / "project").mkdir()
     (tmp_path / "elsewhere").mkdir()
     path = tmp_path / "project" / "openworkflow.config.py"
@@ -506,10 +510,13 @@ async def known(input: int) -> int:
     return input + 1
 
 
-async def test_f12_unknown_workflows_are_rescheduled_until_a_capable_worker_comes(
+async def test_unknown_workflows_are_rescheduled_until_a_capable_worker_comes(
     backend: Any, backend_kind: str, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Runs of an unregistered (name, version): no crash, no attempt, a warning, picked up later."""
+    """F12: runs of an unregistered (name, version).
+
+    No crash, no attempt, a warning, picked up later.
+    """
     caplog.set_level(logging.WARNING, logger="openworkflow")
     ow = OpenWorkflow(backend)
     ghosts = [await ow.run(GHOST, number) for number in range(20)]
@@ -525,7 +532,12 @@ async def test_f12_unknown_workflows_are_rescheduled_until_a_capable_worker_come
                     return False
             return True
 
-        await _eventually(rescheduled, "every unknown run to be rescheduled once")
+        await wait_until(
+            rescheduled,
+            timeout=30.0,
+            message="every unknown run to be rescheduled once",
+            interval=0.05,
+        )
         # The worker is alive and still executes what it knows.
         assert await (await ow.run(known, 41)).result(timeout="30s") == 42
 
@@ -569,20 +581,8 @@ async def test_f12_unknown_workflows_are_rescheduled_until_a_capable_worker_come
     )
 
 
-async def _eventually(check: Any, what: str, timeout: float = 30.0) -> None:
-    """Poll the async ``check`` until it is true (fails naming ``what`` after ``timeout``)."""
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def test_f8_bad_values_from_the_command_line_are_usage_errors(tmp_path: Path) -> None:
-    """``ow run --input`` / ``ow signal send --data`` with NaN or huge ints: exit 2, no run."""
+def test_bad_values_from_the_command_line_are_usage_errors(tmp_path: Path) -> None:
+    """F8: ``ow run --input`` / ``ow signal send --data`` with NaN or huge ints: exit 2, no run."""
     from tests.cli.helpers import clean_env, ow, write
 
     write(

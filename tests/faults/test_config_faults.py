@@ -220,8 +220,11 @@ def _problems(case: Case, config: Path, stdout: str, stderr: str, returncode: in
     return problems
 
 
-def test_f13_malformed_configs_exit_2_with_one_line_naming_file_and_line(tmp_path: Path) -> None:
-    """Every broken config: exit 2, one error line with file[:line], no traceback, no secret."""
+def test_malformed_configs_exit_2_with_one_line_naming_file_and_line(tmp_path: Path) -> None:
+    """F13: every broken config: exit 2, one error line with file[:line].
+
+    No traceback, no secret.
+    """
     exit_2 = located = tracebacks = secrets = 0
     with_line = sum(case.line is not None for case in CASES)
     problems: list[str] = []

@@ -96,8 +96,10 @@ from tests.faults.pg_app import (
     wait_all_ready,
     with_application_name,
 )
-from tests.faults.processes import assert_alive, drop_schema, stop_all
+from tests.faults.pg_ledger import drop_schema
 from tests.fixtures.postgres import require_server_url
+from tests.support.processes import assert_alive, stop_all
+from tests.support.proxy import ProxyBackend
 
 pytestmark = pytest.mark.slow
 
@@ -849,15 +851,12 @@ async def test_idle_engine_connections_terminated_between_steps_cost_no_reexecut
 # -- a defect the restart storm shows: database faults counted as crashes -----------------------
 
 
-class _DatabaseGoneAtStepCompletion:
+class _DatabaseGoneAtStepCompletion(ProxyBackend):
     """The first ``failures`` step completions fail as if the connection was terminated."""
 
     def __init__(self, inner: Any, failures: int) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.remaining = failures
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
     async def complete_step_attempt(self, params: Any) -> Any:
         if self.remaining > 0:
@@ -866,7 +865,7 @@ class _DatabaseGoneAtStepCompletion:
                 "PostgreSQL connection failed: terminating connection due to administrator "
                 "command (injected)"
             )
-        return await self._inner.complete_step_attempt(params)
+        return await self.inner.complete_step_attempt(params)
 
 
 async def _step_of_80_ms() -> int:

@@ -104,10 +104,10 @@ class _Tally:
         self.problems.append(f"{field} {label}: {outcome}")
 
 
-async def test_f14_hostile_names_are_refused_or_round_trip(
+async def test_hostile_names_are_refused_or_round_trip_byte_equal(
     backend: Any, backend_kind: str, make_backend: Any
 ) -> None:
-    """Workflow names, versions, idempotency keys, namespaces and signals, on every backend."""
+    """F14: Workflow names, versions, idempotency keys, namespaces and signals, on every backend."""
     refused_by_rule = {label for label, value in HOSTILE.items() if not storable(value)}
     assert refused_by_rule == {"NUL", "only NUL", "lone surrogate", "513 bytes", "10 KB"}
     assert len(HOSTILE["512 bytes"].encode()) == MAX_NAME_BYTES
@@ -302,10 +302,10 @@ async def hostile_wait(input: str, step: Step) -> Any:
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
-async def test_f14_hostile_step_and_signal_names_through_the_worker(
+async def test_hostile_step_and_signal_names_complete_byte_equal_or_fail_by_name(
     kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Step names and waited-on signals: completed byte-equal, or failed naming the field."""
+    """F14: Step names and waited-on signals: completed byte-equal, or failed naming the field."""
     caplog.set_level(logging.WARNING, logger="openworkflow")
     backend: Any = (
         SqliteBackend(str(tmp_path / "names.db"), namespace_id="f14")
@@ -422,8 +422,8 @@ def _drop(url: str, schemas: list[str]) -> None:
             )
 
 
-async def test_f14_hostile_schema_names_are_refused_before_any_sql(tmp_path: Path) -> None:
-    """Invalid identifiers: InvalidSchemaNameError; valid ones: tables only inside them."""
+async def test_hostile_schema_names_are_refused_before_any_sql(tmp_path: Path) -> None:
+    """F14: Invalid identifiers: InvalidSchemaNameError; valid ones: tables only inside them."""
     url = require_server_url()
     prepare_server()
     legal = [name for name, ok in SCHEMA_NAMES.values() if ok]

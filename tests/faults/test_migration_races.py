@@ -44,15 +44,15 @@ import pytest
 from psycopg import sql
 
 import openworkflow.postgres.schema as pg_schema
-import openworkflow.sqlite.backend as sqlite_backend
 import openworkflow.sqlite.queries as sqlite_queries
+import openworkflow.sqlite.schema as sqlite_backend
 from openworkflow import PostgresBackend, SqliteBackend
 from openworkflow.core.backend import CreateWorkflowRunParams
 from openworkflow.errors import BackendError
 from tests.faults.figures import Figure, report
 from tests.fixtures.postgres import require_server_url
+from tests.support.processes import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 MIGRATORS = 10
 ARMED_MARKER = "ow-migrator-armed"
 BACKENDS = ["postgres", "sqlite"]
@@ -183,6 +183,9 @@ def _sqlite_apply(path: Path, scripts: list[str]) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", BACKENDS)
 async def test_ten_processes_migrate_an_empty_database_at_once(kind: str, tmp_path: Path) -> None:
+    """F18: Ten processes migrating one empty database at once: one migrates, all end up on the same
+    version.
+    """
     go = tmp_path / "go"
     schema = f"ow_migrate_{uuid.uuid4().hex[:12]}"
     reference = f"{schema}_ref"
@@ -312,6 +315,7 @@ async def _open_sqlite(path: Path) -> None:
 async def test_a_failed_migration_keeps_the_previous_version(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """F18: A migration that fails midway leaves the previous version in place."""
     url = require_server_url() if kind == "postgres" else ""
     base = f"ow_migfail_{uuid.uuid4().hex[:10]}"
     real_pg = pg_schema.migration_scripts

@@ -36,6 +36,7 @@ STEP_SECONDS = 2.5
 async def test_a_saturated_pool_does_not_expire_healthy_leases(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """F20: A saturated connection pool does not let healthy leases expire."""
     url = require_server_url()
     schema = f"ow_pool_{uuid.uuid4().hex[:10]}"
     ran: Counter[int] = Counter()

@@ -69,8 +69,9 @@ from tests.faults.process_app import (
     scenario,
     zombie,
 )
-from tests.faults.processes import assert_alive, stop_all, wait_until
 from tests.fixtures.postgres import require_server_url
+from tests.support.processes import assert_alive, stop_all
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -130,7 +131,8 @@ def _in_flight_recoveries(
     return recoveries
 
 
-async def test_process_f1_sigkill_mid_step_repeatedly(pg: Scenario) -> None:
+async def test_workers_sigkilled_mid_step_lose_and_duplicate_nothing(pg: Scenario) -> None:
+    """F1: Worker processes SIGKILLed mid-step, repeatedly: no run lost or completed twice."""
     seed = int(os.environ.get("OW_FAULT_SEED") or random.randrange(1_000_000))
     rng = random.Random(seed)
 
@@ -254,7 +256,10 @@ async def _changed_after(pg: Scenario, run_ids: list[str], instant: float) -> in
     return int(rows[0][0])
 
 
-async def test_process_f5_paused_worker_is_fenced_and_cancelled(pg: Scenario) -> None:
+async def test_a_paused_worker_is_fenced_off_and_its_step_bodies_cancelled(pg: Scenario) -> None:
+    """F5: A worker SIGSTOPped past its lease is fenced off once resumed: its writes are refused and
+    its step bodies cancelled.
+    """
     zombie_worker = pg.spawn(concurrency=F5_RUNS_PER_CYCLE, lease=F5_LEASE)
     reclaimer = pg.spawn(concurrency=F5_RUNS_PER_CYCLE, lease=F5_LEASE)
     await pg.wait_ready([zombie_worker, reclaimer])
@@ -275,7 +280,12 @@ async def test_process_f5_paused_worker_is_fenced_and_cancelled(pg: Scenario) ->
         async def all_started(run_ids: list[str] = run_ids) -> bool:
             return len(await _ledger_rows(pg, run_ids, "b", "start")) == len(run_ids)
 
-        await wait_until(all_started, 30, "the zombie-to-be to start step b of every run")
+        await wait_until(
+            all_started,
+            timeout=30,
+            message="the zombie-to-be to start step b of every run",
+            interval=0.05,
+        )
         assert {row.pid for row in await _ledger_rows(pg, run_ids, "b", "start")} == {
             zombie_worker.pid
         }
@@ -286,14 +296,24 @@ async def test_process_f5_paused_worker_is_fenced_and_cancelled(pg: Scenario) ->
         async def all_completed(run_ids: list[str] = run_ids) -> bool:
             return (await pg.db.status_counts(run_ids)).get("completed", 0) == len(run_ids)
 
-        await wait_until(all_completed, 30, "the reclaimer to finish the paused worker's runs")
+        await wait_until(
+            all_completed,
+            timeout=30,
+            message="the reclaimer to finish the paused worker's runs",
+            interval=0.05,
+        )
         resumed_at = await pg.db.now()
         zombie_worker.signal(signal.SIGCONT)
 
         async def all_cancelled(run_ids: list[str] = run_ids) -> bool:
             return len(await _ledger_rows(pg, run_ids, "b", "cancelled")) == len(run_ids)
 
-        await wait_until(all_cancelled, 30, "the zombie's step bodies to be cancelled")
+        await wait_until(
+            all_cancelled,
+            timeout=30,
+            message="the zombie's step bodies to be cancelled",
+            interval=0.05,
+        )
         await asyncio.sleep(0.5)  # room for any late write the zombie might still try
         accepted += await _changed_after(pg, run_ids, resumed_at)
         starts = await _ledger_rows(pg, run_ids, "b", "start")
@@ -358,7 +378,12 @@ F5_BLOCK_LEASE = "2s"
 F5_BLOCK_MS = 4_000  # twice the lease
 
 
-async def test_process_f5_blocking_steps_and_the_heartbeat(pg: Scenario) -> None:
+async def test_a_blocking_sync_step_keeps_its_lease_and_a_blocked_loop_loses_it(
+    pg: Scenario,
+) -> None:
+    """F5: A sync step blocking its thread keeps the lease; an async step blocking the loop loses it
+    to another worker.
+    """
     workers = [pg.spawn(concurrency=2, lease=F5_BLOCK_LEASE) for _ in range(2)]
     await pg.wait_ready(workers)
     pids = {worker.pid for worker in workers}
@@ -370,10 +395,14 @@ async def test_process_f5_blocking_steps_and_the_heartbeat(pg: Scenario) -> None
         run = (await pg.db.runs())[run_id]
         return run.status in ("completed", "failed")
 
-    await wait_until(lambda: finished(thread_run), 60, "the thread-blocking run")
+    await wait_until(
+        lambda: finished(thread_run), timeout=60, message="the thread-blocking run", interval=0.05
+    )
     # An async step that calls time.sleep blocks the loop, heartbeat included.
     [loop_run] = await pg.start_runs(block_loop, [{"n": 2, "block_ms": F5_BLOCK_MS}])
-    await wait_until(lambda: finished(loop_run), 60, "the loop-blocking run")
+    await wait_until(
+        lambda: finished(loop_run), timeout=60, message="the loop-blocking run", interval=0.05
+    )
     await asyncio.sleep(0.5)  # room for the blocked worker's late writes
     assert_alive(workers)
     stop_all(workers)
@@ -438,8 +467,9 @@ F6_READY_RUNS = 50
 F6_EXPIRED_RUNS = 5
 
 
-async def test_process_f6_many_workers_race_for_few_runs(pg: Scenario) -> None:
+async def test_many_workers_racing_for_few_runs_never_claim_one_twice(pg: Scenario) -> None:
     # Small pools: 8 processes share one server (max_connections 100) with other tests.
+    """F6: Many worker processes racing for few runs: no run is claimed twice at once."""
     workers = [
         pg.spawn(concurrency=F6_CONCURRENCY, lease="30s", pool_size=2, ledger_pool_size=1)
         for _ in range(F6_WORKERS)
@@ -470,7 +500,7 @@ async def test_process_f6_many_workers_race_for_few_runs(pg: Scenario) -> None:
         counts = await pg.db.status_counts()
         return counts.get("completed", 0) + counts.get("failed", 0) == total
 
-    await wait_until(all_done, 90, "every run to finish", interval=0.1)
+    await wait_until(all_done, timeout=90, message="every run to finish", interval=0.1)
     finished_at = await pg.db.now()
     assert_alive(workers)
     stop_all(workers)
@@ -610,14 +640,15 @@ def poison_outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PoisonO
     yield asyncio.run(_poison_scenario(url, tmp_path_factory.mktemp("f19")))
 
 
-def test_process_f19_poison_run_does_not_take_the_fleet_down(
+def test_a_poison_run_does_not_take_the_fleet_down(
     poison_outcome: PoisonOutcome,
 ) -> None:
+    """F19: A run that crashes its worker every time: the other runs still complete."""
     outcome = poison_outcome
     poison_starts = outcome.poison_starts
     normal = [outcome.runs[run_id] for run_id in outcome.normal_ids]
     # A normal run in flight beside the poison at its crashes must not be failed by
-    # the crash limit with it (test_process_f19_a_run_sharing_the_poisons_worker_completes).
+    # the crash limit with it (test_a_run_sharing_the_poison_runs_only_worker_completes).
     collateral = [
         run.id
         for run in normal
@@ -668,7 +699,10 @@ def test_process_f19_poison_run_does_not_take_the_fleet_down(
     )
 
 
-def test_process_f19_poison_run_is_quarantined(poison_outcome: PoisonOutcome) -> None:
+def test_a_poison_run_is_quarantined_after_repeated_crashes(poison_outcome: PoisonOutcome) -> None:
+    """F19: A run that crashes its worker every time fails with StepCrashLoopError after K
+    recoveries.
+    """
     outcome = poison_outcome
     poison = outcome.runs[outcome.poison_id]
     executions = outcome.poison_starts
@@ -692,10 +726,11 @@ def test_process_f19_poison_run_is_quarantined(poison_outcome: PoisonOutcome) ->
     )
 
 
-async def test_process_f19_a_run_sharing_the_poisons_worker_completes(pg: Scenario) -> None:
+async def test_a_run_sharing_the_poison_runs_only_worker_completes(pg: Scenario) -> None:
     # One worker process with two slots, restarted whenever it dies: the poison run and
     # an innocent run with a 2 s step are always claimed together, so every crash also
     # interrupts the innocent run's step. Only the poison should be failed.
+    """F19: An innocent run on the poison run's only worker completes."""
     worker = pg.spawn(concurrency=2, lease="1s")
     await pg.wait_ready([worker])
     [innocent] = await pg.start_runs(chain, [{"n": 7, "steps": 2, "slow_ms": 2000}])

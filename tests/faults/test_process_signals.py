@@ -36,8 +36,8 @@ import pytest
 from tests.cli.helpers import Background, Finished, clean_env, write
 from tests.faults.figures import Figure, report
 from tests.faults.process_app import LedgerRow, Scenario, scenario
-from tests.faults.processes import wait_until
 from tests.fixtures.postgres import require_server_url
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -198,7 +198,9 @@ async def _wait_for_starts(pg: Scenario, run_ids: list[str], pid: int) -> None:
             run_ids
         )
 
-    await wait_until(started, 60, "the first worker to start every step")
+    await wait_until(
+        started, timeout=60, message="the first worker to start every step", interval=0.05
+    )
 
 
 async def _wait_for_exit(worker: Background, timeout: float) -> int | None:
@@ -215,16 +217,21 @@ async def _wait_all_completed(pg: Scenario, run_ids: list[str]) -> None:
         counts = await pg.db.status_counts(run_ids)
         return counts.get("completed", 0) == len(run_ids)
 
-    await wait_until(all_completed, LEASE_S / 2, "the released runs to complete")
+    await wait_until(
+        all_completed, timeout=LEASE_S / 2, message="the released runs to complete", interval=0.05
+    )
 
 
 def _starts(rows: list[LedgerRow], run_id: str) -> list[LedgerRow]:
     return [row for row in rows if row.run_id == run_id and row.event == "start"]
 
 
-async def test_process_f2_sigterm_finishes_short_passes_and_releases_long_ones(
+async def test_sigterm_finishes_short_passes_and_releases_long_ones(
     pg: Scenario,
 ) -> None:
+    """F2: SIGTERM: passes that end within the shutdown timeout finish, the others release their
+    leases.
+    """
     async with _workers(pg, concurrency=6, shutdown_timeout="4s") as workers:
         first = workers.first
         long_ids = await pg.start_runs("f2-long", [{"short": False}] * 4)
@@ -282,7 +289,8 @@ async def test_process_f2_sigterm_finishes_short_passes_and_releases_long_ones(
     )
 
 
-async def test_process_f2_second_signal_stops_at_once(pg: Scenario) -> None:
+async def test_a_second_signal_stops_the_worker_at_once(pg: Scenario) -> None:
+    """F2: A second signal during a graceful stop ends the worker at once, leases released."""
     async with _workers(pg, concurrency=3, shutdown_timeout="60s") as workers:
         first = workers.first
         run_ids = await pg.start_runs("f2-long", [{"short": False}] * 3)
@@ -335,7 +343,8 @@ async def test_process_f2_second_signal_stops_at_once(pg: Scenario) -> None:
     )
 
 
-async def test_process_f2_sync_step_does_not_keep_the_process_alive(pg: Scenario) -> None:
+async def test_a_sync_step_does_not_keep_a_stopping_worker_alive(pg: Scenario) -> None:
+    """F2: SIGTERM during a sync step in a thread: the process still exits 0, leases released."""
     async with _workers(pg, concurrency=2, shutdown_timeout="2s") as workers:
         first = workers.first
         run_ids = await pg.start_runs("f2-long-sync", [{"short": False}] * 2)

@@ -81,6 +81,7 @@ from openworkflow.errors import (
 from tests.faults.figures import Figure, report
 from tests.faults.pg_app import TERMINAL_STATUSES, audit_violations, install_audit
 from tests.fixtures.postgres import require_server_url
+from tests.support.proxy import ProxyBackend
 
 BACKEND_KINDS = ["sqlite_memory", "sqlite_file", "postgres"]
 RUNS = 500
@@ -288,18 +289,17 @@ class Chaos:
             self.acks[run_id].add(status)
 
 
-class RacingBackend:
+class RacingBackend(ProxyBackend):
     """The workers' backend: every engine write may be raced by a cancel, a deadline or a delay."""
 
     def __init__(self, inner: Any, chaos: Chaos) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._chaos = chaos
 
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._inner, name)
+    def intercept(self, name: str, target: Any) -> Any:
         if name not in INTERFERED:
-            return attribute
-        return self._raced(name, attribute)
+            return target
+        return self._raced(name, target)
 
     def _raced(self, name: str, call: Callable[[Any], Awaitable[Any]]) -> Any:
         chaos = self._chaos
@@ -498,6 +498,9 @@ def _is_unretrieved_step_error(record: logging.LogRecord) -> bool:
 async def test_cancel_deadline_and_completion_race(
     audited: Audited, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """F21: Cancels, deadlines and completions racing every engine write: each run ends once, in one
+    terminal status.
+    """
     caplog.set_level(logging.WARNING, logger="openworkflow")
     kind = request.node.callspec.params["audited"]
     seed = random.randrange(2**32)
@@ -575,21 +578,15 @@ async def slow_failure(step: Step) -> None:
     await step.run("fails", _fail_after_60_ms)
 
 
-class _CancelBeforeStepAttempt:
+class _CancelBeforeStepAttempt(ProxyBackend):
     """Cancels the run just before the worker records a step attempt, then lets it fail."""
 
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
     async def create_step_attempt(self, params: Any) -> Any:
-        await self._inner.cancel_workflow_run(
+        await self.inner.cancel_workflow_run(
             CancelWorkflowRunParams(workflow_run_id=params.workflow_run_id)
         )
         await asyncio.sleep(0.05)  # the step body fails meanwhile
-        return await self._inner.create_step_attempt(params)
+        return await self.inner.create_step_attempt(params)
 
 
 async def test_a_step_failing_while_its_run_is_canceled_logs_no_unretrieved_exception(

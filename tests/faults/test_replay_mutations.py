@@ -19,9 +19,12 @@ from tests.worker.test_replay_divergence import EXPECTED, _replay_with
 MUTATIONS = ("reordered", "renamed", "removed", "added")
 
 
-async def test_f10_mutations_of_a_running_workflow_are_reported(
+async def test_code_changes_under_a_running_workflow_are_reported(
     backend: Any, backend_kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """F10: Workflow code changed between passes (reordered, renamed, removed, added steps) is
+    reported on openworkflow.replay.
+    """
     detected: list[str] = []
     for mutation in MUTATIONS:
         caplog.clear()

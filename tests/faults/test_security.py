@@ -35,9 +35,10 @@ import pytest
 
 from openworkflow import PostgresBackend, connect
 from openworkflow.errors import OpenWorkflowError
-from tests.cli.helpers import Background, Finished, clean_env, ow, wait_until, write
+from tests.cli.helpers import Background, Finished, clean_env, ow, write
 from tests.faults.figures import Figure, report
 from tests.fixtures.postgres import require_server_url
+from tests.support.waiting import block_until
 
 SENTINEL = f"SENTINEL-{uuid.uuid4().hex[:12]}"
 DASHBOARD_PASSWORD = f"DASHPW-{uuid.uuid4().hex[:12]}"
@@ -159,8 +160,8 @@ def _stop(server: Background, transcript: _Transcript, label: str) -> Finished:
 # -- F15 ---------------------------------------------------------------------------------------
 
 
-def test_f15_public_binds_need_auth_and_the_real_server_enforces_it(tmp_path: Path) -> None:
-    """Every public address is refused without auth; over TCP, 401/403 and an open /healthz."""
+def test_public_binds_need_auth_and_the_real_server_enforces_it(tmp_path: Path) -> None:
+    """F15: Every public address is refused without auth; over TCP, 401/403 and an open /healthz."""
     url = require_server_url()
     project = _project(tmp_path / "project")
     namespace = f"f15-{uuid.uuid4().hex[:8]}"
@@ -248,8 +249,8 @@ def test_f15_public_binds_need_auth_and_the_real_server_enforces_it(tmp_path: Pa
 # -- F16 ---------------------------------------------------------------------------------------
 
 
-def test_f16_the_database_password_is_never_printed(tmp_path: Path) -> None:
-    """Every command, log, page, metric and error, with a sentinel password: 0 occurrences."""
+def test_the_database_password_is_never_printed(tmp_path: Path) -> None:
+    """F16: Every command, log, page, metric and error, with a sentinel password: 0 occurrences."""
     server_url = require_server_url()
     secret_url = _with_password(server_url, SENTINEL)
     wrong_port = _with_password(server_url, SENTINEL, port=1)
@@ -284,7 +285,7 @@ def test_f16_the_database_password_is_never_printed(tmp_path: Path) -> None:
             "run --wait failing", "run", "faults-sec-echo", "--input", '{"fail": 1}', "--wait"
         )
         assert failed.returncode == 1
-        wait_until(
+        block_until(
             lambda: (
                 json.loads(run("show", "runs", "show", failing, "--json").stdout)["run"]["status"]
                 == "failed"
@@ -394,8 +395,8 @@ def _dsn() -> str:
     return f"host=127.0.0.1 port=1 dbname=faults_c password={SENTINEL}"
 
 
-async def test_f16_a_password_in_the_query_or_a_dsn_is_masked_by_the_library() -> None:
-    """Library-level texts for the two other ways to pass a password to libpq."""
+async def test_a_password_in_the_query_or_a_dsn_is_masked_by_the_library() -> None:
+    """F16: Library-level texts for the two other ways to pass a password to libpq."""
     texts: list[str] = []
     backend = PostgresBackend(_query_url(), schema=SCHEMA)
     texts.append(str(backend.url))

@@ -45,8 +45,8 @@ import pytest
 from pydantic import BaseModel
 
 from openworkflow import OpenWorkflow, RunInfo, SqliteBackend, Step, Worker, workflow
-from tests.faults import processes
 from tests.faults.figures import Figure, report
+from tests.support import processes
 
 pytestmark = pytest.mark.slow
 
@@ -172,6 +172,7 @@ def _wait_all_finished(database: Path, processes: list[_Process], client: _Proce
 
 
 async def test_worker_and_client_processes_share_one_sqlite_file(tmp_path: Path) -> None:
+    """F17: worker processes and a client process share one SQLite file; every run ends once."""
     database = tmp_path / "shared.db"
     ledger_dir = tmp_path / "ledgers"
     ledger_dir.mkdir()

@@ -24,9 +24,9 @@ import pytest
 
 from tests.cli.helpers import OW, clean_env
 from tests.fixtures.postgres import require_server_url
+from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent.parent
 ROUNDS = 8
 PROCESSES = 4
 EXIT_TIMEOUT_S = 30.0

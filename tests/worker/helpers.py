@@ -7,13 +7,11 @@ Everything goes through the public API (``OpenWorkflow``, ``Worker``) or the
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from openworkflow import RetryPolicy, StepAttempt, Worker, Workflow, WorkflowRun
 from openworkflow.core import clock
@@ -23,8 +21,7 @@ from openworkflow.core.backend import (
     GetWorkflowRunParams,
     ListStepAttemptsParams,
 )
-
-T = TypeVar("T")
+from tests.support.waiting import DEFAULT_TIMEOUT, wait_until
 
 LEASE = "500ms"
 """Short lease used by every test worker, so lost leases are noticed quickly."""
@@ -35,8 +32,6 @@ SHUTDOWN_TIMEOUT = "1s"
 FAST_RETRY = RetryPolicy(initial_interval="10ms", maximum_attempts=3)
 """A step policy that retries quickly: three attempts, 10 ms apart."""
 
-DEFAULT_TIMEOUT = 5.0
-
 
 def now() -> datetime:
     """The application clock (moved by the ``clock`` fixture)."""
@@ -46,27 +41,6 @@ def now() -> datetime:
 def new_id() -> str:
     """A random UUID string."""
     return str(uuid.uuid4())
-
-
-async def wait_until(
-    condition: Callable[[], T | Awaitable[T]],
-    *,
-    timeout: float = DEFAULT_TIMEOUT,
-    interval: float = 0.01,
-    message: str = "the condition",
-) -> T:
-    """Poll ``condition`` (sync or async) until it returns a truthy value, and return it."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = condition()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value  # type: ignore[return-value]
-        if loop.time() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        await asyncio.sleep(interval)
 
 
 async def get_run(backend: Backend, run_id: str) -> WorkflowRun:
@@ -170,20 +144,6 @@ def steps_by_name(attempts: Iterable[StepAttempt]) -> dict[str, StepAttempt]:
 def attempts_named(attempts: Iterable[StepAttempt], name: str) -> list[StepAttempt]:
     """The attempts of one step, oldest first."""
     return [attempt for attempt in attempts if attempt.step_name == name]
-
-
-class ProxyBackend:
-    """Delegates everything to a real backend; subclasses override one method to add a hook.
-
-    The worker sees the proxy, the test's client and assertions see the real
-    backend, so the hooks only shape the worker's interleaving.
-    """
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 def make_worker(backend: Backend, workflows: Iterable[Workflow], **options: Any) -> Worker:

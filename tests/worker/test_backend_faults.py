@@ -16,14 +16,15 @@ import pytest
 from openworkflow import OpenWorkflow, Step, workflow
 from openworkflow.errors import BackendUnavailableError
 from openworkflow.worker.function_steps import QUICK_STEP_S
+from tests.support.proxy import ProxyBackend
 from tests.worker.helpers import attempts_named, list_steps, running_worker, wait_for_status
 
 
-class FlakyBackend:
+class FlakyBackend(ProxyBackend):
     """Delegates to a real backend; fails the next N calls of chosen methods."""
 
     def __init__(self, inner: Any) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.failures: dict[str, int] = {}
         self.injected = 0
 
@@ -31,8 +32,7 @@ class FlakyBackend:
         """Make the next ``times`` calls of ``method`` raise BackendUnavailableError."""
         self.failures[method] = times
 
-    def __getattr__(self, name: str) -> Any:
-        target = getattr(self._inner, name)
+    def intercept(self, name: str, target: Any) -> Any:
         if not callable(target) or name.startswith("_") or name == "with_namespace":
             return target
 

@@ -23,13 +23,13 @@ from openworkflow.errors import (
     SignalValidationError,
     SignalWaitConflictError,
 )
+from tests.support.waiting import wait_until
 from tests.worker.helpers import (
     list_steps,
     running_worker,
     steps_by_name,
     wait_for_parked,
     wait_for_status,
-    wait_until,
 )
 
 

@@ -44,8 +44,9 @@ from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import ChildWorkflowFailedError
 from tests.fixtures.backends import backend_url
+from tests.support.proxy import ProxyBackend
+from tests.support.waiting import wait_until
 from tests.worker.helpers import (
-    ProxyBackend,
     attempts_named,
     get_run,
     idle_worker,
@@ -57,7 +58,6 @@ from tests.worker.helpers import (
     tick_and_settle,
     wait_for_parked,
     wait_for_status,
-    wait_until,
 )
 
 ONE_YEAR_ISH = timedelta(days=300)

@@ -15,13 +15,13 @@ import pytest
 
 from openworkflow import OpenWorkflow, Step, Worker, workflow
 from openworkflow.core.backend import CreateStepAttemptParams
+from tests.support.waiting import wait_until
 from tests.worker.helpers import (
     claim_as,
     list_steps,
     new_id,
     running_worker,
     wait_for_status,
-    wait_until,
 )
 
 CRASH_LEASE_MS = 50

@@ -29,9 +29,10 @@ from openworkflow import (
     workflow,
 )
 from openworkflow.core import clock as app_clock
+from tests.support.proxy import ProxyBackend
+from tests.support.waiting import wait_until
 from tests.worker.helpers import (
     FAST_RETRY,
-    ProxyBackend,
     attempts_named,
     get_run,
     idle_worker,
@@ -44,7 +45,6 @@ from tests.worker.helpers import (
     wait_for_running_step,
     wait_for_status,
     wait_idle,
-    wait_until,
 )
 
 

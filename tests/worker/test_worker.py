@@ -12,6 +12,7 @@ import pytest
 
 from openworkflow import OpenWorkflow, Step, Worker, declare_workflow, workflow
 from openworkflow.errors import DuplicateWorkflowError, WorkflowDefinitionError
+from tests.support.waiting import wait_until
 from tests.worker.helpers import (
     LEASE,
     attempts_named,
@@ -26,7 +27,6 @@ from tests.worker.helpers import (
     tick_and_settle,
     wait_for_running_step,
     wait_idle,
-    wait_until,
 )
 
 # -- slots and tick() -------------------------------------------------------------------

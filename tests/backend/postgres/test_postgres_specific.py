@@ -65,6 +65,7 @@ from tests.backend.helpers import (
     park,
 )
 from tests.fixtures.postgres import require_server_url
+from tests.support.waiting import wait_until
 
 LATEST_VERSION = 5
 LONG_LEASE_MS = 60_000
@@ -222,18 +223,6 @@ async def _terminate(admin: Connection, pids: list[int]) -> None:
     await admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))
 
 
-async def _eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    """Poll the async ``check`` until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.05)
-
-
 def _messages(error: BaseException) -> str:
     """Every message of an error and the errors chained to it (what a traceback prints)."""
     seen: list[str] = []
@@ -351,7 +340,7 @@ async def test_stopped_backend_refuses_calls_and_closes_its_connections(
 
     with pytest.raises(BackendClosedError):
         await create_pending_run(backend)
-    await _eventually(lambda: _no_pids(admin, app))
+    await wait_until(lambda: _no_pids(admin, app), interval=0.05)
 
 
 async def _no_pids(admin: Connection, app: str) -> bool:
@@ -373,7 +362,7 @@ async def test_namespaces_share_the_pool_until_the_last_one_stops(
         await create_pending_run(other)
 
     await backend.stop()
-    await _eventually(lambda: _no_pids(admin, app))
+    await wait_until(lambda: _no_pids(admin, app), interval=0.05)
 
 
 def _get(run_id: str) -> GetWorkflowRunParams:
@@ -953,7 +942,7 @@ async def test_a_stale_step_write_waits_for_a_lease_transfer_then_fails(
         )
         task = asyncio.create_task(stale_write())
         try:
-            await _eventually(lambda: _waiting_on_a_lock(admin, app))
+            await wait_until(lambda: _waiting_on_a_lock(admin, app), interval=0.05)
             await asyncio.sleep(0.2)
             assert not task.done(), "the stale write must wait for the transfer"
             await transfer.commit()
@@ -1344,7 +1333,7 @@ async def test_the_listener_reconnects_after_its_connection_is_killed(
     async def relistening() -> list[int]:
         return [pid for pid in await _pids(admin, app, listening=True) if pid != old_pid]
 
-    await _eventually(relistening)
+    await wait_until(relistening, interval=0.05)
     await listener.open()  # the LISTEN is in place again
     waiter = asyncio.create_task(_timed(listener.notifier.wait_for_work(5)))
     await asyncio.sleep(0.05)
@@ -1396,7 +1385,7 @@ async def _grow_pool(
             return rows[0][0] == size
 
         try:
-            await _eventually(all_blocked)
+            await wait_until(all_blocked, interval=0.05)
         finally:
             await locker.rollback()
         await asyncio.gather(*calls, return_exceptions=True)

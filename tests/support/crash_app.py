@@ -1,22 +1,25 @@
-"""A worker process for the crash tests: ``python -m tests.process.app DB LEDGER``.
+"""The worker program of the crash test: ``python -m tests.support.crash_app DB LEDGER``.
 
 Each step appends a line to the LEDGER file (an oracle outside the engine), so
 the tests can count how often each step body really ran. With
-``OW_TEST_HANG_IN_STEP=1`` the second step hangs, waiting to be killed.
+``OW_TEST_HANG_IN_STEP=1`` the second step hangs, waiting to be killed. It
+prints ``ow-crash-ready pid=N`` once it claims runs and stops gracefully on
+SIGTERM or SIGINT (:mod:`tests.support.processes`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 import time
 from pathlib import Path
 
 from openworkflow import SqliteBackend, Step, Worker, workflow
+from tests.support.processes import run_worker, stop_on_signals
 
 LEDGER = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("ledger.txt")
+READY_MARKER = "ow-crash-ready"
 
 
 def record(entry: str) -> str:
@@ -45,14 +48,9 @@ async def crash_test(step: Step) -> list[str]:
 async def main(database: str) -> None:
     backend = SqliteBackend(database)
     worker = Worker(backend, [crash_test], concurrency=2, lease_duration="1s")
-    stop_requested = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop_requested.set)
-    await worker.start()
+    stop_requested = stop_on_signals()
     record(f"worker-started {os.getpid()}")
-    await stop_requested.wait()
-    await worker.stop()
+    await run_worker(worker, stop_requested, READY_MARKER)
     await backend.stop()
 
 

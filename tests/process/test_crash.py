@@ -3,40 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from openworkflow import OpenWorkflow, SqliteBackend
-from tests.process.app import crash_test
+from tests.support.crash_app import READY_MARKER, crash_test
+from tests.support.processes import WorkerProcess
+from tests.support.waiting import block_until
 from tests.worker.helpers import wait_for_running_step
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
 
 
-def _start_worker(database: Path, ledger: Path, *, hang: bool) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "OW_TEST_HANG_IN_STEP": "1" if hang else "0", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.process.app", str(database), str(ledger)],
-        cwd=ROOT,
-        env=env,
-    )
+class CrashWorker(WorkerProcess):
+    """``python -m tests.support.crash_app DB LEDGER``."""
+
+    module = "tests.support.crash_app"
+    ready_marker = READY_MARKER
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+def _start_worker(database: Path, ledger: Path, *, hang: bool) -> CrashWorker:
+    log = ledger.with_name("hanging-worker.log" if hang else "worker.log")
+    env = {"OW_TEST_HANG_IN_STEP": "1" if hang else "0"}
+    return CrashWorker(log, [str(database), str(ledger)], env)
 
 
 def _ledger(ledger: Path) -> list[str]:
@@ -54,16 +46,19 @@ async def test_sigkill_mid_step_resumes_on_another_worker(tmp_path: Path) -> Non
     first = _start_worker(database, ledger, hang=True)
     try:
         await asyncio.to_thread(
-            _wait_for, lambda: "two-start" in _ledger(ledger), 30, "the first worker's step two"
+            block_until,
+            lambda: "two-start" in _ledger(ledger),
+            "the first worker's step two",
+            30,
+            interval=0.02,
         )
         # A step is recorded as running once it outlasts QUICK_STEP_S: kill after that.
         await wait_for_running_step(backend, handle.id, "two")
         killed_at = time.monotonic()
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
+        first.signal(signal.SIGKILL)
+        first.process.wait(10)
     finally:
-        if first.poll() is None:
-            first.kill()
+        first.kill()
 
     run = await ow.get_run(handle.id)
     assert run is not None and run.status == "running" and run.worker_id is not None
@@ -73,8 +68,8 @@ async def test_sigkill_mid_step_resumes_on_another_worker(tmp_path: Path) -> Non
         output = await handle.result(timeout="30s")
         recovered_after = time.monotonic() - killed_at
     finally:
-        second.send_signal(signal.SIGTERM)
-        second.wait(30)
+        second.signal(signal.SIGTERM)
+        second.process.wait(30)
 
     assert output == ["one", "two-end", "three"]
     # Step one completed before the kill and is never executed again; the
@@ -91,5 +86,5 @@ async def test_sigkill_mid_step_resumes_on_another_worker(tmp_path: Path) -> Non
     assert final is not None and final.attempts == 2
     # Recovery waits for the 1 s lease to expire, plus the idle poll interval.
     assert recovered_after < 15
-    assert second.returncode == 0
+    assert second.process.returncode == 0
     await backend.stop()
