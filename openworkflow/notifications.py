@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
+from typing import Protocol, runtime_checkable
 
 
 class ChangeNotifier:
@@ -94,7 +95,19 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         loop.call_soon_threadsafe(set_done)
 
 
+@runtime_checkable
+class NotifyingBackend(Protocol):
+    """A backend offering in-process wake-ups (an optional capability of a backend)."""
+
+    @property
+    def notifier(self) -> ChangeNotifier:
+        """Wake-ups for the workers and result waiters using this backend."""
+        ...
+
+
 def notifier_of(backend: object) -> ChangeNotifier | None:
     """The backend's notifier, when it offers in-process wake-ups."""
-    notifier = getattr(backend, "notifier", None)
+    if not isinstance(backend, NotifyingBackend):
+        return None
+    notifier = backend.notifier
     return notifier if isinstance(notifier, ChangeNotifier) else None

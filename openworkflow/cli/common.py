@@ -27,7 +27,7 @@ from openworkflow.cli.options import get_state
 from openworkflow.client import OpenWorkflow
 from openworkflow.config import CONFIG_FILE_NAME, ConfigError, LoadedConfig, load_config
 from openworkflow.connect import open_backend
-from openworkflow.core.backend import Backend
+from openworkflow.core.backend import Backend, OpenableBackend
 from openworkflow.errors import (
     AmbiguousRunIdError,
     BackendUnavailableError,
@@ -300,9 +300,8 @@ async def with_client(
 
 async def connect_now(backend: Backend) -> None:
     """Connect now (and migrate), so an unreachable database fails with a clear message."""
-    opener = getattr(backend, "open", None)
-    if opener is not None:
-        await opener()
+    if isinstance(backend, OpenableBackend):
+        await backend.open()
 
 
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from openworkflow.cli import common
-from openworkflow.core.backend import Backend
-from openworkflow.core.database_url import split_schema_parameter
+from openworkflow.core.backend import Backend, MigratableBackend
 from openworkflow.errors import OpenWorkflowError
-from openworkflow.redaction import safe, scrub
+from openworkflow.redaction import safe
 from openworkflow.settings import EffectiveSettings
 
 Kind = Literal["sqlite", "postgres", "other"]
@@ -56,16 +53,13 @@ def migration_sql(settings: EffectiveSettings) -> str:
     """
     kind = backend_kind(settings)
     if kind == "postgres":
-        from openworkflow.postgres.schema import migration_script
+        from openworkflow.postgres import migration_script as postgres_migration_script
 
-        return migration_script(postgres_schema(settings))
+        return postgres_migration_script(postgres_schema(settings))
     if kind == "sqlite":
-        from openworkflow.sqlite.backend import migration_scripts
+        from openworkflow.sqlite import migration_script as sqlite_migration_script
 
-        return "\n".join(
-            f"-- migration {version}\nBEGIN;\n\n{script.strip()}\n\nCOMMIT;\n"
-            for version, script in enumerate(migration_scripts())
-        )
+        return sqlite_migration_script()
     raise common.usage_error(
         f"cannot print migrations for backend {common.describe_backend(settings.backend)}",
         hint="use a sqlite:/// or postgresql:// URL",
@@ -92,45 +86,14 @@ async def check(settings: EffectiveSettings, backend: Backend) -> Check:
     except OpenWorkflowError as error:
         return Check(ok=False, error=safe(str(error)))
     try:
-        version = await migration_version(settings, backend)
+        version = await migration_version(backend)
     except Exception as error:
         return Check(ok=True, error=safe(f"could not read the schema version: {error}"))
     return Check(ok=True, migration_version=version)
 
 
-async def migration_version(settings: EffectiveSettings, backend: Backend) -> int | None:
-    """The applied migration version, or None when it cannot be read from here."""
-    kind = backend_kind(settings)
-    if kind == "sqlite":
-        path = getattr(backend, "path", None)
-        if not isinstance(path, str) or path == ":memory:":
-            return None
-        return await asyncio.to_thread(_sqlite_version, path)
-    if kind == "postgres" and isinstance(settings.backend, str):
-        return await _postgres_version(settings.backend, postgres_schema(settings))
+async def migration_version(backend: Backend) -> int | None:
+    """The applied migration version, or None when the backend cannot tell."""
+    if isinstance(backend, MigratableBackend):
+        return await backend.migration_version()
     return None
-
-
-def _sqlite_version(path: str) -> int:
-    from openworkflow.sqlite.backend import current_migration_version
-
-    connection = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
-    try:
-        return current_migration_version(connection)
-    finally:
-        connection.close()
-
-
-async def _postgres_version(url: str, schema: str) -> int:
-    import psycopg
-
-    from openworkflow.postgres.schema import current_migration_version
-
-    plain_url, _ = split_schema_parameter(url)
-    try:
-        async with await psycopg.AsyncConnection.connect(
-            plain_url, autocommit=True, connect_timeout=10
-        ) as connection:
-            return await current_migration_version(connection, schema)
-    except psycopg.Error as error:
-        raise RuntimeError(scrub(str(error).strip(), url)) from None

@@ -436,3 +436,32 @@ class Backend(Protocol):
     async def stop(self) -> None:
         """Release connections; the backend cannot be used afterwards."""
         ...
+
+
+# -- optional capabilities --------------------------------------------------------------
+#
+# Beyond the protocol, a backend may offer these; callers check with
+# ``isinstance`` instead of probing attributes. (The third, in-process
+# wake-ups, is :class:`openworkflow.notifications.NotifyingBackend`.)
+
+
+@runtime_checkable
+class OpenableBackend(Protocol):
+    """A backend that connects lazily and can be told to connect (and listen) now."""
+
+    async def open(self) -> None:
+        """Connect, migrate and start listening now instead of on first use."""
+        ...
+
+
+@runtime_checkable
+class MigratableBackend(Protocol):
+    """A backend whose database records the schema migrations applied to it."""
+
+    async def migration_version(self) -> int | None:
+        """The highest applied migration, or -1 when none is.
+
+        Read through the backend's own connection (never creating a
+        database); None when it cannot be read (e.g. an in-memory database).
+        """
+        ...

@@ -11,34 +11,26 @@ transfer and a stale worker's step write are serialised.
 from __future__ import annotations
 
 from openworkflow.postgres.schema import render
+from openworkflow.postgres.sql_fragments import (
+    AVAILABLE_NOW,
+    NOTIFY_FINISHED,
+    NOTIFY_WORK,
+    RUN_OWNED,
+)
+from openworkflow.postgres.step_queries import (
+    COMPLETE_STEP_ATTEMPT,
+    DELETE_ABANDONED_STEP_ATTEMPTS,
+    DELIVER_SIGNAL,
+    FAIL_STEP_ATTEMPT,
+    INSERT_STEP_ATTEMPTS,
+    LOCK_RUNS,
+    SELECT_SIGNAL_DELIVERY,
+    SELECT_SIGNAL_RUNS_BY_KEY,
+    SELECT_STEP_ATTEMPT,
+    SET_STEP_CHILD,
+)
 
 NOTIFY_CHANNEL = "openworkflow"
-
-RUN_OWNED = """
-  "namespace_id" = %(ns)s AND "id" = %(run_id)s AND "status" = 'running'
-  AND "worker_id" = %(worker_id)s"""
-
-OWNED_RUN_LOCKED = f"""
-WITH owned_workflow_run AS (
-  SELECT 1 FROM {{schema}}."workflow_runs"
-  WHERE {RUN_OWNED}
-  FOR NO KEY UPDATE
-)"""
-
-STEP_BY_ID = """
-  sa."namespace_id" = %(ns)s AND sa."workflow_run_id" = %(run_id)s AND sa."id" = %(step_id)s"""
-
-# A parked run becomes available now, unless it already is.
-AVAILABLE_NOW = """
-  "available_at" = CASE WHEN "available_at" IS NULL OR "available_at" > NOW() THEN NOW()
-                        ELSE "available_at" END"""
-
-# Notifications ride on RETURNING as a trailing column (rows map by position),
-# so telling listeners costs no extra round trip.
-NOTIFY_WORK = "pg_notify(%(channel)s, %(work_payload)s)"
-
-NOTIFY_FINISHED = """pg_notify(%(channel)s, 'f:' || %(schema_name)s || ':' || "id" || ':'
-  || CASE WHEN "parent_step_attempt_id" IS NULL THEN '0' ELSE '1' END)"""
 
 INSERT_WORKFLOW_RUN = f"""
 INSERT INTO {{schema}}."workflow_runs" (
@@ -317,127 +309,6 @@ SET {AVAILABLE_NOW}, "updated_at" = NOW()
 WHERE "namespace_id" = %(ns)s AND "id" = ANY(%(run_ids)s)
   AND ("status" = 'sleeping' OR ("status" IN ('pending', 'running') AND "worker_id" IS NULL))
 RETURNING "id", {NOTIFY_WORK}"""
-
-# Group commit: the step attempts of many executions in one statement. Each
-# item carries its own fence (namespace, run, worker); an item whose run is
-# not owned by its worker is simply not inserted, and its caller is told.
-# Runs are locked in id order so two batches never wait on each other in a
-# cycle. Ids come from the caller, so results map back to items by id.
-INSERT_STEP_ATTEMPTS = """
-WITH item AS (
-  SELECT * FROM unnest(
-    %(namespace_ids)s::text[], %(ids)s::text[], %(run_ids)s::text[], %(worker_ids)s::text[],
-    %(step_names)s::text[], %(kinds)s::text[], %(statuses)s::text[], %(configs)s::jsonb[],
-    %(contexts)s::jsonb[], %(outputs)s::jsonb[]
-  ) AS i("namespace_id", "id", "run_id", "worker_id", "step_name", "kind", "status", "config",
-         "context", "output")
-),
-owned AS (
-  SELECT item.* FROM item
-  JOIN {schema}."workflow_runs" wr
-    ON wr."namespace_id" = item."namespace_id" AND wr."id" = item."run_id"
-   AND wr."status" = 'running' AND wr."worker_id" = item."worker_id"
-  ORDER BY wr."namespace_id", wr."id"
-  FOR NO KEY UPDATE OF wr
-)
-INSERT INTO {schema}."step_attempts" (
-  "namespace_id", "id", "workflow_run_id", "step_name", "kind", "status", "config",
-  "context", "output", "started_at", "finished_at", "created_at", "updated_at"
-)
-SELECT "namespace_id", "id", "run_id", "step_name", "kind", "status", "config", "context",
-       "output", NOW(), CASE WHEN "status" = 'completed' THEN NOW() END,
-       date_trunc('milliseconds', NOW()), NOW()
-FROM owned
-RETURNING *"""
-
-# A pass handing its run back deletes the function attempts it abandoned
-# (fenced: only while it still owns the run; only attempts still running).
-DELETE_ABANDONED_STEP_ATTEMPTS = f"""
-{OWNED_RUN_LOCKED}
-DELETE FROM {{schema}}."step_attempts" sa
-USING owned_workflow_run
-WHERE sa."namespace_id" = %(ns)s AND sa."workflow_run_id" = %(run_id)s
-  AND sa."id" = ANY(%(step_ids)s::text[]) AND sa."status" = 'running' AND sa."kind" = 'function'"""
-
-SELECT_STEP_ATTEMPT = """
-SELECT * FROM {schema}."step_attempts" WHERE "namespace_id" = %(ns)s AND "id" = %(step_id)s"""
-
-SET_STEP_CHILD = f"""
-{OWNED_RUN_LOCKED}
-UPDATE {{schema}}."step_attempts" sa
-SET "child_workflow_run_namespace_id" = %(child_ns)s, "child_workflow_run_id" = %(child_id)s,
-    "updated_at" = NOW()
-FROM owned_workflow_run
-WHERE sa."status" = 'running' AND {STEP_BY_ID}
-RETURNING sa.*"""
-
-# Completing twice keeps the first output (an acknowledgement lost after the
-# commit is retried).
-COMPLETE_STEP_ATTEMPT = f"""
-{OWNED_RUN_LOCKED}
-UPDATE {{schema}}."step_attempts" sa
-SET "status" = 'completed',
-    "output" = CASE WHEN sa."status" = 'running' THEN %(output)s ELSE sa."output" END,
-    "error" = NULL,
-    "finished_at" = COALESCE(sa."finished_at", NOW()),
-    "updated_at" = CASE WHEN sa."status" = 'running' THEN NOW() ELSE sa."updated_at" END
-FROM owned_workflow_run
-WHERE sa."status" IN ('running', 'completed') AND {STEP_BY_ID}
-RETURNING sa.*"""
-
-FAIL_STEP_ATTEMPT = f"""
-{OWNED_RUN_LOCKED}
-UPDATE {{schema}}."step_attempts" sa
-SET "status" = 'failed',
-    "output" = NULL,
-    "error" = CASE WHEN sa."status" = 'running' THEN %(error)s ELSE sa."error" END,
-    "finished_at" = COALESCE(sa."finished_at", NOW()),
-    "updated_at" = CASE WHEN sa."status" = 'running' THEN NOW() ELSE sa."updated_at" END
-FROM owned_workflow_run
-WHERE sa."status" IN ('running', 'failed') AND {STEP_BY_ID}
-RETURNING sa.*"""
-
-SELECT_SIGNAL_RUNS_BY_KEY = """
-SELECT DISTINCT "workflow_run_id" FROM {schema}."workflow_signals"
-WHERE "namespace_id" = %(ns)s AND "signal" = %(signal)s
-  AND "sender_idempotency_key" = %(idempotency_key)s"""
-
-# Deliver to every running wait on the signal whose run can still resume (a
-# canceled or finished run keeps its wait attempt 'running' forever); the
-# unique index allows one delivery per wait.
-DELIVER_SIGNAL = """
-WITH waiters AS (
-  SELECT sa."id", sa."workflow_run_id" FROM {schema}."step_attempts" sa
-  WHERE sa."namespace_id" = %(ns)s AND sa."kind" = 'signal-wait' AND sa."status" = 'running'
-    AND sa."context"->>'signal' = %(signal)s
-    AND EXISTS (
-      SELECT 1 FROM {schema}."workflow_runs" wr
-      WHERE wr."namespace_id" = sa."namespace_id" AND wr."id" = sa."workflow_run_id"
-        AND wr."status" IN ('pending', 'running', 'sleeping')
-    )
-  ORDER BY sa."id"
-  FOR UPDATE OF sa
-)
-INSERT INTO {schema}."workflow_signals" (
-  "namespace_id", "id", "signal", "data", "sender_idempotency_key", "workflow_run_id",
-  "step_attempt_id", "created_at"
-)
-SELECT %(ns)s, gen_random_uuid(), %(signal)s, %(data)s, %(idempotency_key)s,
-       waiters."workflow_run_id", waiters."id", NOW()
-FROM waiters
-ON CONFLICT ("namespace_id", "step_attempt_id") DO NOTHING
-RETURNING "workflow_run_id" """
-
-LOCK_RUNS = """
-SELECT "id" FROM {schema}."workflow_runs"
-WHERE "namespace_id" = %(ns)s AND "id" = ANY(%(run_ids)s)
-ORDER BY "id"
-FOR NO KEY UPDATE"""
-
-SELECT_SIGNAL_DELIVERY = """
-SELECT "data" FROM {schema}."workflow_signals"
-WHERE "namespace_id" = %(ns)s AND "step_attempt_id" = %(step_id)s
-LIMIT 1"""
 
 LIST_PAGE = """
 SELECT * FROM {schema}.{table} WHERE {where} ORDER BY "created_at" {order}, "id" {order}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from openworkflow.sqlite.backend import SqliteBackend, migration_scripts
+from openworkflow.sqlite.backend import SqliteBackend
+from openworkflow.sqlite.schema import migration_script, migration_scripts
 
-__all__ = ["SqliteBackend", "migration_scripts"]
+__all__ = ["SqliteBackend", "migration_script", "migration_scripts"]

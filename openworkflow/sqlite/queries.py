@@ -1,31 +1,32 @@
 """Every SQL statement of the SQLite backend, as named constants.
 
-Placeholders are positional (``?``); fragments that check run ownership are
-shared so that every fenced write uses the same condition.
+Values are bound by name (``:name`` placeholders, a dict per statement);
+fragments that check run ownership are shared so that every fenced write uses
+the same condition.
 """
 
 from __future__ import annotations
 
-# A running run owned by the given worker: binds namespace_id, id, worker_id.
+# A running run owned by the given worker: binds ns, run_id, worker_id.
 RUN_OWNED = """
-  "namespace_id" = ? AND "id" = ? AND "status" = 'running' AND "worker_id" = ?"""
+  "namespace_id" = :ns AND "id" = :run_id AND "status" = 'running' AND "worker_id" = :worker_id"""
 
 # A pass handing its run back deletes one function attempt it abandoned
 # (fenced: only while it still owns the run; only if still running).
 DELETE_ABANDONED_STEP_ATTEMPT = f"""
 DELETE FROM "step_attempts"
-WHERE "namespace_id" = ? AND "workflow_run_id" = ? AND "id" = ? AND "status" = 'running'
-  AND "kind" = 'function'
+WHERE "namespace_id" = :ns AND "workflow_run_id" = :run_id AND "id" = :step_id
+  AND "status" = 'running' AND "kind" = 'function'
   AND EXISTS (SELECT 1 FROM "workflow_runs" WHERE {RUN_OWNED})"""
 
-# A step attempt whose run is running and owned: binds namespace_id,
-# workflow_run_id, id, then namespace_id, run id, worker_id.
+# A step attempt whose run is running and owned: binds ns, run_id, step_id
+# and worker_id.
 STEP_OWNED = """
-  "namespace_id" = ? AND "workflow_run_id" = ? AND "id" = ?
+  "namespace_id" = :ns AND "workflow_run_id" = :run_id AND "id" = :step_id
   AND EXISTS (
     SELECT 1 FROM "workflow_runs" wr
-    WHERE wr."namespace_id" = ? AND wr."id" = ? AND wr."status" = 'running'
-      AND wr."worker_id" = ?
+    WHERE wr."namespace_id" = :ns AND wr."id" = :run_id AND wr."status" = 'running'
+      AND wr."worker_id" = :worker_id
   )"""
 
 MIGRATIONS_TABLE_EXISTS = """
@@ -40,18 +41,21 @@ INSERT INTO "workflow_runs" (
   "config", "context", "input", "attempts", "parent_step_attempt_namespace_id",
   "parent_step_attempt_id", "available_at", "deadline_at", "created_at", "updated_at"
 )
-VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)
+VALUES (
+  :ns, :id, :workflow_name, :version, 'pending', :idempotency_key, :config, :context, :input,
+  0, :parent_ns, :parent_id, :available_at, :deadline_at, :now, :now
+)
 RETURNING *"""
 
 SELECT_RUN_BY_IDEMPOTENCY_KEY = """
 SELECT * FROM "workflow_runs"
-WHERE "namespace_id" = ? AND "workflow_name" = ? AND "idempotency_key" = ?
-  AND "created_at" >= ?
+WHERE "namespace_id" = :ns AND "workflow_name" = :workflow_name
+  AND "idempotency_key" = :idempotency_key AND "created_at" >= :cutoff
 ORDER BY "created_at" ASC, "id" ASC
 LIMIT 1"""
 
 SELECT_WORKFLOW_RUN = """
-SELECT * FROM "workflow_runs" WHERE "namespace_id" = ? AND "id" = ? LIMIT 1"""
+SELECT * FROM "workflow_runs" WHERE "namespace_id" = :ns AND "id" = :run_id LIMIT 1"""
 
 # Beyond the original's migrations (not versioned): lets each claim find runs
 # past their deadline without reading every active run.
@@ -62,40 +66,41 @@ WHERE "deadline_at" IS NOT NULL AND "status" IN ('pending', 'running', 'sleeping
 """
 
 COUNT_WORKFLOW_RUNS = """
-SELECT "status", COUNT(*) FROM "workflow_runs" WHERE "namespace_id" = ? GROUP BY "status" """
+SELECT "status", COUNT(*) FROM "workflow_runs" WHERE "namespace_id" = :ns GROUP BY "status" """
 
 COUNT_STEP_ATTEMPTS = """
-SELECT "status", COUNT(*) FROM "step_attempts" WHERE "namespace_id" = ? GROUP BY "status" """
+SELECT "status", COUNT(*) FROM "step_attempts" WHERE "namespace_id" = :ns GROUP BY "status" """
 
 EXPIRE_DEADLINES = """
 UPDATE "workflow_runs"
-SET "status" = 'failed', "error" = ?, "worker_id" = NULL, "available_at" = NULL,
-    "finished_at" = ?, "updated_at" = ?
-WHERE "namespace_id" = ? AND "status" IN ('pending', 'running', 'sleeping')
-  AND "deadline_at" IS NOT NULL AND "deadline_at" <= ?
+SET "status" = 'failed', "error" = :error, "worker_id" = NULL, "available_at" = NULL,
+    "finished_at" = :now, "updated_at" = :now
+WHERE "namespace_id" = :ns AND "status" IN ('pending', 'running', 'sleeping')
+  AND "deadline_at" IS NOT NULL AND "deadline_at" <= :now
 RETURNING "id", "namespace_id", "parent_step_attempt_namespace_id", "parent_step_attempt_id" """
 
 # Pending runs come first; each query walks the status/available_at index in
 # claim order instead of sorting the backlog.
 SELECT_CLAIMABLE_PENDING = """
 SELECT "id" FROM "workflow_runs"
-WHERE "namespace_id" = ? AND "status" = 'pending' AND "available_at" <= ?
-  AND ("deadline_at" IS NULL OR "deadline_at" > ?)
+WHERE "namespace_id" = :ns AND "status" = 'pending' AND "available_at" <= :now
+  AND ("deadline_at" IS NULL OR "deadline_at" > :now)
 ORDER BY "available_at", "created_at"
-LIMIT ?"""
+LIMIT :limit"""
 
 SELECT_CLAIMABLE_RUNNING = """
 SELECT "id", "worker_id" IS NOT NULL FROM "workflow_runs"
-WHERE "namespace_id" = ? AND "status" IN ('running', 'sleeping') AND "available_at" <= ?
-  AND ("deadline_at" IS NULL OR "deadline_at" > ?)
+WHERE "namespace_id" = :ns AND "status" IN ('running', 'sleeping') AND "available_at" <= :now
+  AND ("deadline_at" IS NULL OR "deadline_at" > :now)
 ORDER BY "available_at", "created_at"
-LIMIT ?"""
+LIMIT :limit"""
 
 CLAIM_WORKFLOW_RUN = """
 UPDATE "workflow_runs"
-SET "status" = 'running', "attempts" = "attempts" + 1, "worker_id" = ?, "available_at" = ?,
-    "started_at" = COALESCE("started_at", ?), "updated_at" = ?
-WHERE "namespace_id" = ? AND "id" = ?
+SET "status" = 'running', "attempts" = "attempts" + 1, "worker_id" = :worker_id,
+    "available_at" = :lease_until, "started_at" = COALESCE("started_at", :now),
+    "updated_at" = :now
+WHERE "namespace_id" = :ns AND "id" = :run_id
 RETURNING *, EXISTS (
   SELECT 1 FROM "step_attempts" sa
   WHERE sa."namespace_id" = "workflow_runs"."namespace_id"
@@ -103,7 +108,7 @@ RETURNING *, EXISTS (
 )"""
 
 EXTEND_LEASE = f"""
-UPDATE "workflow_runs" SET "available_at" = ?, "updated_at" = ?
+UPDATE "workflow_runs" SET "available_at" = :lease_until, "updated_at" = :now
 WHERE {RUN_OWNED}
 RETURNING *"""
 
@@ -133,42 +138,42 @@ SET
           AND sa."workflow_run_id" = "workflow_runs"."id"
           AND sa."kind" = 'signal-wait' AND sa."status" = 'running'
       )
-    ) AND ? > ? THEN ?
-    ELSE ?
+    ) AND :resume_at > :now THEN :now
+    ELSE :resume_at
   END,
   "worker_id" = NULL,
-  "updated_at" = ?
-WHERE "namespace_id" = ? AND "id" = ?
+  "updated_at" = :now
+WHERE "namespace_id" = :ns AND "id" = :run_id
   AND "status" NOT IN ('succeeded', 'completed', 'failed', 'canceled')
-  AND "worker_id" = ?
+  AND "worker_id" = :worker_id
 RETURNING *"""
 
 COMPLETE_WORKFLOW_RUN = f"""
 UPDATE "workflow_runs"
-SET "status" = 'completed', "output" = ?, "error" = NULL, "available_at" = NULL,
-    "finished_at" = ?, "updated_at" = ?
+SET "status" = 'completed', "output" = :output, "error" = NULL, "available_at" = NULL,
+    "finished_at" = :now, "updated_at" = :now
 WHERE {RUN_OWNED}
 RETURNING *"""
 
 FAIL_WORKFLOW_RUN = f"""
 UPDATE "workflow_runs"
-SET "status" = ?, "available_at" = ?, "finished_at" = ?, "error" = ?, "worker_id" = NULL,
-    "started_at" = NULL, "updated_at" = ?
+SET "status" = :status, "available_at" = :available_at, "finished_at" = :finished_at,
+    "error" = :error, "worker_id" = NULL, "started_at" = NULL, "updated_at" = :now
 WHERE {RUN_OWNED}
 RETURNING *"""
 
 RESCHEDULE_AFTER_FAILED_STEP = f"""
 UPDATE "workflow_runs"
-SET "status" = 'pending', "available_at" = ?, "finished_at" = NULL, "error" = ?,
-    "worker_id" = NULL, "started_at" = NULL, "updated_at" = ?
+SET "status" = 'pending', "available_at" = :available_at, "finished_at" = NULL,
+    "error" = :error, "worker_id" = NULL, "started_at" = NULL, "updated_at" = :now
 WHERE {RUN_OWNED}
 RETURNING *"""
 
 CANCEL_WORKFLOW_RUN = """
 UPDATE "workflow_runs"
-SET "status" = 'canceled', "worker_id" = NULL, "available_at" = NULL, "finished_at" = ?,
-    "updated_at" = ?
-WHERE "namespace_id" = ? AND "id" = ? AND "status" IN ('pending', 'running', 'sleeping')
+SET "status" = 'canceled', "worker_id" = NULL, "available_at" = NULL, "finished_at" = :now,
+    "updated_at" = :now
+WHERE "namespace_id" = :ns AND "id" = :run_id AND "status" IN ('pending', 'running', 'sleeping')
 RETURNING *"""
 
 # Every terminal transition runs this in its transaction, after finishing the
@@ -176,41 +181,43 @@ RETURNING *"""
 # are failed, finished at the moment their run finished.
 CLOSE_OPEN_STEP_ATTEMPTS = """
 UPDATE "step_attempts"
-SET "status" = 'failed', "error" = ?,
+SET "status" = 'failed', "error" = :error,
     "finished_at" = (
       SELECT wr."finished_at" FROM "workflow_runs" wr
       WHERE wr."namespace_id" = "step_attempts"."namespace_id"
         AND wr."id" = "step_attempts"."workflow_run_id"),
-    "updated_at" = ?
-WHERE "namespace_id" = ? AND "status" = 'running'
-  AND "workflow_run_id" IN (SELECT "value" FROM json_each(?))"""
+    "updated_at" = :now
+WHERE "namespace_id" = :ns AND "status" = 'running'
+  AND "workflow_run_id" IN (SELECT "value" FROM json_each(:run_ids))"""
 
 # Retry: drop what must run again (failed attempts, orphaned function
 # attempts); completed steps stay memoized and running waits keep waiting.
 DELETE_ATTEMPTS_TO_RERUN = """
 DELETE FROM "step_attempts"
-WHERE "namespace_id" = ? AND "workflow_run_id" = ?
+WHERE "namespace_id" = :ns AND "workflow_run_id" = :run_id
   AND ("status" = 'failed' OR ("status" = 'running' AND "kind" = 'function'))"""
 
 RETRY_WORKFLOW_RUN = """
 UPDATE "workflow_runs"
-SET "status" = 'pending', "attempts" = 0, "available_at" = ?, "output" = NULL, "error" = NULL,
-    "worker_id" = NULL, "started_at" = NULL, "finished_at" = NULL, "updated_at" = ?
-WHERE "namespace_id" = ? AND "id" = ? AND "status" IN ('failed', 'canceled')
+SET "status" = 'pending', "attempts" = 0, "available_at" = :now, "output" = NULL,
+    "error" = NULL, "worker_id" = NULL, "started_at" = NULL, "finished_at" = NULL,
+    "updated_at" = :now
+WHERE "namespace_id" = :ns AND "id" = :run_id AND "status" IN ('failed', 'canceled')
 RETURNING *"""
 
 # Wake the parked parent of a child that reached a terminal status: only if
 # the parent's step still waits on exactly this child and nobody owns it.
 WAKE_PARENT = """
 UPDATE "workflow_runs"
-SET "available_at" = CASE WHEN "available_at" IS NULL OR "available_at" > ? THEN ?
+SET "available_at" = CASE WHEN "available_at" IS NULL OR "available_at" > :now THEN :now
                           ELSE "available_at" END,
-    "updated_at" = ?
-WHERE "namespace_id" = ?
+    "updated_at" = :now
+WHERE "namespace_id" = :parent_ns
   AND "id" = (
     SELECT "workflow_run_id" FROM "step_attempts"
-    WHERE "namespace_id" = ? AND "id" = ? AND "kind" = 'workflow' AND "status" = 'running'
-      AND "child_workflow_run_namespace_id" = ? AND "child_workflow_run_id" = ?
+    WHERE "namespace_id" = :parent_ns AND "id" = :parent_step_id AND "kind" = 'workflow'
+      AND "status" = 'running'
+      AND "child_workflow_run_namespace_id" = :child_ns AND "child_workflow_run_id" = :child_id
     LIMIT 1
   )
   AND ("status" = 'sleeping' OR ("status" = 'running' AND "worker_id" IS NULL))"""
@@ -220,7 +227,7 @@ INSERT INTO "step_attempts" (
   "namespace_id", "id", "workflow_run_id", "step_name", "kind", "status", "config",
   "context", "started_at", "created_at", "updated_at"
 )
-SELECT ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?
+SELECT :ns, :id, :run_id, :step_name, :kind, 'running', :config, :context, :now, :now, :now
 FROM "workflow_runs"
 WHERE {RUN_OWNED}
 RETURNING *"""
@@ -230,17 +237,19 @@ INSERT INTO "step_attempts" (
   "namespace_id", "id", "workflow_run_id", "step_name", "kind", "status", "config",
   "context", "output", "started_at", "finished_at", "created_at", "updated_at"
 )
-SELECT ?, ?, ?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?, ?
+SELECT :ns, :id, :run_id, :step_name, :kind, 'completed', :config, :context, :output,
+  :now, :now, :now, :now
 FROM "workflow_runs"
 WHERE {RUN_OWNED}
 RETURNING *"""
 
 SELECT_STEP_ATTEMPT = """
-SELECT * FROM "step_attempts" WHERE "namespace_id" = ? AND "id" = ? LIMIT 1"""
+SELECT * FROM "step_attempts" WHERE "namespace_id" = :ns AND "id" = :step_id LIMIT 1"""
 
 SET_STEP_CHILD = f"""
 UPDATE "step_attempts"
-SET "child_workflow_run_namespace_id" = ?, "child_workflow_run_id" = ?, "updated_at" = ?
+SET "child_workflow_run_namespace_id" = :child_ns, "child_workflow_run_id" = :child_id,
+    "updated_at" = :now
 WHERE "status" = 'running' AND {STEP_OWNED}
 RETURNING *"""
 
@@ -248,10 +257,10 @@ RETURNING *"""
 COMPLETE_STEP_ATTEMPT = f"""
 UPDATE "step_attempts"
 SET "status" = 'completed',
-    "output" = CASE WHEN "status" = 'running' THEN ? ELSE "output" END,
+    "output" = CASE WHEN "status" = 'running' THEN :output ELSE "output" END,
     "error" = NULL,
-    "finished_at" = COALESCE("finished_at", ?),
-    "updated_at" = CASE WHEN "status" = 'running' THEN ? ELSE "updated_at" END
+    "finished_at" = COALESCE("finished_at", :now),
+    "updated_at" = CASE WHEN "status" = 'running' THEN :now ELSE "updated_at" END
 WHERE "status" IN ('running', 'completed') AND {STEP_OWNED}
 RETURNING *"""
 
@@ -259,22 +268,22 @@ FAIL_STEP_ATTEMPT = f"""
 UPDATE "step_attempts"
 SET "status" = 'failed',
     "output" = NULL,
-    "error" = CASE WHEN "status" = 'running' THEN ? ELSE "error" END,
-    "finished_at" = COALESCE("finished_at", ?),
-    "updated_at" = CASE WHEN "status" = 'running' THEN ? ELSE "updated_at" END
+    "error" = CASE WHEN "status" = 'running' THEN :error ELSE "error" END,
+    "finished_at" = COALESCE("finished_at", :now),
+    "updated_at" = CASE WHEN "status" = 'running' THEN :now ELSE "updated_at" END
 WHERE "status" IN ('running', 'failed') AND {STEP_OWNED}
 RETURNING *"""
 
 SELECT_SIGNAL_RUNS_BY_KEY = """
 SELECT DISTINCT "workflow_run_id" FROM "workflow_signals"
-WHERE "namespace_id" = ? AND "signal" = ? AND "sender_idempotency_key" = ?"""
+WHERE "namespace_id" = :ns AND "signal" = :signal AND "sender_idempotency_key" = :idempotency_key"""
 
 # Only waits of runs that can still resume: a canceled or finished run keeps
 # its wait attempt 'running' forever, and must not receive (or report) a delivery.
 SELECT_SIGNAL_WAITERS = """
 SELECT sa."id", sa."workflow_run_id" FROM "step_attempts" sa
-WHERE sa."namespace_id" = ? AND sa."kind" = 'signal-wait' AND sa."status" = 'running'
-  AND json_extract(sa."context", '$.signal') = ?
+WHERE sa."namespace_id" = :ns AND sa."kind" = 'signal-wait' AND sa."status" = 'running'
+  AND json_extract(sa."context", '$.signal') = :signal
   AND EXISTS (
     SELECT 1 FROM "workflow_runs" wr
     WHERE wr."namespace_id" = sa."namespace_id" AND wr."id" = sa."workflow_run_id"
@@ -286,28 +295,28 @@ INSERT OR IGNORE INTO "workflow_signals" (
   "namespace_id", "id", "signal", "data", "sender_idempotency_key", "workflow_run_id",
   "step_attempt_id", "created_at"
 )
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+VALUES (:ns, :id, :signal, :data, :idempotency_key, :run_id, :step_id, :now)"""
 
 WAKE_SIGNALED_RUN = """
 UPDATE "workflow_runs"
-SET "available_at" = CASE WHEN "available_at" IS NULL OR "available_at" > ? THEN ?
+SET "available_at" = CASE WHEN "available_at" IS NULL OR "available_at" > :now THEN :now
                           ELSE "available_at" END,
-    "updated_at" = ?
-WHERE "namespace_id" = ? AND "id" = ? AND "status" IN ('pending', 'running', 'sleeping')
+    "updated_at" = :now
+WHERE "namespace_id" = :ns AND "id" = :run_id AND "status" IN ('pending', 'running', 'sleeping')
   AND "worker_id" IS NULL"""
 
 SELECT_SIGNAL_DELIVERY = """
 SELECT "data" FROM "workflow_signals"
-WHERE "namespace_id" = ? AND "step_attempt_id" = ?
+WHERE "namespace_id" = :ns AND "step_attempt_id" = :step_id
 LIMIT 1"""
 
 
 def list_page_query(table: str, where: str, order: str, cursor_op: str | None) -> str:
     """Build a cursor-paginated SELECT; ``table``, ``order`` and ``cursor_op`` are constants."""
-    cursor = f' AND ("created_at", "id") {cursor_op} (?, ?)' if cursor_op else ""
+    cursor = f' AND ("created_at", "id") {cursor_op} (:cursor_created_at, :cursor_id)'
     return (
-        f'SELECT * FROM "{table}" WHERE {where}{cursor} '
-        f'ORDER BY "created_at" {order}, "id" {order} LIMIT ?'
+        f'SELECT * FROM "{table}" WHERE {where}{cursor if cursor_op else ""} '
+        f'ORDER BY "created_at" {order}, "id" {order} LIMIT :limit'
     )
 
 
@@ -315,6 +324,6 @@ def list_page_query(table: str, where: str, order: str, cursor_op: str | None) -
 # [prefix, prefix with its last character incremented), in SQLite's binary order.
 SELECT_WORKFLOW_RUNS_BY_ID_RANGE = """
 SELECT * FROM "workflow_runs"
-WHERE "namespace_id" = ? AND "id" >= ? AND "id" < ?
+WHERE "namespace_id" = :ns AND "id" >= :low AND "id" < :high
 ORDER BY "id"
-LIMIT ?"""
+LIMIT :limit"""

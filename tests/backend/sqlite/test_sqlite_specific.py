@@ -30,7 +30,7 @@ from openworkflow.errors import (
     InvalidRunStateError,
 )
 from openworkflow.sqlite import SqliteBackend, migration_scripts, queries
-from openworkflow.sqlite import backend as sqlite_backend_module
+from openworkflow.sqlite import runs as sqlite_backend_module
 from openworkflow.sqlite.backend import _transaction, current_migration_version, migrate
 from tests.backend.helpers import (
     claim,

@@ -1,0 +1,163 @@
+"""PostgreSQL: creating, reading, listing, counting, claiming and parking runs."""
+
+from __future__ import annotations
+
+from openworkflow.backend_common import claim_one, require
+from openworkflow.core.backend import (
+    RUN_IDEMPOTENCY_PERIOD_MS,
+    ClaimWorkflowRunParams,
+    ClaimWorkflowRunsParams,
+    CreateWorkflowRunParams,
+    ExtendWorkflowRunLeaseParams,
+    FindWorkflowRunsByIdPrefixParams,
+    GetWorkflowRunParams,
+    ListWorkflowRunsParams,
+    SleepWorkflowRunParams,
+    StepAttemptCounts,
+    WorkflowRunCounts,
+)
+from openworkflow.core.cursor import Page
+from openworkflow.core.id_prefix import check_prefix_limit, check_run_id_prefix, like_pattern
+from openworkflow.core.ids import new_id
+from openworkflow.core.retry import DEADLINE_EXCEEDED_MESSAGE
+from openworkflow.core.rows import workflow_run_from_row
+from openworkflow.core.step_attempt import fold_step_attempt_counts
+from openworkflow.core.workflow_run import WorkflowRun, fold_status_counts
+from openworkflow.postgres.base import (
+    PostgresBase,
+    identity,
+    jsonb,
+    load_time,
+    lock_scope,
+    to_run,
+)
+
+
+class PostgresRuns(PostgresBase):
+    """The run reads and the run writes that do not finish a run."""
+
+    async def create_workflow_run(self, params: CreateWorkflowRunParams) -> WorkflowRun:
+        """Insert a pending run, or return the one with the same idempotency key (24 h)."""
+        values = self._params(
+            run_id=new_id(),
+            workflow_name=params.workflow_name,
+            version=params.version,
+            idempotency_key=params.idempotency_key,
+            config=jsonb(params.config if params.config is not None else {}),
+            context=jsonb(params.context),
+            input=jsonb(params.input),
+            parent_ns=params.parent_step_attempt_namespace_id,
+            parent_id=params.parent_step_attempt_id,
+            available_at=params.available_at,
+            deadline_at=params.deadline_at,
+            period_ms=RUN_IDEMPOTENCY_PERIOD_MS,
+        )
+        if params.idempotency_key is None:
+            return to_run(
+                require(await self._fetchone(self._q.insert_workflow_run, values), "create run")
+            )
+        values["scope"] = lock_scope(
+            namespaceId=self._namespace_id,
+            workflowName=params.workflow_name,
+            idempotencyKey=params.idempotency_key,
+        )
+        async with self._connection() as connection, connection.transaction():
+            await connection.execute(self._q.lock_idempotency_scope, values)
+            row = await self._one(connection, self._q.select_run_by_idempotency_key, values)
+            if row is None:
+                row = await self._one(connection, self._q.insert_workflow_run, values)
+        return to_run(require(row, "create workflow run"))
+
+    async def get_workflow_run(self, params: GetWorkflowRunParams) -> WorkflowRun | None:
+        """Return the run, or None."""
+        row = await self._read_one(
+            self._q.select_workflow_run, self._params(run_id=params.workflow_run_id)
+        )
+        return None if row is None else to_run(row)
+
+    async def list_workflow_runs(self, params: ListWorkflowRunsParams) -> Page[WorkflowRun]:
+        """List runs newest first with cursor pagination and optional filters."""
+        conditions = ['"namespace_id" = %(ns)s']
+        values = self._params(status=params.status, workflow_name=params.workflow_name)
+        if params.status:
+            conditions.append('"status" = %(status)s')
+        if params.workflow_name:
+            conditions.append('"workflow_name" = %(workflow_name)s')
+        return await self._list_page(
+            "workflow_runs", "DESC", conditions, values, params.limit, params.after, params.before
+        )
+
+    async def find_workflow_runs_by_id_prefix(
+        self, params: FindWorkflowRunsByIdPrefixParams
+    ) -> list[WorkflowRun]:
+        """Up to ``limit`` runs whose id starts with ``prefix``, in id order (``LIKE 'p%'``)."""
+        prefix = check_run_id_prefix(params.prefix)
+        values = self._params(pattern=like_pattern(prefix), limit=check_prefix_limit(params.limit))
+        rows = await self._read_all(self._q.select_workflow_runs_by_id_prefix, values)
+        return [to_run(row) for row in rows]
+
+    async def count_workflow_runs(self) -> WorkflowRunCounts:
+        """Count runs per status in this namespace."""
+        rows = await self._read_all(self._q.count_workflow_runs, self._params())
+        return WorkflowRunCounts(**fold_status_counts((row[0], row[1]) for row in rows))
+
+    async def count_step_attempts(self) -> StepAttemptCounts:
+        """Count step attempts per status in this namespace."""
+        rows = await self._read_all(self._q.count_step_attempts, self._params())
+        return StepAttemptCounts(**fold_step_attempt_counts((row[0], row[1]) for row in rows))
+
+    async def claim_workflow_run(self, params: ClaimWorkflowRunParams) -> WorkflowRun | None:
+        """Expire deadlines and lease the next available run, in one statement."""
+        return await claim_one(self.claim_workflow_runs, params)
+
+    async def claim_workflow_runs(self, params: ClaimWorkflowRunsParams) -> list[WorkflowRun]:
+        """Expire deadlines and lease up to one run per worker id, in one statement."""
+        worker_ids = list(params.worker_ids)
+        if not worker_ids:
+            return []
+        rows = await self._fetchall(
+            self._q.claim_workflow_runs,
+            self._params(
+                worker_ids=worker_ids,
+                claim_limit=len(worker_ids),
+                lease_ms=params.lease_duration_ms,
+                deadline_error=jsonb({"message": DEADLINE_EXCEEDED_MESSAGE}),
+            ),
+        )
+        # After the run's columns: whether its lease had expired, whether it has
+        # step attempts (or NULL), then the claim position (RETURNING order is
+        # unspecified).
+        return [
+            workflow_run_from_row(
+                row, identity, load_time, has_step_attempts=row[-2], lease_expired=row[-3]
+            )
+            for row in sorted(rows, key=lambda row: int(row[-1]))
+        ]
+
+    async def extend_workflow_run_lease(self, params: ExtendWorkflowRunLeaseParams) -> WorkflowRun:
+        """Fenced: move the lease of an owned running run to now + lease."""
+        values = self._owned(
+            params.workflow_run_id, params.worker_id, lease_ms=params.lease_duration_ms
+        )
+        async with self._connection(lease=True) as connection:
+            row = await self._one(connection, self._q.extend_lease, values)
+        return to_run(require(row, "extend lease for workflow run"))
+
+    async def sleep_workflow_run(self, params: SleepWorkflowRunParams) -> WorkflowRun:
+        """Fenced: park the run until ``available_at`` (or now if a wait is already answered)."""
+        values = self._owned(
+            params.workflow_run_id,
+            params.worker_id,
+            available_at=params.available_at,
+            step_ids=list(params.abandoned_step_attempt_ids),
+        )
+        async with self._connection() as connection:
+            if params.abandoned_step_attempt_ids:
+                await connection.execute(self._q.delete_abandoned_step_attempts, values)
+            parked = require(
+                await self._one(connection, self._q.sleep_workflow_run, values),
+                "sleep workflow run",
+            )
+            # A separate statement, so it sees answers committed while we parked.
+            reconciled = await self._one(connection, self._q.reconcile_parked_run, values)
+        return to_run(reconciled or parked)

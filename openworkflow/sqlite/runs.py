@@ -1,0 +1,248 @@
+"""SQLite: creating, reading, listing, counting, claiming and parking runs."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from typing import Any
+
+from openworkflow.backend_common import claim_one, require
+from openworkflow.core import clock
+from openworkflow.core import json as ow_json
+from openworkflow.core.backend import (
+    RUN_IDEMPOTENCY_PERIOD_MS,
+    ClaimWorkflowRunParams,
+    ClaimWorkflowRunsParams,
+    CreateWorkflowRunParams,
+    ExtendWorkflowRunLeaseParams,
+    FindWorkflowRunsByIdPrefixParams,
+    GetWorkflowRunParams,
+    ListWorkflowRunsParams,
+    SleepWorkflowRunParams,
+    StepAttemptCounts,
+    WorkflowRunCounts,
+)
+from openworkflow.core.cursor import Page
+from openworkflow.core.id_prefix import check_prefix_limit, check_run_id_prefix, prefix_upper_bound
+from openworkflow.core.ids import new_id
+from openworkflow.core.retry import DEADLINE_EXCEEDED_MESSAGE
+from openworkflow.core.step_attempt import fold_step_attempt_counts
+from openworkflow.core.workflow_run import WorkflowRun, fold_status_counts
+from openworkflow.sqlite import queries as q
+from openworkflow.sqlite.base import (
+    Params,
+    SqliteBase,
+    iso,
+    iso_or_none,
+    to_claimed_run,
+    wake_parent_of,
+)
+from openworkflow.sqlite.base import to_run as _to_run
+from openworkflow.sqlite.connection import transaction
+
+
+class SqliteRuns(SqliteBase):
+    """The run reads and the run writes that do not finish a run."""
+
+    async def create_workflow_run(self, params: CreateWorkflowRunParams) -> WorkflowRun:
+        """Insert a pending run, or return the one with the same idempotency key (24 h)."""
+        values = self._insert_run_values(params)
+        if params.idempotency_key is None:
+            run = await self._run(
+                lambda c: _to_run(c.execute(q.INSERT_WORKFLOW_RUN, values).fetchone())
+            )
+            self.notifier.notify_work_available()
+            return run
+        values["cutoff"] = iso(clock.now() - timedelta(milliseconds=RUN_IDEMPOTENCY_PERIOD_MS))
+
+        def create(c: sqlite3.Connection) -> WorkflowRun:
+            def body() -> WorkflowRun:
+                existing = c.execute(q.SELECT_RUN_BY_IDEMPOTENCY_KEY, values).fetchone()
+                row = existing or c.execute(q.INSERT_WORKFLOW_RUN, values).fetchone()
+                return _to_run(row)
+
+            return transaction(c, body)
+
+        run = await self._run(create)
+        self.notifier.notify_work_available()
+        return run
+
+    def _insert_run_values(self, params: CreateWorkflowRunParams) -> Params:
+        now = iso(clock.now())
+        return {
+            "ns": self._namespace_id,
+            "id": new_id(),
+            "workflow_name": params.workflow_name,
+            "version": params.version,
+            "idempotency_key": params.idempotency_key,
+            "config": ow_json.dumps(params.config if params.config is not None else {}),
+            "context": ow_json.dumps_or_none(params.context),
+            "input": ow_json.dumps_or_none(params.input),
+            "parent_ns": params.parent_step_attempt_namespace_id,
+            "parent_id": params.parent_step_attempt_id,
+            "available_at": iso(params.available_at) if params.available_at else now,
+            "deadline_at": iso_or_none(params.deadline_at),
+            "now": now,
+        }
+
+    async def get_workflow_run(self, params: GetWorkflowRunParams) -> WorkflowRun | None:
+        """Return the run, or None."""
+        values = {"ns": self._namespace_id, "run_id": params.workflow_run_id}
+        row = await self._run(lambda c: c.execute(q.SELECT_WORKFLOW_RUN, values).fetchone())
+        return None if row is None else _to_run(row)
+
+    async def list_workflow_runs(self, params: ListWorkflowRunsParams) -> Page[WorkflowRun]:
+        """List runs newest first with cursor pagination and optional filters."""
+        where = '"namespace_id" = :ns'
+        values: Params = {"ns": self._namespace_id}
+        if params.status:
+            where += ' AND "status" = :status'
+            values["status"] = params.status
+        if params.workflow_name:
+            where += ' AND "workflow_name" = :workflow_name'
+            values["workflow_name"] = params.workflow_name
+        return await self._list_page(
+            "workflow_runs",
+            "DESC",
+            where,
+            values,
+            params.limit,
+            params.after,
+            params.before,
+            _to_run,
+        )
+
+    async def find_workflow_runs_by_id_prefix(
+        self, params: FindWorkflowRunsByIdPrefixParams
+    ) -> list[WorkflowRun]:
+        """Up to ``limit`` runs whose id starts with ``prefix``, in id order (a key range)."""
+        prefix = check_run_id_prefix(params.prefix)
+        values = {
+            "ns": self._namespace_id,
+            "low": prefix,
+            "high": prefix_upper_bound(prefix),
+            "limit": check_prefix_limit(params.limit),
+        }
+        rows = await self._run(
+            lambda c: c.execute(q.SELECT_WORKFLOW_RUNS_BY_ID_RANGE, values).fetchall()
+        )
+        return [_to_run(row) for row in rows]
+
+    async def count_workflow_runs(self) -> WorkflowRunCounts:
+        """Count runs per status in this namespace."""
+        values = {"ns": self._namespace_id}
+        rows = await self._run(lambda c: c.execute(q.COUNT_WORKFLOW_RUNS, values).fetchall())
+        return WorkflowRunCounts(**fold_status_counts((row[0], row[1]) for row in rows))
+
+    async def count_step_attempts(self) -> StepAttemptCounts:
+        """Count step attempts per status in this namespace."""
+        values = {"ns": self._namespace_id}
+        rows = await self._run(lambda c: c.execute(q.COUNT_STEP_ATTEMPTS, values).fetchall())
+        return StepAttemptCounts(**fold_step_attempt_counts((row[0], row[1]) for row in rows))
+
+    async def claim_workflow_run(self, params: ClaimWorkflowRunParams) -> WorkflowRun | None:
+        """Expire deadlines, then claim the next available run under the write lock."""
+        return await claim_one(self.claim_workflow_runs, params)
+
+    async def claim_workflow_runs(self, params: ClaimWorkflowRunsParams) -> list[WorkflowRun]:
+        """Expire deadlines, then claim up to one run per worker id, in one transaction."""
+        worker_ids = list(params.worker_ids)
+        if not worker_ids:
+            return []
+
+        def claim(c: sqlite3.Connection) -> tuple[list[WorkflowRun], list[str]]:
+            now_dt = clock.now()
+            values: Params = {
+                "ns": self._namespace_id,
+                "now": iso(now_dt),
+                "lease_until": iso(now_dt + timedelta(milliseconds=params.lease_duration_ms)),
+            }
+            return transaction(c, lambda: _claim(c, values, worker_ids))
+
+        claimed, expired = await self._run(claim)
+        if expired:
+            self.notifier.notify_runs_finished(expired)
+            self.notifier.notify_work_available()  # a parent may have been woken
+        return claimed
+
+    async def extend_workflow_run_lease(self, params: ExtendWorkflowRunLeaseParams) -> WorkflowRun:
+        """Fenced: move the lease of an owned running run to now + lease."""
+        now_dt = clock.now()
+        values = self._owned(
+            params.workflow_run_id,
+            params.worker_id,
+            lease_until=iso(now_dt + timedelta(milliseconds=params.lease_duration_ms)),
+            now=iso(now_dt),
+        )
+        row = await self._run(lambda c: c.execute(q.EXTEND_LEASE, values).fetchone())
+        return _to_run(require(row, "extend lease for workflow run"))
+
+    async def sleep_workflow_run(self, params: SleepWorkflowRunParams) -> WorkflowRun:
+        """Fenced: park the run until ``available_at`` (or now if a wait is already answered)."""
+        values = self._owned(
+            params.workflow_run_id,
+            params.worker_id,
+            resume_at=iso(params.available_at),
+            now=iso(clock.now()),
+        )
+        abandoned = [
+            {**values, "step_id": step_id} for step_id in params.abandoned_step_attempt_ids
+        ]
+
+        def park(c: sqlite3.Connection) -> sqlite3.Row | None:
+            def body() -> sqlite3.Row | None:
+                c.executemany(q.DELETE_ABANDONED_STEP_ATTEMPT, abandoned)
+                row: sqlite3.Row | None = c.execute(q.SLEEP_WORKFLOW_RUN, values).fetchone()
+                return row
+
+            return transaction(c, body) if abandoned else body()
+
+        row = await self._run(park)
+        run = _to_run(require(row, "sleep workflow run"))
+        if run.available_at is not None and run.available_at <= clock.now():
+            self.notifier.notify_work_available()
+        return run
+
+
+def _claim(
+    c: sqlite3.Connection, values: Params, worker_ids: list[str]
+) -> tuple[list[WorkflowRun], list[str]]:
+    """In the claim's transaction: fail runs past their deadline, then claim one per worker."""
+    expired = _expire_deadlines(c, values)
+    wanted = len(worker_ids)
+    # (run id, whether a worker still held it: its lease expired)
+    due: list[tuple[Any, bool]] = [
+        (row[0], False)
+        for row in c.execute(q.SELECT_CLAIMABLE_PENDING, {**values, "limit": wanted})
+    ]
+    if len(due) < wanted:
+        more = {**values, "limit": wanted - len(due)}
+        due += [(row[0], bool(row[1])) for row in c.execute(q.SELECT_CLAIMABLE_RUNNING, more)]
+    claimed = [
+        to_claimed_run(
+            c.execute(
+                q.CLAIM_WORKFLOW_RUN, {**values, "worker_id": worker_id, "run_id": run_id}
+            ).fetchone(),
+            lease_expired,
+        )
+        for (run_id, lease_expired), worker_id in zip(due, worker_ids, strict=False)
+    ]
+    return claimed, expired
+
+
+def _expire_deadlines(c: sqlite3.Connection, values: Params) -> list[str]:
+    """Fail the runs past their deadline, close their attempts and wake their parents."""
+    now = values["now"]
+    error = ow_json.dumps({"message": DEADLINE_EXCEEDED_MESSAGE})
+    expired_rows = c.execute(q.EXPIRE_DEADLINES, {**values, "error": error}).fetchall()
+    expired = [row[0] for row in expired_rows]
+    if expired:
+        c.execute(
+            q.CLOSE_OPEN_STEP_ATTEMPTS,
+            {"error": error, "now": now, "ns": values["ns"], "run_ids": ow_json.dumps(expired)},
+        )
+    for row in expired_rows:
+        # Unlike the original, a child failed by its deadline wakes its parent.
+        if row[2] is not None and row[3] is not None:
+            wake_parent_of(c, row[2], row[3], row[1], row[0], now)
+    return expired
