@@ -3,7 +3,7 @@
 Commands are imported only when they run (or when help lists them), so
 ``ow --version`` does not pay for rich or the command modules. Each command
 module parses its options, calls the library, and hands results to
-:mod:`openworkflow.cli.output`; :mod:`openworkflow.cli.common` turns errors
+:mod:`openworkflow.cli.output`; :mod:`openworkflow.cli.failure` turns errors
 into one message, a hint and an exit code (0 ok, 1 operation failed, 2 usage
 or configuration error).
 """
@@ -65,7 +65,7 @@ class _LazyGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as error:
-            from openworkflow.cli.common import cli_error_for
+            from openworkflow.cli.failure import cli_error_for
 
             raise cli_error_for(error) from error
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import click
 
-from openworkflow.cli import common
+from openworkflow.cli import common, console, failure
 from openworkflow.cli.options import common_options, get_state
 from openworkflow.core.workflow_definition import Workflow
 from openworkflow.dashboard import exposure
@@ -67,13 +67,13 @@ def dashboard(
     require HTTP Basic authentication on every page, /metrics included
     (/healthz stays open for probes). Stop with Ctrl+C.
     """
-    common.setup_logging(logging.INFO)
+    console.setup_logging(logging.INFO)
     defer_hangups()
     loaded, settings = common.load(backend_url=backend_url, namespace_id=namespace_id)
     credentials = auth_from_environment()
     check_bind(host, credentials, insecure=insecure)
     common.note_missing_config(loaded, settings)
-    workflows = known_workflows(settings, common.say)
+    workflows = known_workflows(settings, console.say)
     common.run_async(_serve(settings, workflows, host, port, credentials, insecure))
 
 
@@ -86,7 +86,7 @@ def auth_from_environment() -> BasicCredentials | None:
     try:
         return exposure.auth_from_environment()
     except InvalidDashboardAuthError as error:
-        raise common.usage_error(
+        raise failure.usage_error(
             str(error), hint=f"e.g. {AUTH_ENVIRONMENT_VARIABLE}=admin:a-long-random-password"
         ) from None
 
@@ -101,13 +101,13 @@ def check_bind(host: str, credentials: BasicCredentials | None, *, insecure: boo
     try:
         warning = exposure.check_bind(host, credentials, insecure=insecure)
     except UnprotectedBindError as error:
-        raise common.usage_error(
+        raise failure.usage_error(
             str(error),
             hint=f"set {AUTH_ENVIRONMENT_VARIABLE}=user:password (HTTP Basic), keep the default "
             f"--host {exposure.DEFAULT_HOST}, or pass --insecure if something else protects it",
         ) from None
     if warning is not None:
-        common.say(warning, style="yellow")
+        console.say(warning, style="yellow")
 
 
 async def _serve(
@@ -129,9 +129,9 @@ async def _serve(
 
     def listening(url: str) -> None:
         click.echo(url)
-        common.say(
+        console.say(
             f"Dashboard running at {url} ({protection}; backend "
-            f"{common.describe_backend(settings.backend)}, namespace "
+            f"{console.describe_backend(settings.backend)}, namespace "
             f"{settings.namespace_id}). Press Ctrl+C to stop.",
             style="green",
         )
@@ -148,14 +148,14 @@ async def _serve(
             insecure=insecure,
             debug=get_state().debug,
             on_listening=listening,
-            say=common.say,
+            say=console.say,
         )
     except UnknownHostError as error:
-        raise common.usage_error(str(error), hint="pass an IP address to --host") from None
+        raise failure.usage_error(str(error), hint="pass an IP address to --host") from None
     except ListenError as error:
-        raise common.CliError(
+        raise failure.CliError(
             str(error), hint="choose another --port (0 picks a free one) or stop what is using it"
         ) from None
     finally:
         await backend.stop()
-    common.say("Dashboard stopped")
+    console.say("Dashboard stopped")

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Literal
 
-from openworkflow.cli import common
+from openworkflow.cli import console, failure
 from openworkflow.core.backend import Backend, MigratableBackend
 from openworkflow.errors import OpenWorkflowError
 from openworkflow.redaction import safe
@@ -60,8 +60,8 @@ def migration_sql(settings: EffectiveSettings) -> str:
         from openworkflow.sqlite import migration_script as sqlite_migration_script
 
         return sqlite_migration_script()
-    raise common.usage_error(
-        f"cannot print migrations for backend {common.describe_backend(settings.backend)}",
+    raise failure.usage_error(
+        f"cannot print migrations for backend {console.describe_backend(settings.backend)}",
         hint="use a sqlite:/// or postgresql:// URL",
     )
 

@@ -13,7 +13,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from openworkflow.cli import common, database
+from openworkflow.cli import common, console, database, failure
 from openworkflow.cli.options import data_options
 from openworkflow.config import LoadedConfig
 from openworkflow.discovery import Discovery, discover
@@ -37,9 +37,9 @@ class Report:
     def exit_code(self) -> int:
         """2 for config or discovery problems, 1 for an unreachable database, else 0."""
         if self.loaded.path is None or not self.found.ok or not self.found.workflows:
-            return common.EXIT_USAGE
+            return failure.EXIT_USAGE
         if self.check is not None and not self.check.ok:
-            return common.EXIT_FAILED
+            return failure.EXIT_FAILED
         return 0
 
 
@@ -54,8 +54,8 @@ def doctor(backend_url: str | None) -> None:
     skip = loaded.path is None and settings.backend_source == "default"
     result = None if skip else common.run_async(_check(settings))
     report = Report(loaded, settings, database.backend_kind(settings), result, found)
-    if common.wants_json():
-        common.print_json(_to_json(report))
+    if console.wants_json():
+        console.print_json(_to_json(report))
     else:
         _print(report)
     if report.exit_code:
@@ -68,7 +68,7 @@ async def _check(settings: EffectiveSettings) -> database.Check:
         backend = common.backend_from(settings, create=False)
     except DatabaseNotFoundError as error:
         return database.Check(ok=True, missing=error.path)
-    except common.CliError as error:
+    except failure.CliError as error:
         return database.Check(ok=False, error=error.message)
     except Exception as error:  # e.g. a SQLite file that cannot be created
         return database.Check(ok=False, error=safe(str(error)))
@@ -86,7 +86,7 @@ def _to_json(report: Report) -> dict[str, Any]:
         "config": str(report.loaded.path) if report.loaded.path else None,
         "backend": {
             "kind": report.kind,
-            "url": common.describe_backend(settings.backend),
+            "url": console.describe_backend(settings.backend),
             "source": settings.backend_source,
             "schema": settings.schema if report.kind == "postgres" else None,
             "reachable": None if check is None or check.missing else check.ok,
@@ -113,19 +113,19 @@ def _to_json(report: Report) -> dict[str, Any]:
 
 
 def _print(report: Report) -> None:
-    console = common.out()
+    screen = console.out()
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
     for label, value in _rows(report):
         grid.add_row(label, value)
-    console.print(grid)
+    screen.print(grid)
     for problem in report.found.problems:
-        console.print(Text.assemble(("✗ ", "red"), ("import error ", "red"), str(problem)))
+        screen.print(Text.assemble(("✗ ", "red"), ("import error ", "red"), str(problem)))
     for duplicate in report.found.duplicates:
-        console.print(Text.assemble(("✗ ", "red"), str(duplicate)))
+        screen.print(Text.assemble(("✗ ", "red"), str(duplicate)))
     for line in _verdict(report):
-        console.print(line)
+        screen.print(line)
 
 
 def _rows(report: Report) -> list[tuple[str, Text]]:
@@ -136,7 +136,7 @@ def _rows(report: Report) -> list[tuple[str, Text]]:
         else Text("No config file found (run `ow init` to create one)", style="yellow")
     )
     backend = Text.assemble(
-        common.describe_backend(settings.backend), (f"  (from {settings.backend_source})", "dim")
+        console.describe_backend(settings.backend), (f"  (from {settings.backend_source})", "dim")
     )
     rows = [("Config", config), ("Backend", backend), ("Database", _database_text(report))]
     if report.kind == "postgres":

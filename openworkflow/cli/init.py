@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from rich.text import Text
 
-from openworkflow.cli import common, templates
+from openworkflow.cli import console, templates
 from openworkflow.cli.options import common_options, get_state
 from openworkflow.config import CONFIG_FILE_NAME
 
@@ -46,8 +46,8 @@ def init(yes: bool, backend: str | None, force: bool) -> None:
     config_path = (get_state().config_path or Path(CONFIG_FILE_NAME)).resolve()
     folder = config_path.parent
     choice = backend or _ask_backend(options)
-    console = common.out()
-    console.print(Text(f"Setting up OpenWorkflow ({choice}) in {folder}", style="bold"))
+    screen = console.out()
+    screen.print(Text(f"Setting up OpenWorkflow ({choice}) in {folder}", style="bold"))
     _write(folder / "openworkflow" / "hello_world.py", templates.HELLO_WORLD, folder, options)
     if choice == "postgres":
         _append_env(folder, "OPENWORKFLOW_POSTGRES_URL", templates.ENV_POSTGRES)
@@ -126,7 +126,7 @@ def _append(path: Path, current: str, block: str) -> None:
 
 
 def _said(action: str, what: str, style: str) -> None:
-    common.out().print(Text.assemble((f"  {action:<10}", style), what))
+    console.out().print(Text.assemble((f"  {action:<10}", style), what))
 
 
 def _next_steps(choice: str) -> None:
@@ -136,9 +136,9 @@ def _next_steps(choice: str) -> None:
         "ow run hello-world --wait    in another terminal: run the example",
         "ow dev                       or: a worker that reloads on changes",
     ]
-    console = common.out()
-    console.print(Text("\nNext steps:", style="bold"))
+    screen = console.out()
+    screen.print(Text("\nNext steps:", style="bold"))
     if choice == "postgres":
-        console.print("  edit OPENWORKFLOW_POSTGRES_URL in .env to point at your database")
+        screen.print("  edit OPENWORKFLOW_POSTGRES_URL in .env to point at your database")
     for step in steps:
-        console.print(f"  {step}")
+        screen.print(f"  {step}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from openworkflow.cli import common, database
+from openworkflow.cli import common, console, database, failure
 from openworkflow.cli.options import data_options
 from openworkflow.settings import EffectiveSettings
 
@@ -28,28 +28,28 @@ def migrate(print_sql: bool, backend_url: str | None, schema_name: str | None) -
     )
     if print_sql:
         sql = database.migration_sql(settings)
-        if common.wants_json():
-            common.print_json({"backend": database.backend_kind(settings), "sql": sql})
+        if console.wants_json():
+            console.print_json({"backend": database.backend_kind(settings), "sql": sql})
         else:
             click.echo(sql, nl=False)
         return
     result = common.run_async(_migrate(settings))
     if not result.ok:
-        raise common.CliError(
-            f"could not migrate {common.describe_backend(settings.backend)}: {result.error}",
+        raise failure.CliError(
+            f"could not migrate {console.describe_backend(settings.backend)}: {result.error}",
             hint="is the database running and is the URL right? `ow doctor` checks",
         )
-    if common.wants_json():
-        common.print_json(
+    if console.wants_json():
+        console.print_json(
             {
-                "backend": common.describe_backend(settings.backend),
+                "backend": console.describe_backend(settings.backend),
                 "migration_version": result.migration_version,
             }
         )
         return
     version = "unknown" if result.migration_version is None else result.migration_version
     click.echo(
-        f"Database {common.describe_backend(settings.backend)} is migrated "
+        f"Database {console.describe_backend(settings.backend)} is migrated "
         f"(schema version {version})."
     )
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from openworkflow.cli import common
+from openworkflow.cli import common, console, failure
 from openworkflow.cli.options import data_options
 from openworkflow.cli.output import pretty_json, record_to_json
 from openworkflow.client import OpenWorkflow
@@ -113,7 +113,7 @@ def known_workflow(settings: EffectiveSettings, name: str, version: str | None) 
             "check the name (`ow doctor` lists the workflows), or pass --force if a worker of "
             "another service runs it"
         )
-    raise common.usage_error("\n".join(lines), hint=hint)
+    raise failure.usage_error("\n".join(lines), hint=hint)
 
 
 def check_input(spec: WorkflowSpec, data: Any) -> None:
@@ -131,7 +131,7 @@ def check_input(spec: WorkflowSpec, data: Any) -> None:
             got = item.get("input")
             shown = "" if isinstance(got, dict) else f" (got {shorten(got)})"
             lines.append(f"  - {field}: {item.get('msg', 'invalid')}{shown}")
-        raise common.usage_error(
+        raise failure.usage_error(
             "\n".join(lines), hint="pass --input as JSON matching the workflow's input type"
         ) from None
 
@@ -151,15 +151,15 @@ async def _run(
             _report_started(handle.workflow_run)
             return 0
         name = workflow if isinstance(workflow, str) else workflow.name
-        common.say(f"Started run {handle.id} of {name}; waiting up to {timeout}…", style="dim")
+        console.say(f"Started run {handle.id} of {name}; waiting up to {timeout}…", style="dim")
         try:
             output = await handle.result(timeout=timeout)
         except (WorkflowFailedError, WorkflowCanceledError) as error:
             await _report_finished(client, handle.id, error)
-            return common.EXIT_FAILED
+            return failure.EXIT_FAILED
         except ResultTimeoutError:
             await _report_timeout(client, handle.id, timeout)
-            return common.EXIT_FAILED
+            return failure.EXIT_FAILED
         await _report_finished(client, handle.id, None, output)
         return 0
 
@@ -169,28 +169,28 @@ async def _report_timeout(client: OpenWorkflow, run_id: str, timeout: str) -> No
     run = await client.get_run(run_id)
     if run is None:
         raise WorkflowRunNotFoundError(run_id)
-    if common.wants_json():
-        common.print_json(record_to_json(run))
-    common.say(
+    if console.wants_json():
+        console.print_json(record_to_json(run))
+    console.say(
         f"Timed out after {timeout} waiting for run {run_id}: it is {run.status} "
         f"after {run.attempts} attempt(s); the run goes on.",
         style="red",
     )
     message = run.error.get("message") if isinstance(run.error, dict) else run.error
     if message:
-        common.say(f"Last error: {message}", style="red")
+        console.say(f"Last error: {message}", style="red")
     elif run.status == WorkflowRunStatus.PENDING and run.attempts == 0:
-        common.say("No worker has picked it up yet: is a worker running (`ow worker start`)?")
-    common.say(f"Follow it with `ow runs show {run_id}`.", style="dim")
+        console.say("No worker has picked it up yet: is a worker running (`ow worker start`)?")
+    console.say(f"Follow it with `ow runs show {run_id}`.", style="dim")
 
 
 def _report_started(workflow_run: WorkflowRun | None) -> None:
     assert workflow_run is not None  # a handle from run() carries its run
-    if common.wants_json():
-        common.print_json(record_to_json(workflow_run))
+    if console.wants_json():
+        console.print_json(record_to_json(workflow_run))
         return
     click.echo(workflow_run.id)
-    common.say(
+    console.say(
         f"Started run of {workflow_run.workflow_name} ({workflow_run.status}). "
         f"Follow it with `ow runs show {workflow_run.id}`.",
         style="dim",
@@ -203,12 +203,12 @@ async def _report_finished(
     final = await client.get_run(run_id)
     if final is None:
         raise WorkflowRunNotFoundError(run_id)
-    if common.wants_json():
-        common.print_json(record_to_json(final))
+    if console.wants_json():
+        console.print_json(record_to_json(final))
     elif error is None:
         click.echo(pretty_json(output))
     if error is not None:
-        common.say(str(error), style="red")
-        common.say(f"See its steps with `ow runs show {run_id}`.", style="dim")
-    elif not common.wants_json():
-        common.say(f"Run {run_id} completed.", style="green")
+        console.say(str(error), style="red")
+        console.say(f"See its steps with `ow runs show {run_id}`.", style="dim")
+    elif not console.wants_json():
+        console.say(f"Run {run_id} completed.", style="green")

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import click
 from rich.text import Text
 
-from openworkflow.cli import common
+from openworkflow.cli import common, console, failure
 from openworkflow.cli.options import data_options
 from openworkflow.cli.output import record_to_json, run_details, runs_table, status_text
 from openworkflow.client import OpenWorkflow
@@ -47,7 +47,7 @@ def list_runs(
 ) -> None:
     """List runs, newest first (one page; follow the printed cursor for more)."""
     if after and before:
-        raise common.usage_error("--after and --before cannot be used together")
+        raise failure.usage_error("--after and --before cannot be used together")
     _, settings = common.load()
 
     async def fetch(client: OpenWorkflow) -> Any:
@@ -58,25 +58,25 @@ def list_runs(
         except ValueError as error:
             if "cursor" not in str(error):
                 raise
-            raise common.usage_error(
+            raise failure.usage_error(
                 str(error), hint="pass a cursor printed by `ow runs list`"
             ) from None
 
     try:
         page = common.run_async(common.with_client(settings, fetch, create=False))
     except DatabaseNotFoundError as error:
-        common.say(str(error).capitalize() + ".", style="yellow")
+        console.say(str(error).capitalize() + ".", style="yellow")
         page = Page(data=[], next=None, prev=None)
-    if common.wants_json():
+    if console.wants_json():
         data = [record_to_json(run) for run in page.data]
-        common.print_json({"data": data, "next": page.next, "prev": page.prev})
+        console.print_json({"data": data, "next": page.next, "prev": page.prev})
         return
     if not page.data:
-        common.say("No runs found.")
+        console.say("No runs found.")
         return
-    common.out().print(runs_table(page.data))
+    console.out().print(runs_table(page.data))
     if page.next:
-        common.say(f"More: ow runs list --after {page.next}", style="dim")
+        console.say(f"More: ow runs list --after {page.next}", style="dim")
 
 
 @runs.command()
@@ -94,10 +94,12 @@ def show(run_id: str) -> None:
         return run, await _all_steps(client, run.id)
 
     run, steps = _on_run(settings, run_id, fetch)
-    if common.wants_json():
-        common.print_json({"run": record_to_json(run), "steps": [record_to_json(s) for s in steps]})
+    if console.wants_json():
+        console.print_json(
+            {"run": record_to_json(run), "steps": [record_to_json(s) for s in steps]}
+        )
         return
-    common.out().print(run_details(run, steps))
+    console.out().print(run_details(run, steps))
 
 
 async def _all_steps(client: OpenWorkflow, run_id: str) -> list[StepAttempt]:
@@ -150,16 +152,16 @@ def _on_run(
     try:
         return common.run_async(common.with_client(settings, action, create=False))
     except DatabaseNotFoundError as error:
-        raise common.CliError(
+        raise failure.CliError(
             f"Workflow run {run_id} does not exist: {error}",
             hint="check the backend URL or --config if the database should be elsewhere",
         ) from None
 
 
 def _report(run: WorkflowRun, what: str) -> None:
-    if common.wants_json():
-        common.print_json(record_to_json(run))
+    if console.wants_json():
+        console.print_json(record_to_json(run))
         return
-    common.out().print(
+    console.out().print(
         Text.assemble(f"Run {run.id} ({run.workflow_name}) {what}: ", status_text(run.status))
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from openworkflow.cli import common
+from openworkflow.cli import common, console, failure
 from openworkflow.cli.options import data_options
 
 
@@ -33,19 +33,19 @@ def send(name: str, data: str | None, idempotency_key: str | None) -> None:
             lambda client: client.send_signal(name, payload, idempotency_key=idempotency_key),
         )
     )
-    if common.wants_json():
-        common.print_json({"signal": name, "workflow_run_ids": run_ids})
+    if console.wants_json():
+        console.print_json({"signal": name, "workflow_run_ids": run_ids})
     else:
         for run_id in run_ids:
             click.echo(run_id)
     if run_ids:
-        if not common.wants_json():
-            common.say(f"Signal {name!r} reached {len(run_ids)} run(s).", style="green")
+        if not console.wants_json():
+            console.say(f"Signal {name!r} reached {len(run_ids)} run(s).", style="green")
         return
-    common.say(
+    console.say(
         f"No run was waiting for signal {name!r}; signals are not buffered, so it was dropped "
         "(a run that waits for it later will not see it). Send it again once a run waits "
         "for it (`ow runs list --status running` shows the candidates).",
         style="yellow",
     )
-    raise click.exceptions.Exit(common.EXIT_FAILED)
+    raise click.exceptions.Exit(failure.EXIT_FAILED)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from openworkflow.cli import common
+from openworkflow.cli import common, console, failure
 from openworkflow.cli.options import common_options
 from openworkflow.core.workflow_definition import Workflow
 from openworkflow.dev import DEV_MODULES_ENV, report_project_modules
@@ -47,16 +47,16 @@ def start(concurrency: int | None, backend_url: str | None, namespace_id: str | 
     The first SIGINT/SIGTERM stops gracefully (running steps may finish, the
     rest is handed back for another worker); a second one stops at once.
     """
-    common.setup_logging(logging.INFO)
+    console.setup_logging(logging.INFO)
     _, settings = common.load(
         backend_url=backend_url, namespace_id=namespace_id, worker_concurrency=concurrency
     )
     found = require_workflows(settings)
-    common.say(f"Loaded {len(found.workflows)} workflow(s): {names_of(found.workflows)}")
+    console.say(f"Loaded {len(found.workflows)} workflow(s): {names_of(found.workflows)}")
     common.run_async(_serve(settings, found.workflows))
     stuck = stuck_step_threads()
     if stuck:
-        common.say(
+        console.say(
             f"Leaving {stuck} step thread(s) still running; their runs were handed back",
             style="yellow",
         )
@@ -72,12 +72,12 @@ def require_workflows(settings: EffectiveSettings) -> Discovery:
     found = discover(settings.dirs, settings.ignore_patterns, settings.folder)
     if found.problems or found.duplicates:
         listing = [f"  {item}" for item in (*found.problems, *found.duplicates)]
-        raise common.usage_error(
+        raise failure.usage_error(
             "cannot load the workflows:\n" + "\n".join(listing),
             hint="fix the files above; `ow doctor` shows the whole picture",
         )
     if not found.workflows:
-        raise common.usage_error(
+        raise failure.usage_error(
             f"No workflows found in {_dirs(settings.dirs)}",
             hint="define one with @workflow in a .py file there, set `dirs` in "
             "openworkflow.config.py, or run `ow init` for an example",
@@ -111,9 +111,9 @@ async def _serve(settings: EffectiveSettings, workflows: Sequence[Workflow]) -> 
         )
 
         def started() -> None:
-            common.say(
+            console.say(
                 f"Worker started: concurrency {settings.concurrency}, "
-                f"backend {common.describe_backend(settings.backend)}, "
+                f"backend {console.describe_backend(settings.backend)}, "
                 f"namespace {settings.namespace_id}. Press Ctrl+C to stop.",
                 style="green",
             )
@@ -124,7 +124,7 @@ async def _serve(settings: EffectiveSettings, workflows: Sequence[Workflow]) -> 
             report.cancel()
     finally:
         await backend.stop()
-    common.say("Worker stopped")
+    console.say("Worker stopped")
 
 
 def _report_modules_for_dev() -> asyncio.Task[None] | None:
@@ -137,6 +137,6 @@ def _report_modules_for_dev() -> asyncio.Task[None] | None:
 
 def _say_stopping(now: bool) -> None:
     if now:
-        common.say("Stopping now")
+        console.say("Stopping now")
     else:
-        common.say("Shutting down worker… (signal again to stop at once)")
+        console.say("Shutting down worker… (signal again to stop at once)")

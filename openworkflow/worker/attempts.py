@@ -151,7 +151,7 @@ class AttemptRecorder:
         flight, so the pass waits for it, records it, and parks until the earliest
         wait instead of losing one.
         """
-        self._begin_in_flight()
+        self.begin_in_flight()
         creation = asyncio.ensure_future(self.create(step_name, kind, context))
         self._wait_creations.add(creation)  # a strong reference while it runs
         creation.add_done_callback(self._wait_creation_done)
@@ -161,7 +161,7 @@ class AttemptRecorder:
         self._wait_creations.discard(creation)
         if not creation.cancelled():
             creation.exception()  # mark retrieved: a cancelled branch never awaits it
-        self._end_in_flight()
+        self.end_in_flight()
 
     # -- the books ---------------------------------------------------------------
 
@@ -203,17 +203,19 @@ class AttemptRecorder:
 
     async def settling(self, call: Awaitable[T]) -> T:
         """Await ``call`` counted as in flight, so a pass ending early waits for it."""
-        self._begin_in_flight()
+        self.begin_in_flight()
         try:
             return await call
         finally:
-            self._end_in_flight()
+            self.end_in_flight()
 
-    def _begin_in_flight(self) -> None:
+    def begin_in_flight(self) -> None:
+        """Count a write (or wait resolution) the pass must let land before it ends."""
         self._in_flight += 1
         self._settled.clear()
 
-    def _end_in_flight(self) -> None:
+    def end_in_flight(self) -> None:
+        """The counted work is done."""
         self._in_flight -= 1
         if self._in_flight == 0:
             self._settled.set()

@@ -45,17 +45,16 @@ class FunctionSteps:
         self._record_before_running = run.lease_expired or bool(self._history.unfinished_counts)
 
     async def run(self, step_name: str, fn: Callable[[], Any], policy: ResolvedRetryPolicy) -> Any:
-        """The step's stored output, running ``fn`` first if it has none yet."""
+        """The step's stored output, running ``fn`` first if it has none yet.
+
+        One coroutine on purpose: this is the hot path of every pass.
+        """
         cached = self._history.find_cached(step_name)
         if cached is not None:
             return cached.output
-        return await self._recorder.settling(self._run_body(step_name, fn, policy))
-
-    async def _run_body(
-        self, step_name: str, fn: Callable[[], Any], policy: ResolvedRetryPolicy
-    ) -> Any:
         call: asyncio.Future[Any] | None = None
         last_chance: asyncio.Lock | None = None
+        self._recorder.begin_in_flight()
         try:
             self._recorder.check_can_create(step_name)
             last_chance = await self._guard_crash_loop(step_name)
@@ -80,6 +79,7 @@ class FunctionSteps:
         finally:
             if last_chance is not None:
                 last_chance.release()
+            self._recorder.end_in_flight()
 
     async def _finish(
         self,

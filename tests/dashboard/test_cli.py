@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import openworkflow.cli
-from openworkflow.cli import common
+from openworkflow.cli import failure
 from openworkflow.cli.dashboard import auth_from_environment, check_bind
 from openworkflow.dashboard.security import BasicCredentials
 from tests.cli import helpers
@@ -60,7 +60,7 @@ def test_bind_rules() -> None:
     check_bind("localhost", None, insecure=False)
     check_bind("0.0.0.0", credentials, insecure=False)
     check_bind("0.0.0.0", None, insecure=True)
-    with pytest.raises(common.CliError) as refused:
+    with pytest.raises(failure.CliError) as refused:
         check_bind("192.168.1.5", None, insecure=False)
     assert refused.value.exit_code == 2
 
