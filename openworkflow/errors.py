@@ -13,6 +13,7 @@
     ├── InvalidSchemaNameError         a PostgreSQL schema name that is not an identifier
     ├── InvalidRunIdPrefixError        a run id (prefix) to look up that no run id can start with
     ├── NonRetryableError              raise it in a step to fail the step without retries
+    ├── StepFailedError                a step's final failure whose exception cannot be rebuilt
     ├── StepLimitExceededError         a run made more than 1000 step attempts
     ├── StepCrashLoopError             a step left unfinished too often (a poison run)
     ├── WorkflowRunNotFoundError       no run with that id in this namespace
@@ -104,6 +105,23 @@ class InvalidRunIdPrefixError(OpenWorkflowError, ValueError):
 
 class NonRetryableError(OpenWorkflowError):
     """Raised inside a step to fail that step at once, skipping its retry policy."""
+
+
+class StepFailedError(OpenWorkflowError):
+    """A step failed for good and its exception cannot be rebuilt as it was.
+
+    Raised on the first pass and on every replay alike, in place of an
+    exception whose class or arguments cannot be restored from the database.
+
+    Attributes:
+        error_type: The original exception's class name.
+        message: The original exception's message.
+    """
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(f"{error_type}: {message}" if message else error_type)
+        self.error_type = error_type
+        self.message = message
 
 
 class StepLimitExceededError(OpenWorkflowError):

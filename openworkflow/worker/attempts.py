@@ -127,20 +127,27 @@ class AttemptRecorder:
         attempt: StepAttempt,
         error: BaseException,
         policy: ResolvedRetryPolicy,
-    ) -> None:
-        """Fail a running attempt and remember ``error`` as that step's failure."""
+        *,
+        stored: JsonValue = None,
+    ) -> int:
+        """Fail a running attempt and remember ``error`` as that step's failure.
+
+        ``stored`` is the error JSON to write (default: ``error`` serialized).
+        Returns how many attempts of the step have failed.
+        """
         failed = await engine_call(
             self._context.backend.fail_step_attempt(
                 FailStepAttemptParams(
                     workflow_run_id=self._run.id,
                     step_attempt_id=attempt.id,
                     worker_id=self._context.worker_id,
-                    error=serialize_error(error),
+                    error=serialize_error(error) if stored is None else stored,
                 )
             )
         )
         count = self.history.record_failure(failed)
         self.remember_failure(error, StepFailure(step_name, count, policy))
+        return count
 
     async def create_wait(self, step_name: str, kind: StepKind, context: JsonValue) -> StepAttempt:
         """Create the attempt of a durable wait, even if this branch is cancelled meanwhile.

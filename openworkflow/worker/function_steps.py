@@ -15,16 +15,24 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
+from openworkflow.core import clock
+from openworkflow.core.error import serialize_error
 from openworkflow.core.json import JsonConversionError, JsonValue
-from openworkflow.core.retry import TERMINAL_STEP_RETRY_POLICY, ResolvedRetryPolicy
+from openworkflow.core.retry import (
+    TERMINAL_STEP_RETRY_POLICY,
+    ResolvedRetryPolicy,
+    compute_failed_workflow_run_update,
+)
 from openworkflow.core.step_attempt import StepAttempt, StepKind
-from openworkflow.core.workflow_run import WorkflowRun
+from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
 from openworkflow.errors import NonRetryableError, PayloadError, StepCrashLoopError
 from openworkflow.payload import to_stored_json
-from openworkflow.worker.attempts import AttemptRecorder
+from openworkflow.worker.attempts import AttemptRecorder, StepFailure
 from openworkflow.worker.context import PassContext
+from openworkflow.worker.failures import final_failure_json, final_failure_of, raised_on_first_pass
+from openworkflow.worker.interrupts import StepRetry
 
 logger = logging.getLogger("openworkflow.worker")
 
@@ -52,6 +60,9 @@ class FunctionSteps:
         cached = self._history.find_cached(step_name)
         if cached is not None:
             return cached.output
+        memoized = self._memoized_failure(step_name)
+        if memoized is not None:
+            raise memoized
         call: asyncio.Future[Any] | None = None
         last_chance: asyncio.Lock | None = None
         self._recorder.begin_in_flight()
@@ -96,15 +107,64 @@ class FunctionSteps:
                 f"step {step_name!r} of workflow {self._run.workflow_name!r} returned a value "
                 f"that cannot be stored as JSON: {error}"
             )
-            await self._recorder.fail(step_name, attempt, failure, TERMINAL_STEP_RETRY_POLICY)
-            raise failure from None
+            raise await self._fail_for_good(step_name, attempt, failure) from None
         except Exception as error:
-            terminal = isinstance(error, NonRetryableError)
-            await self._recorder.fail(
-                step_name, attempt, error, TERMINAL_STEP_RETRY_POLICY if terminal else policy
-            )
-            raise
+            await self._retry_or_fail(step_name, attempt, error, policy)
         return await self._recorder.complete(attempt, output_value)
+
+    async def _retry_or_fail(
+        self,
+        step_name: str,
+        attempt: StepAttempt,
+        error: Exception,
+        policy: ResolvedRetryPolicy,
+    ) -> NoReturn:
+        """Record the failure; retry the step by its policy, or fail it for good.
+
+        A retry ends the pass (:class:`StepRetry`) without the workflow seeing
+        the error; a final failure is memoized and raised into workflow code.
+        """
+        if isinstance(error, NonRetryableError):
+            raise await self._fail_for_good(step_name, attempt, error) from None
+        serialized = serialize_error(error)
+        decision = compute_failed_workflow_run_update(
+            policy,
+            self._history.failed_attempt_count(step_name) + 1,
+            self._run.deadline_at,
+            serialized,
+            clock.now(),
+        )
+        if decision.status == WorkflowRunStatus.FAILED or decision.available_at is None:
+            raise await self._fail_for_good(step_name, attempt, error) from None
+        await self._recorder.fail(step_name, attempt, error, policy, stored=serialized)
+        raise StepRetry(serialized, decision.available_at)
+
+    async def _fail_for_good(
+        self, step_name: str, attempt: StepAttempt, error: BaseException
+    ) -> BaseException:
+        """Record a final failure with its memo; return what workflow code is to see."""
+        stored = final_failure_json(error)
+        count = await self._recorder.fail(
+            step_name, attempt, error, TERMINAL_STEP_RETRY_POLICY, stored=stored
+        )
+        raised = raised_on_first_pass(error, stored)
+        if raised is not error:
+            failure = StepFailure(step_name, count, TERMINAL_STEP_RETRY_POLICY)
+            self._recorder.remember_failure(raised, failure)
+        return raised
+
+    def _memoized_failure(self, step_name: str) -> BaseException | None:
+        """The final failure an earlier pass recorded for this step, rebuilt, if any."""
+        failed = self._history.failed.get(step_name)
+        memo = None if failed is None else final_failure_of(failed)
+        if memo is None:
+            return None
+        raised = memo.rebuild()
+        count = self._history.failed_attempt_count(step_name)
+        self._recorder.remember_failure(
+            raised, StepFailure(step_name, count, TERMINAL_STEP_RETRY_POLICY)
+        )
+        return raised
 
     def _output_label(self, step_name: str) -> str:
         return f"output of step {step_name!r} of workflow {self._run.workflow_name!r}"
@@ -133,8 +193,7 @@ class FunctionSteps:
         failure = StepCrashLoopError(step_name, unfinished, self._context.step_crash_limit)
         logger.error("Workflow run %s: %s", self._run.id, failure)
         attempt = await self._recorder.create(step_name, StepKind.FUNCTION, None)
-        await self._recorder.fail(step_name, attempt, failure, TERMINAL_STEP_RETRY_POLICY)
-        raise failure
+        raise await self._fail_for_good(step_name, attempt, failure)
 
     async def _call(self, fn: Callable[[], Any]) -> Any:
         if _is_async_callable(fn):

@@ -7,8 +7,10 @@ code can neither swallow a durable wait nor an engine fault.
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from datetime import datetime
 from typing import TypeVar
 
+from openworkflow.core.json import JsonValue
 from openworkflow.errors import BackendError
 from openworkflow.worker.step_history import Wait
 
@@ -21,6 +23,19 @@ class Suspend(BaseException):
     def __init__(self, wait: Wait) -> None:
         super().__init__("workflow run suspended")
         self.wait = wait
+
+
+class StepRetry(BaseException):
+    """A step failed and its policy tries it again: end the pass, reschedule the run.
+
+    Workflow code never sees a failure its step will retry, so ``except`` only
+    ever catches a step's final failure.
+    """
+
+    def __init__(self, error: JsonValue, available_at: datetime) -> None:
+        super().__init__("step retry scheduled")
+        self.error = error
+        self.available_at = available_at
 
 
 class StaleBranch(BaseException):

@@ -30,7 +30,7 @@ from openworkflow.errors import (
 )
 from openworkflow.payload import to_stored_json
 from openworkflow.worker.attempts import AttemptRecorder, StepFailure
-from openworkflow.worker.interrupts import EngineFault, StaleBranch, Suspend
+from openworkflow.worker.interrupts import EngineFault, StaleBranch, StepRetry, Suspend
 
 logger = logging.getLogger("openworkflow.worker")
 
@@ -131,6 +131,8 @@ def _outcome_of_interrupt(
     """The outcome of the engine's own interruptions, or None for any other error."""
     if isinstance(error, StaleBranch):
         return Dropped("a parallel branch wrote after its pass ended")
+    if isinstance(error, StepRetry):
+        return Rescheduled(error.error, error.available_at)
     if isinstance(error, EngineFault):
         if isinstance(error.error, WriteConflictError):
             return Dropped(f"the run moved on ({error.error})")
