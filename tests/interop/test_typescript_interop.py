@@ -405,11 +405,16 @@ async def _migration_versions(url: str, schema: str) -> list[int]:
 
 
 def _shape(value: Any) -> Any:
-    """JSON with ISO-ms timestamps, UUIDs and error stacks replaced by placeholders."""
+    """JSON with ISO-ms timestamps, UUIDs and error stacks replaced by placeholders.
+
+    The ``openworkflow`` key of a failed attempt's error (the Python engine's memo of
+    a final failure, which the original ignores; see docs/differences.md) is left out.
+    """
     if isinstance(value, dict):
         return {
             key: "<stack>" if key == "stack" and isinstance(item, str) and item else _shape(item)
             for key, item in value.items()
+            if not (key == "openworkflow" and isinstance(item, dict) and "final" in item)
         }
     if isinstance(value, list):
         return [_shape(item) for item in value]
