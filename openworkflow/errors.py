@@ -13,6 +13,7 @@
     ├── InvalidSchemaNameError         a PostgreSQL schema name that is not an identifier
     ├── InvalidRunIdPrefixError        a run id (prefix) to look up that no run id can start with
     ├── NonRetryableError              raise it in a step to fail the step without retries
+    ├── RetryAfter                     raise it in a step: run it again later, no attempt spent
     ├── StepFailedError                a step's final failure whose exception cannot be rebuilt
     ├── StepLimitExceededError         a run made more than 1000 step attempts
     ├── StepCrashLoopError             a step left unfinished too often (a poison run)
@@ -41,6 +42,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 
@@ -105,6 +107,21 @@ class InvalidRunIdPrefixError(OpenWorkflowError, ValueError):
 
 class NonRetryableError(OpenWorkflowError):
     """Raised inside a step to fail that step at once, skipping its retry policy."""
+
+
+class RetryAfter(OpenWorkflowError):
+    """Raise it in a step to run the step again after ``delay``, without spending an attempt.
+
+    For services that say when to come back (HTTP 429 with ``Retry-After``). The
+    run is rescheduled; the step's retry policy does not count this attempt.
+
+    Attributes:
+        delay: A ``timedelta``, seconds, or a string such as ``"30s"``.
+    """
+
+    def __init__(self, delay: timedelta | float | str, message: str = "") -> None:
+        super().__init__(message or f"retry after {delay}")
+        self.delay = delay
 
 
 class StepFailedError(OpenWorkflowError):

@@ -23,15 +23,19 @@ class Step(Protocol):
     def run(
         self,
         name: str,
-        fn: Callable[[], Any],
-        *,
+        fn: Callable[..., Any],
+        *args: Any,
         retry_policy: RetryPolicy | None = None,
     ) -> Awaitable[Any]:
-        """Run ``fn`` once and memoize its JSON result under ``name``.
+        """Run ``fn(*args)`` once and memoize its JSON result under ``name``.
 
         A sync ``fn`` runs in a worker thread; an async one (or one returning
         an awaitable) is awaited. Returns the JSON round-tripped result, the
-        same on the first execution and on every replay.
+        same on the first execution and on every replay. A failure is retried
+        by ``retry_policy`` before workflow code sees it; the final failure is
+        memoized and raised again at this call on every replay. Raise
+        :class:`~openworkflow.RetryAfter` in ``fn`` to run it again after a
+        delay without spending an attempt.
         """
         ...
 

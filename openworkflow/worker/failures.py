@@ -116,6 +116,20 @@ def final_failure_of_error(error: JsonValue) -> FinalFailure | None:
     )
 
 
+def deferral_json(error: BaseException) -> dict[str, Any]:
+    """The stored error of a :class:`~openworkflow.RetryAfter`: not counted as an attempt."""
+    stored = serialize_error(error)
+    stored[MARKER] = {"retryAfter": True}
+    return stored
+
+
+def is_deferral(attempt: StepAttempt) -> bool:
+    """Whether a failed attempt was a ``RetryAfter`` (it spends none of the step's attempts)."""
+    error = attempt.error
+    memo = error.get(MARKER) if isinstance(error, dict) else None
+    return isinstance(memo, dict) and memo.get("retryAfter") is True
+
+
 def _json_or_none(value: object) -> JsonValue:
     try:
         return to_json_value(value)

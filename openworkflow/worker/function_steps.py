@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from openworkflow.core import clock
+from openworkflow.core.duration import resolve_time
 from openworkflow.core.error import serialize_error
 from openworkflow.core.json import JsonConversionError, JsonValue
 from openworkflow.core.retry import (
@@ -27,11 +28,16 @@ from openworkflow.core.retry import (
 )
 from openworkflow.core.step_attempt import StepAttempt, StepKind
 from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
-from openworkflow.errors import NonRetryableError, PayloadError, StepCrashLoopError
+from openworkflow.errors import NonRetryableError, PayloadError, RetryAfter, StepCrashLoopError
 from openworkflow.payload import to_stored_json
 from openworkflow.worker.attempts import AttemptRecorder, StepFailure
 from openworkflow.worker.context import PassContext
-from openworkflow.worker.failures import final_failure_json, final_failure_of, raised_on_first_pass
+from openworkflow.worker.failures import (
+    deferral_json,
+    final_failure_json,
+    final_failure_of,
+    raised_on_first_pass,
+)
 from openworkflow.worker.interrupts import StepRetry
 
 logger = logging.getLogger("openworkflow.worker")
@@ -126,6 +132,8 @@ class FunctionSteps:
         """
         if isinstance(error, NonRetryableError):
             raise await self._fail_for_good(step_name, attempt, error) from None
+        if isinstance(error, RetryAfter):
+            await self._defer(step_name, attempt, error, policy)
         serialized = serialize_error(error)
         decision = compute_failed_workflow_run_update(
             policy,
@@ -138,6 +146,18 @@ class FunctionSteps:
             raise await self._fail_for_good(step_name, attempt, error) from None
         await self._recorder.fail(step_name, attempt, error, policy, stored=serialized)
         raise StepRetry(serialized, decision.available_at)
+
+    async def _defer(
+        self, step_name: str, attempt: StepAttempt, error: RetryAfter, policy: ResolvedRetryPolicy
+    ) -> NoReturn:
+        """Run the step again after the delay it asked for, without spending an attempt."""
+        available_at = resolve_time(error.delay)
+        deadline = self._run.deadline_at
+        if deadline is not None and available_at >= deadline:
+            raise await self._fail_for_good(step_name, attempt, error) from None
+        stored = deferral_json(error)
+        await self._recorder.fail(step_name, attempt, error, policy, stored=stored)
+        raise StepRetry(stored, available_at)
 
     async def _fail_for_good(
         self, step_name: str, attempt: StepAttempt, error: BaseException

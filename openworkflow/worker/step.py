@@ -9,6 +9,7 @@ monitor sees every call in that order. Function steps go to
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -50,14 +51,16 @@ class StepExecutor:
     def run(
         self,
         name: str,
-        fn: Callable[[], Any],
-        *,
+        fn: Callable[..., Any],
+        *args: Any,
         retry_policy: RetryPolicy | None = None,
     ) -> Awaitable[Any]:
         """See :meth:`openworkflow.Step.run`."""
         _check_step_name(name)
         if not callable(fn):
             raise TypeError(f"step {name!r}: fn must be callable, got {type(fn).__name__}")
+        if args:
+            fn = functools.partial(fn, *args)
         policy = (
             retry_policy.resolve(DEFAULT_STEP_RETRY_POLICY)
             if retry_policy is not None

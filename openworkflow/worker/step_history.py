@@ -8,6 +8,7 @@ from datetime import datetime
 from openworkflow.core.step_attempt import StepAttempt, StepAttemptStatus, StepKind
 from openworkflow.core.waits import WAIT_KINDS, WaitContext, wait_resume_at
 from openworkflow.errors import StepLimitExceededError
+from openworkflow.worker.failures import is_deferral
 
 WORKFLOW_STEP_LIMIT = 1000
 
@@ -39,9 +40,10 @@ class StepHistory:
             if attempt.is_completed:
                 self.cache[attempt.step_name] = attempt
             elif attempt.status == StepAttemptStatus.FAILED:
-                self.failed_counts[attempt.step_name] = (
-                    self.failed_counts.get(attempt.step_name, 0) + 1
-                )
+                if not is_deferral(attempt):
+                    self.failed_counts[attempt.step_name] = (
+                        self.failed_counts.get(attempt.step_name, 0) + 1
+                    )
                 self.failed[attempt.step_name] = attempt
             else:
                 self.running[attempt.step_name] = attempt
@@ -138,7 +140,9 @@ class StepHistory:
     def record_failure(self, attempt: StepAttempt) -> int:
         """Note an attempt just failed; return the step's failure count."""
         self.running.pop(attempt.step_name, None)
-        count = self.failed_counts.get(attempt.step_name, 0) + 1
-        self.failed_counts[attempt.step_name] = count
+        count = self.failed_counts.get(attempt.step_name, 0)
+        if not is_deferral(attempt):  # a RetryAfter spends no attempt
+            count += 1
+            self.failed_counts[attempt.step_name] = count
         self.failed[attempt.step_name] = attempt
         return count

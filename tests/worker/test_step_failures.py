@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from openworkflow import NonRetryableError, OpenWorkflow, RetryPolicy, Step, workflow
+from openworkflow import NonRetryableError, OpenWorkflow, RetryAfter, RetryPolicy, Step, workflow
 from openworkflow.errors import StepFailedError
 from tests.worker.helpers import FAST_RETRY, list_steps, running_worker
 
@@ -187,3 +187,54 @@ async def test_an_uncaught_final_failure_fails_the_run_with_the_error(backend: A
     run = await ow.get_run(handle.id)
     assert run is not None and run.status == "failed"
     assert run.error["name"] == "ValueError"
+
+
+async def test_step_run_passes_arguments_to_sync_and_async_bodies(backend: Any) -> None:
+    def add(left: int, right: int) -> int:
+        return left + right
+
+    async def greet(name: str, punctuation: str) -> str:
+        return f"hello {name}{punctuation}"
+
+    @workflow(name="with-arguments")
+    async def with_arguments(step: Step) -> list[Any]:
+        total = await step.run("add", add, 2, 3)
+        greeting = await step.run("greet", greet, "Ada", "!")
+        await step.sleep("nap", "10ms")  # replayed from here on: same stored results
+        return [total, greeting]
+
+    ow = OpenWorkflow(backend)
+    async with running_worker(backend, [with_arguments]):
+        handle = await ow.run(with_arguments)
+        assert await handle.result(timeout="10s") == [5, "hello Ada!"]
+
+
+async def test_retry_after_runs_the_step_again_without_spending_an_attempt(backend: Any) -> None:
+    calls = []
+
+    def rate_limited() -> str:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise RetryAfter("20ms", "429: come back in 20 ms")
+        if len(calls) == 3:
+            raise ConnectionError("reset by peer")  # a real failure: the first attempt spent
+        return "served"
+
+    two_attempts = RetryPolicy(initial_interval="10ms", maximum_attempts=2)
+
+    @workflow(name="rate-limited")
+    async def caller(step: Step) -> str:
+        # Two attempts: had the RetryAfters spent any, the real failure would be final.
+        try:
+            return str(await step.run("call", rate_limited, retry_policy=two_attempts))
+        except ConnectionError:
+            return "gave up"
+
+    ow = OpenWorkflow(backend)
+    async with running_worker(backend, [caller]):
+        handle = await ow.run(caller)
+        assert await handle.result(timeout="10s") == "served"
+    assert len(calls) == 4
+    attempts = await list_steps(backend, handle.id)
+    assert [step.status for step in attempts] == ["failed", "failed", "failed", "completed"]
+    assert attempts[0].error["message"] == "429: come back in 20 ms"
