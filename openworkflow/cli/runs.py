@@ -20,7 +20,9 @@ from openworkflow.settings import EffectiveSettings
 
 T = TypeVar("T")
 
-_STATUSES = [status.value for status in WorkflowRunStatus]
+_STATUSES = [
+    status.value for status in WorkflowRunStatus if status is not WorkflowRunStatus.UNKNOWN
+]
 
 
 @click.group()

@@ -91,8 +91,7 @@ DEFAULT_STEP_RETRY_POLICY = ResolvedRetryPolicy(
 DEFAULT_WORKFLOW_RETRY_POLICY = ResolvedRetryPolicy(
     initial_interval_ms=1000, backoff_coefficient=2, maximum_interval_ms=100_000, maximum_attempts=1
 )
-TERMINAL_STEP_RETRY_POLICY = DEFAULT_WORKFLOW_RETRY_POLICY
-"""Used for steps that never retry on their own (child workflows, signals, non-retryable errors)."""
+"""Workflow-level retries are off unless the workflow asks for them (one attempt)."""
 
 MISSING_DEFINITION_RETRY_POLICY = ResolvedRetryPolicy(
     initial_interval_ms=5000, backoff_coefficient=2, maximum_interval_ms=300_000, maximum_attempts=0

@@ -5,14 +5,13 @@ attempts. It keeps, beside the :class:`StepHistory`, what the pass's end
 depends on: whether new attempts are still allowed, which writes are in flight
 (the pass waits for them before it ends), which function attempts this pass
 started (handed back if it stops), and which exceptions came from a failed step
-(so the outcome can tell a step failure from a workflow failure).
+(so the outcome can tell a step's final failure from a workflow failure).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from openworkflow.core.backend import (
@@ -23,7 +22,6 @@ from openworkflow.core.backend import (
 )
 from openworkflow.core.error import serialize_error
 from openworkflow.core.json import JsonValue
-from openworkflow.core.retry import ResolvedRetryPolicy
 from openworkflow.core.step_attempt import StepAttempt, StepKind
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import StepLimitExceededError
@@ -33,15 +31,6 @@ from openworkflow.worker.replay import ReplayMonitor
 from openworkflow.worker.step_history import StepHistory, Wait
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class StepFailure:
-    """A step's recorded failure: how many attempts failed and the policy that decides."""
-
-    step_name: str
-    failed_attempts: int
-    retry_policy: ResolvedRetryPolicy
 
 
 class AttemptRecorder:
@@ -64,7 +53,7 @@ class AttemptRecorder:
         self._settled.set()
         self._wait_creations: set[asyncio.Future[StepAttempt]] = set()
         self._started_attempt_ids: set[str] = set()  # running function attempts of this pass
-        self._failures: dict[int, tuple[BaseException, StepFailure]] = {}
+        self._failures: dict[int, tuple[BaseException, str]] = {}  # id -> (error, step)
         self.step_limit_error: StepLimitExceededError | None = None
 
     # -- writes ----------------------------------------------------------------
@@ -126,14 +115,12 @@ class AttemptRecorder:
         step_name: str,
         attempt: StepAttempt,
         error: BaseException,
-        policy: ResolvedRetryPolicy,
         *,
         stored: JsonValue = None,
-    ) -> int:
+    ) -> None:
         """Fail a running attempt and remember ``error`` as that step's failure.
 
         ``stored`` is the error JSON to write (default: ``error`` serialized).
-        Returns how many attempts of the step have failed.
         """
         failed = await engine_call(
             self._context.backend.fail_step_attempt(
@@ -145,9 +132,8 @@ class AttemptRecorder:
                 )
             )
         )
-        count = self.history.record_failure(failed)
-        self.remember_failure(error, StepFailure(step_name, count, policy))
-        return count
+        self.history.record_failure(failed)
+        self.remember_failure(error, step_name)
 
     async def create_wait(self, step_name: str, kind: StepKind, context: JsonValue) -> StepAttempt:
         """Create the attempt of a durable wait, even if this branch is cancelled meanwhile.
@@ -183,16 +169,17 @@ class AttemptRecorder:
             self.step_limit_error = error
             raise
 
-    def remember_failure(self, error: BaseException, failure: StepFailure) -> None:
-        """Note that ``error`` is a step's failure.
+    def remember_failure(self, error: BaseException, step_name: str) -> None:
+        """Note that ``error`` is ``step_name``'s final failure, raised into workflow code.
 
-        The original exception reaches workflow code unchanged, so ``except
-        ValueError:`` works; the pass's outcome still knows it came from a step.
+        The exception reaches workflow code as it is, so ``except ValueError:``
+        works; if it escapes the workflow, the pass's outcome still knows it is a
+        step's failure (the run fails, with no workflow-level retry).
         """
-        self._failures[id(error)] = (error, failure)
+        self._failures[id(error)] = (error, step_name)
 
-    def step_failure_of(self, error: BaseException) -> StepFailure | None:
-        """The step failure ``error`` came from, if it escaped a step unchanged."""
+    def failed_step_of(self, error: BaseException) -> str | None:
+        """The step whose final failure ``error`` is, if it escaped that step unchanged."""
         entry = self._failures.get(id(error))
         return entry[1] if entry is not None and entry[0] is error else None
 

@@ -22,7 +22,6 @@ from openworkflow.core.duration import resolve_time
 from openworkflow.core.error import serialize_error
 from openworkflow.core.json import JsonConversionError, JsonValue
 from openworkflow.core.retry import (
-    TERMINAL_STEP_RETRY_POLICY,
     ResolvedRetryPolicy,
     compute_failed_workflow_run_update,
 )
@@ -30,7 +29,7 @@ from openworkflow.core.step_attempt import StepAttempt, StepKind
 from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
 from openworkflow.errors import NonRetryableError, PayloadError, RetryAfter, StepCrashLoopError
 from openworkflow.payload import to_stored_json
-from openworkflow.worker.attempts import AttemptRecorder, StepFailure
+from openworkflow.worker.attempts import AttemptRecorder
 from openworkflow.worker.context import PassContext
 from openworkflow.worker.failures import (
     deferral_json,
@@ -133,7 +132,7 @@ class FunctionSteps:
         if isinstance(error, NonRetryableError):
             raise await self._fail_for_good(step_name, attempt, error) from None
         if isinstance(error, RetryAfter):
-            await self._defer(step_name, attempt, error, policy)
+            await self._defer(step_name, attempt, error)
         serialized = serialize_error(error)
         decision = compute_failed_workflow_run_update(
             policy,
@@ -144,19 +143,17 @@ class FunctionSteps:
         )
         if decision.status == WorkflowRunStatus.FAILED or decision.available_at is None:
             raise await self._fail_for_good(step_name, attempt, error) from None
-        await self._recorder.fail(step_name, attempt, error, policy, stored=serialized)
+        await self._recorder.fail(step_name, attempt, error, stored=serialized)
         raise StepRetry(serialized, decision.available_at)
 
-    async def _defer(
-        self, step_name: str, attempt: StepAttempt, error: RetryAfter, policy: ResolvedRetryPolicy
-    ) -> NoReturn:
+    async def _defer(self, step_name: str, attempt: StepAttempt, error: RetryAfter) -> NoReturn:
         """Run the step again after the delay it asked for, without spending an attempt."""
         available_at = resolve_time(error.delay)
         deadline = self._run.deadline_at
         if deadline is not None and available_at >= deadline:
             raise await self._fail_for_good(step_name, attempt, error) from None
         stored = deferral_json(error)
-        await self._recorder.fail(step_name, attempt, error, policy, stored=stored)
+        await self._recorder.fail(step_name, attempt, error, stored=stored)
         raise StepRetry(stored, available_at)
 
     async def _fail_for_good(
@@ -164,13 +161,10 @@ class FunctionSteps:
     ) -> BaseException:
         """Record a final failure with its memo; return what workflow code is to see."""
         stored = final_failure_json(error)
-        count = await self._recorder.fail(
-            step_name, attempt, error, TERMINAL_STEP_RETRY_POLICY, stored=stored
-        )
+        await self._recorder.fail(step_name, attempt, error, stored=stored)
         raised = raised_on_first_pass(error, stored)
         if raised is not error:
-            failure = StepFailure(step_name, count, TERMINAL_STEP_RETRY_POLICY)
-            self._recorder.remember_failure(raised, failure)
+            self._recorder.remember_failure(raised, step_name)
         return raised
 
     def _memoized_failure(self, step_name: str) -> BaseException | None:
@@ -180,10 +174,7 @@ class FunctionSteps:
         if memo is None:
             return None
         raised = memo.rebuild()
-        count = self._history.failed_attempt_count(step_name)
-        self._recorder.remember_failure(
-            raised, StepFailure(step_name, count, TERMINAL_STEP_RETRY_POLICY)
-        )
+        self._recorder.remember_failure(raised, step_name)
         return raised
 
     def _output_label(self, step_name: str) -> str:

@@ -13,15 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from openworkflow.core import clock
 from openworkflow.core.error import serialize_error
 from openworkflow.core.json import JsonConversionError, JsonValue
 from openworkflow.core.retry import (
     DEFAULT_WORKFLOW_RETRY_POLICY,
     ResolvedRetryPolicy,
-    compute_failed_workflow_run_update,
 )
-from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
+from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import (
     BackendError,
     PayloadError,
@@ -29,7 +27,7 @@ from openworkflow.errors import (
     WriteConflictError,
 )
 from openworkflow.payload import to_stored_json
-from openworkflow.worker.attempts import AttemptRecorder, StepFailure
+from openworkflow.worker.attempts import AttemptRecorder
 from openworkflow.worker.interrupts import EngineFault, StaleBranch, StepRetry, Suspend
 
 logger = logging.getLogger("openworkflow.worker")
@@ -119,9 +117,10 @@ def outcome_of_error(
         limit_error = error
     if limit_error is not None:
         return Failed(_serialize_limit(limit_error), DEFAULT_WORKFLOW_RETRY_POLICY)
-    failure = recorder.step_failure_of(error) if recorder is not None else None
-    if failure is not None:
-        return _after_step_failure(error, failure, run)
+    if recorder is not None and recorder.failed_step_of(error) is not None:
+        # A step's final failure (its retries came before it): the run fails,
+        # with no workflow-level retry, as in the original.
+        return Failed(serialize_error(error), DEFAULT_WORKFLOW_RETRY_POLICY)
     return Failed(serialize_error(error), policy)
 
 
@@ -144,19 +143,6 @@ def _outcome_of_interrupt(
         wait = error.wait if recorder is None else recorder.earliest_wait_including(error.wait)
         return Parked(wait.resume_at)
     return None
-
-
-def _after_step_failure(
-    error: BaseException, failure: StepFailure, run: WorkflowRun
-) -> PassOutcome:
-    """A step failed and the workflow let it through: retry the step, or fail the run."""
-    serialized = serialize_error(error)
-    decision = compute_failed_workflow_run_update(
-        failure.retry_policy, failure.failed_attempts, run.deadline_at, serialized, clock.now()
-    )
-    if decision.status == WorkflowRunStatus.FAILED or decision.available_at is None:
-        return Failed(serialized, DEFAULT_WORKFLOW_RETRY_POLICY)
-    return Rescheduled(serialized, decision.available_at)
 
 
 def _serialize_limit(error: StepLimitExceededError) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from openworkflow.core.backend import (
 )
 from openworkflow.core.duration import Duration, resolve_time
 from openworkflow.core.json import JsonValue
-from openworkflow.core.retry import TERMINAL_STEP_RETRY_POLICY
 from openworkflow.core.step_attempt import StepAttempt, StepKind
 from openworkflow.core.waits import (
     child_error_from_attempt,
@@ -48,7 +47,7 @@ from openworkflow.errors import (
     SignalValidationError,
 )
 from openworkflow.payload import current_limits, to_stored_json
-from openworkflow.worker.attempts import AttemptRecorder, StepFailure
+from openworkflow.worker.attempts import AttemptRecorder
 from openworkflow.worker.context import PassContext
 from openworkflow.worker.interrupts import EngineFault, Suspend, engine_call
 from openworkflow.worker.step_history import Wait
@@ -105,9 +104,7 @@ class WaitSteps:
         if failed is not None and failed.child_workflow_run_id is not None:
             # A child's failure is final: replays raise it again, never respawn.
             error = child_error_from_attempt(failed, step_name)
-            self._recorder.remember_failure(
-                error, StepFailure(step_name, 1, TERMINAL_STEP_RETRY_POLICY)
-            )
+            self._recorder.remember_failure(error, step_name)
             raise error
         attempt = self._history.running.get(step_name)
         if attempt is None or attempt.kind != StepKind.WORKFLOW:
@@ -119,7 +116,7 @@ class WaitSteps:
             try:
                 stored_input = spec.validate_input(input, current_limits())
             except (InputValidationError, PayloadError) as error:
-                await self._recorder.fail(step_name, attempt, error, TERMINAL_STEP_RETRY_POLICY)
+                await self._recorder.fail(step_name, attempt, error)
                 raise
             attempt = await self._start_child(attempt, spec, stored_input)
         return await self._resolve_child(step_name, attempt)
@@ -167,7 +164,7 @@ class WaitSteps:
         if outcome is None:
             raise self._park(attempt, timeout_at)
         if isinstance(outcome, ChildWorkflowError):
-            await self._recorder.fail(step_name, attempt, outcome, TERMINAL_STEP_RETRY_POLICY)
+            await self._recorder.fail(step_name, attempt, outcome)
             raise outcome
         return await self._recorder.complete(attempt, outcome.output)
 
@@ -196,7 +193,7 @@ class WaitSteps:
         except BackendUnavailableError as error:
             raise EngineFault(error) from error  # retried: the key makes it idempotent
         except BackendError as error:
-            await self._recorder.fail(step_name, attempt, error, TERMINAL_STEP_RETRY_POLICY)
+            await self._recorder.fail(step_name, attempt, error)
             raise
         output = {"workflowRunIds": list(sent.workflow_run_ids)}
         return signal_run_ids(await self._recorder.complete(attempt, output))
@@ -238,7 +235,7 @@ class WaitSteps:
             failure = SignalValidationError(
                 f"Signal schema validation failed: {pydantic_message(error)}"
             )
-            await self._recorder.fail(step_name, attempt, failure, TERMINAL_STEP_RETRY_POLICY)
+            await self._recorder.fail(step_name, attempt, failure)
             raise failure from None
         await self._recorder.complete(attempt, {"data": adapter.dump_python(parsed, mode="json")})
         return {"data": parsed}
