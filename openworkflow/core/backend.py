@@ -381,9 +381,10 @@ class Backend(Protocol):
     async def retry_workflow_run(self, params: RetryWorkflowRunParams) -> WorkflowRun:
         """Put a failed or canceled run back to ``pending`` (not in the original).
 
-        Completed steps and running waits stay (memoized / still waiting);
-        failed attempts and orphaned running function attempts are removed, so
-        failed steps run again with fresh retry budgets. Raises for other statuses.
+        Completed steps stay memoized; failed attempts (memoized final failures
+        and the waits a terminal transition closed included) are removed, and so
+        are running function attempts left by rows an older engine wrote, so those
+        steps run again with fresh retry budgets. Raises for other statuses.
         """
         ...
 

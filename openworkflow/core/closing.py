@@ -10,11 +10,12 @@ for a child, or a function step abandoned by a crashed pass) is marked
 from __future__ import annotations
 
 from openworkflow.core.json import JsonValue
+from openworkflow.core.workflow_run import WorkflowRunStatus
 
 _REASONS = {
-    "canceled": "the run was canceled",
-    "completed": "the run completed before this step attempt finished",
-    "failed": "the run failed before this step attempt finished",
+    WorkflowRunStatus.CANCELED: "the run was canceled",
+    WorkflowRunStatus.COMPLETED: "the run completed before this step attempt finished",
+    WorkflowRunStatus.FAILED: "the run failed before this step attempt finished",
 }
 
 
@@ -24,7 +25,7 @@ def closed_step_attempt_error(run_status: str) -> JsonValue:
     Raises:
         ValueError: ``run_status`` is not a finished status.
     """
-    reason = _REASONS.get(run_status)
+    reason = _REASONS.get(WorkflowRunStatus.parse(run_status))
     if reason is None:
         raise ValueError(
             f"run status {run_status!r} is not finished; use one of {sorted(_REASONS)}"

@@ -24,6 +24,7 @@ from openworkflow.core.closing import closed_step_attempt_error
 from openworkflow.core.retry import compute_failed_workflow_run_update
 from openworkflow.core.workflow_run import (
     WorkflowRun,
+    WorkflowRunStatus,
     resolve_cancel_conflict,
     resolve_retry_conflict,
 )
@@ -119,7 +120,7 @@ class PostgresFinishing(PostgresRuns):
                     "mark workflow run failed",
                 )
             )
-            if run.status == "failed":
+            if run.status == WorkflowRunStatus.FAILED:
                 await self._close_open_step_attempts(connection, run)
                 await self._wake_parent(connection, run)
         return run

@@ -85,12 +85,21 @@ _CLAIM_BRANCHES = "  UNION ALL\n".join(
 ).rstrip("\n")
 
 CLAIM_WORKFLOW_RUNS = f"""
-WITH expired AS (
+-- Runs past their deadline are failed here, except those another transaction
+-- holds right now (an owner recording a step): waiting for it would leave this
+-- statement's snapshot blind to that step, which closed_attempts must see. The
+-- next claim fails them.
+WITH due_to_expire AS (
+  SELECT "id" FROM {{schema}}."workflow_runs"
+  WHERE "namespace_id" = %(ns)s AND "status" IN ('pending', 'running', 'sleeping')
+    AND "deadline_at" IS NOT NULL AND "deadline_at" <= NOW()
+  FOR NO KEY UPDATE SKIP LOCKED
+),
+expired AS (
   UPDATE {{schema}}."workflow_runs"
   SET "status" = 'failed', "error" = %(deadline_error)s, "worker_id" = NULL,
       "available_at" = NULL, "finished_at" = NOW(), "updated_at" = NOW()
-  WHERE "namespace_id" = %(ns)s AND "status" IN ('pending', 'running', 'sleeping')
-    AND "deadline_at" IS NOT NULL AND "deadline_at" <= NOW()
+  WHERE "namespace_id" = %(ns)s AND "id" IN (SELECT "id" FROM due_to_expire)
   RETURNING "namespace_id", "id", "parent_step_attempt_namespace_id", "parent_step_attempt_id"
 ),
 -- A finished run keeps no attempt running (waits and sleeps included).
@@ -266,15 +275,18 @@ WHERE "namespace_id" = %(ns)s AND "id" = %(run_id)s
   AND "status" IN ('pending', 'running', 'sleeping')
 RETURNING *, {NOTIFY_FINISHED}"""
 
-# Every terminal transition runs this in its transaction: the finished run's
-# open attempts (waits and sleeps included) are failed with a reason.
+# Cancel, failure for good and a child's completion run this in their
+# transaction (the claim's deadline sweep and the group-committed completion
+# fold the same update into their statement): the finished run's open attempts,
+# waits and sleeps included, are failed with a reason.
 CLOSE_OPEN_STEP_ATTEMPTS = """
 UPDATE {schema}."step_attempts"
 SET "status" = 'failed', "error" = %(closed_error)s, "finished_at" = NOW(), "updated_at" = NOW()
 WHERE "namespace_id" = %(ns)s AND "workflow_run_id" = %(run_id)s AND "status" = 'running'"""
 
-# Retry: drop what must run again (failed attempts, orphaned function
-# attempts); completed steps stay memoized and running waits keep waiting.
+# Retry: drop what must run again: failed attempts (final failures and the
+# waits a terminal transition closed) and running function attempts (rows an
+# older engine or a TypeScript worker left); completed steps stay memoized.
 DELETE_ATTEMPTS_TO_RERUN = """
 DELETE FROM {schema}."step_attempts"
 WHERE "namespace_id" = %(ns)s AND "workflow_run_id" = %(run_id)s

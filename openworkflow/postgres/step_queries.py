@@ -91,8 +91,9 @@ SELECT DISTINCT "workflow_run_id" FROM {schema}."workflow_signals"
 WHERE "namespace_id" = %(ns)s AND "signal" = %(signal)s
   AND "sender_idempotency_key" = %(idempotency_key)s"""
 
-# Deliver to every running wait on the signal whose run can still resume (a
-# canceled or finished run keeps its wait attempt 'running' forever); the
+# Deliver to every running wait on the signal whose run can still resume (rows
+# an older engine or a TypeScript worker wrote may keep a finished run's wait
+# 'running'); the
 # unique index allows one delivery per wait.
 DELIVER_SIGNAL = """
 WITH waiters AS (

@@ -15,7 +15,7 @@ from openworkflow.backend_common import check_namespace
 from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.group_commit import GroupCommit
-from openworkflow.sqlite.connection import PAGE_CACHE_KIB, Database, transaction
+from openworkflow.sqlite.connection import PAGE_CACHE_KIB, Database
 from openworkflow.sqlite.finishing import Completion
 from openworkflow.sqlite.schema import (
     current_migration_version,
@@ -33,9 +33,6 @@ __all__ = [
     "migration_script",
     "migration_scripts",
 ]
-
-# The name tests and older code import the transaction helper by.
-_transaction = transaction
 
 
 class SqliteBackend(SqliteSteps):

@@ -27,6 +27,7 @@ from openworkflow.core.backend import (
 from openworkflow.core.retry import compute_failed_workflow_run_update
 from openworkflow.core.workflow_run import (
     WorkflowRun,
+    WorkflowRunStatus,
     resolve_cancel_conflict,
     resolve_retry_conflict,
 )
@@ -127,7 +128,7 @@ class SqliteFinishing(SqliteRuns):
                     c.execute(q.FAIL_WORKFLOW_RUN, values).fetchone(), "mark workflow run failed"
                 )
                 run = to_run(row)
-                if run.status == "failed":
+                if run.status == WorkflowRunStatus.FAILED:
                     close_open_step_attempts(c, self._namespace_id, [run], now)
                     wake_parent(c, run, now)
                 return run
@@ -135,7 +136,7 @@ class SqliteFinishing(SqliteRuns):
             return transaction(c, body)
 
         run = await self._run(fail)
-        if run.status == "failed":
+        if run.status == WorkflowRunStatus.FAILED:
             self._notify_finished(run)
         return run
 

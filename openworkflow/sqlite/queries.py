@@ -190,8 +190,9 @@ SET "status" = 'failed', "error" = :error,
 WHERE "namespace_id" = :ns AND "status" = 'running'
   AND "workflow_run_id" IN (SELECT "value" FROM json_each(:run_ids))"""
 
-# Retry: drop what must run again (failed attempts, orphaned function
-# attempts); completed steps stay memoized and running waits keep waiting.
+# Retry: drop what must run again: failed attempts (final failures and the
+# waits a terminal transition closed) and running function attempts (rows an
+# older engine or a TypeScript worker left); completed steps stay memoized.
 DELETE_ATTEMPTS_TO_RERUN = """
 DELETE FROM "step_attempts"
 WHERE "namespace_id" = :ns AND "workflow_run_id" = :run_id
@@ -278,8 +279,9 @@ SELECT_SIGNAL_RUNS_BY_KEY = """
 SELECT DISTINCT "workflow_run_id" FROM "workflow_signals"
 WHERE "namespace_id" = :ns AND "signal" = :signal AND "sender_idempotency_key" = :idempotency_key"""
 
-# Only waits of runs that can still resume: a canceled or finished run keeps
-# its wait attempt 'running' forever, and must not receive (or report) a delivery.
+# Only waits of runs that can still resume: rows an older engine or a TypeScript
+# worker wrote may keep a finished run's wait 'running', and it must not receive
+# (or report) a delivery.
 SELECT_SIGNAL_WAITERS = """
 SELECT sa."id", sa."workflow_run_id" FROM "step_attempts" sa
 WHERE sa."namespace_id" = :ns AND sa."kind" = 'signal-wait' AND sa."status" = 'running'

@@ -31,7 +31,8 @@ from openworkflow.errors import (
 )
 from openworkflow.sqlite import SqliteBackend, migration_scripts, queries
 from openworkflow.sqlite import runs as sqlite_backend_module
-from openworkflow.sqlite.backend import _transaction, current_migration_version, migrate
+from openworkflow.sqlite.backend import current_migration_version, migrate
+from openworkflow.sqlite.connection import transaction as _transaction
 from tests.backend.helpers import (
     claim,
     create_claimed_run,
