@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -130,3 +133,45 @@ class Background:
         for reader in self._readers:
             reader.join(10)
         return Finished(returncode, "".join(self._stdout), self.stderr)
+
+
+@contextmanager
+def ow_dev(project: Path, *args: str) -> Iterator[Path]:
+    """``ow dev ARGS`` running in ``project`` for the block; yields the log it writes.
+
+    ``OPENWORKFLOW_*`` variables of this process are left out. At the end it is
+    stopped with SIGINT, as a user's Ctrl-C, and must exit 0.
+    """
+    log = project / "dev.log"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OPENWORKFLOW_")}
+    with log.open("w") as sink:
+        # -P: the project folder (which may hold a user openworkflow/) is not put on sys.path.
+        process = subprocess.Popen(
+            [sys.executable, "-P", "-m", "openworkflow", "dev", *args],
+            cwd=project,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield log
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            code = process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert code == 0, log.read_text()
+
+
+def dashboard_url(log: Path) -> str:
+    """The dashboard URL ``ow dev`` (or ``ow dashboard``) printed in its log."""
+    found: list[str] = []
+
+    def printed() -> bool:
+        found[:] = re.findall(r"^http://127\.0\.0\.1:\d+$", log.read_text(), re.MULTILINE)
+        return bool(found)
+
+    block_until(printed, "the dashboard's URL", 30)
+    return found[0]

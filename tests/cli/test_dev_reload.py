@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from openworkflow import SyncOpenWorkflow
-from tests.cli.helpers import write
+from tests.cli.helpers import ow_dev, write
 from tests.support.waiting import block_until
 
 CONFIG = """
@@ -62,45 +59,29 @@ def _replace_atomically(path: Path, text: str) -> None:
 @pytest.mark.slow
 def test_ow_dev_reloads_on_imported_helpers_and_names_the_file(tmp_path: Path) -> None:
     project = _project(tmp_path)
-    log = tmp_path / "dev.log"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("OPENWORKFLOW_")}
-    with log.open("w") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-P", "-m", "openworkflow", "dev", "--no-dashboard"],
-            cwd=project,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        with SyncOpenWorkflow(f"sqlite:///{project / 'dev.db'}") as client:
-            assert _greet(client) == "v1!/lazy1"
-            time.sleep(1.5)  # the worker reports the lazily imported module within a second
+    with (
+        ow_dev(project, "--no-dashboard") as log,
+        SyncOpenWorkflow(f"sqlite:///{project / 'dev.db'}") as client,
+    ):
+        assert _greet(client) == "v1!/lazy1"
+        time.sleep(1.5)  # the worker reports the lazily imported module within a second
 
-            write(project / "texts.py", "def greeting() -> str:\n    return 'v2'\n")
-            block_until(lambda: _greet(client).startswith("v2!"), "the edited helper", 30)
-            assert "texts.py; restarting the worker" in log.read_text()
+        write(project / "texts.py", "def greeting() -> str:\n    return 'v2'\n")
+        block_until(lambda: _greet(client).startswith("v2!"), "the edited helper", 30)
+        assert "texts.py; restarting the worker" in log.read_text()
 
-            _replace_atomically(project / "texts.py", "def greeting() -> str:\n    return 'v3'\n")
-            block_until(lambda: _greet(client).startswith("v3!"), "the replaced helper", 30)
+        _replace_atomically(project / "texts.py", "def greeting() -> str:\n    return 'v3'\n")
+        block_until(lambda: _greet(client).startswith("v3!"), "the replaced helper", 30)
 
-            sibling = project / "openworkflow" / "shipping.py"
-            write(sibling, "def suffix() -> str:\n    return '?'\n")
-            block_until(lambda: _greet(client).startswith("v3?"), "the edited sibling", 30)
+        sibling = project / "openworkflow" / "shipping.py"
+        write(sibling, "def suffix() -> str:\n    return '?'\n")
+        block_until(lambda: _greet(client).startswith("v3?"), "the edited sibling", 30)
 
-            time.sleep(1.5)
-            write(project / "lazy_texts.py", "VALUE = 'lazy2'\n")
-            block_until(lambda: _greet(client).endswith("/lazy2"), "the lazy helper", 30)
+        time.sleep(1.5)
+        write(project / "lazy_texts.py", "VALUE = 'lazy2'\n")
+        block_until(lambda: _greet(client).endswith("/lazy2"), "the lazy helper", 30)
 
-            before = log.read_text().count("restarting the worker")
-            write(project / "unrelated.py", "X = 2\n")  # never imported: no reload
-            time.sleep(2.5)
-            assert log.read_text().count("restarting the worker") == before
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            code = process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-    assert code == 0, log.read_text()
+        before = log.read_text().count("restarting the worker")
+        write(project / "unrelated.py", "X = 2\n")  # never imported: no reload
+        time.sleep(2.5)
+        assert log.read_text().count("restarting the worker") == before

@@ -7,17 +7,13 @@ against its schema; a broken file afterwards keeps the list it had.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.cli.helpers import write
+from tests.cli.helpers import dashboard_url, ow_dev, write
 from tests.support.waiting import block_until
 
 FIRST = """
@@ -40,17 +36,6 @@ class Loud(BaseModel):
 async def shout(input: Loud, step: Step) -> str:
     return await step.run("shout", lambda: (input.text.upper() + "!") * input.times)
 """
-
-
-def _dashboard_url(log: Path) -> str:
-    found: list[str] = []
-
-    def printed() -> bool:
-        found[:] = re.findall(r"^http://127\.0\.0\.1:\d+$", log.read_text(), re.MULTILINE)
-        return bool(found)
-
-    block_until(printed, "the dashboard's URL", timeout=30)
-    return found[0]
 
 
 def _listed(http: httpx.Client) -> set[str]:
@@ -84,39 +69,23 @@ def test_ow_dev_dashboard_lists_and_validates_a_workflow_added_while_it_runs(
         """,
     )
     write(tmp_path / "flows" / "greet.py", FIRST)
-    log = tmp_path / "dev.log"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("OPENWORKFLOW_")}
-    with log.open("w") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-P", "-m", "openworkflow", "dev", "--port", "0"],
-            cwd=tmp_path,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        with httpx.Client(base_url=_dashboard_url(log), timeout=10) as http:
-            assert _listed(http) == {"greet"}
+    with (
+        ow_dev(tmp_path, "--port", "0") as log,
+        httpx.Client(base_url=dashboard_url(log), timeout=10) as http,
+    ):
+        assert _listed(http) == {"greet"}
 
-            write(tmp_path / "flows" / "shout.py", ADDED)
-            block_until(lambda: "shout" in _listed(http), "the new workflow on the form", 30)
-            refused = _create(http, "shout", '{"text": "hey"}')
-            assert refused.status_code == 400, refused.text
-            assert 'data-field="input"' in refused.text
-            assert "times: Field required" in refused.text  # checked against its schema
-            accepted = _create(http, "shout", '{"text": "hey", "times": 2}')
-            assert accepted.status_code == 303, accepted.text
+        write(tmp_path / "flows" / "shout.py", ADDED)
+        block_until(lambda: "shout" in _listed(http), "the new workflow on the form", 30)
+        refused = _create(http, "shout", '{"text": "hey"}')
+        assert refused.status_code == 400, refused.text
+        assert 'data-field="input"' in refused.text
+        assert "times: Field required" in refused.text  # checked against its schema
+        accepted = _create(http, "shout", '{"text": "hey", "times": 2}')
+        assert accepted.status_code == 303, accepted.text
 
-            write(tmp_path / "flows" / "broken.py", "def oops(:\n")
-            block_until(lambda: "Workflow reload failed" in log.read_text(), "the report", 30)
-            assert "broken.py" in log.read_text()
-            assert _listed(http) == {"greet", "shout"}  # the previous list stays
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            code = process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-    assert code == 0, log.read_text()
+        write(tmp_path / "flows" / "broken.py", "def oops(:\n")
+        block_until(lambda: "Workflow reload failed" in log.read_text(), "the report", 30)
+        assert "broken.py" in log.read_text()
+        assert _listed(http) == {"greet", "shout"}  # the previous list stays
     assert "dashboard exited" not in log.read_text()
