@@ -31,6 +31,7 @@ from openworkflow.errors import (
     ChildWorkflowTimeoutError,
     InputValidationError,
     NonRetryableError,
+    NotInStepError,
     OpenWorkflowError,
     ResultTimeoutError,
     RetryAfter,
@@ -39,9 +40,11 @@ from openworkflow.errors import (
     StepCrashLoopError,
     StepFailedError,
     StepLimitExceededError,
+    StepTimeoutError,
     WorkflowCanceledError,
     WorkflowFailedError,
 )
+from openworkflow.step_context import StepContext, step_context
 from openworkflow.sync_client import SyncOpenWorkflow, SyncRunHandle
 from openworkflow.worker.worker import Worker
 
@@ -77,6 +80,9 @@ __all__ = [
     "StepCrashLoopError",
     "StepFailedError",
     "StepLimitExceededError",
+    "StepTimeoutError",
+    "StepContext",
+    "NotInStepError",
     "SyncOpenWorkflow",
     "SyncRunHandle",
     "Worker",
@@ -89,6 +95,7 @@ __all__ = [
     "connect",
     "declare_workflow",
     "define_config",
+    "step_context",
     "workflow",
 ]
 

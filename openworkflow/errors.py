@@ -141,6 +141,31 @@ class StepFailedError(OpenWorkflowError):
         self.message = message
 
 
+class NotInStepError(OpenWorkflowError, RuntimeError):
+    """``openworkflow.step_context()`` was called outside a step body run by ``step.run``."""
+
+
+class StepTimeoutError(OpenWorkflowError, TimeoutError):
+    """One attempt of a step ran past the ``timeout`` given to ``step.run``.
+
+    An async body was cancelled; a sync body's late result is discarded. The
+    attempt counts as failed and is retried by the step's retry policy.
+
+    Attributes:
+        step_name: The step's durable name.
+        timeout_ms: The timeout, in milliseconds.
+    """
+
+    def __init__(self, step_name: str, timeout_ms: int) -> None:
+        super().__init__(f"step {step_name!r} timed out after {_seconds(timeout_ms)}")
+        self.step_name = step_name
+        self.timeout_ms = timeout_ms
+
+
+def _seconds(milliseconds: int) -> str:
+    return f"{milliseconds / 1000:g}s"
+
+
 class StepLimitExceededError(OpenWorkflowError):
     """A run exceeded the number of step attempts it may record."""
 

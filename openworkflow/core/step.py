@@ -26,16 +26,23 @@ class Step(Protocol):
         fn: Callable[..., Any],
         *args: Any,
         retry_policy: RetryPolicy | None = None,
+        timeout: Duration | None = None,
     ) -> Awaitable[Any]:
         """Run ``fn(*args)`` once and memoize its JSON result under ``name``.
 
         A sync ``fn`` runs in a worker thread; an async one (or one returning
         an awaitable) is awaited. Returns the JSON round-tripped result, the
-        same on the first execution and on every replay. A failure is retried
-        by ``retry_policy`` before workflow code sees it; the final failure is
-        memoized and raised again at this call on every replay. Raise
+        same on the first execution and on every replay; when ``fn`` has a
+        return annotation (a pydantic model, a dataclass, a TypedDict,
+        builtin types) the JSON is validated back into that type. A failure
+        is retried by ``retry_policy`` before workflow code sees it; the final
+        failure is memoized and raised again at this call on every replay.
+        ``timeout`` bounds one attempt: past it an async body is cancelled, a
+        sync body's late result is discarded, and the attempt fails with
+        :class:`~openworkflow.StepTimeoutError`. Raise
         :class:`~openworkflow.RetryAfter` in ``fn`` to run it again after a
-        delay without spending an attempt.
+        delay without spending an attempt. Inside ``fn``,
+        :func:`openworkflow.step_context` describes the attempt.
         """
         ...
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable
 from typing import Any
 
@@ -67,6 +68,9 @@ class WorkflowExecution:
         #: Set once the final write (complete, fail, park) is under way: a lease
         #: renewal refused from then on may just mean that write has landed.
         self.finishing = False
+        #: Set by the worker when the run was canceled; step bodies see it as
+        #: ``step_context().cancel_requested`` (a sync body cannot be cancelled).
+        self.cancel_requested = threading.Event()
 
     async def execute(self) -> None:
         """Run the pass; errors from user code end in an outcome, never escape."""
@@ -97,7 +101,7 @@ class WorkflowExecution:
         step = StepExecutor(
             recorder=recorder,
             replay=replay,
-            functions=FunctionSteps(self.context, self.run, recorder),
+            functions=FunctionSteps(self.context, self.run, recorder, self.cancel_requested),
             waits=WaitSteps(self.context, self.run, recorder),
         )
         output = await self.workflow.fn(**_workflow_arguments(self.workflow, self.run, step))

@@ -11,11 +11,16 @@ and a step left unfinished ``step_crash_limit`` times fails for good.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import logging
+import threading
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any, NoReturn
+
+from pydantic import TypeAdapter
 
 from openworkflow.core import clock
 from openworkflow.core.duration import resolve_time
@@ -26,9 +31,17 @@ from openworkflow.core.retry import (
     compute_failed_workflow_run_update,
 )
 from openworkflow.core.step_attempt import StepAttempt, StepKind
+from openworkflow.core.step_result import result_adapter, typed_result
 from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
-from openworkflow.errors import NonRetryableError, PayloadError, RetryAfter, StepCrashLoopError
+from openworkflow.errors import (
+    NonRetryableError,
+    PayloadError,
+    RetryAfter,
+    StepCrashLoopError,
+    StepTimeoutError,
+)
 from openworkflow.payload import to_stored_json
+from openworkflow.step_context import StepContext, enter_step_context
 from openworkflow.worker.attempts import AttemptRecorder
 from openworkflow.worker.context import PassContext
 from openworkflow.worker.failures import (
@@ -48,8 +61,16 @@ QUICK_STEP_S = 0.05
 class FunctionSteps:
     """Runs the function steps of one pass."""
 
-    def __init__(self, context: PassContext, run: WorkflowRun, recorder: AttemptRecorder) -> None:
+    def __init__(
+        self,
+        context: PassContext,
+        run: WorkflowRun,
+        recorder: AttemptRecorder,
+        cancel_event: threading.Event | None = None,
+    ) -> None:
         self._context = context
+        # Set when the run is canceled; step bodies read it via step_context().
+        self._cancel_event = cancel_event if cancel_event is not None else threading.Event()
         self._run = run
         self._recorder = recorder
         self._history = recorder.history
@@ -57,14 +78,21 @@ class FunctionSteps:
         # running it, so a step that kills its worker leaves a trace to count.
         self._record_before_running = run.lease_expired or bool(self._history.unfinished_counts)
 
-    async def run(self, step_name: str, fn: Callable[[], Any], policy: ResolvedRetryPolicy) -> Any:
+    async def run(
+        self,
+        step_name: str,
+        fn: Callable[[], Any],
+        policy: ResolvedRetryPolicy,
+        timeout_ms: int | None = None,
+    ) -> Any:
         """The step's stored output, running ``fn`` first if it has none yet.
 
         One coroutine on purpose: this is the hot path of every pass.
         """
+        adapter = result_adapter(fn, step_name)
         cached = self._history.find_cached(step_name)
         if cached is not None:
-            return cached.output
+            return typed_result(adapter, cached.output, step_name)
         memoized = self._memoized_failure(step_name)
         if memoized is not None:
             raise memoized
@@ -74,18 +102,23 @@ class FunctionSteps:
         try:
             self._recorder.check_can_create(step_name)
             last_chance = await self._guard_crash_loop(step_name)
+            timer = _AttemptTimer(timeout_ms)
+            context = self._step_context(step_name, timer)
             if self._record_before_running:
                 attempt = await self._recorder.create(step_name, StepKind.FUNCTION, None)
-                call = asyncio.ensure_future(self._call(fn))
+                call = asyncio.ensure_future(self._call(fn, context))
             else:
-                call = asyncio.ensure_future(self._call(fn))
-                await asyncio.wait({call}, timeout=QUICK_STEP_S)
+                call = asyncio.ensure_future(self._call(fn, context))
+                await asyncio.wait({call}, timeout=timer.quick_wait(QUICK_STEP_S))
                 if call.done() and not call.cancelled() and call.exception() is None:
                     output = _json_output_or_none(call.result(), self._output_label(step_name))
                     if output is not None:
-                        return await self._recorder.create_completed(step_name, output[0])
+                        typed = self._typed_or_none(adapter, output[0], step_name)
+                        if typed is not None:
+                            await self._recorder.create_completed(step_name, output[0])
+                            return typed[0]
                 attempt = await self._recorder.create(step_name, StepKind.FUNCTION, None)
-            return await self._finish(step_name, attempt, call, policy)
+            return await self._finish(step_name, attempt, call, policy, timer, adapter)
         except BaseException:
             if call is not None and not call.done():
                 call.cancel()  # the pass is ending (lease lost, stop): do not leave it running
@@ -103,19 +136,49 @@ class FunctionSteps:
         attempt: StepAttempt,
         call: asyncio.Future[Any],
         policy: ResolvedRetryPolicy,
+        timer: _AttemptTimer,
+        adapter: TypeAdapter[Any] | None,
     ) -> Any:
         """Await the body and record its output, or its failure under ``policy``."""
         try:
-            output_value = to_stored_json(await call, self._output_label(step_name))
+            value = await timer.bound(call)
+        except TimeoutError as error:
+            await self._retry_or_fail(step_name, attempt, timer.failure(step_name, error), policy)
+        except Exception as error:
+            await self._retry_or_fail(step_name, attempt, error, policy)
+        try:
+            output_value = to_stored_json(value, self._output_label(step_name))
+            typed = typed_result(adapter, output_value, step_name)
         except JsonConversionError as error:
             failure = PayloadError(
                 f"step {step_name!r} of workflow {self._run.workflow_name!r} returned a value "
                 f"that cannot be stored as JSON: {error}"
             )
             raise await self._fail_for_good(step_name, attempt, failure) from None
-        except Exception as error:
-            await self._retry_or_fail(step_name, attempt, error, policy)
-        return await self._recorder.complete(attempt, output_value)
+        except PayloadError as error:  # the output does not match the return annotation
+            raise await self._fail_for_good(step_name, attempt, error) from None
+        await self._recorder.complete(attempt, output_value)
+        return typed
+
+    @staticmethod
+    def _typed_or_none(
+        adapter: TypeAdapter[Any] | None, output: JsonValue, step_name: str
+    ) -> tuple[Any] | None:
+        """``(typed_output,)``, or None to let the slow path record the mismatch."""
+        try:
+            return (typed_result(adapter, output, step_name),)
+        except PayloadError:
+            return None
+
+    def _step_context(self, step_name: str, timer: _AttemptTimer) -> StepContext:
+        return StepContext(
+            run_id=self._run.id,
+            workflow_name=self._run.workflow_name,
+            step_name=step_name,
+            attempt=self._history.failed_attempt_count(step_name) + 1,
+            deadline=timer.deadline,
+            cancel_event=self._cancel_event,
+        )
 
     async def _retry_or_fail(
         self,
@@ -206,14 +269,55 @@ class FunctionSteps:
         attempt = await self._recorder.create(step_name, StepKind.FUNCTION, None)
         raise await self._fail_for_good(step_name, attempt, failure)
 
-    async def _call(self, fn: Callable[[], Any]) -> Any:
+    async def _call(self, fn: Callable[[], Any], context: StepContext) -> Any:
+        # Runs in its own task, so the step context set here is the body's alone.
+        enter_step_context(context)
         if _is_async_callable(fn):
             return await fn()
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._context.thread_pool, fn)
+        # A thread does not inherit context variables: hand it a copy of ours.
+        result = await loop.run_in_executor(
+            self._context.thread_pool, contextvars.copy_context().run, fn
+        )
         if inspect.isawaitable(result):
             return await result
         return result
+
+
+class _AttemptTimer:
+    """The ``timeout`` of one attempt: when it runs out, and how to bound the body by it."""
+
+    __slots__ = ("_loop_deadline", "_timeout", "deadline", "timeout_ms")
+
+    def __init__(self, timeout_ms: int | None) -> None:
+        self.timeout_ms = timeout_ms
+        self._timeout: asyncio.Timeout | None = None
+        if timeout_ms is None:
+            self.deadline: datetime | None = None
+            self._loop_deadline: float | None = None
+        else:
+            self.deadline = clock.now() + timedelta(milliseconds=timeout_ms)
+            self._loop_deadline = asyncio.get_running_loop().time() + timeout_ms / 1000
+
+    def quick_wait(self, quick_s: float) -> float:
+        """How long to wait for a quick result: never past the deadline."""
+        if self._loop_deadline is None:
+            return quick_s
+        return max(0.0, min(quick_s, self._loop_deadline - asyncio.get_running_loop().time()))
+
+    async def bound(self, call: asyncio.Future[Any]) -> Any:
+        """Await the body; past the deadline it is cancelled (a thread's result is dropped)."""
+        if self._loop_deadline is None:
+            return await call
+        self._timeout = asyncio.timeout_at(self._loop_deadline)
+        async with self._timeout:
+            return await call
+
+    def failure(self, step_name: str, error: TimeoutError) -> Exception:
+        """:class:`StepTimeoutError` when the deadline passed, else the body's own error."""
+        if self.timeout_ms is not None and self._timeout is not None and self._timeout.expired():
+            return StepTimeoutError(step_name, self.timeout_ms)
+        return error
 
 
 def _json_output_or_none(value: Any, what: str) -> tuple[JsonValue] | None:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter
 
-from openworkflow.core.duration import Duration
+from openworkflow.core.duration import Duration, parse_duration_ms
 from openworkflow.core.json import check_name
 from openworkflow.core.retry import DEFAULT_STEP_RETRY_POLICY, RetryPolicy
 from openworkflow.core.workflow_definition import WorkflowRef, spec_of
@@ -54,6 +54,7 @@ class StepExecutor:
         fn: Callable[..., Any],
         *args: Any,
         retry_policy: RetryPolicy | None = None,
+        timeout: Duration | None = None,
     ) -> Awaitable[Any]:
         """See :meth:`openworkflow.Step.run`."""
         _check_step_name(name)
@@ -66,7 +67,8 @@ class StepExecutor:
             if retry_policy is not None
             else DEFAULT_STEP_RETRY_POLICY
         )
-        return self._tracked(self._functions.run(self._resolve(name), fn, policy))
+        timeout_ms = None if timeout is None else _step_timeout_ms(name, timeout)
+        return self._tracked(self._functions.run(self._resolve(name), fn, policy, timeout_ms))
 
     def sleep(self, name: str, duration: Duration) -> Awaitable[None]:
         """See :meth:`openworkflow.Step.sleep`."""
@@ -171,6 +173,16 @@ def _base_name(name: str | None, default: str) -> str:
         return default
     _check_step_name(name)
     return name
+
+
+def _step_timeout_ms(name: str, timeout: Duration) -> int:
+    try:
+        timeout_ms = round(parse_duration_ms(timeout))
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"step {name!r}: invalid timeout {timeout!r}: {error}") from None
+    if timeout_ms <= 0:
+        raise ValueError(f"step {name!r}: timeout must be positive, got {timeout!r}")
+    return timeout_ms
 
 
 def _check_signal(signal: object) -> None:
