@@ -29,6 +29,7 @@ from openworkflow.errors import (
     ChildWorkflowError,
     ChildWorkflowFailedError,
     ChildWorkflowTimeoutError,
+    CompensationError,
     InputValidationError,
     NonRetryableError,
     NotInStepError,
@@ -44,6 +45,7 @@ from openworkflow.errors import (
     WorkflowCanceledError,
     WorkflowFailedError,
 )
+from openworkflow.saga import Saga
 from openworkflow.step_context import StepContext, step_context
 from openworkflow.sync_client import SyncOpenWorkflow, SyncRunHandle
 from openworkflow.worker.worker import Worker
@@ -60,6 +62,7 @@ __all__ = [
     "ChildWorkflowError",
     "ChildWorkflowFailedError",
     "ChildWorkflowTimeoutError",
+    "CompensationError",
     "InputValidationError",
     "NonRetryableError",
     "OpenWorkflow",
@@ -71,6 +74,7 @@ __all__ = [
     "RetryPolicy",
     "RunHandle",
     "RunInfo",
+    "Saga",
     "SignalValidationError",
     "SignalWaitConflictError",
     "SqliteBackend",

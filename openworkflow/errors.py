@@ -17,6 +17,9 @@
     ├── StepFailedError                a step's final failure whose exception cannot be rebuilt
     ├── StepLimitExceededError         a run made more than 1000 step attempts
     ├── StepCrashLoopError             a step left unfinished too often (a poison run)
+    ├── StepTimeoutError               a step attempt ran past its timeout (also TimeoutError)
+    ├── NotInStepError                 step_context() outside a step body (also RuntimeError)
+    ├── CompensationError              saga compensations failed for good (the others still ran)
     ├── WorkflowRunNotFoundError       no run with that id in this namespace
     ├── AmbiguousRunIdError            a run id prefix that several runs start with
     ├── InvalidRunStateError           e.g. canceling a completed run
@@ -139,6 +142,28 @@ class StepFailedError(OpenWorkflowError):
         super().__init__(f"{error_type}: {message}" if message else error_type)
         self.error_type = error_type
         self.message = message
+
+
+class CompensationError(OpenWorkflowError):
+    """Some compensations failed for good (the others still ran).
+
+    ``__cause__`` is the first failure. Raised by ``async with Saga(step)``,
+    ``__context__`` is the error that started the compensation.
+
+    Attributes:
+        failed: The names of the compensations that failed, in the order they ran.
+        errors: Their final failures, in the same order.
+    """
+
+    def __init__(self, failed: list[str], errors: list[Exception]) -> None:
+        details = "; ".join(
+            f"{name} ({type(error).__name__}: {error})"
+            for name, error in zip(failed, errors, strict=True)
+        )
+        noun = "compensation" if len(failed) == 1 else "compensations"
+        super().__init__(f"{len(failed)} {noun} failed: {details}")
+        self.failed = failed
+        self.errors = errors
 
 
 class NotInStepError(OpenWorkflowError, RuntimeError):

@@ -20,8 +20,16 @@ from workflows.approval import approval_signal, approve_expense
 from workflows.fan_out import resize_album, resize_image
 from workflows.hello_world import hello_world
 from workflows.process_order import process_order
+from workflows.trip_booking import trip_booking
 
-WORKFLOWS = [hello_world, process_order, approve_expense, resize_album, resize_image]
+WORKFLOWS = [
+    hello_world,
+    process_order,
+    approve_expense,
+    resize_album,
+    resize_image,
+    trip_booking,
+]
 
 SETTINGS = resolve_settings(load_config(Path(__file__).parent.parent / "openworkflow.config.py"))
 
@@ -42,6 +50,8 @@ async def main() -> None:
         )
         expense = await ow.run(approve_expense, {"expense_id": "E-7", "amount_cents": 4200})
         album = await ow.run(resize_album, ["cat.png", "dog.png", "owl.png"])
+        # No cars in Lisbon: the hotel and the flight are booked, then canceled.
+        trip = await ow.run(trip_booking, {"trip_id": "T-42", "destination": "Lisbon"})
         print(f"enqueued hello-world run {hello.id} and process-order run {order.id}")
         async with ow.new_worker(WORKFLOWS, concurrency=SETTINGS.concurrency):
             # The approval run parks on its signal; answer it once it waits.
@@ -52,13 +62,14 @@ async def main() -> None:
                 ("process-order", order),
                 ("approve-expense", expense),
                 ("resize-album", album),
+                ("trip-booking", trip),
             )
             for name, handle in runs:
                 output = await handle.result(timeout="30s")
                 print(f"{name} completed: {json.dumps(output)}")
                 steps = await ow.list_steps(handle.id)
                 for attempt in steps.data:
-                    print(f"  step {attempt.step_name:<16} {attempt.kind:<11} {attempt.status}")
+                    print(f"  step {attempt.step_name:<18} {attempt.kind:<11} {attempt.status}")
         counts = await ow.counts()
         print(f"runs: {counts}")
         await ow.backend.stop()

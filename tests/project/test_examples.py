@@ -38,7 +38,11 @@ def test_run_examples_prints_outputs(tmp_path: Path) -> None:
         in completed.stdout
     )
     assert '"thumbnail": "thumb-owl.png"' in completed.stdout
-    assert "completed=7" in completed.stdout
+    assert (
+        'trip-booking completed: {"status": "compensated", "reason": "no cars available in '
+        'Lisbon", "compensated": ["hotel", "flight"]}' in completed.stdout
+    )
+    assert "completed=8" in completed.stdout
     assert (tmp_path / "examples.db").exists()
 
 
