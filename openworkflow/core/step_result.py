@@ -4,21 +4,30 @@ A step's output is stored as JSON. When the body declares what it returns
 (``-> Invoice``, a dataclass, a TypedDict, ``list[int]``), workflow code gets
 that type back, built from the stored JSON, on the first pass and on every
 replay alike, so the two can never differ. A body without a return
-annotation (a lambda) or annotated ``Any``/``object`` gives plain JSON.
+annotation (a lambda) or annotated ``Any``/``object`` gives plain JSON (and
+one annotated ``NoReturn``/``Never`` has no result to type).
 """
 
 from __future__ import annotations
 
 import functools
+import sys
+import types
 import typing
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
+import typing_extensions
 from pydantic import TypeAdapter, ValidationError
 
+from openworkflow.core.json import JsonConversionError, JsonValue
 from openworkflow.errors import PayloadError
 
+ToJson = Callable[[Any, str], JsonValue]
+"""Converts a value to storable JSON under the payload limits in force (what, for errors)."""
+
 _adapters: dict[tuple[object, object], TypeAdapter[Any] | None] = {}
+_PLAIN_JSON: tuple[object, ...] = (Any, object, typing.NoReturn, typing_extensions.Never)
 _MAX_CACHED = 4096
 
 
@@ -67,10 +76,39 @@ def typed_result(adapter: TypeAdapter[Any] | None, output: Any, step_name: str) 
         ) from None
 
 
+def stored_output(
+    adapter: TypeAdapter[Any] | None, value: Any, what: str, to_json: ToJson
+) -> JsonValue:
+    """``value`` as the JSON to store for a step's output (``to_json`` applies the limits).
+
+    With a return annotation, what plain JSON cannot hold (a ``datetime``, a
+    dataclass with one, ``UUID``, ``bytes``) is dumped by the annotation's
+    adapter, as a pydantic model dumps its fields; :func:`typed_result` then
+    builds the declared type back from that JSON.
+
+    Raises:
+        JsonConversionError: the value cannot be stored (the plain-JSON reason).
+        PayloadTooLargeError: its JSON is larger than the maximum size.
+    """
+    try:
+        return to_json(value, what)
+    except JsonConversionError as error:
+        if adapter is None:
+            raise
+        refused = error
+    try:
+        dumped = adapter.dump_python(value, mode="json", warnings=False)
+    except Exception:  # pydantic cannot serialize it either: the plain reason says why
+        raise refused from None
+    return to_json(dumped, what)
+
+
 def _annotated_callable(fn: Callable[..., Any]) -> Any:
     target: Any = fn
     while isinstance(target, functools.partial):
         target = target.func
+    if isinstance(target, type):  # a class called as the body: no return annotation
+        return None
     if not hasattr(target, "__code__"):
         # A callable object (or a bound method of one): its __call__ is annotated.
         call = getattr(target, "__call__", None)  # noqa: B004 - not a callable() check
@@ -89,12 +127,12 @@ def _build_adapter(target: Any, annotation: object, step_name: str) -> TypeAdapt
                 f"{getattr(target, '__qualname__', target)!r} cannot be resolved ({error}); "
                 "define the type at module level, or remove the annotation to get plain JSON"
             ) from None
-    if annotation is Any or annotation is object:
+    if any(annotation is plain for plain in _PLAIN_JSON):  # never returns: nothing to type
         return None
     if typing.get_origin(annotation) in (Awaitable, Coroutine):
         annotation = typing.get_args(annotation)[-1]
     try:
-        return TypeAdapter(cast(Any, annotation))
+        return TypeAdapter(cast(Any, _portable(annotation)))
     except Exception as error:
         raise TypeError(
             f"step {step_name!r}: the return annotation {annotation!r} is not a type a "
@@ -106,3 +144,31 @@ def _build_adapter(target: Any, annotation: object, step_name: str) -> TypeAdapt
 def _type_label(adapter: TypeAdapter[Any]) -> str:
     core_type = getattr(adapter, "_type", None)
     return getattr(core_type, "__name__", None) or repr(core_type)
+
+
+def _portable(annotation: Any) -> Any:
+    """``annotation`` with each ``typing.TypedDict`` in it made one pydantic accepts.
+
+    Before Python 3.12 pydantic refuses ``typing.TypedDict`` (it wants the
+    ``typing_extensions`` one); the result is a plain dict either way, so the
+    same fields are declared on a ``typing_extensions.TypedDict``.
+    """
+    if sys.version_info >= (3, 12):
+        return annotation
+    if typing.is_typeddict(annotation) and type(annotation).__module__ == "typing":
+        optional = annotation.__optional_keys__
+        fields = {
+            key: typing_extensions.NotRequired[_portable(hint)]
+            if key in optional
+            else typing_extensions.Required[_portable(hint)]
+            for key, hint in typing.get_type_hints(annotation).items()
+        }
+        return typing_extensions.TypedDict(annotation.__name__, fields)  # type: ignore[operator]
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    converted = tuple(_portable(arg) for arg in args)
+    if origin is None or converted == args:
+        return annotation
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[converted]  # noqa: UP007 - built from a tuple of members
+    return origin[converted]

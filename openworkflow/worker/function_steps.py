@@ -11,6 +11,7 @@ and a step left unfinished ``step_crash_limit`` times fails for good.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -31,7 +32,7 @@ from openworkflow.core.retry import (
     compute_failed_workflow_run_update,
 )
 from openworkflow.core.step_attempt import StepAttempt, StepKind
-from openworkflow.core.step_result import result_adapter, typed_result
+from openworkflow.core.step_result import result_adapter, stored_output, typed_result
 from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
 from openworkflow.errors import (
     NonRetryableError,
@@ -56,6 +57,9 @@ logger = logging.getLogger("openworkflow.worker")
 
 QUICK_STEP_S = 0.05
 """A step function that returns within this time is recorded with one write."""
+
+TIMED_STEP_THREAD_PREFIX = "openworkflow-timed-step"
+"""Name of the thread a sync body with a ``timeout`` runs in (its own, not the pool's)."""
 
 
 class FunctionSteps:
@@ -102,16 +106,18 @@ class FunctionSteps:
         try:
             self._recorder.check_can_create(step_name)
             last_chance = await self._guard_crash_loop(step_name)
-            timer = _AttemptTimer(timeout_ms)
-            context = self._step_context(step_name, timer)
+            attempt = None
             if self._record_before_running:
                 attempt = await self._recorder.create(step_name, StepKind.FUNCTION, None)
-                call = asyncio.ensure_future(self._call(fn, context))
-            else:
-                call = asyncio.ensure_future(self._call(fn, context))
+            # The attempt's time starts with its body (after the write above).
+            timer = _AttemptTimer(timeout_ms)
+            call = asyncio.ensure_future(self._call(fn, self._step_context(step_name, timer)))
+            if attempt is None:
                 await asyncio.wait({call}, timeout=timer.quick_wait(QUICK_STEP_S))
                 if call.done() and not call.cancelled() and call.exception() is None:
-                    output = _json_output_or_none(call.result(), self._output_label(step_name))
+                    output = _json_output_or_none(
+                        adapter, call.result(), self._output_label(step_name)
+                    )
                     if output is not None:
                         typed = self._typed_or_none(adapter, output[0], step_name)
                         if typed is not None:
@@ -142,12 +148,11 @@ class FunctionSteps:
         """Await the body and record its output, or its failure under ``policy``."""
         try:
             value = await timer.bound(call)
-        except TimeoutError as error:
-            await self._retry_or_fail(step_name, attempt, timer.failure(step_name, error), policy)
         except Exception as error:
-            await self._retry_or_fail(step_name, attempt, error, policy)
+            await self._retry_or_fail(step_name, attempt, timer.failure(step_name, error), policy)
         try:
-            output_value = to_stored_json(value, self._output_label(step_name))
+            label = self._output_label(step_name)
+            output_value = stored_output(adapter, value, label, to_stored_json)
             typed = typed_result(adapter, output_value, step_name)
         except JsonConversionError as error:
             failure = PayloadError(
@@ -274,11 +279,16 @@ class FunctionSteps:
         enter_step_context(context)
         if _is_async_callable(fn):
             return await fn()
-        loop = asyncio.get_running_loop()
-        # A thread does not inherit context variables: hand it a copy of ours.
-        result = await loop.run_in_executor(
-            self._context.thread_pool, contextvars.copy_context().run, fn
-        )
+        if context.deadline is not None:
+            # A body past its timeout keeps its thread until it returns: it must
+            # not hold one of the pool's, or its retry would wait behind it.
+            result = await _in_own_thread(fn)
+        else:
+            loop = asyncio.get_running_loop()
+            # A thread does not inherit context variables: hand it a copy of ours.
+            result = await loop.run_in_executor(
+                self._context.thread_pool, _run_sync, contextvars.copy_context(), fn
+            )
         if inspect.isawaitable(result):
             return await result
         return result
@@ -311,22 +321,73 @@ class _AttemptTimer:
             return await call
         self._timeout = asyncio.timeout_at(self._loop_deadline)
         async with self._timeout:
-            return await call
+            value = await call
+        if self._timeout.expired():  # the body swallowed its cancellation: still too late
+            raise TimeoutError
+        return value
 
-    def failure(self, step_name: str, error: TimeoutError) -> Exception:
-        """:class:`StepTimeoutError` when the deadline passed, else the body's own error."""
+    def failure(self, step_name: str, error: Exception) -> Exception:
+        """:class:`StepTimeoutError` when the deadline passed, else the body's own error.
+
+        Past the deadline, whatever the cancelled body raised on its way out is
+        a consequence of the timeout, not the attempt's failure.
+        """
         if self.timeout_ms is not None and self._timeout is not None and self._timeout.expired():
             return StepTimeoutError(step_name, self.timeout_ms)
         return error
 
 
-def _json_output_or_none(value: Any, what: str) -> tuple[JsonValue] | None:
+def _in_own_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
+    """Run a sync body in a new daemon thread (with our context); its result as a future.
+
+    A result arriving after the future was cancelled (the attempt timed out)
+    is dropped. Daemon: an abandoned body does not keep the process alive.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # cancelled: the attempt timed out, or the pass ended
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def body() -> None:
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = _run_sync(context, fn)
+        except BaseException as raised:  # handed to the awaiting task, as an executor does
+            error = raised
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=body, name=TIMED_STEP_THREAD_PREFIX, daemon=True).start()
+    return future
+
+
+def _run_sync(context: contextvars.Context, fn: Callable[[], Any]) -> Any:
+    """Call a sync body in ``context`` (in its thread)."""
+    try:
+        return context.run(fn)
+    except StopIteration as error:
+        # A future refuses StopIteration (it would end the awaiting coroutine):
+        # the step would wait forever. Generators turn it into this error too.
+        raise RuntimeError(f"step body raised StopIteration: {error!r}") from error
+
+
+def _json_output_or_none(
+    adapter: TypeAdapter[Any] | None, value: Any, what: str
+) -> tuple[JsonValue] | None:
     """``(json_value,)`` for a storable step result, or None when it cannot be stored.
 
     The slow path then records the attempt and fails it with the usual message.
     """
     try:
-        return (to_stored_json(value, what),)
+        return (stored_output(adapter, value, what, to_stored_json),)
     except JsonConversionError:
         return None
 

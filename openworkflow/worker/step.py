@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -175,14 +176,20 @@ def _base_name(name: str | None, default: str) -> str:
     return name
 
 
+_MAX_STEP_TIMEOUT_MS = 100 * 31_557_600_000
+"""100 years: an attempt's deadline must still be a datetime."""
+
+
 def _step_timeout_ms(name: str, timeout: Duration) -> int:
     try:
-        timeout_ms = round(parse_duration_ms(timeout))
+        timeout_ms = parse_duration_ms(timeout)
     except (TypeError, ValueError) as error:
         raise TypeError(f"step {name!r}: invalid timeout {timeout!r}: {error}") from None
     if timeout_ms <= 0:
         raise ValueError(f"step {name!r}: timeout must be positive, got {timeout!r}")
-    return timeout_ms
+    if timeout_ms > _MAX_STEP_TIMEOUT_MS:
+        raise ValueError(f"step {name!r}: timeout must be at most 100 years, got {timeout!r}")
+    return math.ceil(timeout_ms)  # "0.4ms" is 1 ms, not "must be positive"
 
 
 def _check_signal(signal: object) -> None:
