@@ -58,12 +58,32 @@ class ChangeNotifier:
 
     async def wait_for_run(self, run_id: str, timeout: float) -> None:
         """Return when the run may have finished, or after ``timeout`` seconds."""
-        waiters = self._run_waiters.setdefault(run_id, set())
+        waiter = self.watch_run(run_id)
         try:
-            await self._wait(waiters, timeout)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter, timeout)
         finally:
+            self.unwatch_run(run_id, waiter)
+
+    def watch_run(self, run_id: str) -> asyncio.Future[None]:
+        """A future resolved at the run's next wake-up; :meth:`unwatch_run` it when done.
+
+        For a caller that reads the run itself and must not miss a wake-up
+        between its read and its wait: watch first, then read, then await.
+        """
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._run_waiters.setdefault(run_id, set()).add(waiter)
+        if self.on_wait is not None:
+            self.on_wait()
+        return waiter
+
+    def unwatch_run(self, run_id: str, waiter: asyncio.Future[None]) -> None:
+        """Forget a :meth:`watch_run` future (resolved or not); other waiters stay."""
+        waiters = self._run_waiters.get(run_id)
+        if waiters is not None:
+            waiters.discard(waiter)
             if not waiters:
-                self._run_waiters.pop(run_id, None)
+                del self._run_waiters[run_id]
 
     async def _wait(self, waiters: set[asyncio.Future[None]], timeout: float) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()

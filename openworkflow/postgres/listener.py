@@ -98,8 +98,9 @@ class NotificationListener:
         async with connection:
             await connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
             self.connected.set()
-            # Anything sent while we were not listening is lost: look once.
-            self._notifier.notify_work_available()
+            # Anything sent while we were not listening is lost: workers, running
+            # passes (a cancel) and result() waiters look once.
+            self._notifier.notify_external_change()
             async for notification in connection.notifies():
                 self._dispatch(notification.payload)
 

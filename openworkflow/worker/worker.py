@@ -18,7 +18,6 @@ from openworkflow.core import clock
 from openworkflow.core.backend import (
     Backend,
     ClaimWorkflowRunsParams,
-    ExtendWorkflowRunLeaseParams,
     FailWorkflowRunParams,
     SleepWorkflowRunParams,
 )
@@ -37,6 +36,7 @@ from openworkflow.worker.context import (
     PassContext,
 )
 from openworkflow.worker.execution import WorkflowExecution
+from openworkflow.worker.lease import LeaseKeeper
 
 logger = logging.getLogger("openworkflow.worker")
 
@@ -68,19 +68,6 @@ def _abandoned(execution: WorkflowExecution | None) -> tuple[str, ...]:
     return execution.abandoned_attempt_ids() if execution is not None else ()
 
 
-def _give_up_lease(slot: _Slot, run: WorkflowRun, task: asyncio.Task[None], how: str) -> None:
-    """Cancel the execution of a run whose lease is gone.
-
-    Not while its final write is under way: that write is fenced, so it lands
-    only if the run is still ours, and cancelling it midway would leave its
-    outcome unknown to this worker.
-    """
-    if slot.execution is not None and slot.execution.finishing:
-        return
-    logger.warning("Lease of workflow run %s %s; cancelling its execution", run.id, how)
-    task.cancel()
-
-
 class Worker:
     """Executes workflow runs from a backend.
 
@@ -92,6 +79,8 @@ class Worker:
         workflows: The workflows this worker can execute (exact name and version).
         concurrency: How many runs execute at once (one slot, one worker id each).
         lease_duration: How long a claim is held without a heartbeat; renewed at half.
+            (A cancel reaches the run's pass within a second all the same: the
+            worker watches the run between renewals.)
         heartbeat_interval: Override for the renewal period (default: half the lease).
         shutdown_timeout: How long :meth:`stop` waits for running passes to finish
             before cancelling them and releasing their leases.
@@ -274,7 +263,15 @@ class Worker:
             execution = WorkflowExecution(context, run, workflow)
             slot.execution = execution
             slot.execution_task = asyncio.create_task(execution.execute())
-            heartbeat = asyncio.create_task(self._heartbeat(slot, run, slot.execution_task))
+            lease = LeaseKeeper(
+                self.backend,
+                slot.worker_id,
+                execution,
+                slot.execution_task,
+                lease_duration_ms=self.lease_duration_ms,
+                heartbeat_interval_s=self.heartbeat_interval_s,
+            )
+            heartbeat = asyncio.create_task(lease.keep())
             try:
                 await slot.execution_task
             except asyncio.CancelledError:
@@ -341,43 +338,6 @@ class Worker:
                 continue
             logger.info("Handed workflow run %s back after a database error", run.id)
             return
-
-    async def _heartbeat(self, slot: _Slot, run: WorkflowRun, task: asyncio.Task[None]) -> None:
-        """Renew the lease; when it is refused (lost) or ran out, cancel the execution."""
-        loop = asyncio.get_running_loop()
-        last_renewed = loop.time()
-        while not task.done():
-            await asyncio.sleep(self.heartbeat_interval_s)
-            lease_left = last_renewed + self.lease_duration_ms / 1000 - loop.time()
-            if lease_left <= 0:
-                # The loop was blocked (or the process paused) past the lease:
-                # another worker may own the run already.
-                _give_up_lease(slot, run, task, "expired")
-                return
-            try:
-                # A renewal stuck on an unreachable database must not outlive the
-                # lease. (asyncio.timeout, unlike wait_for, leaves no orphan task
-                # with an unread error when the heartbeat itself is cancelled.)
-                async with asyncio.timeout(lease_left):
-                    await self.backend.extend_workflow_run_lease(
-                        ExtendWorkflowRunLeaseParams(
-                            workflow_run_id=run.id,
-                            worker_id=slot.worker_id,
-                            lease_duration_ms=self.lease_duration_ms,
-                        )
-                    )
-                last_renewed = loop.time()
-            except WriteConflictError:
-                _give_up_lease(slot, run, task, "was lost")
-                return
-            except Exception as error:
-                if isinstance(error, BackendError | TimeoutError):
-                    logger.warning("Heartbeat for workflow run %s failed: %s", run.id, error)
-                else:
-                    logger.exception("Heartbeat for workflow run %s failed", run.id)
-                if loop.time() - last_renewed >= self.lease_duration_ms / 1000:
-                    _give_up_lease(slot, run, task, "expired")
-                    return
 
     async def _reschedule_unknown(self, slot: _Slot, run: WorkflowRun) -> None:
         message = f"Workflow {describe(run.workflow_name, run.version)} is not registered"
