@@ -4,6 +4,7 @@
 
     OpenWorkflowError
     ├── WorkflowDefinitionError        a bad @workflow: not async, unknown parameter, bad schema
+    │   └── InvalidScheduleError           a bad schedule: cron, time zone, policy (also ValueError)
     ├── DuplicateWorkflowError         two implementations of one (name, version)
     ├── InputValidationError           input rejected by the workflow's schema (also ValueError)
     ├── InvalidDurationError           a duration or time that cannot be parsed (also ValueError)
@@ -55,6 +56,10 @@ class OpenWorkflowError(Exception):
 
 class WorkflowDefinitionError(OpenWorkflowError, TypeError):
     """A workflow function or declaration is not usable as written."""
+
+
+class InvalidScheduleError(WorkflowDefinitionError, ValueError):
+    """A schedule that cannot be used as written: bad cron, unknown time zone, bad policy."""
 
 
 class DuplicateWorkflowError(OpenWorkflowError):
