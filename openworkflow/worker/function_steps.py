@@ -118,11 +118,10 @@ class FunctionSteps:
                     output = _json_output_or_none(
                         adapter, call.result(), self._output_label(step_name)
                     )
-                    if output is not None:
-                        typed = self._typed_or_none(adapter, output[0], step_name)
-                        if typed is not None:
-                            await self._recorder.create_completed(step_name, output[0])
-                            return typed[0]
+                    if output is not None and self._fits_annotation(adapter, output[0], step_name):
+                        # What replays will read (PostgreSQL's jsonb orders keys).
+                        stored = await self._recorder.create_completed(step_name, output[0])
+                        return typed_result(adapter, stored, step_name)
                 attempt = await self._recorder.create(step_name, StepKind.FUNCTION, None)
             return await self._finish(step_name, attempt, call, policy, timer, adapter)
         except BaseException:
@@ -153,7 +152,7 @@ class FunctionSteps:
         try:
             label = self._output_label(step_name)
             output_value = stored_output(adapter, value, label, to_stored_json)
-            typed = typed_result(adapter, output_value, step_name)
+            typed_result(adapter, output_value, step_name)  # a mismatch fails before storing
         except JsonConversionError as error:
             failure = PayloadError(
                 f"step {step_name!r} of workflow {self._run.workflow_name!r} returned a value "
@@ -162,18 +161,22 @@ class FunctionSteps:
             raise await self._fail_for_good(step_name, attempt, failure) from None
         except PayloadError as error:  # the output does not match the return annotation
             raise await self._fail_for_good(step_name, attempt, error) from None
-        await self._recorder.complete(attempt, output_value)
-        return typed
+        # What replays will read (PostgreSQL's jsonb orders keys).
+        stored = await self._recorder.complete(attempt, output_value)
+        return typed_result(adapter, stored, step_name)
 
     @staticmethod
-    def _typed_or_none(
+    def _fits_annotation(
         adapter: TypeAdapter[Any] | None, output: JsonValue, step_name: str
-    ) -> tuple[Any] | None:
-        """``(typed_output,)``, or None to let the slow path record the mismatch."""
+    ) -> bool:
+        """Whether the output validates (else the slow path records the mismatch)."""
+        if adapter is None:
+            return True
         try:
-            return (typed_result(adapter, output, step_name),)
+            typed_result(adapter, output, step_name)
         except PayloadError:
-            return None
+            return False
+        return True
 
     def _step_context(self, step_name: str, timer: _AttemptTimer) -> StepContext:
         return StepContext(
