@@ -17,14 +17,17 @@ from openworkflow.core.backend import (
     GetWorkflowRunParams,
     ListStepAttemptsParams,
     ListWorkflowRunsParams,
+    PausedWorkflow,
     RetryWorkflowRunParams,
     SendSignalParams,
+    SetWorkflowRunPriorityParams,
     StepAttemptCounts,
     WorkflowRunCounts,
 )
 from openworkflow.core.cursor import Page
 from openworkflow.core.duration import Duration, parse_duration_ms, resolve_time
 from openworkflow.core.error import error_message
+from openworkflow.core.flow_control import check_priority
 from openworkflow.core.json import JsonConversionError, check_name, is_storable_text
 from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_definition import Workflow, WorkflowRef, spec_of
@@ -179,6 +182,7 @@ class OpenWorkflow:
         idempotency_key: str | None = None,
         available_at: datetime | Duration | None = None,
         deadline_at: datetime | Duration | None = None,
+        priority: int | None = None,
     ) -> RunHandle:
         """Start a run of ``workflow`` and return its handle.
 
@@ -186,7 +190,9 @@ class OpenWorkflow:
         anything is written. ``available_at`` schedules the run (a datetime or
         a duration from now); ``deadline_at`` fails it if not finished in time.
         With an ``idempotency_key``, a run of the same workflow and key created
-        in the last 24 h is returned instead of a new one.
+        in the last 24 h is returned instead of a new one. ``priority``
+        (default: the workflow's, else 0) orders the claim among due runs:
+        higher first.
 
         Raises:
             InputValidationError: the input does not match the schema.
@@ -201,6 +207,7 @@ class OpenWorkflow:
             if not isinstance(idempotency_key, str):
                 raise TypeError(f"idempotency_key must be a string, got {type(idempotency_key)!r}")
             check_name(idempotency_key, "idempotency_key", allow_empty=True)
+        run_priority = spec.priority if priority is None else check_priority(priority, "priority")
         stored_input = spec.validate_input(input, current_limits())
         created = await self.backend.create_workflow_run(
             CreateWorkflowRunParams(
@@ -212,6 +219,7 @@ class OpenWorkflow:
                 input=stored_input,
                 available_at=None if available_at is None else resolve_time(available_at),
                 deadline_at=None if deadline_at is None else resolve_time(deadline_at),
+                priority=run_priority,
             )
         )
         return RunHandle(self, created.id, created)
@@ -304,6 +312,40 @@ class OpenWorkflow:
         return await self.backend.cancel_workflow_run(
             CancelWorkflowRunParams(workflow_run_id=run_id)
         )
+
+    async def set_priority(self, run_id: str, priority: int) -> WorkflowRun:
+        """Change the priority of a run that has not finished (higher is claimed first).
+
+        It takes effect at the run's next claim (a queued run, or a parked one
+        when it wakes).
+
+        Raises:
+            InvalidRunStateError: the run already finished.
+            WorkflowRunNotFoundError: no such run.
+        """
+        check_priority(priority, "priority")
+        if not is_storable_text(run_id):
+            raise WorkflowRunNotFoundError(run_id if isinstance(run_id, str) else repr(run_id))
+        return await self.backend.set_workflow_run_priority(
+            SetWorkflowRunPriorityParams(workflow_run_id=run_id, priority=priority)
+        )
+
+    async def pause_workflow(self, workflow_name: str) -> PausedWorkflow:
+        """Stop workers from claiming the workflow's runs (every version); idempotent.
+
+        Passes already running finish; new runs can still be started and wait.
+        """
+        check_name(workflow_name, "workflow name")
+        return await self.backend.pause_workflow(workflow_name)
+
+    async def resume_workflow(self, workflow_name: str) -> bool:
+        """Let workers claim the workflow's runs again; False if it was not paused."""
+        check_name(workflow_name, "workflow name")
+        return await self.backend.resume_workflow(workflow_name)
+
+    async def paused_workflows(self) -> list[PausedWorkflow]:
+        """The workflows whose runs are not being claimed, by name."""
+        return await self.backend.list_paused_workflows()
 
     async def counts(self) -> WorkflowRunCounts:
         """Number of runs in each status."""

@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from openworkflow.client import OpenWorkflow, RunHandle
-from openworkflow.core.backend import Backend, StepAttemptCounts, WorkflowRunCounts
+from openworkflow.core.backend import Backend, PausedWorkflow, StepAttemptCounts, WorkflowRunCounts
 from openworkflow.core.cursor import Page
 from openworkflow.core.duration import Duration
 from openworkflow.core.step_attempt import StepAttempt
@@ -79,6 +79,7 @@ class SyncOpenWorkflow:
         idempotency_key: str | None = None,
         available_at: datetime | Duration | None = None,
         deadline_at: datetime | Duration | None = None,
+        priority: int | None = None,
     ) -> SyncRunHandle:
         """Start a run (see :meth:`OpenWorkflow.run`)."""
         started = self._client.run(
@@ -88,6 +89,7 @@ class SyncOpenWorkflow:
             idempotency_key=idempotency_key,
             available_at=available_at,
             deadline_at=deadline_at,
+            priority=priority,
         )
         return SyncRunHandle(self, self._call(started))
 
@@ -132,6 +134,18 @@ class SyncOpenWorkflow:
     def cancel(self, run_id: str) -> WorkflowRun:
         """Cancel a run."""
         return self._call(self._client.cancel(run_id))
+
+    def set_priority(self, run_id: str, priority: int) -> WorkflowRun:
+        """Change an unfinished run's priority (see :meth:`OpenWorkflow.set_priority`)."""
+        return self._call(self._client.set_priority(run_id, priority))
+
+    def pause_workflow(self, workflow_name: str) -> PausedWorkflow:
+        """Stop claims of a workflow's runs (see :meth:`OpenWorkflow.pause_workflow`)."""
+        return self._call(self._client.pause_workflow(workflow_name))
+
+    def resume_workflow(self, workflow_name: str) -> bool:
+        """Let workers claim a workflow's runs again; False if it was not paused."""
+        return self._call(self._client.resume_workflow(workflow_name))
 
     def counts(self) -> WorkflowRunCounts:
         """Number of runs in each status."""

@@ -29,6 +29,7 @@ _LAZY_COMMANDS: dict[str, str] = {
     "runs": "openworkflow.cli.runs:runs",
     "signal": "openworkflow.cli.signal:signal",
     "worker": "openworkflow.cli.worker:worker",
+    "workflows": "openworkflow.cli.workflows:workflows",
     "dashboard": "openworkflow.cli.dashboard:dashboard",
     "dev": "openworkflow.cli.dev:dev",
 }

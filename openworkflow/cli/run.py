@@ -44,6 +44,12 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--input", "input_", metavar="JSON|@FILE", help="Input as JSON, @file or @- (stdin).")
 @click.option("--version", "version", metavar="V", help="Workflow version to run.")
 @click.option("--idempotency-key", metavar="K", help="Return the existing run with this key.")
+@click.option(
+    "--priority",
+    type=click.IntRange(-(2**31), 2**31 - 1),
+    metavar="N",
+    help="Claimed before due runs of lower priority (default: the workflow's, else 0).",
+)
 @click.option("--wait", is_flag=True, help="Wait for the run to finish and print its output.")
 @click.option(
     "--force",
@@ -63,6 +69,7 @@ def run(
     input_: str | None,
     version: str | None,
     idempotency_key: str | None,
+    priority: int | None,
     wait: bool,
     force: bool,
     timeout: str,
@@ -82,7 +89,8 @@ def run(
         WorkflowSpec(name=name, version=version).validate_input(data)  # plain JSON, first
         workflow = known_workflow(settings, name, version)
         check_input(workflow, data)
-    code = common.run_async(_run(settings, workflow, data, version, idempotency_key, wait, timeout))
+    options = {"version": version, "idempotency_key": idempotency_key, "priority": priority}
+    code = common.run_async(_run(settings, workflow, data, options, wait, timeout))
     if code:
         raise click.exceptions.Exit(code)
 
@@ -140,13 +148,12 @@ async def _run(
     settings: EffectiveSettings,
     workflow: WorkflowSpec | str,
     data: Any,
-    version: str | None,
-    idempotency_key: str | None,
+    options: dict[str, Any],
     wait: bool,
     timeout: str,
 ) -> int:
     async with common.opened_client(settings) as client:
-        handle = await client.run(workflow, data, version=version, idempotency_key=idempotency_key)
+        handle = await client.run(workflow, data, **options)
         if not wait:
             _report_started(handle.workflow_run)
             return 0

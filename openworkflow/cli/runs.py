@@ -1,4 +1,4 @@
-"""``ow runs list|show|cancel|retry``: read and steer workflow runs."""
+"""``ow runs list|show|cancel|retry|priority``: read and steer workflow runs."""
 
 from __future__ import annotations
 
@@ -145,6 +145,21 @@ def retry(run_id: str) -> None:
         return run
 
     _report(_on_run(settings, run_id, do_retry), "put back to pending")
+
+
+# A negative N ("-3") is a value, not an option.
+@runs.command(context_settings={"ignore_unknown_options": True})
+@click.argument("run_id", metavar="ID")
+@click.argument("priority", metavar="N", type=click.IntRange(-(2**31), 2**31 - 1))
+@data_options
+def priority(run_id: str, priority: int) -> None:
+    """Set the priority of an unfinished run (higher is claimed first)."""
+    _, settings = common.load()
+
+    async def set_priority(client: OpenWorkflow) -> WorkflowRun:
+        return await client.set_priority((await client.find_run(run_id)).id, priority)
+
+    _report(_on_run(settings, run_id, set_priority), f"now has priority {priority}")
 
 
 def _on_run(

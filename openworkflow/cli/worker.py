@@ -40,20 +40,34 @@ def worker() -> None:
 )
 @click.option("--backend", "backend_url", metavar="URL", help="Database URL (overrides config).")
 @click.option("--namespace", "namespace_id", metavar="NS", help="Namespace to work in.")
+@click.option(
+    "--workflow",
+    "only",
+    metavar="NAME",
+    multiple=True,
+    help="Run only this workflow (repeatable); other workers take the rest.",
+)
 @common_options
-def start(concurrency: int | None, backend_url: str | None, namespace_id: str | None) -> None:
+def start(
+    concurrency: int | None,
+    backend_url: str | None,
+    namespace_id: str | None,
+    only: tuple[str, ...],
+) -> None:
     """Execute the workflows found in the configured dirs until stopped.
 
-    The first SIGINT/SIGTERM stops gracefully (running steps may finish, the
-    rest is handed back for another worker); a second one stops at once.
+    The worker claims only runs of the workflows it loaded (--workflow narrows
+    them). The first SIGINT/SIGTERM stops gracefully (running steps may
+    finish, the rest is handed back for another worker); a second one stops
+    at once.
     """
     console.setup_logging(logging.INFO)
     _, settings = common.load(
         backend_url=backend_url, namespace_id=namespace_id, worker_concurrency=concurrency
     )
-    found = require_workflows(settings)
-    console.say(f"Loaded {len(found.workflows)} workflow(s): {names_of(found.workflows)}")
-    common.run_async(_serve(settings, found.workflows))
+    loaded = select_workflows(require_workflows(settings).workflows, only)
+    console.say(f"Loaded {len(loaded)} workflow(s): {names_of(loaded)}")
+    common.run_async(_serve(settings, loaded))
     stuck = stuck_step_threads()
     if stuck:
         console.say(
@@ -83,6 +97,24 @@ def require_workflows(settings: EffectiveSettings) -> Discovery:
             "openworkflow.config.py, or run `ow init` for an example",
         )
     return found
+
+
+def select_workflows(found: Sequence[Workflow], only: Sequence[str]) -> list[Workflow]:
+    """The workflows named by ``--workflow`` (every version), or all of them.
+
+    Raises:
+        CliError: a name matches no workflow of the project (exit code 2).
+    """
+    if not only:
+        return list(found)
+    unknown = sorted({name for name in only if all(item.name != name for item in found)})
+    if unknown:
+        raise failure.usage_error(
+            f"--workflow {', '.join(unknown)}: no such workflow in this project "
+            f"(it has: {names_of(found)})",
+            hint="check the name (`ow workflows list` shows them)",
+        )
+    return [item for item in found if item.name in only]
 
 
 def names_of(workflows: Sequence[Workflow]) -> str:

@@ -17,6 +17,18 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from openworkflow.core.cursor import Page
+
+# Re-exported: the flow-control params belong to the same protocol.
+from openworkflow.core.flow_control import (
+    ClaimUnroutedWorkflowRunsParams as ClaimUnroutedWorkflowRunsParams,
+)
+from openworkflow.core.flow_control import FlowControlStore
+from openworkflow.core.flow_control import PausedWorkflow as PausedWorkflow
+from openworkflow.core.flow_control import (
+    SetWorkflowRunPriorityParams as SetWorkflowRunPriorityParams,
+)
+from openworkflow.core.flow_control import WorkerRegistration as WorkerRegistration
+from openworkflow.core.flow_control import WorkflowKey as WorkflowKey
 from openworkflow.core.json import JsonValue
 from openworkflow.core.retry import ResolvedRetryPolicy
 from openworkflow.core.step_attempt import StepAttempt
@@ -40,6 +52,7 @@ class CreateWorkflowRunParams:
     parent_step_attempt_id: str | None = None
     available_at: datetime | None = None
     deadline_at: datetime | None = None
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,10 +96,16 @@ class ClaimWorkflowRunParams:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClaimWorkflowRunsParams:
-    """Input of :meth:`Backend.claim_workflow_runs`: one worker id per run wanted."""
+    """Input of :meth:`Backend.claim_workflow_runs`: one worker id per run wanted.
+
+    ``workflows``: claim only runs of these (name, version) pairs (the
+    worker's registry), inside the claim statement; None claims any run, an
+    empty list none. Runs of a paused workflow are never claimed.
+    """
 
     worker_ids: Sequence[str]
     lease_duration_ms: int
+    workflows: Sequence[WorkflowKey] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -283,8 +302,12 @@ class StepAttemptCounts:
 
 
 @runtime_checkable
-class Backend(Protocol):
-    """Durable storage for runs, step attempts and signals, bound to one namespace."""
+class Backend(FlowControlStore, Protocol):
+    """Durable storage for runs, step attempts and signals, bound to one namespace.
+
+    The flow-control methods (priority, pause, worker registrations, routed
+    claims) are declared by :class:`~openworkflow.core.flow_control.FlowControlStore`.
+    """
 
     @property
     def namespace_id(self) -> str:

@@ -17,6 +17,7 @@ from typing import Any, overload
 
 from pydantic import TypeAdapter, ValidationError
 
+from openworkflow.core.flow_control import DEFAULT_PRIORITY, check_priority
 from openworkflow.core.json import (
     JsonConversionError,
     JsonValue,
@@ -62,6 +63,7 @@ class WorkflowSpec:
     version: str | None = None
     schema: Any = None
     retry_policy: RetryPolicy | None = None
+    priority: int = DEFAULT_PRIORITY
     _adapter: TypeAdapter[Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -81,6 +83,10 @@ class WorkflowSpec:
                 f"workflow {self.name!r}: retry_policy must be a RetryPolicy, got "
                 f"{type(self.retry_policy).__name__}"
             )
+        try:
+            check_priority(self.priority, "priority")
+        except (TypeError, ValueError) as error:
+            raise WorkflowDefinitionError(f"workflow {self.name!r}: {error}") from None
         if self.schema is not None:
             try:
                 object.__setattr__(self, "_adapter", TypeAdapter(self.schema))
@@ -244,6 +250,7 @@ def workflow(
     version: str | None = None,
     schema: Any = _UNSET,
     retry_policy: RetryPolicy | None = None,
+    priority: int = DEFAULT_PRIORITY,
 ) -> Callable[[WorkflowFn], Workflow]: ...
 
 
@@ -255,12 +262,15 @@ def workflow(
     version: str | None = None,
     schema: Any = _UNSET,
     retry_policy: RetryPolicy | None = None,
+    priority: int = DEFAULT_PRIORITY,
 ) -> Workflow | Callable[[WorkflowFn], Workflow]:
     """Turn an ``async def`` into a durable workflow.
 
     Works bare (``@workflow``) or with options. The name defaults to the
     function name with ``_`` replaced by ``-``; the schema defaults to the
     annotation of the ``input`` parameter (``schema=None`` turns validation off).
+    ``priority`` is its runs' default priority (higher is claimed first; an
+    ``ow.run(..., priority=)`` overrides it).
 
     Example:
         ``@workflow(name="process-order", version="v2")``
@@ -274,6 +284,7 @@ def workflow(
             version=version,
             schema=resolved_schema,
             retry_policy=retry_policy,
+            priority=priority,
         )
         return Workflow(spec=spec, fn=function)
 
@@ -287,12 +298,15 @@ def declare_workflow(
     version: str | None = None,
     schema: Any = None,
     retry_policy: RetryPolicy | None = None,
+    priority: int = DEFAULT_PRIORITY,
 ) -> WorkflowSpec:
     """Declare a workflow without its code, to start runs of it from anywhere.
 
     Attach the implementation later with ``@spec.implement``.
     """
-    return WorkflowSpec(name=name, version=version, schema=schema, retry_policy=retry_policy)
+    return WorkflowSpec(
+        name=name, version=version, schema=schema, retry_policy=retry_policy, priority=priority
+    )
 
 
 WorkflowRef = Workflow | WorkflowSpec | str

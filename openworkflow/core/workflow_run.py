@@ -104,6 +104,8 @@ class WorkflowRun:
     finished_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    #: This port's column (the original's rows read as 0): higher is claimed first.
+    priority: int = 0
     #: Not a column: set by a claim when the backend knows whether the run has
     #: step attempts (False lets a fresh run skip reading its history); None
     #: when unknown.

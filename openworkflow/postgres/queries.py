@@ -10,6 +10,19 @@ transfer and a stale worker's step write are serialised.
 
 from __future__ import annotations
 
+from openworkflow.postgres.claim_queries import (
+    CLAIM_ROUTED_WORKFLOW_RUNS,
+    CLAIM_UNROUTED_WORKFLOW_RUNS,
+    CLAIM_WORKFLOW_RUNS,
+)
+from openworkflow.postgres.flow_queries import (
+    DELETE_PAUSED_WORKFLOW,
+    DELETE_WORKER_REGISTRATION,
+    SELECT_PAUSED_WORKFLOWS,
+    SET_WORKFLOW_RUN_PRIORITY,
+    UPSERT_PAUSED_WORKFLOW,
+    UPSERT_WORKER_REGISTRATION,
+)
 from openworkflow.postgres.schema import render
 from openworkflow.postgres.sql_fragments import (
     AVAILABLE_NOW,
@@ -36,12 +49,14 @@ INSERT_WORKFLOW_RUN = f"""
 INSERT INTO {{schema}}."workflow_runs" (
   "namespace_id", "id", "workflow_name", "version", "status", "idempotency_key",
   "config", "context", "input", "attempts", "parent_step_attempt_namespace_id",
-  "parent_step_attempt_id", "available_at", "deadline_at", "created_at", "updated_at"
+  "parent_step_attempt_id", "available_at", "deadline_at", "created_at", "updated_at",
+  "priority"
 )
 VALUES (
   %(ns)s, %(run_id)s, %(workflow_name)s, %(version)s, 'pending', %(idempotency_key)s,
   %(config)s, %(context)s, %(input)s, 0, %(parent_ns)s, %(parent_id)s,
-  COALESCE(%(available_at)s, NOW()), %(deadline_at)s, date_trunc('milliseconds', NOW()), NOW()
+  COALESCE(%(available_at)s, NOW()), %(deadline_at)s, date_trunc('milliseconds', NOW()), NOW(),
+  %(priority)s
 )
 RETURNING *, {NOTIFY_WORK}"""
 
@@ -65,100 +80,6 @@ WHERE "namespace_id" = %(ns)s GROUP BY "status" """
 COUNT_STEP_ATTEMPTS = """
 SELECT "status", COUNT(*) FROM {schema}."step_attempts"
 WHERE "namespace_id" = %(ns)s GROUP BY "status" """
-
-# One statement: fail runs past their deadline, pick the next available runs
-# (pending first) skipping rows other workers hold, and lease each to its own
-# worker id. Each status is its own branch walking the
-# (namespace_id, status, available_at, created_at) index in claim order, and
-# the Append runs a later branch only when the earlier ones fell short, so a
-# claim reads a handful of index entries, never the whole backlog.
-_CLAIM_BRANCH = """  SELECT "id", '{status}' AS "claimed_from", "lease_expired" FROM (
-    SELECT "id", "worker_id" IS NOT NULL AS "lease_expired" FROM {{schema}}."workflow_runs"
-    WHERE "namespace_id" = %(ns)s AND "status" = '{status}' AND "available_at" <= NOW()
-      AND ("deadline_at" IS NULL OR "deadline_at" > NOW())
-    ORDER BY "available_at", "created_at"
-    LIMIT %(claim_limit)s
-    FOR UPDATE SKIP LOCKED) AS "{status}"
-"""
-_CLAIM_BRANCHES = "  UNION ALL\n".join(
-    _CLAIM_BRANCH.format(status=status) for status in ("pending", "running", "sleeping")
-).rstrip("\n")
-
-CLAIM_WORKFLOW_RUNS = f"""
--- Runs past their deadline are failed here, except those another transaction
--- holds right now (an owner recording a step): waiting for it would leave this
--- statement's snapshot blind to that step, which closed_attempts must see. The
--- next claim fails them.
-WITH due_to_expire AS (
-  SELECT "id" FROM {{schema}}."workflow_runs"
-  WHERE "namespace_id" = %(ns)s AND "status" IN ('pending', 'running', 'sleeping')
-    AND "deadline_at" IS NOT NULL AND "deadline_at" <= NOW()
-  FOR NO KEY UPDATE SKIP LOCKED
-),
-expired AS (
-  UPDATE {{schema}}."workflow_runs"
-  SET "status" = 'failed', "error" = %(deadline_error)s, "worker_id" = NULL,
-      "available_at" = NULL, "finished_at" = NOW(), "updated_at" = NOW()
-  WHERE "namespace_id" = %(ns)s AND "id" IN (SELECT "id" FROM due_to_expire)
-  RETURNING "namespace_id", "id", "parent_step_attempt_namespace_id", "parent_step_attempt_id"
-),
--- A finished run keeps no attempt running (waits and sleeps included).
-closed_attempts AS (
-  UPDATE {{schema}}."step_attempts" sa
-  SET "status" = 'failed', "error" = %(deadline_error)s, "finished_at" = NOW(),
-      "updated_at" = NOW()
-  FROM expired
-  WHERE sa."namespace_id" = expired."namespace_id" AND sa."workflow_run_id" = expired."id"
-    AND sa."status" = 'running'
-),
--- Unlike the original, a child failed by its deadline wakes its parked parent too.
-woken_parents AS (
-  UPDATE {{schema}}."workflow_runs" parent
-  SET "available_at" = CASE WHEN parent."available_at" IS NULL OR parent."available_at" > NOW()
-                            THEN NOW() ELSE parent."available_at" END,
-      "updated_at" = NOW()
-  FROM expired, {{schema}}."step_attempts" sa
-  WHERE expired."parent_step_attempt_id" IS NOT NULL
-    AND sa."namespace_id" = expired."parent_step_attempt_namespace_id"
-    AND sa."id" = expired."parent_step_attempt_id"
-    AND sa."kind" = 'workflow' AND sa."status" = 'running'
-    AND sa."child_workflow_run_namespace_id" = expired."namespace_id"
-    AND sa."child_workflow_run_id" = expired."id"
-    AND parent."namespace_id" = sa."namespace_id" AND parent."id" = sa."workflow_run_id"
-    AND (parent."status" = 'sleeping'
-         OR (parent."status" = 'running' AND parent."worker_id" IS NULL))
-  RETURNING parent."id", pg_notify(%(channel)s, %(work_payload)s)
-),
-candidate AS (
-  SELECT "id", "claimed_from", "lease_expired", ROW_NUMBER() OVER () AS "position" FROM (
-{_CLAIM_BRANCHES}
-  LIMIT %(claim_limit)s) AS due
-),
-assigned AS (
-  SELECT candidate."id", candidate."claimed_from", candidate."lease_expired", owner."worker_id",
-         candidate."position"
-  FROM candidate
-  JOIN unnest(%(worker_ids)s::text[]) WITH ORDINALITY AS owner("worker_id", "position")
-    USING ("position")
-)
-UPDATE {{schema}}."workflow_runs" AS wr
-SET "status" = 'running', "attempts" = wr."attempts" + 1, "worker_id" = assigned."worker_id",
-    "available_at" = NOW() + %(lease_ms)s * INTERVAL '1 millisecond',
-    "started_at" = COALESCE(wr."started_at", NOW()), "updated_at" = NOW()
-FROM assigned
-WHERE wr."namespace_id" = %(ns)s AND wr."id" = assigned."id"
-RETURNING wr.*,
-  -- Whether a worker still held the run (its lease expired: it crashed or hung).
-  assigned."lease_expired",
-  -- Whether the run has step history (so a fresh run skips reading it). Known
-  -- only for runs claimed from pending: nobody can write steps for a pending
-  -- run, so this statement's snapshot cannot miss one; NULL means "read it".
-  CASE WHEN assigned."claimed_from" = 'pending' THEN EXISTS (
-    SELECT 1 FROM {{schema}}."step_attempts" sa
-    WHERE sa."namespace_id" = wr."namespace_id" AND sa."workflow_run_id" = wr."id"
-  ) END,
-  assigned."position"
-"""
 
 EXTEND_LEASE = f"""
 UPDATE {{schema}}."workflow_runs"
@@ -351,6 +272,14 @@ class Queries:
     count_workflow_runs: bytes
     count_step_attempts: bytes
     claim_workflow_runs: bytes
+    claim_routed_workflow_runs: bytes
+    claim_unrouted_workflow_runs: bytes
+    set_workflow_run_priority: bytes
+    upsert_paused_workflow: bytes
+    delete_paused_workflow: bytes
+    select_paused_workflows: bytes
+    upsert_worker_registration: bytes
+    delete_worker_registration: bytes
     extend_lease: bytes
     sleep_workflow_run: bytes
     reconcile_parked_run: bytes
@@ -386,6 +315,14 @@ _TEMPLATES = {
     "count_workflow_runs": COUNT_WORKFLOW_RUNS,
     "count_step_attempts": COUNT_STEP_ATTEMPTS,
     "claim_workflow_runs": CLAIM_WORKFLOW_RUNS,
+    "claim_routed_workflow_runs": CLAIM_ROUTED_WORKFLOW_RUNS,
+    "claim_unrouted_workflow_runs": CLAIM_UNROUTED_WORKFLOW_RUNS,
+    "set_workflow_run_priority": SET_WORKFLOW_RUN_PRIORITY,
+    "upsert_paused_workflow": UPSERT_PAUSED_WORKFLOW,
+    "delete_paused_workflow": DELETE_PAUSED_WORKFLOW,
+    "select_paused_workflows": SELECT_PAUSED_WORKFLOWS,
+    "upsert_worker_registration": UPSERT_WORKER_REGISTRATION,
+    "delete_worker_registration": DELETE_WORKER_REGISTRATION,
     "extend_lease": EXTEND_LEASE,
     "sleep_workflow_run": SLEEP_WORKFLOW_RUN,
     "reconcile_parked_run": RECONCILE_PARKED_RUN,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from openworkflow.backend_common import claim_one, require
 from openworkflow.core.backend import (
     RUN_IDEMPOTENCY_PERIOD_MS,
@@ -25,12 +27,18 @@ from openworkflow.core.step_attempt import fold_step_attempt_counts
 from openworkflow.core.workflow_run import WorkflowRun, fold_status_counts
 from openworkflow.postgres.base import (
     PostgresBase,
+    Row,
     identity,
     jsonb,
     load_time,
     lock_scope,
     to_run,
 )
+
+ROUTED_FRONT_BASE = 64
+ROUTED_FRONT_PER_RUN = 4
+"""How far a routed claim looks into the front of the queue before it looks
+up each registered workflow's runs (see ``claim_queries``)."""
 
 
 class PostgresRuns(PostgresBase):
@@ -50,6 +58,7 @@ class PostgresRuns(PostgresBase):
             parent_id=params.parent_step_attempt_id,
             available_at=params.available_at,
             deadline_at=params.deadline_at,
+            priority=params.priority,
             period_ms=RUN_IDEMPOTENCY_PERIOD_MS,
         )
         if params.idempotency_key is None:
@@ -111,28 +120,32 @@ class PostgresRuns(PostgresBase):
         return await claim_one(self.claim_workflow_runs, params)
 
     async def claim_workflow_runs(self, params: ClaimWorkflowRunsParams) -> list[WorkflowRun]:
-        """Expire deadlines and lease up to one run per worker id, in one statement."""
+        """Expire deadlines and lease up to one run per worker id, in one statement.
+
+        With ``params.workflows``, only runs of those (name, version) pairs;
+        never runs of a paused workflow; pending runs highest priority first.
+        """
         worker_ids = list(params.worker_ids)
         if not worker_ids:
             return []
-        rows = await self._fetchall(
-            self._q.claim_workflow_runs,
-            self._params(
-                worker_ids=worker_ids,
-                claim_limit=len(worker_ids),
-                lease_ms=params.lease_duration_ms,
-                deadline_error=jsonb({"message": DEADLINE_EXCEEDED_MESSAGE}),
-            ),
+        values = self._claim_params(worker_ids, params.lease_duration_ms)
+        query = self._q.claim_workflow_runs
+        if params.workflows is not None:
+            if not params.workflows:
+                return []  # a worker that registered nothing runs nothing
+            query = self._q.claim_routed_workflow_runs
+            values["route_names"] = [name for name, _ in params.workflows]
+            values["route_versions"] = [version for _, version in params.workflows]
+            values["front_limit"] = ROUTED_FRONT_BASE + ROUTED_FRONT_PER_RUN * len(worker_ids)
+        return claimed_runs(await self._fetchall(query, values))
+
+    def _claim_params(self, worker_ids: list[str], lease_ms: int) -> dict[str, Any]:
+        return self._params(
+            worker_ids=worker_ids,
+            claim_limit=len(worker_ids),
+            lease_ms=lease_ms,
+            deadline_error=jsonb({"message": DEADLINE_EXCEEDED_MESSAGE}),
         )
-        # After the run's columns: whether its lease had expired, whether it has
-        # step attempts (or NULL), then the claim position (RETURNING order is
-        # unspecified).
-        return [
-            workflow_run_from_row(
-                row, identity, load_time, has_step_attempts=row[-2], lease_expired=row[-3]
-            )
-            for row in sorted(rows, key=lambda row: int(row[-1]))
-        ]
 
     async def extend_workflow_run_lease(self, params: ExtendWorkflowRunLeaseParams) -> WorkflowRun:
         """Fenced: move the lease of an owned running run to now + lease."""
@@ -161,3 +174,18 @@ class PostgresRuns(PostgresBase):
             # A separate statement, so it sees answers committed while we parked.
             reconciled = await self._one(connection, self._q.reconcile_parked_run, values)
         return to_run(reconciled or parked)
+
+
+def claimed_runs(rows: list[Row]) -> list[WorkflowRun]:
+    """The runs a claim statement leased, in claim order.
+
+    After the run's columns: whether its lease had expired, whether it has
+    step attempts (or NULL), then the claim position (RETURNING order is
+    unspecified); all read from the end of the row.
+    """
+    return [
+        workflow_run_from_row(
+            row, identity, load_time, has_step_attempts=row[-2], lease_expired=row[-3]
+        )
+        for row in sorted(rows, key=lambda row: int(row[-1]))
+    ]

@@ -25,19 +25,24 @@ _MIGRATION_LOCK_PREFIX = "openworkflow:migrate:"
 
 AsyncConnection = psycopg.AsyncConnection[Any]
 
-EXTRA_INDEXES = """
-CREATE INDEX IF NOT EXISTS "workflow_runs_active_deadline_at_idx"
-ON {schema}."workflow_runs" ("namespace_id", "deadline_at")
-WHERE "deadline_at" IS NOT NULL AND "status" IN ('pending', 'running', 'sleeping');
+PYTHON_LEDGER = """
+CREATE TABLE IF NOT EXISTS {schema}."openworkflow_python_migrations" (
+  "version" BIGINT NOT NULL PRIMARY KEY,
+  "name" TEXT NOT NULL,
+  "applied_at" TIMESTAMPTZ NOT NULL DEFAULT pg_catalog.now()
+);
 """
-"""Indexes this port adds beyond the original's migrations, applied after them.
+"""This port's own migration ledger, beside the original's ``openworkflow_migrations``.
 
-They are not recorded in ``openworkflow_migrations`` (a future upstream
-migration must keep its version number), are created ``IF NOT EXISTS``, and
-only speed queries up: the TypeScript original works unchanged beside them.
-The deadline index lets every claim find runs past their deadline without
-reading the whole backlog of active runs.
+This port's storage (new nullable columns, new tables, extra indexes) is
+versioned here, so it never takes a version number a future upstream
+migration will use; the TypeScript original never reads this table.
 """
+
+_RECORD_PYTHON_MIGRATION = """
+INSERT INTO {schema}."openworkflow_python_migrations" ("version", "name")
+VALUES (%s, %s)
+ON CONFLICT DO NOTHING"""
 
 
 def validate_schema_name(schema: object) -> str:
@@ -78,11 +83,35 @@ def migration_script(schema: str = DEFAULT_SCHEMA) -> str:
         f"-- migration {version}\nBEGIN;\n\n{script.strip()}\n\nCOMMIT;\n"
         for version, script in enumerate(migration_scripts(schema))
     ]
+    # This port's migrations are idempotent statement by statement (IF NOT
+    # EXISTS, ON CONFLICT DO NOTHING), so they need no transaction of their own.
     parts.append(
-        "-- indexes added by OpenWorkflow for Python (not versioned)\n"
-        f"{render(EXTRA_INDEXES, schema).strip()}\n"
+        "-- OpenWorkflow for Python's own migrations (ledger openworkflow_python_migrations)\n"
+        f"{render(PYTHON_LEDGER, schema).strip()}\n"
     )
+    for version, (name, script) in enumerate(python_migration_scripts(schema)):
+        record = (
+            sql.SQL(render(_RECORD_PYTHON_MIGRATION, schema).replace("%s", "{}"))
+            .format(sql.Literal(version), sql.Literal(name))
+            .as_string(None)
+        )
+        parts.append(
+            f"-- python migration {version}: {name}\n{script.strip()}\n{record.strip()};\n"
+        )
     return "\n".join(parts)
+
+
+def python_migration_scripts(schema: str = DEFAULT_SCHEMA) -> list[tuple[str, str]]:
+    """This port's migrations for ``schema`` as (name, SQL), in version order (index = version)."""
+    folder = resources.files("openworkflow.postgres").joinpath("python_migrations")
+    names = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".sql"))
+    return [
+        (
+            name.removesuffix(".sql"),
+            render(folder.joinpath(name).read_text(encoding="utf-8"), schema),
+        )
+        for name in names
+    ]
 
 
 async def current_migration_version(connection: AsyncConnection, schema: str) -> int:
@@ -102,8 +131,9 @@ async def current_migration_version(connection: AsyncConnection, schema: str) ->
 
 
 async def migrate(connection: AsyncConnection, schema: str) -> int:
-    """Apply the migrations ``schema`` lacks, one transaction each; return the new version.
+    """Apply the migrations ``schema`` lacks, one transaction each; return the original's version.
 
+    The original's migrations first, then this port's (its own ledger).
     ``connection`` must be in autocommit mode. A session advisory lock keyed
     on the schema serialises concurrent migrators; the lock is released on
     the way out even when a migration fails.
@@ -118,22 +148,42 @@ async def migrate(connection: AsyncConnection, schema: str) -> int:
             async with connection.transaction():
                 await connection.execute(script.encode())
             version = target
-        await _create_extra_indexes(connection, schema)
+        await _apply_python_migrations(connection, schema)
         return version
     finally:
         await connection.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (lock_key,))
 
 
-async def _create_extra_indexes(connection: AsyncConnection, schema: str) -> None:
-    # CREATE INDEX takes a SHARE lock on the table even when the index exists,
-    # which would stall writers each time a worker starts: look first.
+async def applied_python_migrations(connection: AsyncConnection, schema: str) -> set[int]:
+    """The versions recorded in this port's ledger (empty when it does not exist yet)."""
     cursor = await connection.execute(
-        "SELECT to_regclass(format('%%I.%%I', %s::text, 'workflow_runs_active_deadline_at_idx'))",
+        "SELECT to_regclass(format('%%I.%%I', %s::text, 'openworkflow_python_migrations'))",
         (schema,),
     )
     row = await cursor.fetchone()
     if row is None or row[0] is None:
-        await connection.execute(render(EXTRA_INDEXES, schema).encode())
+        return set()
+    query = render('SELECT "version" FROM {schema}."openworkflow_python_migrations"', schema)
+    cursor = await connection.execute(query.encode())
+    return {int(found[0]) for found in await cursor.fetchall()}
+
+
+async def _apply_python_migrations(connection: AsyncConnection, schema: str) -> None:
+    # Look before creating anything: DDL takes locks (CREATE INDEX a SHARE lock
+    # on the table even when the index exists) that would stall writers each
+    # time a worker starts.
+    applied = await applied_python_migrations(connection, schema)
+    scripts = python_migration_scripts(schema)
+    if all(version in applied for version in range(len(scripts))):
+        return
+    await connection.execute(render(PYTHON_LEDGER, schema).encode())
+    record = render(_RECORD_PYTHON_MIGRATION, schema).encode()
+    for version, (name, script) in enumerate(scripts):
+        if version in applied:
+            continue
+        async with connection.transaction():
+            await connection.execute(script.encode())
+            await connection.execute(record, (version, name))
 
 
 async def drop_schema(connection: AsyncConnection, schema: str) -> None:

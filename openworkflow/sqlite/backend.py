@@ -4,8 +4,9 @@ The backend is composed of parts, one concern each: the connection and its
 thread (:mod:`~openworkflow.sqlite.connection`), the schema
 (:mod:`~openworkflow.sqlite.schema`), run reads, claims and parking
 (:mod:`~openworkflow.sqlite.runs`), the writes that end a run
-(:mod:`~openworkflow.sqlite.finishing`), and step attempts and signals
-(:mod:`~openworkflow.sqlite.steps`). Every statement is in
+(:mod:`~openworkflow.sqlite.finishing`), step attempts and signals
+(:mod:`~openworkflow.sqlite.steps`), and flow control: priority, pause and
+worker registrations (:mod:`~openworkflow.sqlite.flow_control`). Every statement is in
 :mod:`~openworkflow.sqlite.queries`, bound by name.
 """
 
@@ -17,13 +18,14 @@ from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.group_commit import GroupCommit
 from openworkflow.sqlite.connection import PAGE_CACHE_KIB, Database
 from openworkflow.sqlite.finishing import Completion
+from openworkflow.sqlite.flow_control import SqliteFlowControl
 from openworkflow.sqlite.schema import (
     current_migration_version,
     migrate,
     migration_script,
     migration_scripts,
 )
-from openworkflow.sqlite.steps import SqliteSteps, StepWrite
+from openworkflow.sqlite.steps import StepWrite
 
 __all__ = [
     "PAGE_CACHE_KIB",
@@ -35,7 +37,7 @@ __all__ = [
 ]
 
 
-class SqliteBackend(SqliteSteps):
+class SqliteBackend(SqliteFlowControl):
     """Backend storing runs in a SQLite file (or ``":memory:"``), bound to one namespace.
 
     Example:

@@ -35,15 +35,20 @@ WHERE type = 'table' AND name = 'openworkflow_migrations'"""
 
 CURRENT_MIGRATION_VERSION = 'SELECT MAX("version") FROM "openworkflow_migrations"'
 
+PYTHON_MIGRATIONS_TABLE_EXISTS = """
+SELECT COUNT(*) FROM sqlite_master
+WHERE type = 'table' AND name = 'openworkflow_python_migrations'"""
+
 INSERT_WORKFLOW_RUN = """
 INSERT INTO "workflow_runs" (
   "namespace_id", "id", "workflow_name", "version", "status", "idempotency_key",
   "config", "context", "input", "attempts", "parent_step_attempt_namespace_id",
-  "parent_step_attempt_id", "available_at", "deadline_at", "created_at", "updated_at"
+  "parent_step_attempt_id", "available_at", "deadline_at", "created_at", "updated_at",
+  "priority"
 )
 VALUES (
   :ns, :id, :workflow_name, :version, 'pending', :idempotency_key, :config, :context, :input,
-  0, :parent_ns, :parent_id, :available_at, :deadline_at, :now, :now
+  0, :parent_ns, :parent_id, :available_at, :deadline_at, :now, :now, :priority
 )
 RETURNING *"""
 
@@ -56,14 +61,6 @@ LIMIT 1"""
 
 SELECT_WORKFLOW_RUN = """
 SELECT * FROM "workflow_runs" WHERE "namespace_id" = :ns AND "id" = :run_id LIMIT 1"""
-
-# Beyond the original's migrations (not versioned): lets each claim find runs
-# past their deadline without reading every active run.
-EXTRA_INDEXES = """
-CREATE INDEX IF NOT EXISTS "workflow_runs_active_deadline_at_idx"
-ON "workflow_runs" ("namespace_id", "deadline_at")
-WHERE "deadline_at" IS NOT NULL AND "status" IN ('pending', 'running', 'sleeping');
-"""
 
 COUNT_WORKFLOW_RUNS = """
 SELECT "status", COUNT(*) FROM "workflow_runs" WHERE "namespace_id" = :ns GROUP BY "status" """
@@ -79,19 +76,93 @@ WHERE "namespace_id" = :ns AND "status" IN ('pending', 'running', 'sleeping')
   AND "deadline_at" IS NOT NULL AND "deadline_at" <= :now
 RETURNING "id", "namespace_id", "parent_step_attempt_namespace_id", "parent_step_attempt_id" """
 
-# Pending runs come first; each query walks the status/available_at index in
-# claim order instead of sorting the backlog.
-SELECT_CLAIMABLE_PENDING = """
+# Runs of paused workflows are never claimed (the subquery runs once per
+# statement, not per row).
+_NOT_PAUSED = """
+  AND "workflow_name" NOT IN (
+    SELECT p."workflow_name" FROM "paused_workflows" p WHERE p."namespace_id" = :ns)"""
+
+# Routing: :routes is a JSON list of [name, version] pairs. A pair is
+# compared as its canonical JSON text (json_array), so a null version matches
+# unversioned runs only, and the list is read once per statement (an IN list,
+# not a subquery per row).
+_ROUTED = """
+  AND json_array("workflow_name", "version") IN (
+    SELECT json_array(
+      json_extract(route."value", '$[0]'), json_extract(route."value", '$[1]'))
+    FROM json_each(:routes) AS route)"""
+
+# Pending runs come first, highest priority first, then in due order, walking
+# the partial index workflow_runs_pending_priority_idx instead of sorting the
+# backlog. Running (expired leases, answered waits) and due sleeping runs stay
+# in due order on the status/available_at index.
+SELECT_CLAIMABLE_PENDING = f"""
 SELECT "id" FROM "workflow_runs"
 WHERE "namespace_id" = :ns AND "status" = 'pending' AND "available_at" <= :now
-  AND ("deadline_at" IS NULL OR "deadline_at" > :now)
+  AND ("deadline_at" IS NULL OR "deadline_at" > :now){_NOT_PAUSED}
+ORDER BY COALESCE("priority", 0) DESC, "available_at", "created_at"
+LIMIT :limit"""
+
+# A routed claim looks at the front of the queue first (a bounded walk in
+# claim order): when the worker's workflows make up a fair share of it, the
+# runs wanted are there. Otherwise it takes the top runs of each registered
+# (name, version) (workflow_runs_pending_route_idx) and merges them, so its
+# cost never grows with the runs of other workflows.
+SELECT_ROUTED_FRONT = f"""
+SELECT "id" FROM (
+  SELECT "id", "workflow_name", "version", "deadline_at",
+         COALESCE("priority", 0) AS "priority", "available_at", "created_at"
+  FROM "workflow_runs"
+  WHERE "namespace_id" = :ns AND "status" = 'pending' AND "available_at" <= :now
+  ORDER BY COALESCE("priority", 0) DESC, "available_at", "created_at"
+  LIMIT :front_limit
+) AS "workflow_runs"
+WHERE ("deadline_at" IS NULL OR "deadline_at" > :now){_NOT_PAUSED}{_ROUTED}
+ORDER BY "priority" DESC, "available_at", "created_at"
+LIMIT :limit"""
+
+SELECT_PENDING_OF_ROUTE = f"""
+SELECT "id", COALESCE("priority", 0), "available_at", "created_at" FROM "workflow_runs"
+WHERE "namespace_id" = :ns AND "status" = 'pending' AND "workflow_name" = :workflow_name
+  AND "version" IS :version AND "available_at" <= :now
+  AND ("deadline_at" IS NULL OR "deadline_at" > :now){_NOT_PAUSED}
+ORDER BY COALESCE("priority", 0) DESC, "available_at", "created_at"
+LIMIT :limit"""
+
+SELECT_CLAIMABLE_RUNNING = f"""
+SELECT "id", "worker_id" IS NOT NULL FROM "workflow_runs"
+WHERE "namespace_id" = :ns AND "status" IN ('running', 'sleeping') AND "available_at" <= :now
+  AND ("deadline_at" IS NULL OR "deadline_at" > :now){_NOT_PAUSED}
+  AND (:routes IS NULL OR 1{_ROUTED})
 ORDER BY "available_at", "created_at"
 LIMIT :limit"""
 
-SELECT_CLAIMABLE_RUNNING = """
-SELECT "id", "worker_id" IS NOT NULL FROM "workflow_runs"
-WHERE "namespace_id" = :ns AND "status" IN ('running', 'sleeping') AND "available_at" <= :now
-  AND ("deadline_at" IS NULL OR "deadline_at" > :now)
+# Runs no live worker registered (see Backend.claim_unrouted_workflow_runs),
+# among the :scan_limit oldest due runs (each status in due order, merged), so
+# the search is bounded whatever the backlog.
+_UNROUTED_SCAN = "\n  UNION ALL\n".join(
+    f"""  SELECT * FROM (
+    SELECT "id", "worker_id", "workflow_name", "version", "deadline_at", "available_at",
+           "created_at"
+    FROM "workflow_runs"
+    WHERE "namespace_id" = :ns AND "status" = '{status}' AND "available_at" <= :now
+    ORDER BY "available_at", "created_at" LIMIT :scan_limit)"""
+    for status in ("pending", "running", "sleeping")
+)
+
+SELECT_UNROUTED = f"""
+SELECT "id", "worker_id" IS NOT NULL FROM (
+  SELECT * FROM (
+{_UNROUTED_SCAN}
+  )
+  ORDER BY "available_at", "created_at" LIMIT :scan_limit
+) AS "workflow_runs"
+WHERE ("deadline_at" IS NULL OR "deadline_at" > :now)
+  AND json_array("workflow_name", "version") NOT IN (
+    SELECT json_array(
+      json_extract(route."value", '$[0]'), json_extract(route."value", '$[1]'))
+    FROM "worker_registrations" w, json_each(w."workflows") AS route
+    WHERE w."namespace_id" = :ns AND w."expires_at" > :now){_NOT_PAUSED}
 ORDER BY "available_at", "created_at"
 LIMIT :limit"""
 

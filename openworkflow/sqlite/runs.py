@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from openworkflow.core.backend import (
     ListWorkflowRunsParams,
     SleepWorkflowRunParams,
     StepAttemptCounts,
+    WorkflowKey,
     WorkflowRunCounts,
 )
 from openworkflow.core.cursor import Page
@@ -39,6 +41,10 @@ from openworkflow.sqlite.base import (
 )
 from openworkflow.sqlite.base import to_run as _to_run
 from openworkflow.sqlite.connection import transaction
+
+ROUTED_FRONT_BASE = 64
+"""How far a routed claim looks into the front of the queue (plus 4 per run
+wanted) before it looks up each registered workflow's runs."""
 
 
 class SqliteRuns(SqliteBase):
@@ -82,6 +88,7 @@ class SqliteRuns(SqliteBase):
             "parent_id": params.parent_step_attempt_id,
             "available_at": iso(params.available_at) if params.available_at else now,
             "deadline_at": iso_or_none(params.deadline_at),
+            "priority": params.priority,
             "now": now,
         }
 
@@ -145,25 +152,35 @@ class SqliteRuns(SqliteBase):
         return await claim_one(self.claim_workflow_runs, params)
 
     async def claim_workflow_runs(self, params: ClaimWorkflowRunsParams) -> list[WorkflowRun]:
-        """Expire deadlines, then claim up to one run per worker id, in one transaction."""
+        """Expire deadlines, then claim up to one run per worker id, in one transaction.
+
+        With ``params.workflows``, only runs of those (name, version) pairs;
+        never runs of a paused workflow; pending runs highest priority first.
+        """
         worker_ids = list(params.worker_ids)
-        if not worker_ids:
-            return []
+        if not worker_ids or (params.workflows is not None and not params.workflows):
+            return []  # a worker that registered nothing runs nothing
+        routes = None
+        if params.workflows is not None:
+            routes = ow_json.dumps([[name, version] for name, version in params.workflows])
 
         def claim(c: sqlite3.Connection) -> tuple[list[WorkflowRun], list[str]]:
-            now_dt = clock.now()
-            values: Params = {
-                "ns": self._namespace_id,
-                "now": iso(now_dt),
-                "lease_until": iso(now_dt + timedelta(milliseconds=params.lease_duration_ms)),
-            }
-            return transaction(c, lambda: _claim(c, values, worker_ids))
+            values = {**self._claim_values(params.lease_duration_ms), "routes": routes}
+            return transaction(c, lambda: _claim(c, values, worker_ids, params.workflows))
 
         claimed, expired = await self._run(claim)
         if expired:
             self.notifier.notify_runs_finished(expired)
             self.notifier.notify_work_available()  # a parent may have been woken
         return claimed
+
+    def _claim_values(self, lease_ms: int) -> Params:
+        now_dt = clock.now()
+        return {
+            "ns": self._namespace_id,
+            "now": iso(now_dt),
+            "lease_until": iso(now_dt + timedelta(milliseconds=lease_ms)),
+        }
 
     async def extend_workflow_run_lease(self, params: ExtendWorkflowRunLeaseParams) -> WorkflowRun:
         """Fenced: move the lease of an owned running run to now + lease."""
@@ -205,20 +222,55 @@ class SqliteRuns(SqliteBase):
 
 
 def _claim(
-    c: sqlite3.Connection, values: Params, worker_ids: list[str]
+    c: sqlite3.Connection,
+    values: Params,
+    worker_ids: list[str],
+    workflows: Sequence[WorkflowKey] | None,
 ) -> tuple[list[WorkflowRun], list[str]]:
     """In the claim's transaction: fail runs past their deadline, then claim one per worker."""
     expired = _expire_deadlines(c, values)
     wanted = len(worker_ids)
     # (run id, whether a worker still held it: its lease expired)
     due: list[tuple[Any, bool]] = [
-        (row[0], False)
-        for row in c.execute(q.SELECT_CLAIMABLE_PENDING, {**values, "limit": wanted})
+        (run_id, False) for run_id in _pending_to_claim(c, values, workflows, wanted)
     ]
     if len(due) < wanted:
         more = {**values, "limit": wanted - len(due)}
         due += [(row[0], bool(row[1])) for row in c.execute(q.SELECT_CLAIMABLE_RUNNING, more)]
-    claimed = [
+    return lease(c, values, due, worker_ids), expired
+
+
+def _pending_to_claim(
+    c: sqlite3.Connection, values: Params, workflows: Sequence[WorkflowKey] | None, wanted: int
+) -> list[Any]:
+    """The ids of the pending runs to claim, highest priority first, then in due order."""
+    if workflows is None:
+        return [
+            row[0] for row in c.execute(q.SELECT_CLAIMABLE_PENDING, {**values, "limit": wanted})
+        ]
+    front = {**values, "limit": wanted, "front_limit": ROUTED_FRONT_BASE + 4 * wanted}
+    picked = [row[0] for row in c.execute(q.SELECT_ROUTED_FRONT, front)]
+    if len(picked) == wanted:
+        return picked
+    # The worker's workflows are rare at the front of the queue: merge the top
+    # runs of each of them instead (all after the front in claim order).
+    candidates: list[tuple[int, str, str, Any]] = []
+    for name, version in workflows:
+        route = {**values, "workflow_name": name, "version": version, "limit": wanted}
+        for run_id, priority, available_at, created_at in c.execute(
+            q.SELECT_PENDING_OF_ROUTE, route
+        ):
+            if run_id not in picked:
+                candidates.append((-priority, available_at, created_at, run_id))
+    candidates.sort()
+    return picked + [candidate[3] for candidate in candidates[: wanted - len(picked)]]
+
+
+def lease(
+    c: sqlite3.Connection, values: Params, due: list[tuple[Any, bool]], worker_ids: list[str]
+) -> list[WorkflowRun]:
+    """Lease each due run (id, whether its lease expired) to the worker id at its position."""
+    return [
         to_claimed_run(
             c.execute(
                 q.CLAIM_WORKFLOW_RUN, {**values, "worker_id": worker_id, "run_id": run_id}
@@ -227,7 +279,6 @@ def _claim(
         )
         for (run_id, lease_expired), worker_id in zip(due, worker_ids, strict=False)
     ]
-    return claimed, expired
 
 
 def _expire_deadlines(c: sqlite3.Connection, values: Params) -> list[str]:

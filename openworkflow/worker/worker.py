@@ -37,6 +37,7 @@ from openworkflow.worker.context import (
 )
 from openworkflow.worker.execution import WorkflowExecution
 from openworkflow.worker.lease import LeaseKeeper
+from openworkflow.worker.presence import WorkerPresence
 
 logger = logging.getLogger("openworkflow.worker")
 
@@ -138,6 +139,21 @@ class Worker:
         self._stop_now = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._empty_polls = 0
+        #: This worker's id in the database's list of live workers (slots have their own).
+        self.id = str(uuid.uuid4())
+        # Claims take only the registered workflows' runs; one claim at a time
+        # hands out free slots (the regular claim, or the sweep for unrouted runs).
+        self._routes = [(item.name, item.version) for item in self.registry]
+        self._claim_lock = asyncio.Lock()
+        self._presence = WorkerPresence(
+            backend,
+            self.id,
+            self._routes,
+            lease_duration_ms=self.lease_duration_ms,
+            claim_lock=self._claim_lock,
+            free_slots=lambda: [slot.worker_id for slot in self._slots if slot.task is None],
+            start_runs=self._start_claimed,
+        )
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -145,6 +161,7 @@ class Worker:
         """Start claiming runs in the background (idempotent)."""
         if self._loop_task is None:
             self._loop_task = asyncio.create_task(self._run_loop(), name="openworkflow-worker")
+            self._presence.start()
 
     async def stop(self) -> None:
         """Stop gracefully: stop claiming, let passes finish, release what is left.
@@ -158,6 +175,7 @@ class Worker:
             return
         self._stopping = True
         self._slot_freed.set()
+        await self._presence.stop()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -188,19 +206,39 @@ class Worker:
         """Claim runs for the free slots (one query for all of them); return how many."""
         if self._stopping:
             return 0
-        free = {slot.worker_id: slot for slot in self._slots if slot.task is None}
-        if not free:
+        async with self._claim_lock:
+            free = [slot.worker_id for slot in self._slots if slot.task is None]
+            if not free:
+                return 0
+            runs = await self.backend.claim_workflow_runs(
+                ClaimWorkflowRunsParams(
+                    worker_ids=free,
+                    lease_duration_ms=self.lease_duration_ms,
+                    workflows=self._routes,
+                )
+            )
+            self._start_claimed(runs)
+        return len(runs)
+
+    async def sweep_unrouted(self) -> int:
+        """Register this worker, then claim due runs no live worker knows; how many.
+
+        The worker's loop does this every few seconds; a test driving
+        :meth:`tick` by hand calls it to see runs of unknown workflows.
+        """
+        if self._stopping:
             return 0
-        runs = await self.backend.claim_workflow_runs(
-            ClaimWorkflowRunsParams(worker_ids=list(free), lease_duration_ms=self.lease_duration_ms)
-        )
+        return await self._presence.sweep()
+
+    def _start_claimed(self, runs: list[WorkflowRun]) -> None:
+        """Hand each claimed run to the free slot it was claimed for."""
+        slots = {slot.worker_id: slot for slot in self._slots}
         for run in runs:
-            slot = free.get(run.worker_id or "")
+            slot = slots.get(run.worker_id or "")
             if slot is None or slot.task is not None:  # pragma: no cover - backend contract
                 logger.error("Backend returned run %s for an unknown slot", run.id)
                 continue
             self._start_slot(slot, run)
-        return len(runs)
 
     async def _run_loop(self) -> None:
         notifier = notifier_of(self.backend)

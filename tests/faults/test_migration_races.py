@@ -44,7 +44,6 @@ import pytest
 from psycopg import sql
 
 import openworkflow.postgres.schema as pg_schema
-import openworkflow.sqlite.queries as sqlite_queries
 import openworkflow.sqlite.schema as sqlite_backend
 from openworkflow import PostgresBackend, SqliteBackend
 from openworkflow.core.backend import CreateWorkflowRunParams
@@ -97,16 +96,18 @@ def main(argv: list[str]) -> int:
 # -- reading a database's version and objects ---------------------------------------------------
 
 
-def _pg_version_rows(url: str, schema: str) -> list[tuple[int, int]]:
+def _pg_version_rows(
+    url: str, schema: str, ledger: str = "openworkflow_migrations"
+) -> list[tuple[int, int]]:
     with psycopg.connect(url, autocommit=True) as connection:
         exists = connection.execute(
-            "SELECT to_regclass(format('%%I.openworkflow_migrations', %s::text))", (schema,)
+            "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))", (schema, ledger)
         ).fetchone()
         if exists is None or exists[0] is None:
             return []
         rows = connection.execute(
             sql.SQL('SELECT "version", count(*) FROM {} GROUP BY 1 ORDER BY 1').format(
-                sql.Identifier(schema, "openworkflow_migrations")
+                sql.Identifier(schema, ledger)
             )
         ).fetchall()
     return [(int(version), int(count)) for version, count in rows]
@@ -137,6 +138,24 @@ def _pg_apply(url: str, schema: str, scripts: list[str]) -> None:
                 connection.execute(script.encode())
 
 
+def _pg_reference_scripts(schema: str) -> list[str]:
+    """The original's migrations, then this port's own ledger and migrations."""
+    return [
+        *pg_schema.migration_scripts(schema),
+        pg_schema.render(pg_schema.PYTHON_LEDGER, schema),
+        *(script for _, script in pg_schema.python_migration_scripts(schema)),
+    ]
+
+
+def _sqlite_reference_scripts() -> list[str]:
+    """The original's migrations, then this port's own ledger and migrations."""
+    return [
+        *sqlite_backend.migration_scripts(),
+        sqlite_backend.PYTHON_LEDGER,
+        *(script for _, script in sqlite_backend.python_migration_scripts()),
+    ]
+
+
 def _pg_drop(url: str, *schemas: str) -> None:
     with psycopg.connect(url, autocommit=True) as connection:
         for schema in schemas:
@@ -151,15 +170,17 @@ def _sqlite(path: Path) -> Iterator[sqlite3.Connection]:
         yield connection
 
 
-def _sqlite_version_rows(path: Path) -> list[tuple[int, int]]:
+def _sqlite_version_rows(
+    path: Path, ledger: str = "openworkflow_migrations"
+) -> list[tuple[int, int]]:
     with _sqlite(path) as connection:
         exists = connection.execute(
-            "SELECT count(*) FROM sqlite_master WHERE name = 'openworkflow_migrations'"
+            "SELECT count(*) FROM sqlite_master WHERE name = ?", (ledger,)
         ).fetchone()[0]
         if not exists:
             return []
         rows = connection.execute(
-            'SELECT "version", count(*) FROM openworkflow_migrations GROUP BY 1 ORDER BY 1'
+            f'SELECT "version", count(*) FROM "{ledger}" GROUP BY 1 ORDER BY 1'
         ).fetchall()
     return [(int(version), int(count)) for version, count in rows]
 
@@ -236,11 +257,11 @@ async def test_ten_processes_migrate_an_empty_database_at_once(kind: str, tmp_pa
 
         if kind == "postgres":
             rows = _pg_version_rows(url, schema)
-            _pg_apply(url, reference, pg_schema.migration_scripts(reference))
+            _pg_apply(url, reference, _pg_reference_scripts(reference))
             objects = {(k, n.replace(reference, schema)) for k, n in _pg_objects(url, reference)}
-            # The engine adds its deadline index after the versioned migrations.
-            objects.add(("i", "workflow_runs_active_deadline_at_idx"))
             assert _pg_objects(url, schema) == objects
+            python_rows = _pg_version_rows(url, schema, "openworkflow_python_migrations")
+            assert python_rows == [(v, 1) for v in range(len(pg_schema.python_migration_scripts()))]
             with psycopg.connect(url, autocommit=True) as connection:
                 count = connection.execute(
                     sql.SQL("SELECT count(*) FROM {}").format(
@@ -250,10 +271,12 @@ async def test_ten_processes_migrate_an_empty_database_at_once(kind: str, tmp_pa
         else:
             rows = _sqlite_version_rows(database)
             ref_path = tmp_path / "reference.db"
-            _sqlite_apply(ref_path, sqlite_backend.migration_scripts())
-            with _sqlite(ref_path) as connection:
-                connection.executescript(sqlite_queries.EXTRA_INDEXES)
+            _sqlite_apply(ref_path, _sqlite_reference_scripts())
             assert _sqlite_objects(database) == _sqlite_objects(ref_path)
+            python_rows = _sqlite_version_rows(database, "openworkflow_python_migrations")
+            assert python_rows == [
+                (v, 1) for v in range(len(sqlite_backend.python_migration_scripts()))
+            ]
             with _sqlite(database) as connection:
                 count = connection.execute("SELECT count(*) FROM workflow_runs").fetchone()
                 journal = connection.execute("PRAGMA journal_mode").fetchone()[0]

@@ -1189,12 +1189,38 @@ async def _describe_schema(url: str, schema: str) -> dict[str, Any]:
 
 
 PYTHON_EXTRA_INDEX = "workflow_runs_active_deadline_at_idx"
-"""The one index this port adds beyond the original's migrations (not versioned)."""
+"""The deadline index this port adds to the original's tables (its own ledger, version 0)."""
+
+PYTHON_EXTRA_INDEXES = {
+    PYTHON_EXTRA_INDEX,
+    "workflow_runs_pending_priority_idx",
+    "workflow_runs_pending_route_idx",
+}
+"""Every index this port adds to the original's tables."""
+
+PYTHON_TABLES = {"openworkflow_python_migrations", "paused_workflows", "worker_registrations"}
+"""This port's own tables (its migration ledger and flow control)."""
+
+PYTHON_COLUMNS = {("workflow_runs", "priority")}
+"""The nullable columns this port adds to the original's tables."""
 
 
 def _without_python_extras(described: dict[str, Any]) -> dict[str, Any]:
-    indexes = [row for row in described["indexes"] if row["indexname"] != PYTHON_EXTRA_INDEX]
-    return {**described, "indexes": indexes}
+    def ours(row: Any) -> bool:
+        return isinstance(row, dict) and (
+            row.get("table_name", row.get("tablename")) in PYTHON_TABLES
+        )
+
+    kept = {part: [row for row in rows if not ours(row)] for part, rows in described.items()}
+    kept["columns"] = [
+        row
+        for row in kept["columns"]
+        if (row["table_name"], row["column_name"]) not in PYTHON_COLUMNS
+    ]
+    kept["indexes"] = [
+        row for row in kept["indexes"] if row["indexname"] not in PYTHON_EXTRA_INDEXES
+    ]
+    return kept
 
 
 async def test_both_sides_migrate_identical_schemas(typescript: TypeScript) -> None:
@@ -1224,7 +1250,7 @@ async def test_both_sides_migrate_identical_schemas(typescript: TypeScript) -> N
             await backend.open()
         finally:
             await backend.stop()
-        # Python adds its deadline index to the schema TypeScript made; nothing else.
+        # Python adds only its own storage to the schema TypeScript made.
         assert _without_python_extras(await _describe_schema(url, by_typescript)) == ts_schema
         assert await _describe_schema(url, by_python) == py_schema
     finally:

@@ -194,6 +194,15 @@ async def tick_and_settle(worker: Worker, *, expected: int | None = None) -> int
     return claimed
 
 
+async def sweep_and_settle(worker: Worker, *, expected: int | None = None) -> int:
+    """Claim runs no live worker knows (``worker.sweep_unrouted()``); wait for their passes."""
+    claimed = await worker.sweep_unrouted()
+    if expected is not None and claimed != expected:
+        raise AssertionError(f"sweep_unrouted() claimed {claimed} runs, expected {expected}")
+    await wait_idle(worker)
+    return claimed
+
+
 async def claim_as(backend: Backend, worker_id: str, lease_ms: int) -> WorkflowRun | None:
     """Claim the next available run as an arbitrary worker id (a 'foreign' worker)."""
     return await backend.claim_workflow_run(

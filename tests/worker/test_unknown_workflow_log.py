@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from openworkflow import OpenWorkflow, workflow
-from tests.worker.helpers import get_run, idle_worker, tick_and_settle
+from tests.worker.helpers import get_run, idle_worker, sweep_and_settle
 
 
 @workflow(name="known-here")
@@ -33,10 +33,10 @@ async def test_unknown_workflows_are_warned_about_once_each_with_a_hint(
     ghosts = [await ow.run("ghost", None) for _ in range(3)]
     versioned = await ow.run("ghost", None, version="v9")
     async with idle_worker(backend, [known_here], concurrency=4) as worker:
-        await tick_and_settle(worker, expected=4)
+        await sweep_and_settle(worker, expected=4)
         for _ in range(3):  # each reschedule of the same runs stays quiet
             clock.advance(timedelta(minutes=6))
-            await tick_and_settle(worker, expected=4)
+            await sweep_and_settle(worker, expected=4)
 
     for handle in [*ghosts, versioned]:
         run = await get_run(backend, handle.id)

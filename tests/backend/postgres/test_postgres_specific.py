@@ -659,6 +659,8 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
         ("finished_at", TIMESTAMPTZ, True),
         ("created_at", TIMESTAMPTZ, False),
         ("updated_at", TIMESTAMPTZ, False),
+        # This port's (its own ledger): nullable, so the original never notices it.
+        ("priority", INTEGER, True),
     ],
     "step_attempts": [
         ("namespace_id", TEXT, False),
@@ -687,6 +689,24 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
         ("workflow_run_id", TEXT, False),
         ("step_attempt_id", TEXT, False),
         ("created_at", TIMESTAMPTZ, False),
+    ],
+    # This port's own tables.
+    "openworkflow_python_migrations": [
+        ("version", BIGINT, False),
+        ("name", TEXT, False),
+        ("applied_at", TIMESTAMPTZ, False),
+    ],
+    "paused_workflows": [
+        ("namespace_id", TEXT, False),
+        ("workflow_name", TEXT, False),
+        ("paused_at", TIMESTAMPTZ, False),
+    ],
+    "worker_registrations": [
+        ("namespace_id", TEXT, False),
+        ("worker_id", TEXT, False),
+        ("workflows", JSONB, False),
+        ("heartbeat_at", TIMESTAMPTZ, False),
+        ("expires_at", TIMESTAMPTZ, False),
     ],
 }
 # name -> (table, columns of the key, referenced table, referenced columns, ON DELETE)
@@ -773,12 +793,23 @@ EXPECTED_INDEXES = {
     ),
 }
 
-# Added by this port beyond the original's migrations (not versioned).
+# Added by this port's own migrations (ledger openworkflow_python_migrations).
 EXTRA_INDEXES = {
     "workflow_runs_active_deadline_at_idx": (
         "workflow_runs",
         "namespace_id, deadline_at",
         "deadline_at IS NOT NULL",
+    ),
+    "workflow_runs_pending_priority_idx": (
+        "workflow_runs",
+        "namespace_id, COALESCE(priority, 0) DESC, available_at, created_at",
+        "status = 'pending'::text",
+    ),
+    "workflow_runs_pending_route_idx": (
+        "workflow_runs",
+        "namespace_id, workflow_name, COALESCE(version, ''::text), COALESCE(priority, 0) DESC, "
+        "available_at, created_at",
+        "status = 'pending'::text",
     ),
 }
 
@@ -836,6 +867,9 @@ async def test_constraints_match_the_original(pg: PostgresBackend, admin: Connec
         "workflow_runs": ("workflow_runs_pkey", ["namespace_id", "id"]),
         "step_attempts": ("step_attempts_pkey", ["namespace_id", "id"]),
         "workflow_signals": ("workflow_signals_pkey", ["namespace_id", "id"]),
+        "openworkflow_python_migrations": ("openworkflow_python_migrations_pkey", ["version"]),
+        "paused_workflows": ("paused_workflows_pkey", ["namespace_id", "workflow_name"]),
+        "worker_registrations": ("worker_registrations_pkey", ["namespace_id", "worker_id"]),
     }
     assert foreign_keys == {name: tuple(value) for name, value in EXPECTED_FOREIGN_KEYS.items()}
     assert all(row[3] for row in rows), "every constraint is validated (migration 3)"

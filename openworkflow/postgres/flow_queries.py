@@ -1,0 +1,57 @@
+"""PostgreSQL statements of flow control: priority, paused workflows, worker registrations.
+
+Templates like :mod:`~openworkflow.postgres.queries` (``{schema}`` filled
+once, values bound by name). The tables are this port's; the TypeScript
+original neither reads nor writes them.
+"""
+
+from __future__ import annotations
+
+from openworkflow.postgres.sql_fragments import NOTIFY_WORK
+
+SET_WORKFLOW_RUN_PRIORITY = """
+UPDATE {schema}."workflow_runs"
+SET "priority" = %(priority)s, "updated_at" = NOW()
+WHERE "namespace_id" = %(ns)s AND "id" = %(run_id)s
+  AND "status" IN ('pending', 'running', 'sleeping')
+RETURNING *"""
+
+# Pausing twice keeps the first pause's time.
+UPSERT_PAUSED_WORKFLOW = """
+INSERT INTO {schema}."paused_workflows" ("namespace_id", "workflow_name", "paused_at")
+VALUES (%(ns)s, %(workflow_name)s, NOW())
+ON CONFLICT ("namespace_id", "workflow_name")
+DO UPDATE SET "paused_at" = {schema}."paused_workflows"."paused_at"
+RETURNING "workflow_name", "paused_at" """
+
+# Resuming wakes idle workers: the workflow's runs may be claimable now.
+DELETE_PAUSED_WORKFLOW = f"""
+DELETE FROM {{schema}}."paused_workflows"
+WHERE "namespace_id" = %(ns)s AND "workflow_name" = %(workflow_name)s
+RETURNING 1, {NOTIFY_WORK}"""
+
+SELECT_PAUSED_WORKFLOWS = """
+SELECT "workflow_name", "paused_at" FROM {schema}."paused_workflows"
+WHERE "namespace_id" = %(ns)s
+ORDER BY "workflow_name" """
+
+# Registrations long expired are dropped on the way, so workers that died
+# without unregistering do not pile up.
+UPSERT_WORKER_REGISTRATION = """
+WITH forgotten AS (
+  DELETE FROM {schema}."worker_registrations"
+  WHERE "namespace_id" = %(ns)s AND "expires_at" < NOW() - INTERVAL '1 day'
+)
+INSERT INTO {schema}."worker_registrations" (
+  "namespace_id", "worker_id", "workflows", "heartbeat_at", "expires_at"
+)
+VALUES (
+  %(ns)s, %(worker_id)s, %(workflows)s, NOW(), NOW() + %(ttl_ms)s * INTERVAL '1 millisecond'
+)
+ON CONFLICT ("namespace_id", "worker_id") DO UPDATE
+SET "workflows" = EXCLUDED."workflows", "heartbeat_at" = EXCLUDED."heartbeat_at",
+    "expires_at" = EXCLUDED."expires_at" """
+
+DELETE_WORKER_REGISTRATION = """
+DELETE FROM {schema}."worker_registrations"
+WHERE "namespace_id" = %(ns)s AND "worker_id" = %(worker_id)s"""

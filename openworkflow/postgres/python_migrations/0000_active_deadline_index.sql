@@ -1,0 +1,6 @@
+-- Lets every claim find runs past their deadline without reading the whole
+-- backlog of active runs. Before this ledger existed it was created
+-- unversioned, hence IF NOT EXISTS.
+CREATE INDEX IF NOT EXISTS "workflow_runs_active_deadline_at_idx"
+ON {schema}."workflow_runs" ("namespace_id", "deadline_at")
+WHERE "deadline_at" IS NOT NULL AND "status" IN ('pending', 'running', 'sleeping');

@@ -1,0 +1,44 @@
+"""SQLite statements of flow control: priority, paused workflows, worker registrations.
+
+The tables are this port's; the TypeScript original neither reads nor
+writes them. The claims that honour them are in
+:mod:`~openworkflow.sqlite.queries`.
+"""
+
+from __future__ import annotations
+
+SET_WORKFLOW_RUN_PRIORITY = """
+UPDATE "workflow_runs" SET "priority" = :priority, "updated_at" = :now
+WHERE "namespace_id" = :ns AND "id" = :run_id AND "status" IN ('pending', 'running', 'sleeping')
+RETURNING *"""
+
+# Pausing twice keeps the first pause's time.
+UPSERT_PAUSED_WORKFLOW = """
+INSERT INTO "paused_workflows" ("namespace_id", "workflow_name", "paused_at")
+VALUES (:ns, :workflow_name, :now)
+ON CONFLICT ("namespace_id", "workflow_name") DO UPDATE SET "paused_at" = "paused_at"
+RETURNING "workflow_name", "paused_at" """
+
+DELETE_PAUSED_WORKFLOW = """
+DELETE FROM "paused_workflows" WHERE "namespace_id" = :ns AND "workflow_name" = :workflow_name"""
+
+SELECT_PAUSED_WORKFLOWS = """
+SELECT "workflow_name", "paused_at" FROM "paused_workflows" WHERE "namespace_id" = :ns
+ORDER BY "workflow_name" """
+
+UPSERT_WORKER_REGISTRATION = """
+INSERT INTO "worker_registrations" (
+  "namespace_id", "worker_id", "workflows", "heartbeat_at", "expires_at"
+)
+VALUES (:ns, :worker_id, :workflows, :now, :expires_at)
+ON CONFLICT ("namespace_id", "worker_id") DO UPDATE
+SET "workflows" = excluded."workflows", "heartbeat_at" = excluded."heartbeat_at",
+    "expires_at" = excluded."expires_at" """
+
+# Registrations long expired are dropped when a worker registers, so workers
+# that died without unregistering do not pile up.
+DELETE_FORGOTTEN_WORKER_REGISTRATIONS = """
+DELETE FROM "worker_registrations" WHERE "namespace_id" = :ns AND "expires_at" < :forget_before"""
+
+DELETE_WORKER_REGISTRATION = """
+DELETE FROM "worker_registrations" WHERE "namespace_id" = :ns AND "worker_id" = :worker_id"""

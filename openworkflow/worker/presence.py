@@ -1,0 +1,137 @@
+"""A worker's presence in the database, and the runs no live worker knows.
+
+Claims are routed: a worker claims only runs of the (name, version) pairs it
+registered, inside the claim statement, so workers with different workflow
+sets share one database without taking each other's runs. A run that no
+worker knows would then wait silently, so each worker records itself and its
+workflows (refreshed well within :data:`PRESENCE_TTL_MS`), and every
+:data:`UNROUTED_SWEEP_S` a worker with a free slot claims the due runs that no
+live worker registered; its usual path then warns about them and reschedules
+them with a growing delay, as the original does for an unknown workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+from openworkflow.core.backend import (
+    Backend,
+    ClaimUnroutedWorkflowRunsParams,
+    WorkerRegistration,
+    WorkflowKey,
+)
+from openworkflow.core.workflow_run import WorkflowRun
+from openworkflow.errors import BackendError
+
+logger = logging.getLogger("openworkflow.worker")
+
+PRESENCE_TTL_MS = 30_000
+"""A registration not refreshed for this long is no longer a live worker's."""
+
+PRESENCE_REFRESH_S = 10.0
+"""How often a worker refreshes its registration."""
+
+UNROUTED_SWEEP_S = 2.0
+"""How often a worker with a free slot looks for runs that no live worker knows."""
+
+
+class WorkerPresence:
+    """Keeps one worker registered and sweeps for unrouted runs until stopped.
+
+    ``free_slots`` gives the slot ids free now; ``start_runs`` hands claimed
+    runs to their slots. ``claim_lock`` is the worker's: a sweep and a
+    regular claim never hand out the same free slot.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        worker_id: str,
+        workflows: Sequence[WorkflowKey],
+        *,
+        lease_duration_ms: int,
+        claim_lock: asyncio.Lock,
+        free_slots: Callable[[], list[str]],
+        start_runs: Callable[[list[WorkflowRun]], None],
+    ) -> None:
+        self._backend = backend
+        self._worker_id = worker_id
+        self._workflows = list(workflows)
+        self._lease_duration_ms = lease_duration_ms
+        self._claim_lock = claim_lock
+        self._free_slots = free_slots
+        self._start_runs = start_runs
+        self._task: asyncio.Task[None] | None = None
+        self._registered_at: float | None = None
+
+    def start(self) -> None:
+        """Register and sweep in the background (idempotent)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="openworkflow-worker-presence")
+
+    async def stop(self) -> None:
+        """Stop sweeping and remove the registration (a failure to remove is only logged)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._registered_at is None:
+            return
+        self._registered_at = None
+        try:
+            await self._backend.unregister_worker(self._worker_id)
+        except Exception as error:  # it expires on its own
+            logger.debug("Could not unregister worker %s: %s", self._worker_id, error)
+
+    async def _run(self) -> None:
+        while True:
+            await self.sweep()
+            await asyncio.sleep(UNROUTED_SWEEP_S)
+
+    async def sweep(self) -> int:
+        """Refresh the registration when due, then claim unrouted runs; how many were claimed.
+
+        Nothing is swept before this worker is registered: its own workflows
+        would look unknown to the database.
+        """
+        now = asyncio.get_running_loop().time()
+        due = self._registered_at is None or now - self._registered_at >= PRESENCE_REFRESH_S
+        if due and await self._register():
+            self._registered_at = now
+        if self._registered_at is None:
+            return 0
+        return await self._sweep()
+
+    async def _register(self) -> bool:
+        try:
+            await self._backend.register_worker(
+                WorkerRegistration(
+                    worker_id=self._worker_id, workflows=self._workflows, ttl_ms=PRESENCE_TTL_MS
+                )
+            )
+        except BackendError as error:
+            logger.warning("Could not register worker %s: %s", self._worker_id, error)
+            return False
+        return True
+
+    async def _sweep(self) -> int:
+        """Claim due runs no live worker registered for, into free slots."""
+        async with self._claim_lock:
+            free = self._free_slots()
+            if not free:
+                return 0
+            try:
+                runs = await self._backend.claim_unrouted_workflow_runs(
+                    ClaimUnroutedWorkflowRunsParams(
+                        worker_ids=free, lease_duration_ms=self._lease_duration_ms
+                    )
+                )
+            except BackendError as error:
+                logger.debug("Sweep for unrouted runs failed: %s", error)
+                return 0
+            self._start_runs(runs)
+            return len(runs)
