@@ -31,7 +31,8 @@ def _to_run(request: Request, run_id: str) -> Response:
     return RedirectResponse(f"{root_of(request)}/runs/{segment(run_id)}", status_code=303)
 
 
-async def _checked_form(context: DashboardContext, request: Request) -> FormData:
+async def checked_form(context: DashboardContext, request: Request) -> FormData:
+    """The POSTed form, once it passed the cross-site checks (else a 403 page)."""
     form = await request.form(max_files=0, max_fields=50)
     problem = context.pages.csrf.problem(request, form.get(CSRF_FIELD))
     if problem is not None:
@@ -69,7 +70,7 @@ async def new_run(context: DashboardContext, request: Request) -> Response:
 
 async def create_run(context: DashboardContext, request: Request) -> Response:
     """Create a run from the form and redirect to it (the form again on errors)."""
-    values = form_values(await _checked_form(context, request))
+    values = form_values(await checked_form(context, request))
     try:
         run_id = await create_from_form(context.client, context.catalog, values)
     except FormProblem as problem:
@@ -95,7 +96,7 @@ async def _act_on_run(
 ) -> Response:
     """Check the form, apply ``action`` to the run, and show the run (or why it was refused)."""
     run_id = request.path_params["run_id"]
-    await _checked_form(context, request)
+    await checked_form(context, request)
     try:
         await action(run_id)
     except WorkflowRunNotFoundError:

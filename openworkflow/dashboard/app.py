@@ -11,13 +11,16 @@ without JavaScript, which only adds live updates and local times):
 - ``GET /search?q=ID-OR-PREFIX``: an exact id or a unique prefix goes to the
   run; several matches are listed; none says so.
 - ``POST /runs/{id}/cancel`` and ``POST /runs/{id}/retry``.
+- ``GET /workflows``: the known workflows and the paused names, each active
+  or paused, with ``POST /workflows/{name}/pause`` and ``.../resume``.
 - ``GET /api/runs/{id}``: ``{"status", "finished", "updated_at", "attempts"}``.
 - ``GET /metrics`` (Prometheus text) and ``GET /healthz`` (``ok`` or 503).
 
 Build it with :func:`create_app` and serve it with any ASGI server
 (``ow dashboard`` uses uvicorn, see :mod:`.server`). The app never stops the
 backend it is given. The handlers live in :mod:`.run_list`, :mod:`.run_detail`,
-:mod:`.actions`, :mod:`.api` and :mod:`.monitoring`; this module is the route table.
+:mod:`.actions`, :mod:`.workflows_page`, :mod:`.api` and
+:mod:`.monitoring`; this module is the route table.
 """
 
 from __future__ import annotations
@@ -34,7 +37,14 @@ from starlette.staticfiles import StaticFiles
 
 from openworkflow.core.backend import Backend
 from openworkflow.core.workflow_definition import Workflow, WorkflowSpec
-from openworkflow.dashboard import actions, api, monitoring, run_detail, run_list
+from openworkflow.dashboard import (
+    actions,
+    api,
+    monitoring,
+    run_detail,
+    run_list,
+    workflows_page,
+)
 from openworkflow.dashboard.catalog import WorkflowCatalog
 from openworkflow.dashboard.context import DashboardContext
 from openworkflow.dashboard.rendering import PACKAGE, ServerErrorPage
@@ -105,6 +115,10 @@ def _routes(context: DashboardContext) -> list[BaseRoute]:
         route("/runs/{run_id}", run_detail.run_detail, "GET", "run_detail"),
         route("/runs/{run_id}/cancel", actions.cancel_run, "POST", "cancel"),
         route("/runs/{run_id}/retry", actions.retry_run, "POST", "retry"),
+        route("/workflows", workflows_page.workflows_page, "GET", "workflows"),
+        # ``path`` converters: a name may contain slashes (sent as %2F, decoded by then).
+        route("/workflows/{name:path}/pause", workflows_page.pause_workflow, "POST", "pause"),
+        route("/workflows/{name:path}/resume", workflows_page.resume_workflow, "POST", "resume"),
         route("/api/runs/{run_id}", api.run_status, "GET", "run_status"),
         route("/metrics", monitoring.serve_metrics, "GET", "metrics"),
         route("/healthz", monitoring.healthz, "GET", "healthz"),

@@ -5,6 +5,9 @@
   running and ``succeeded`` as completed).
 - ``openworkflow_step_attempts{status}``: step attempts as running,
   completed or failed (legacy ``succeeded`` counts as completed).
+- ``openworkflow_workflow_paused{workflow}``: 1 for each paused workflow;
+  the family is left out while nothing is paused (an alert on
+  ``openworkflow_workflow_paused == 1`` then matches nothing).
 
 Each scrape uses a new :class:`~prometheus_client.CollectorRegistry`, so
 nothing is cached and no process metrics are mixed in.
@@ -28,6 +31,8 @@ RUNS_METRIC = "openworkflow_workflow_runs"
 RUNS_HELP = "Current count of workflow runs in each status."
 STEP_ATTEMPTS_METRIC = "openworkflow_step_attempts"
 STEP_ATTEMPTS_HELP = "Current count of step attempts in each status."
+PAUSED_METRIC = "openworkflow_workflow_paused"
+PAUSED_HELP = "1 for each workflow whose runs workers do not claim (ow workflows pause)."
 
 
 def _gauge(
@@ -55,4 +60,9 @@ async def render_metrics(backend: Backend) -> bytes:
         STEP_ATTEMPTS_HELP,
         await backend.count_step_attempts(),
     )
+    paused = await backend.list_paused_workflows()
+    if paused:
+        gauge = Gauge(PAUSED_METRIC, PAUSED_HELP, ["workflow"], registry=registry)
+        for item in paused:
+            gauge.labels(workflow=item.workflow_name).set(1)
     return generate_latest(registry)

@@ -9,8 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from openworkflow.core import clock
+from openworkflow.core.flow_control import PausedWorkflow
 from openworkflow.core.workflow_run import RETRYABLE_STATUSES, WorkflowRunStatus
-from openworkflow.dashboard import run_page, views
+from openworkflow.dashboard import pauses, run_page, views
 from openworkflow.dashboard.context import DashboardContext
 from openworkflow.dashboard.rendering import root_of, segment
 from openworkflow.dashboard.run_links import child_link, parent_of
@@ -56,6 +57,7 @@ async def render_run_detail(
     attempts, truncated = await run_page.all_attempts(context.backend, run_id)
     facts = run_page.run_facts(run, attempts, context.catalog.specs, clock.now())
     namespace = context.backend.namespace_id
+    paused = None if run.is_terminal else await _paused(context, run.workflow_name)
     return context.pages.render(
         request,
         "run.html",
@@ -78,6 +80,13 @@ async def render_run_detail(
             "can_retry": run.status in RETRYABLE_STATUSES,
             "show_output": status.is_completed or run.output is not None,
             "message": message,
+            "paused": paused,
+            "resume_command": pauses.resume_command(run.workflow_name),
         },
         status_code=status_code,
     )
+
+
+async def _paused(context: DashboardContext, workflow_name: str) -> PausedWorkflow | None:
+    """The pause of the run's workflow, if it is paused (why an unfinished run does not move)."""
+    return (await pauses.paused_by_name(context)).get(workflow_name)

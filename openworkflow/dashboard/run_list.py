@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from openworkflow.core.workflow_run import COUNTED_STATUSES, WorkflowRun
-from openworkflow.dashboard import run_page
+from openworkflow.dashboard import pauses, run_page
 from openworkflow.dashboard.context import DashboardContext
 from openworkflow.dashboard.rendering import root_of, segment
 from openworkflow.dashboard.run_form import FORM_FIELDS
@@ -57,6 +57,7 @@ async def run_list(context: DashboardContext, request: Request) -> Response:
     except ValueError as error:
         raise HTTPException(400, f"{error}. Start again from the first page.") from None
     counts = await context.client.counts()
+    paused = await pauses.paused_by_name(context)
     rows = [RunRow(run, await parent_of(context, run)) for run in page.data]
 
     def page_url(**cursor: str) -> str:
@@ -80,6 +81,8 @@ async def run_list(context: DashboardContext, request: Request) -> Response:
             "newer_url": page_url(before=page.prev) if page.prev else None,
             "older_url": page_url(after=page.next) if page.next else None,
             "workflow_names": context.catalog.names(),
+            "paused": paused,
+            "resume_command": pauses.resume_command,
             "values": {**dict.fromkeys(FORM_FIELDS, ""), "workflow_name": workflow or ""},
             "problem": None,
         },

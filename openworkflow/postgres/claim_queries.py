@@ -201,7 +201,9 @@ candidate AS (
   SELECT "id", "claimed_from", "lease_expired", ROW_NUMBER() OVER () AS "position" FROM (
     SELECT wr."id", wr."status" AS "claimed_from", wr."worker_id" IS NOT NULL AS "lease_expired"
     FROM {{schema}}."workflow_runs" wr
-    WHERE wr."namespace_id" = %(ns)s AND wr."id" IN (SELECT "id" FROM unknown)
+    -- = ANY(ARRAY(...)), not IN (SELECT ...): the planner turned IN into a hash
+    -- join over a sequential scan of the runs on backlogs of 2,000-20,000.
+    WHERE wr."namespace_id" = %(ns)s AND wr."id" = ANY(ARRAY(SELECT "id" FROM unknown))
       AND wr."status" IN ('pending', 'running', 'sleeping') AND wr."available_at" <= NOW()
       AND (wr."deadline_at" IS NULL OR wr."deadline_at" > NOW()){_NOT_PAUSED}
     ORDER BY wr."available_at", wr."created_at"
