@@ -14,6 +14,7 @@ from openworkflow.connect import connect
 from openworkflow.core.backend import Backend, StepAttemptCounts, WorkflowRunCounts
 from openworkflow.core.cursor import Page
 from openworkflow.core.retry import RetryPolicy
+from openworkflow.core.schedule import Schedule
 from openworkflow.core.step import Step
 from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_definition import (
@@ -76,6 +77,7 @@ __all__ = [
     "RunHandle",
     "RunInfo",
     "Saga",
+    "Schedule",
     "SignalValidationError",
     "SignalWaitConflictError",
     "SqliteBackend",

@@ -29,6 +29,7 @@ from openworkflow.core.duration import Duration, parse_duration_ms, resolve_time
 from openworkflow.core.error import error_message
 from openworkflow.core.flow_control import check_priority
 from openworkflow.core.json import JsonConversionError, check_name, is_storable_text
+from openworkflow.core.schedule_store import ScheduleSnapshot, StoredSchedule
 from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_definition import Workflow, WorkflowRef, spec_of
 from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
@@ -346,6 +347,49 @@ class OpenWorkflow:
     async def paused_workflows(self) -> list[PausedWorkflow]:
         """The workflows whose runs are not being claimed, by name."""
         return await self.backend.list_paused_workflows()
+
+    async def list_schedules(self) -> ScheduleSnapshot:
+        """The schedules workers stored, by name, with the database's time (``.now``).
+
+        Each :class:`~openworkflow.core.schedule_store.StoredSchedule` has its
+        cron rule, last tick served, pause, and ``next_tick()``.
+        """
+        return await self.backend.list_schedules()
+
+    async def pause_schedule(self, name: str) -> StoredSchedule | None:
+        """Stop a schedule's ticks (idempotent); None if no worker stored that schedule."""
+        check_name(name, "schedule name")
+        return await self.backend.pause_schedule(name)
+
+    async def resume_schedule(self, name: str) -> StoredSchedule | None:
+        """Let a schedule tick again from now (the ticks missed while paused are skipped).
+
+        None if no worker stored that schedule.
+        """
+        check_name(name, "schedule name")
+        return await self.backend.resume_schedule(name)
+
+    async def trigger_schedule(self, name: str) -> RunHandle | None:
+        """Start a run of a schedule's workflow now, with the schedule's input.
+
+        The run serves no tick: its ``RunInfo.scheduled_at`` is None, and the
+        schedule's own ticks (and ``overlap`` rule) are unaffected. None if no
+        worker stored that schedule.
+        """
+        check_name(name, "schedule name")
+        stored = (await self.backend.list_schedules([name])).schedules
+        if not stored:
+            return None
+        schedule = stored[0]
+        created = await self.backend.create_workflow_run(
+            CreateWorkflowRunParams(
+                workflow_name=schedule.workflow_name,
+                version=schedule.version,
+                config={},
+                input=schedule.input,
+            )
+        )
+        return RunHandle(self, created.id, created)
 
     async def counts(self) -> WorkflowRunCounts:
         """Number of runs in each status."""

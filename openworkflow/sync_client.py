@@ -14,6 +14,7 @@ from openworkflow.client import OpenWorkflow, RunHandle
 from openworkflow.core.backend import Backend, PausedWorkflow, StepAttemptCounts, WorkflowRunCounts
 from openworkflow.core.cursor import Page
 from openworkflow.core.duration import Duration
+from openworkflow.core.schedule_store import ScheduleSnapshot, StoredSchedule
 from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_definition import WorkflowRef
 from openworkflow.core.workflow_run import WorkflowRun
@@ -146,6 +147,27 @@ class SyncOpenWorkflow:
     def resume_workflow(self, workflow_name: str) -> bool:
         """Let workers claim a workflow's runs again; False if it was not paused."""
         return self._call(self._client.resume_workflow(workflow_name))
+
+    def list_schedules(self) -> ScheduleSnapshot:
+        """The stored schedules and the database time (see :meth:`OpenWorkflow.list_schedules`)."""
+        return self._call(self._client.list_schedules())
+
+    def pause_schedule(self, name: str) -> StoredSchedule | None:
+        """Stop a schedule's ticks; None if no such schedule."""
+        return self._call(self._client.pause_schedule(name))
+
+    def resume_schedule(self, name: str) -> StoredSchedule | None:
+        """Let a schedule tick again from now; None if no such schedule."""
+        return self._call(self._client.resume_schedule(name))
+
+    def trigger_schedule(self, name: str) -> SyncRunHandle | None:
+        """Start a run of a schedule's workflow now (see :meth:`OpenWorkflow.trigger_schedule`)."""
+        handle = self._call(self._client.trigger_schedule(name))
+        return None if handle is None else SyncRunHandle(self, handle)
+
+    def paused_workflows(self) -> list[PausedWorkflow]:
+        """The workflows whose runs are not claimed (see :meth:`OpenWorkflow.paused_workflows`)."""
+        return self._call(self._client.paused_workflows())
 
     def counts(self) -> WorkflowRunCounts:
         """Number of runs in each status."""

@@ -27,6 +27,7 @@ _LAZY_COMMANDS: dict[str, str] = {
     "migrate": "openworkflow.cli.migrate:migrate",
     "run": "openworkflow.cli.run:run",
     "runs": "openworkflow.cli.runs:runs",
+    "schedules": "openworkflow.cli.schedules:schedules",
     "signal": "openworkflow.cli.signal:signal",
     "worker": "openworkflow.cli.worker:worker",
     "workflows": "openworkflow.cli.workflows:workflows",

@@ -31,6 +31,7 @@ from openworkflow.core.flow_control import WorkerRegistration as WorkerRegistrat
 from openworkflow.core.flow_control import WorkflowKey as WorkflowKey
 from openworkflow.core.json import JsonValue
 from openworkflow.core.retry import ResolvedRetryPolicy
+from openworkflow.core.schedule_store import ScheduleStore
 from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_run import WorkflowRun
 
@@ -53,6 +54,8 @@ class CreateWorkflowRunParams:
     available_at: datetime | None = None
     deadline_at: datetime | None = None
     priority: int = 0
+    #: The schedule tick this run serves (this port's column); None for other runs.
+    scheduled_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -302,11 +305,12 @@ class StepAttemptCounts:
 
 
 @runtime_checkable
-class Backend(FlowControlStore, Protocol):
+class Backend(FlowControlStore, ScheduleStore, Protocol):
     """Durable storage for runs, step attempts and signals, bound to one namespace.
 
     The flow-control methods (priority, pause, worker registrations, routed
-    claims) are declared by :class:`~openworkflow.core.flow_control.FlowControlStore`.
+    claims) are declared by :class:`~openworkflow.core.flow_control.FlowControlStore`,
+    the schedules' by :class:`~openworkflow.core.schedule_store.ScheduleStore`.
     """
 
     @property

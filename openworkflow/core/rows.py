@@ -5,9 +5,9 @@ DDL, so one mapping serves both; each backend passes how it decodes JSON and
 timestamps (SQLite stores text, PostgreSQL returns Python values).
 
 ``workflow_runs`` ends with this port's columns, added by its own migrations
-after the original's (``priority`` at index 21). Statements that return more
-than the row (a claim's flags, a notification) put those after ``*``, and
-their readers take them from the end of the row.
+after the original's (``priority`` at index 21, ``scheduled_at`` at 22).
+Statements that return more than the row (a claim's flags, a notification)
+put those after ``*``, and their readers take them from the end of the row.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def workflow_run_from_row(
         updated_at=load_time(row[20]),
         # NULL (a row written with an explicit NULL) ranks like the default 0.
         priority=row[21] or 0,
+        scheduled_at=time_or_none(row[22]),
         has_step_attempts=has_step_attempts,
         lease_expired=lease_expired,
     )

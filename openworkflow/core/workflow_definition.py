@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, overload
@@ -26,6 +26,7 @@ from openworkflow.core.json import (
     to_json_value,
 )
 from openworkflow.core.retry import RetryPolicy
+from openworkflow.core.schedule import Schedule, schedule_names
 from openworkflow.errors import InputValidationError, PayloadError, WorkflowDefinitionError
 
 INJECTABLE_PARAMETERS = ("input", "step", "run", "version")
@@ -49,6 +50,8 @@ class RunInfo:
     workflow_name: str
     created_at: datetime
     started_at: datetime | None
+    #: The schedule tick this run serves (aware, UTC); None for runs not started by a schedule.
+    scheduled_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +67,8 @@ class WorkflowSpec:
     schema: Any = None
     retry_policy: RetryPolicy | None = None
     priority: int = DEFAULT_PRIORITY
+    #: The cron schedules that start this workflow's runs (see :class:`Schedule`).
+    schedules: tuple[Schedule, ...] = ()
     _adapter: TypeAdapter[Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +92,7 @@ class WorkflowSpec:
             check_priority(self.priority, "priority")
         except (TypeError, ValueError) as error:
             raise WorkflowDefinitionError(f"workflow {self.name!r}: {error}") from None
+        self._check_schedules()
         if self.schema is not None:
             try:
                 object.__setattr__(self, "_adapter", TypeAdapter(self.schema))
@@ -95,6 +101,22 @@ class WorkflowSpec:
                     f"workflow {self.name!r}: schema {self.schema!r} is not a type pydantic can "
                     f"validate: {error}"
                 ) from error
+
+    def _check_schedules(self) -> None:
+        schedules = tuple(self.schedules)
+        for item in schedules:
+            if not isinstance(item, Schedule):
+                raise WorkflowDefinitionError(
+                    f"workflow {self.name!r}: schedules must be Schedule objects, got "
+                    f"{type(item).__name__}; write Schedule({item!r}) for a cron string"
+                )
+        object.__setattr__(self, "schedules", schedules)
+        schedule_names(self.name, schedules)  # InvalidScheduleError: two with one name
+
+    @property
+    def schedule_names(self) -> list[str]:
+        """The name of each schedule, in order (explicit names, else the workflow's)."""
+        return schedule_names(self.name, self.schedules)
 
     def implement(self, fn: WorkflowFn) -> Workflow:
         """Attach an implementation to this spec (usable as a decorator)."""
@@ -251,6 +273,8 @@ def workflow(
     schema: Any = _UNSET,
     retry_policy: RetryPolicy | None = None,
     priority: int = DEFAULT_PRIORITY,
+    schedule: str | None = None,
+    schedules: Sequence[Schedule] | None = None,
 ) -> Callable[[WorkflowFn], Workflow]: ...
 
 
@@ -263,6 +287,8 @@ def workflow(
     schema: Any = _UNSET,
     retry_policy: RetryPolicy | None = None,
     priority: int = DEFAULT_PRIORITY,
+    schedule: str | None = None,
+    schedules: Sequence[Schedule] | None = None,
 ) -> Workflow | Callable[[WorkflowFn], Workflow]:
     """Turn an ``async def`` into a durable workflow.
 
@@ -270,11 +296,15 @@ def workflow(
     function name with ``_`` replaced by ``-``; the schema defaults to the
     annotation of the ``input`` parameter (``schema=None`` turns validation off).
     ``priority`` is its runs' default priority (higher is claimed first; an
-    ``ow.run(..., priority=)`` overrides it).
+    ``ow.run(..., priority=)`` overrides it). ``schedule="*/5 * * * *"`` starts
+    a run at every tick of a cron expression (UTC, default policies);
+    ``schedules=[Schedule(...), ...]`` gives several, with time zones, inputs
+    and policies. Workers running the workflow create each tick's run once.
 
     Example:
         ``@workflow(name="process-order", version="v2")``
     """
+    resolved_schedules = _schedules_option(schedule, schedules)
 
     def decorate(function: WorkflowFn) -> Workflow:
         _check_function(function)
@@ -285,12 +315,41 @@ def workflow(
             schema=resolved_schema,
             retry_policy=retry_policy,
             priority=priority,
+            schedules=resolved_schedules,
         )
         return Workflow(spec=spec, fn=function)
 
     if fn is not None:
         return decorate(fn)
     return decorate
+
+
+def _schedules_option(
+    schedule: str | None, schedules: Sequence[Schedule] | None
+) -> tuple[Schedule, ...]:
+    """The schedules ``@workflow(schedule=...)`` or ``@workflow(schedules=[...])`` declares."""
+    if schedule is not None and schedules is not None:
+        raise WorkflowDefinitionError(
+            "@workflow takes schedule= or schedules=, not both: put every schedule in "
+            'schedules=[Schedule("*/5 * * * *"), Schedule(...)]'
+        )
+    if schedule is not None:
+        if isinstance(schedule, Schedule):
+            return (schedule,)
+        if not isinstance(schedule, str):
+            raise WorkflowDefinitionError(
+                f'@workflow(schedule=...) must be a cron string such as "*/5 * * * *", got '
+                f"{type(schedule).__name__}; use schedules=[Schedule(...)] for more options"
+            )
+        return (Schedule(schedule),)
+    if schedules is None:
+        return ()
+    if isinstance(schedules, str | Schedule):
+        raise WorkflowDefinitionError(
+            "@workflow(schedules=...) takes a list of Schedule objects; for one cron string "
+            'write schedule="..."'
+        )
+    return tuple(schedules)
 
 
 def declare_workflow(

@@ -106,6 +106,8 @@ class WorkflowRun:
     updated_at: datetime
     #: This port's column (the original's rows read as 0): higher is claimed first.
     priority: int = 0
+    #: This port's column: the schedule tick the run serves (None for other runs).
+    scheduled_at: datetime | None = None
     #: Not a column: set by a claim when the backend knows whether the run has
     #: step attempts (False lets a fresh run skip reading its history); None
     #: when unknown.

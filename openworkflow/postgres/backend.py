@@ -7,8 +7,9 @@ parts, one concern each: the pools and the listener
 (:mod:`~openworkflow.postgres.base`), run reads, claims and parking
 (:mod:`~openworkflow.postgres.runs`), the writes that end a run
 (:mod:`~openworkflow.postgres.finishing`), step attempts and signals
-(:mod:`~openworkflow.postgres.steps`), and flow control: priority, pause and
-worker registrations (:mod:`~openworkflow.postgres.flow_control`).
+(:mod:`~openworkflow.postgres.steps`), flow control: priority, pause and
+worker registrations (:mod:`~openworkflow.postgres.flow_control`), and
+schedules (:mod:`~openworkflow.postgres.schedules`).
 Statements run in autocommit mode; the few multi-statement operations
 (idempotent create, failure, finishing a child, signals) run in short
 ``READ COMMITTED`` transactions. The original's tables gain only nullable
@@ -26,7 +27,7 @@ from openworkflow.group_commit import GroupCommit
 from openworkflow.postgres.base import is_item_error
 from openworkflow.postgres.connection import Database
 from openworkflow.postgres.finishing import Completion
-from openworkflow.postgres.flow_control import PostgresFlowControl
+from openworkflow.postgres.schedules import PostgresSchedules
 from openworkflow.postgres.schema import current_migration_version
 from openworkflow.postgres.steps import StepInsert
 from openworkflow.redaction import redact_url
@@ -34,7 +35,7 @@ from openworkflow.redaction import redact_url
 __all__ = ["PostgresBackend"]
 
 
-class PostgresBackend(PostgresFlowControl):
+class PostgresBackend(PostgresSchedules):
     """Backend storing runs in PostgreSQL, bound to one namespace of one schema.
 
     The pool opens (and migrations run, under an advisory lock) on first use or

@@ -50,13 +50,13 @@ INSERT INTO {{schema}}."workflow_runs" (
   "namespace_id", "id", "workflow_name", "version", "status", "idempotency_key",
   "config", "context", "input", "attempts", "parent_step_attempt_namespace_id",
   "parent_step_attempt_id", "available_at", "deadline_at", "created_at", "updated_at",
-  "priority"
+  "priority", "scheduled_at"
 )
 VALUES (
   %(ns)s, %(run_id)s, %(workflow_name)s, %(version)s, 'pending', %(idempotency_key)s,
   %(config)s, %(context)s, %(input)s, 0, %(parent_ns)s, %(parent_id)s,
   COALESCE(%(available_at)s, NOW()), %(deadline_at)s, date_trunc('milliseconds', NOW()), NOW(),
-  %(priority)s
+  %(priority)s, %(scheduled_at)s
 )
 RETURNING *, {NOTIFY_WORK}"""
 

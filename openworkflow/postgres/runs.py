@@ -26,6 +26,7 @@ from openworkflow.core.rows import workflow_run_from_row
 from openworkflow.core.step_attempt import fold_step_attempt_counts
 from openworkflow.core.workflow_run import WorkflowRun, fold_status_counts
 from openworkflow.postgres.base import (
+    Connection,
     PostgresBase,
     Row,
     identity,
@@ -46,6 +47,17 @@ class PostgresRuns(PostgresBase):
 
     async def create_workflow_run(self, params: CreateWorkflowRunParams) -> WorkflowRun:
         """Insert a pending run, or return the one with the same idempotency key (24 h)."""
+        values = self._create_run_values(params)
+        if params.idempotency_key is None:
+            return to_run(
+                require(await self._fetchone(self._q.insert_workflow_run, values), "create run")
+            )
+        async with self._connection() as connection, connection.transaction():
+            row = await self._insert_keyed_run(connection, values)
+        return to_run(require(row, "create workflow run"))
+
+    def _create_run_values(self, params: CreateWorkflowRunParams) -> dict[str, Any]:
+        """The values :attr:`Queries.insert_workflow_run` binds for ``params``."""
         values = self._params(
             run_id=new_id(),
             workflow_name=params.workflow_name,
@@ -59,23 +71,24 @@ class PostgresRuns(PostgresBase):
             available_at=params.available_at,
             deadline_at=params.deadline_at,
             priority=params.priority,
+            scheduled_at=params.scheduled_at,
             period_ms=RUN_IDEMPOTENCY_PERIOD_MS,
         )
-        if params.idempotency_key is None:
-            return to_run(
-                require(await self._fetchone(self._q.insert_workflow_run, values), "create run")
+        if params.idempotency_key is not None:
+            values["scope"] = lock_scope(
+                namespaceId=self._namespace_id,
+                workflowName=params.workflow_name,
+                idempotencyKey=params.idempotency_key,
             )
-        values["scope"] = lock_scope(
-            namespaceId=self._namespace_id,
-            workflowName=params.workflow_name,
-            idempotencyKey=params.idempotency_key,
-        )
-        async with self._connection() as connection, connection.transaction():
-            await connection.execute(self._q.lock_idempotency_scope, values)
-            row = await self._one(connection, self._q.select_run_by_idempotency_key, values)
-            if row is None:
-                row = await self._one(connection, self._q.insert_workflow_run, values)
-        return to_run(require(row, "create workflow run"))
+        return values
+
+    async def _insert_keyed_run(self, connection: Connection, values: dict[str, Any]) -> Row | None:
+        """Inside a transaction: the run with this key (24 h), else a new one, under a lock."""
+        await connection.execute(self._q.lock_idempotency_scope, values)
+        row = await self._one(connection, self._q.select_run_by_idempotency_key, values)
+        if row is None:
+            row = await self._one(connection, self._q.insert_workflow_run, values)
+        return row
 
     async def get_workflow_run(self, params: GetWorkflowRunParams) -> WorkflowRun | None:
         """Return the run, or None."""

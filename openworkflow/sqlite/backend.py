@@ -5,8 +5,9 @@ thread (:mod:`~openworkflow.sqlite.connection`), the schema
 (:mod:`~openworkflow.sqlite.schema`), run reads, claims and parking
 (:mod:`~openworkflow.sqlite.runs`), the writes that end a run
 (:mod:`~openworkflow.sqlite.finishing`), step attempts and signals
-(:mod:`~openworkflow.sqlite.steps`), and flow control: priority, pause and
-worker registrations (:mod:`~openworkflow.sqlite.flow_control`). Every statement is in
+(:mod:`~openworkflow.sqlite.steps`), flow control: priority, pause and
+worker registrations (:mod:`~openworkflow.sqlite.flow_control`), and schedules
+(:mod:`~openworkflow.sqlite.schedules`). Every statement is in
 :mod:`~openworkflow.sqlite.queries`, bound by name.
 """
 
@@ -18,7 +19,7 @@ from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.group_commit import GroupCommit
 from openworkflow.sqlite.connection import PAGE_CACHE_KIB, Database
 from openworkflow.sqlite.finishing import Completion
-from openworkflow.sqlite.flow_control import SqliteFlowControl
+from openworkflow.sqlite.schedules import SqliteSchedules
 from openworkflow.sqlite.schema import (
     current_migration_version,
     migrate,
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 
-class SqliteBackend(SqliteFlowControl):
+class SqliteBackend(SqliteSchedules):
     """Backend storing runs in a SQLite file (or ``":memory:"``), bound to one namespace.
 
     Example:

@@ -102,7 +102,8 @@ class SqliteFlowControl(SqliteSteps):
     async def unregister_worker(self, worker_id: str) -> None:
         """Forget a worker that stopped (idempotent)."""
         values = {"ns": self._namespace_id, "worker_id": worker_id}
-        await self._run(lambda c: c.execute(fq.DELETE_WORKER_REGISTRATION, values))
+        # .rowcount, not the cursor: a cursor must not leave the database thread.
+        await self._run(lambda c: c.execute(fq.DELETE_WORKER_REGISTRATION, values).rowcount)
 
     async def claim_unrouted_workflow_runs(
         self, params: ClaimUnroutedWorkflowRunsParams

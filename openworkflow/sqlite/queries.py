@@ -44,11 +44,11 @@ INSERT INTO "workflow_runs" (
   "namespace_id", "id", "workflow_name", "version", "status", "idempotency_key",
   "config", "context", "input", "attempts", "parent_step_attempt_namespace_id",
   "parent_step_attempt_id", "available_at", "deadline_at", "created_at", "updated_at",
-  "priority"
+  "priority", "scheduled_at"
 )
 VALUES (
   :ns, :id, :workflow_name, :version, 'pending', :idempotency_key, :config, :context, :input,
-  0, :parent_ns, :parent_id, :available_at, :deadline_at, :now, :now, :priority
+  0, :parent_ns, :parent_id, :available_at, :deadline_at, :now, :now, :priority, :scheduled_at
 )
 RETURNING *"""
 

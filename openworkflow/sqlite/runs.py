@@ -89,6 +89,7 @@ class SqliteRuns(SqliteBase):
             "available_at": iso(params.available_at) if params.available_at else now,
             "deadline_at": iso_or_none(params.deadline_at),
             "priority": params.priority,
+            "scheduled_at": iso_or_none(params.scheduled_at),
             "now": now,
         }
 

@@ -251,6 +251,7 @@ def _workflow_arguments(workflow: Workflow, run: WorkflowRun, step: StepExecutor
                 workflow_name=run.workflow_name,
                 created_at=run.created_at,
                 started_at=run.started_at,
+                scheduled_at=run.scheduled_at,
             )
         else:
             arguments["version"] = run.version

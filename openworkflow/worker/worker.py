@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import uuid
@@ -38,6 +39,7 @@ from openworkflow.worker.context import (
 from openworkflow.worker.execution import WorkflowExecution
 from openworkflow.worker.lease import LeaseKeeper
 from openworkflow.worker.presence import WorkerPresence
+from openworkflow.worker.scheduler import Scheduler
 
 logger = logging.getLogger("openworkflow.worker")
 
@@ -155,11 +157,17 @@ class Worker:
             start_runs=self._start_claimed,
         )
 
+    @functools.cached_property
+    def _scheduler(self) -> Scheduler:
+        """Creates the runs of the registered workflows' schedule ticks."""
+        return Scheduler(self.backend, self.registry)
+
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
         """Start claiming runs in the background (idempotent)."""
         if self._loop_task is None:
+            self._scheduler.start()  # first: a schedule input its schema rejects raises here
             self._loop_task = asyncio.create_task(self._run_loop(), name="openworkflow-worker")
             self._presence.start()
 
@@ -175,6 +183,7 @@ class Worker:
             return
         self._stopping = True
         self._slot_freed.set()
+        await self._scheduler.stop()
         await self._presence.stop()
         if self._loop_task is not None:
             self._loop_task.cancel()
@@ -219,6 +228,14 @@ class Worker:
             )
             self._start_claimed(runs)
         return len(runs)
+
+    async def run_schedules(self) -> int:
+        """Create the runs of the schedule ticks due now; return how many were created.
+
+        The background scheduler does this about once a second while the
+        worker runs; call it by hand to drive a stopped worker, as with :meth:`tick`.
+        """
+        return await self._scheduler.run_due()
 
     async def sweep_unrouted(self) -> int:
         """Register this worker, then claim due runs no live worker knows; how many.

@@ -474,7 +474,7 @@ async def _check_sqlite_upgrade(path: Path) -> None:
 
 
 def _expected_python_ledger() -> list[tuple[int, str]]:
-    return [(0, "0000_active_deadline_index"), (1, "0001_flow_control")]
+    return [(0, "0000_active_deadline_index"), (1, "0001_flow_control"), (2, "0002_schedules")]
 
 
 async def _check_postgres_upgrade() -> None:

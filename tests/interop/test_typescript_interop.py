@@ -1198,10 +1198,15 @@ PYTHON_EXTRA_INDEXES = {
 }
 """Every index this port adds to the original's tables."""
 
-PYTHON_TABLES = {"openworkflow_python_migrations", "paused_workflows", "worker_registrations"}
-"""This port's own tables (its migration ledger and flow control)."""
+PYTHON_TABLES = {
+    "openworkflow_python_migrations",
+    "paused_workflows",
+    "worker_registrations",
+    "schedules",
+}
+"""This port's own tables (its migration ledger, flow control and schedules)."""
 
-PYTHON_COLUMNS = {("workflow_runs", "priority")}
+PYTHON_COLUMNS = {("workflow_runs", "priority"), ("workflow_runs", "scheduled_at")}
 """The nullable columns this port adds to the original's tables."""
 
 

@@ -27,6 +27,7 @@ def test_public_names_are_pinned() -> None:
         "RunHandle",
         "RunInfo",
         "Saga",
+        "Schedule",
         "SignalValidationError",
         "SignalWaitConflictError",
         "SqliteBackend",

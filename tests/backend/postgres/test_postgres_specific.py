@@ -661,6 +661,7 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
         ("updated_at", TIMESTAMPTZ, False),
         # This port's (its own ledger): nullable, so the original never notices it.
         ("priority", INTEGER, True),
+        ("scheduled_at", TIMESTAMPTZ, True),
     ],
     "step_attempts": [
         ("namespace_id", TEXT, False),
@@ -707,6 +708,22 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
         ("workflows", JSONB, False),
         ("heartbeat_at", TIMESTAMPTZ, False),
         ("expires_at", TIMESTAMPTZ, False),
+    ],
+    "schedules": [
+        ("namespace_id", TEXT, False),
+        ("name", TEXT, False),
+        ("workflow_name", TEXT, False),
+        ("version", TEXT, True),
+        ("cron", TEXT, False),
+        ("timezone", TEXT, False),
+        ("input", JSONB, True),
+        ("overlap", TEXT, False),
+        ("catchup", TEXT, False),
+        ("first_seen_at", TIMESTAMPTZ, False),
+        ("last_tick_at", TIMESTAMPTZ, True),
+        ("last_run_id", TEXT, True),
+        ("paused_at", TIMESTAMPTZ, True),
+        ("updated_at", TIMESTAMPTZ, False),
     ],
 }
 # name -> (table, columns of the key, referenced table, referenced columns, ON DELETE)
@@ -870,6 +887,7 @@ async def test_constraints_match_the_original(pg: PostgresBackend, admin: Connec
         "openworkflow_python_migrations": ("openworkflow_python_migrations_pkey", ["version"]),
         "paused_workflows": ("paused_workflows_pkey", ["namespace_id", "workflow_name"]),
         "worker_registrations": ("worker_registrations_pkey", ["namespace_id", "worker_id"]),
+        "schedules": ("schedules_pkey", ["namespace_id", "name"]),
     }
     assert foreign_keys == {name: tuple(value) for name, value in EXPECTED_FOREIGN_KEYS.items()}
     assert all(row[3] for row in rows), "every constraint is validated (migration 3)"
