@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from openworkflow.core.json import JsonValue
+from openworkflow.core.schedule_store import StoredSchedule
 from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_run import WorkflowRun
 
@@ -91,4 +92,29 @@ def step_attempt_from_row(
         finished_at=time_or_none(row[13]),
         created_at=load_time(row[14]),
         updated_at=load_time(row[15]),
+    )
+
+
+def schedule_from_row(
+    row: Sequence[Any], load_json: JsonDecoder, load_time: TimeDecoder
+) -> StoredSchedule:
+    """Map a ``schedules`` row (the backends' ``SCHEDULE_COLUMNS``, in order) to a schedule."""
+
+    def time_or_none(value: Any) -> datetime | None:
+        return None if value is None else load_time(value)
+
+    return StoredSchedule(
+        name=row[0],
+        workflow_name=row[1],
+        version=row[2],
+        cron=row[3],
+        timezone=row[4],
+        input=load_json(row[5]),
+        overlap=row[6],
+        catchup=row[7],
+        first_seen_at=load_time(row[8]),
+        last_tick_at=time_or_none(row[9]),
+        last_run_id=row[10],
+        paused_at=time_or_none(row[11]),
+        updated_at=load_time(row[12]),
     )

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from openworkflow.core.backend import CreateWorkflowRunParams
+from openworkflow.core.rows import schedule_from_row
 from openworkflow.core.schedule import tick_idempotency_key
 from openworkflow.core.schedule_store import (
     ScheduleDefinition,
@@ -19,28 +20,14 @@ from openworkflow.core.schedule_store import (
     ScheduleSnapshot,
     StoredSchedule,
 )
-from openworkflow.postgres.base import Connection, Row, jsonb, load_time, to_run
+from openworkflow.postgres.base import Connection, Row, identity, jsonb, load_time, to_run
 from openworkflow.postgres.flow_control import PostgresFlowControl
 from openworkflow.postgres.schedule_queries import ScheduleQueries, schedule_queries
 
 
 def to_schedule(row: Row) -> StoredSchedule:
     """The schedule a row of ``SCHEDULE_COLUMNS`` holds."""
-    return StoredSchedule(
-        name=row[0],
-        workflow_name=row[1],
-        version=row[2],
-        cron=row[3],
-        timezone=row[4],
-        input=row[5],
-        overlap=row[6],
-        catchup=row[7],
-        first_seen_at=load_time(row[8]),
-        last_tick_at=None if row[9] is None else load_time(row[9]),
-        last_run_id=row[10],
-        paused_at=None if row[11] is None else load_time(row[11]),
-        updated_at=load_time(row[12]),
-    )
+    return schedule_from_row(row, identity, load_time)
 
 
 class PostgresSchedules(PostgresFlowControl):

@@ -16,6 +16,7 @@ from typing import Any
 from openworkflow.core import clock
 from openworkflow.core import json as ow_json
 from openworkflow.core.backend import RUN_IDEMPOTENCY_PERIOD_MS, CreateWorkflowRunParams
+from openworkflow.core.rows import schedule_from_row
 from openworkflow.core.schedule import tick_idempotency_key
 from openworkflow.core.schedule_store import (
     ScheduleDefinition,
@@ -33,21 +34,7 @@ from openworkflow.sqlite.flow_control import SqliteFlowControl
 
 def to_schedule(row: Sequence[Any]) -> StoredSchedule:
     """The schedule a row of ``SCHEDULE_COLUMNS`` holds."""
-    return StoredSchedule(
-        name=row[0],
-        workflow_name=row[1],
-        version=row[2],
-        cron=row[3],
-        timezone=row[4],
-        input=ow_json.loads(row[5]) if row[5] is not None else None,
-        overlap=row[6],
-        catchup=row[7],
-        first_seen_at=clock.from_iso(row[8]),
-        last_tick_at=None if row[9] is None else clock.from_iso(row[9]),
-        last_run_id=row[10],
-        paused_at=None if row[11] is None else clock.from_iso(row[11]),
-        updated_at=clock.from_iso(row[12]),
-    )
+    return schedule_from_row(row, ow_json.loads, clock.from_iso)
 
 
 class SqliteSchedules(SqliteFlowControl):
