@@ -13,13 +13,15 @@ without JavaScript, which only adds live updates and local times):
 - ``POST /runs/{id}/cancel`` and ``POST /runs/{id}/retry``.
 - ``GET /workflows``: the known workflows and the paused names, each active
   or paused, with ``POST /workflows/{name}/pause`` and ``.../resume``.
+- ``GET /schedules``: the stored schedules with their next and last ticks,
+  with ``POST /schedules/{name}/pause``, ``.../resume`` and ``.../trigger``.
 - ``GET /api/runs/{id}``: ``{"status", "finished", "updated_at", "attempts"}``.
 - ``GET /metrics`` (Prometheus text) and ``GET /healthz`` (``ok`` or 503).
 
 Build it with :func:`create_app` and serve it with any ASGI server
 (``ow dashboard`` uses uvicorn, see :mod:`.server`). The app never stops the
 backend it is given. The handlers live in :mod:`.run_list`, :mod:`.run_detail`,
-:mod:`.actions`, :mod:`.workflows_page`, :mod:`.api` and
+:mod:`.actions`, :mod:`.workflows_page`, :mod:`.schedules_page`, :mod:`.api` and
 :mod:`.monitoring`; this module is the route table.
 """
 
@@ -43,6 +45,7 @@ from openworkflow.dashboard import (
     monitoring,
     run_detail,
     run_list,
+    schedules_page,
     workflows_page,
 )
 from openworkflow.dashboard.catalog import WorkflowCatalog
@@ -119,6 +122,22 @@ def _routes(context: DashboardContext) -> list[BaseRoute]:
         # ``path`` converters: a name may contain slashes (sent as %2F, decoded by then).
         route("/workflows/{name:path}/pause", workflows_page.pause_workflow, "POST", "pause"),
         route("/workflows/{name:path}/resume", workflows_page.resume_workflow, "POST", "resume"),
+        route("/schedules", schedules_page.schedules_page, "GET", "schedules"),
+        route(
+            "/schedules/{name:path}/pause", schedules_page.pause_schedule, "POST", "pause_schedule"
+        ),
+        route(
+            "/schedules/{name:path}/resume",
+            schedules_page.resume_schedule,
+            "POST",
+            "resume_schedule",
+        ),
+        route(
+            "/schedules/{name:path}/trigger",
+            schedules_page.trigger_schedule,
+            "POST",
+            "trigger_schedule",
+        ),
         route("/api/runs/{run_id}", api.run_status, "GET", "run_status"),
         route("/metrics", monitoring.serve_metrics, "GET", "metrics"),
         route("/healthz", monitoring.healthz, "GET", "healthz"),

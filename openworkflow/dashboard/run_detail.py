@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.exceptions import HTTPException
@@ -10,11 +11,12 @@ from starlette.responses import Response
 
 from openworkflow.core import clock
 from openworkflow.core.flow_control import PausedWorkflow
-from openworkflow.core.workflow_run import RETRYABLE_STATUSES, WorkflowRunStatus
+from openworkflow.core.workflow_run import RETRYABLE_STATUSES, WorkflowRun, WorkflowRunStatus
 from openworkflow.dashboard import pauses, run_page, views
 from openworkflow.dashboard.context import DashboardContext
 from openworkflow.dashboard.rendering import root_of, segment
 from openworkflow.dashboard.run_links import child_link, parent_of
+from openworkflow.dashboard.run_origin import scheduled_origin
 
 STEP_PAGE_SIZE = 100
 """Step attempts shown per page on a run's page."""
@@ -57,7 +59,6 @@ async def render_run_detail(
     attempts, truncated = await run_page.all_attempts(context.backend, run_id)
     facts = run_page.run_facts(run, attempts, context.catalog.specs, clock.now())
     namespace = context.backend.namespace_id
-    paused = None if run.is_terminal else await _paused(context, run.workflow_name)
     return context.pages.render(
         request,
         "run.html",
@@ -80,8 +81,7 @@ async def render_run_detail(
             "can_retry": run.status in RETRYABLE_STATUSES,
             "show_output": status.is_completed or run.output is not None,
             "message": message,
-            "paused": paused,
-            "resume_command": pauses.resume_command(run.workflow_name),
+            **await _origin_and_pause(context, run),
         },
         status_code=status_code,
     )
@@ -90,3 +90,12 @@ async def render_run_detail(
 async def _paused(context: DashboardContext, workflow_name: str) -> PausedWorkflow | None:
     """The pause of the run's workflow, if it is paused (why an unfinished run does not move)."""
     return (await pauses.paused_by_name(context)).get(workflow_name)
+
+
+async def _origin_and_pause(context: DashboardContext, run: WorkflowRun) -> dict[str, Any]:
+    """The schedule tick the run serves, and its workflow's pause while it is unfinished."""
+    return {
+        "scheduled": await scheduled_origin(context, run),
+        "paused": None if run.is_terminal else await _paused(context, run.workflow_name),
+        "resume_command": pauses.resume_command(run.workflow_name),
+    }
