@@ -13,6 +13,7 @@ from openworkflow.config import define_config
 from openworkflow.connect import connect
 from openworkflow.core.backend import Backend, StepAttemptCounts, WorkflowRunCounts
 from openworkflow.core.cursor import Page
+from openworkflow.core.flow_control import RateLimit
 from openworkflow.core.retry import RetryPolicy
 from openworkflow.core.schedule import Schedule
 from openworkflow.core.step import Step
@@ -71,6 +72,7 @@ __all__ = [
     "OpenWorkflowError",
     "Page",
     "PostgresBackend",
+    "RateLimit",
     "ResultTimeoutError",
     "RetryAfter",
     "RetryPolicy",

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from openworkflow.core.duration import Duration
+from openworkflow.core.flow_control import RateLimit
 from openworkflow.core.retry import RetryPolicy
 from openworkflow.core.workflow_definition import WorkflowRef
 
@@ -27,6 +28,7 @@ class Step(Protocol):
         *args: Any,
         retry_policy: RetryPolicy | None = None,
         timeout: Duration | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> Awaitable[Any]:
         """Run ``fn(*args)`` once and memoize its JSON result under ``name``.
 
@@ -43,6 +45,13 @@ class Step(Protocol):
         :class:`~openworkflow.RetryAfter` in ``fn`` to run it again after a
         delay without spending an attempt. Inside ``fn``,
         :func:`openworkflow.step_context` describes the attempt.
+
+        ``rate_limit`` (a :class:`~openworkflow.RateLimit`) limits how often
+        the body runs across all runs and workers: no sliding window of length
+        ``per`` holds more than ``limit`` runs of it (retries included), per
+        key. A callable ``key`` receives the workflow's validated input. Over
+        the limit the run parks until the window has room; no attempt is
+        written or spent. A memoized result never asks for room.
         """
         ...
 

@@ -64,6 +64,8 @@ class Database:
             raise ValueError(f"max_pool_size must be a positive integer, got {max_pool_size!r}")
         self.queries = q.Queries(schema)
         self.notifier = ChangeNotifier()
+        #: (bucket, key, limit) of rate limits whose token rows exist (made once each).
+        self.rate_limit_scopes: set[tuple[str, str, int]] = set()
         self.base_params: dict[str, Any] = {
             "channel": q.NOTIFY_CHANNEL,
             "schema_name": schema,

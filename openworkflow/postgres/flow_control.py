@@ -1,4 +1,4 @@
-"""PostgreSQL: flow control: run priority, paused workflows, worker registrations.
+"""PostgreSQL: flow control: run priority, paused workflows, worker registrations, rate limits.
 
 The claims that honour them are in :mod:`~openworkflow.postgres.runs`
 (routing, pause, priority) and here (runs no live worker registered).
@@ -6,6 +6,9 @@ The claims that honour them are in :mod:`~openworkflow.postgres.runs`
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+from openworkflow.core import clock
 from openworkflow.core.backend import (
     ClaimUnroutedWorkflowRunsParams,
     GetWorkflowRunParams,
@@ -13,6 +16,7 @@ from openworkflow.core.backend import (
     SetWorkflowRunPriorityParams,
     WorkerRegistration,
 )
+from openworkflow.core.flow_control import AcquireRateLimitParams, RateLimitGrant
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import InvalidRunStateError, WorkflowRunNotFoundError
 from openworkflow.postgres.base import jsonb, load_time, to_run
@@ -92,3 +96,52 @@ class PostgresFlowControl(PostgresSteps):
         values = self._claim_params(worker_ids, params.lease_duration_ms)
         values["scan_limit"] = params.scan_limit
         return claimed_runs(await self._fetchall(self._q.claim_unrouted_workflow_runs, values))
+
+    async def acquire_rate_limit(self, params: AcquireRateLimitParams) -> RateLimitGrant:
+        """Take a token of the bucket and key in one statement, or say when the window has room.
+
+        The bucket's token rows are created the first time this backend uses
+        it (and again if a refusal finds fewer rows than the limit: rows may
+        have been pruned, or the limit raised).
+        """
+        insert, acquire = self._q.insert_rate_limit_tokens, self._q.acquire_rate_limit_token
+        values = self._params(
+            bucket=params.bucket,
+            rate_key=params.key,
+            limit=params.limit,
+            per_ms=params.per_ms,
+            run_id=params.workflow_run_id,
+        )
+        created = self._db.rate_limit_scopes
+        scope = (params.bucket, params.key, params.limit)
+        if scope not in created:
+            await self._execute_rate_limit(insert, values)
+            created.add(scope)
+        room_at: datetime | None = None
+        now = clock.now()
+        for _ in range(_RATE_LIMIT_TRIES):
+            row = await self._fetchone(acquire, values)
+            assert row is not None  # the statement always returns one row
+            granted_at, room_at, tokens, now = row
+            if granted_at is not None:
+                return RateLimitGrant(granted=True, granted_at=load_time(granted_at))
+            if tokens < params.limit:
+                await self._execute_rate_limit(insert, values)
+            elif room_at is not None and room_at > now:
+                break
+            # Else every free token was locked by racing callers: ask again.
+        retry_at = room_at if room_at is not None and room_at > now else now
+        return RateLimitGrant(granted=False, retry_at=_ceil_ms(retry_at))
+
+    async def _execute_rate_limit(self, query: bytes, values: dict[str, object]) -> None:
+        async with self._connection() as connection:
+            await connection.execute(query, values)
+
+
+_RATE_LIMIT_TRIES = 3
+"""Statements one acquisition may take (token rows missing, free tokens all locked)."""
+
+
+def _ceil_ms(value: datetime) -> datetime:
+    """``value`` in UTC rounded up to the millisecond: never earlier than the room."""
+    return clock.truncate_ms(value.astimezone(UTC) + timedelta(microseconds=999))

@@ -55,3 +55,38 @@ SET "workflows" = EXCLUDED."workflows", "heartbeat_at" = EXCLUDED."heartbeat_at"
 DELETE_WORKER_REGISTRATION = """
 DELETE FROM {schema}."worker_registrations"
 WHERE "namespace_id" = %(ns)s AND "worker_id" = %(worker_id)s"""
+
+# Rate limits (see the 0003 migration): token rows are created on first use.
+INSERT_RATE_LIMIT_TOKENS = """
+INSERT INTO {schema}."rate_limit_tokens" ("namespace_id", "bucket", "rate_key", "token")
+SELECT %(ns)s, %(bucket)s, %(rate_key)s, token FROM generate_series(0, %(limit)s - 1) AS token
+ON CONFLICT DO NOTHING"""
+
+# One autocommit statement. The free token with the oldest grant is locked
+# (SKIP LOCKED: racing callers take different tokens) and stamped NOW(); a
+# token another caller stamped after our snapshot is re-read when locked, and
+# fails the recheck. Refused, it answers when the oldest grant leaves the
+# window, and how many tokens exist (fewer than the limit: create them).
+ACQUIRE_RATE_LIMIT_TOKEN = """
+WITH free AS MATERIALIZED (
+  SELECT "token" FROM {schema}."rate_limit_tokens"
+  WHERE "namespace_id" = %(ns)s AND "bucket" = %(bucket)s AND "rate_key" = %(rate_key)s
+    AND "token" < %(limit)s
+    AND ("granted_at" IS NULL OR "granted_at" <= NOW() - %(per_ms)s * INTERVAL '1 millisecond')
+  ORDER BY "granted_at" NULLS FIRST
+  LIMIT 1
+  FOR UPDATE SKIP LOCKED
+), granted AS (
+  UPDATE {schema}."rate_limit_tokens" AS t SET "granted_at" = NOW(), "run_id" = %(run_id)s
+  FROM free
+  WHERE t."namespace_id" = %(ns)s AND t."bucket" = %(bucket)s AND t."rate_key" = %(rate_key)s
+    AND t."token" = free."token"
+  RETURNING t."granted_at"
+), held AS (
+  SELECT MIN("granted_at") AS oldest, COUNT(*) AS tokens FROM {schema}."rate_limit_tokens"
+  WHERE "namespace_id" = %(ns)s AND "bucket" = %(bucket)s AND "rate_key" = %(rate_key)s
+    AND "token" < %(limit)s
+)
+SELECT (SELECT "granted_at" FROM granted),
+       held.oldest + %(per_ms)s * INTERVAL '1 millisecond', held.tokens, NOW()
+FROM held"""

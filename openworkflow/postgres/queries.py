@@ -16,8 +16,10 @@ from openworkflow.postgres.claim_queries import (
     CLAIM_WORKFLOW_RUNS,
 )
 from openworkflow.postgres.flow_queries import (
+    ACQUIRE_RATE_LIMIT_TOKEN,
     DELETE_PAUSED_WORKFLOW,
     DELETE_WORKER_REGISTRATION,
+    INSERT_RATE_LIMIT_TOKENS,
     SELECT_PAUSED_WORKFLOWS,
     SET_WORKFLOW_RUN_PRIORITY,
     UPSERT_PAUSED_WORKFLOW,
@@ -280,6 +282,8 @@ class Queries:
     select_paused_workflows: bytes
     upsert_worker_registration: bytes
     delete_worker_registration: bytes
+    insert_rate_limit_tokens: bytes
+    acquire_rate_limit_token: bytes
     extend_lease: bytes
     sleep_workflow_run: bytes
     reconcile_parked_run: bytes
@@ -323,6 +327,8 @@ _TEMPLATES = {
     "select_paused_workflows": SELECT_PAUSED_WORKFLOWS,
     "upsert_worker_registration": UPSERT_WORKER_REGISTRATION,
     "delete_worker_registration": DELETE_WORKER_REGISTRATION,
+    "insert_rate_limit_tokens": INSERT_RATE_LIMIT_TOKENS,
+    "acquire_rate_limit_token": ACQUIRE_RATE_LIMIT_TOKEN,
     "extend_lease": EXTEND_LEASE,
     "sleep_workflow_run": SLEEP_WORKFLOW_RUN,
     "reconcile_parked_run": RECONCILE_PARKED_RUN,

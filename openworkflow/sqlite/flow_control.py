@@ -1,4 +1,4 @@
-"""SQLite: flow control: run priority, paused workflows, worker registrations.
+"""SQLite: flow control: run priority, paused workflows, worker registrations, rate limits.
 
 The claims that honour them are in :mod:`~openworkflow.sqlite.runs`
 (routing, pause, priority) and here (runs no live worker registered).
@@ -18,6 +18,7 @@ from openworkflow.core.backend import (
     SetWorkflowRunPriorityParams,
     WorkerRegistration,
 )
+from openworkflow.core.flow_control import AcquireRateLimitParams, RateLimitGrant
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import InvalidRunStateError, WorkflowRunNotFoundError
 from openworkflow.sqlite import flow_queries as fq
@@ -132,3 +133,34 @@ class SqliteFlowControl(SqliteSteps):
             return transaction(c, body)
 
         return await self._run(claim)
+
+    async def acquire_rate_limit(self, params: AcquireRateLimitParams) -> RateLimitGrant:
+        """Take a token of the bucket and key, or say when the window has room.
+
+        One ``BEGIN IMMEDIATE`` transaction (SQLite's single writer orders the
+        grants), timed by ``clock.now()`` read inside it. Token rows are
+        created in it too when missing: an ``INSERT OR IGNORE`` of at most
+        ``limit`` rows, cheap next to the write lock itself.
+        """
+        values: dict[str, object] = {
+            "ns": self._namespace_id,
+            "bucket": params.bucket,
+            "rate_key": params.key,
+            "limit": params.limit,
+            "run_id": params.workflow_run_id,
+        }
+        per = timedelta(milliseconds=params.per_ms)
+
+        def grant(c: sqlite3.Connection) -> RateLimitGrant:
+            now = clock.now()
+            values.update(now=iso(now), free_before=iso(now - per))
+            c.execute(fq.INSERT_RATE_LIMIT_TOKENS, values)
+            free = c.execute(fq.SELECT_FREE_RATE_LIMIT_TOKEN, values).fetchone()
+            if free is not None:
+                c.execute(fq.GRANT_RATE_LIMIT_TOKEN, {**values, "token": free[0]})
+                return RateLimitGrant(granted=True, granted_at=now)
+            oldest = c.execute(fq.SELECT_OLDEST_RATE_LIMIT_GRANT, values).fetchone()[0]
+            # Every token is held, so each has a grant: the oldest leaves first.
+            return RateLimitGrant(granted=False, retry_at=clock.from_iso(oldest) + per)
+
+        return await self._run(lambda c: transaction(c, lambda: grant(c)))

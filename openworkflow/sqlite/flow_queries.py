@@ -42,3 +42,26 @@ DELETE FROM "worker_registrations" WHERE "namespace_id" = :ns AND "expires_at" <
 
 DELETE_WORKER_REGISTRATION = """
 DELETE FROM "worker_registrations" WHERE "namespace_id" = :ns AND "worker_id" = :worker_id"""
+
+# Rate limits (see the 0003 migration): token rows are created on first use.
+INSERT_RATE_LIMIT_TOKENS = """
+WITH RECURSIVE tokens(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM tokens WHERE n + 1 < :limit)
+INSERT OR IGNORE INTO "rate_limit_tokens" ("namespace_id", "bucket", "rate_key", "token")
+SELECT :ns, :bucket, :rate_key, n FROM tokens"""
+
+# The free token with the oldest grant (NULLs, never granted, sort first).
+SELECT_FREE_RATE_LIMIT_TOKEN = """
+SELECT "token" FROM "rate_limit_tokens"
+WHERE "namespace_id" = :ns AND "bucket" = :bucket AND "rate_key" = :rate_key
+  AND "token" < :limit AND ("granted_at" IS NULL OR "granted_at" <= :free_before)
+ORDER BY "granted_at" LIMIT 1"""
+
+GRANT_RATE_LIMIT_TOKEN = """
+UPDATE "rate_limit_tokens" SET "granted_at" = :now, "run_id" = :run_id
+WHERE "namespace_id" = :ns AND "bucket" = :bucket AND "rate_key" = :rate_key
+  AND "token" = :token"""
+
+SELECT_OLDEST_RATE_LIMIT_GRANT = """
+SELECT MIN("granted_at") FROM "rate_limit_tokens"
+WHERE "namespace_id" = :ns AND "bucket" = :bucket AND "rate_key" = :rate_key
+  AND "token" < :limit"""

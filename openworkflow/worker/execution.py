@@ -101,13 +101,23 @@ class WorkflowExecution:
         step = StepExecutor(
             recorder=recorder,
             replay=replay,
-            functions=FunctionSteps(self.context, self.run, recorder, self.cancel_requested),
+            functions=FunctionSteps(
+                self.context,
+                self.run,
+                recorder,
+                self.cancel_requested,
+                workflow_input=self._validated_input,
+            ),
             waits=WaitSteps(self.context, self.run, recorder),
         )
         output = await self.workflow.fn(**_workflow_arguments(self.workflow, self.run, step))
         await recorder.close()
         replay.run_completed()
         return output
+
+    def _validated_input(self) -> Any:
+        """The run's input as the workflow function receives it (for rate-limit keys)."""
+        return self.workflow.spec.parse_input(self.run.input)
 
     def abandoned_attempt_ids(self) -> tuple[str, ...]:
         """Function attempts of this pass left running (for a graceful hand-back)."""

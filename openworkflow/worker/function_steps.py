@@ -26,6 +26,12 @@ from pydantic import TypeAdapter
 from openworkflow.core import clock
 from openworkflow.core.duration import resolve_time
 from openworkflow.core.error import serialize_error
+from openworkflow.core.flow_control import (
+    AcquireRateLimitParams,
+    RateLimit,
+    rate_key_of,
+    step_rate_bucket,
+)
 from openworkflow.core.json import JsonConversionError, JsonValue
 from openworkflow.core.retry import (
     ResolvedRetryPolicy,
@@ -51,7 +57,7 @@ from openworkflow.worker.failures import (
     final_failure_of,
     raised_on_first_pass,
 )
-from openworkflow.worker.interrupts import StepRetry
+from openworkflow.worker.interrupts import RateLimited, StepRetry, engine_call
 
 logger = logging.getLogger("openworkflow.worker")
 
@@ -71,8 +77,11 @@ class FunctionSteps:
         run: WorkflowRun,
         recorder: AttemptRecorder,
         cancel_event: threading.Event | None = None,
+        workflow_input: Callable[[], Any] | None = None,
     ) -> None:
         self._context = context
+        # The workflow's validated input, for rate-limit keys that are callables of it.
+        self._workflow_input = workflow_input if workflow_input is not None else _no_input
         # Set when the run is canceled; step bodies read it via step_context().
         self._cancel_event = cancel_event if cancel_event is not None else threading.Event()
         self._run = run
@@ -88,10 +97,14 @@ class FunctionSteps:
         fn: Callable[[], Any],
         policy: ResolvedRetryPolicy,
         timeout_ms: int | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> Any:
         """The step's stored output, running ``fn`` first if it has none yet.
 
-        One coroutine on purpose: this is the hot path of every pass.
+        With a ``rate_limit``, each run of the body (a retry too) first takes
+        a token; without one the pass ends in :class:`RateLimited`, before any
+        attempt is written. One coroutine on purpose: this is the hot path of
+        every pass.
         """
         adapter = result_adapter(fn, step_name)
         cached = self._history.find_cached(step_name)
@@ -106,6 +119,8 @@ class FunctionSteps:
         try:
             self._recorder.check_can_create(step_name)
             last_chance = await self._guard_crash_loop(step_name)
+            if rate_limit is not None:
+                await self._take_rate_limit(fn, rate_limit)
             attempt = None
             if self._record_before_running:
                 attempt = await self._recorder.create(step_name, StepKind.FUNCTION, None)
@@ -134,6 +149,19 @@ class FunctionSteps:
             if last_chance is not None:
                 last_chance.release()
             self._recorder.end_in_flight()
+
+    async def _take_rate_limit(self, fn: Callable[[], Any], rate_limit: RateLimit) -> None:
+        """Take a token of the step's rate limit, or end the pass until the window has room."""
+        params = AcquireRateLimitParams(
+            bucket=step_rate_bucket(self._run.workflow_name, fn, rate_limit),
+            key=rate_key_of(rate_limit, self._workflow_input),
+            limit=rate_limit.limit,
+            per_ms=rate_limit.per_ms,
+            workflow_run_id=self._run.id,
+        )
+        grant = await engine_call(self._context.backend.acquire_rate_limit(params))
+        if not grant.granted:
+            raise RateLimited(grant.retry_at if grant.retry_at is not None else clock.now())
 
     async def _finish(
         self,
@@ -338,6 +366,10 @@ class _AttemptTimer:
         if self.timeout_ms is not None and self._timeout is not None and self._timeout.expired():
             return StepTimeoutError(step_name, self.timeout_ms)
         return error
+
+
+def _no_input() -> Any:
+    return None
 
 
 def _in_own_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:

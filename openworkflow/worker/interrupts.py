@@ -25,6 +25,18 @@ class Suspend(BaseException):
         self.wait = wait
 
 
+class RateLimited(BaseException):
+    """A step's rate limit has no room: park the run until ``retry_at``, spending nothing.
+
+    Raised before the step's body runs, so no step attempt is written and the
+    step's retry budget is untouched; the next pass asks for a token again.
+    """
+
+    def __init__(self, retry_at: datetime) -> None:
+        super().__init__("step rate limited")
+        self.retry_at = retry_at
+
+
 class StepRetry(BaseException):
     """A step failed and its policy tries it again: end the pass, reschedule the run.
 
@@ -66,8 +78,8 @@ def deciding_error(error: BaseException) -> BaseException:
     """Pick what decides the outcome from a TaskGroup's exception group.
 
     An engine fault wins (nothing may be written); then a step failure or
-    other error (the run must not sleep on a failure); among several parks,
-    the earliest wait wins.
+    other error (the run must not sleep on a failure); among several parks
+    (waits and rate-limited steps), the earliest wins.
     """
     if not isinstance(error, BaseExceptionGroup):
         return error
@@ -75,13 +87,19 @@ def deciding_error(error: BaseException) -> BaseException:
     faults = [leaf for leaf in leaves if isinstance(leaf, EngineFault)]
     if faults:
         return faults[0]
-    failures = [leaf for leaf in leaves if not isinstance(leaf, Suspend | StaleBranch)]
+    failures = [
+        leaf for leaf in leaves if not isinstance(leaf, Suspend | RateLimited | StaleBranch)
+    ]
     if failures:
         return failures[0]
-    suspends = [leaf for leaf in leaves if isinstance(leaf, Suspend)]
-    if suspends:
-        return min(suspends, key=lambda suspend: suspend.wait.resume_at)
+    parks = [leaf for leaf in leaves if isinstance(leaf, Suspend | RateLimited)]
+    if parks:
+        return min(parks, key=_park_until)
     return leaves[0] if leaves else error
+
+
+def _park_until(park: Suspend | RateLimited) -> datetime:
+    return park.wait.resume_at if isinstance(park, Suspend) else park.retry_at
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -28,7 +28,13 @@ from openworkflow.errors import (
 )
 from openworkflow.payload import to_stored_json
 from openworkflow.worker.attempts import AttemptRecorder
-from openworkflow.worker.interrupts import EngineFault, StaleBranch, StepRetry, Suspend
+from openworkflow.worker.interrupts import (
+    EngineFault,
+    RateLimited,
+    StaleBranch,
+    StepRetry,
+    Suspend,
+)
 
 logger = logging.getLogger("openworkflow.worker")
 
@@ -50,7 +56,7 @@ class Failed:
 
 @dataclass(frozen=True, slots=True)
 class Parked:
-    """The run waits (sleep, child, signal) and is due again at ``until``."""
+    """The run waits (sleep, child, signal, a step's rate limit) and is due again at ``until``."""
 
     until: datetime
 
@@ -109,7 +115,7 @@ def outcome_of_error(
     """
     if isinstance(error, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
         raise error
-    interrupted = _outcome_of_interrupt(error, recorder)
+    interrupted = _outcome_of_interrupt(error, run, recorder)
     if interrupted is not None:
         return interrupted
     limit_error = recorder.step_limit_error if recorder is not None else None
@@ -125,7 +131,7 @@ def outcome_of_error(
 
 
 def _outcome_of_interrupt(
-    error: BaseException, recorder: AttemptRecorder | None
+    error: BaseException, run: WorkflowRun, recorder: AttemptRecorder | None
 ) -> PassOutcome | None:
     """The outcome of the engine's own interruptions, or None for any other error."""
     if isinstance(error, StaleBranch):
@@ -136,13 +142,39 @@ def _outcome_of_interrupt(
         if isinstance(error.error, WriteConflictError):
             return Dropped(f"the run moved on ({error.error})")
         return HandedBack(error.error)
+    if isinstance(error, Suspend | RateLimited):
+        return Parked(_park_until(error, run, recorder))
+    return None
+
+
+def _park_until(
+    error: Suspend | RateLimited, run: WorkflowRun, recorder: AttemptRecorder | None
+) -> datetime:
+    """When a parked run is due again."""
     if isinstance(error, Suspend):
         # Parallel waits (gather/TaskGroup) each raise their own suspend and the
         # first one raised wins; the recorder has since recorded every sibling
         # wait (close() waited for them), so park until the earliest of all.
         wait = error.wait if recorder is None else recorder.earliest_wait_including(error.wait)
-        return Parked(wait.resume_at)
-    return None
+        return wait.resume_at
+    return _rate_limited_until(error, run, recorder)
+
+
+def _rate_limited_until(
+    error: RateLimited, run: WorkflowRun, recorder: AttemptRecorder | None
+) -> datetime:
+    """When a rate-limited run is due again: when the window has room, or earlier.
+
+    Earlier when a sibling wait resumes first, and at the run's deadline at the
+    latest (the claim then fails the run with its deadline error).
+    """
+    until = error.retry_at
+    wait = recorder.history.earliest_running_wait() if recorder is not None else None
+    if wait is not None and wait.resume_at < until:
+        until = wait.resume_at
+    if run.deadline_at is not None and run.deadline_at < until:
+        until = run.deadline_at
+    return until
 
 
 def _serialize_limit(error: StepLimitExceededError) -> dict[str, Any]:

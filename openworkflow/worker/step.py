@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from pydantic import TypeAdapter
 
 from openworkflow.core.duration import Duration, parse_duration_ms
+from openworkflow.core.flow_control import RateLimit
 from openworkflow.core.json import check_name
 from openworkflow.core.retry import DEFAULT_STEP_RETRY_POLICY, RetryPolicy
 from openworkflow.core.workflow_definition import WorkflowRef, spec_of
@@ -56,11 +57,16 @@ class StepExecutor:
         *args: Any,
         retry_policy: RetryPolicy | None = None,
         timeout: Duration | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> Awaitable[Any]:
         """See :meth:`openworkflow.Step.run`."""
         _check_step_name(name)
         if not callable(fn):
             raise TypeError(f"step {name!r}: fn must be callable, got {type(fn).__name__}")
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise TypeError(
+                f"step {name!r}: rate_limit must be a RateLimit, got {type(rate_limit).__name__}"
+            )
         if args:
             fn = functools.partial(fn, *args)
         policy = (
@@ -69,7 +75,8 @@ class StepExecutor:
             else DEFAULT_STEP_RETRY_POLICY
         )
         timeout_ms = None if timeout is None else _step_timeout_ms(name, timeout)
-        return self._tracked(self._functions.run(self._resolve(name), fn, policy, timeout_ms))
+        call = self._functions.run(self._resolve(name), fn, policy, timeout_ms, rate_limit)
+        return self._tracked(call)
 
     def sleep(self, name: str, duration: Duration) -> Awaitable[None]:
         """See :meth:`openworkflow.Step.sleep`."""

@@ -474,7 +474,12 @@ async def _check_sqlite_upgrade(path: Path) -> None:
 
 
 def _expected_python_ledger() -> list[tuple[int, str]]:
-    return [(0, "0000_active_deadline_index"), (1, "0001_flow_control"), (2, "0002_schedules")]
+    return [
+        (0, "0000_active_deadline_index"),
+        (1, "0001_flow_control"),
+        (2, "0002_schedules"),
+        (3, "0003_rate_limits"),
+    ]
 
 
 async def _check_postgres_upgrade() -> None:

@@ -1203,8 +1203,9 @@ PYTHON_TABLES = {
     "paused_workflows",
     "worker_registrations",
     "schedules",
+    "rate_limit_tokens",
 }
-"""This port's own tables (its migration ledger, flow control and schedules)."""
+"""This port's own tables (its migration ledger, flow control, schedules and rate limits)."""
 
 PYTHON_COLUMNS = {("workflow_runs", "priority"), ("workflow_runs", "scheduled_at")}
 """The nullable columns this port adds to the original's tables."""

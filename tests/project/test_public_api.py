@@ -21,6 +21,7 @@ def test_public_names_are_pinned() -> None:
         "OpenWorkflowError",
         "Page",
         "PostgresBackend",
+        "RateLimit",
         "ResultTimeoutError",
         "RetryAfter",
         "RetryPolicy",

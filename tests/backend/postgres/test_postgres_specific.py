@@ -725,6 +725,14 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
         ("paused_at", TIMESTAMPTZ, True),
         ("updated_at", TIMESTAMPTZ, False),
     ],
+    "rate_limit_tokens": [
+        ("namespace_id", TEXT, False),
+        ("bucket", TEXT, False),
+        ("rate_key", TEXT, False),
+        ("token", INTEGER, False),
+        ("granted_at", TIMESTAMPTZ, True),
+        ("run_id", TEXT, True),
+    ],
 }
 # name -> (table, columns of the key, referenced table, referenced columns, ON DELETE)
 EXPECTED_FOREIGN_KEYS = {
@@ -828,6 +836,11 @@ EXTRA_INDEXES = {
         "available_at, created_at",
         "status = 'pending'::text",
     ),
+    "rate_limit_tokens_granted_at_idx": (
+        "rate_limit_tokens",
+        "namespace_id, bucket, rate_key, granted_at",
+        None,
+    ),
 }
 
 
@@ -888,6 +901,10 @@ async def test_constraints_match_the_original(pg: PostgresBackend, admin: Connec
         "paused_workflows": ("paused_workflows_pkey", ["namespace_id", "workflow_name"]),
         "worker_registrations": ("worker_registrations_pkey", ["namespace_id", "worker_id"]),
         "schedules": ("schedules_pkey", ["namespace_id", "name"]),
+        "rate_limit_tokens": (
+            "rate_limit_tokens_pkey",
+            ["namespace_id", "bucket", "rate_key", "token"],
+        ),
     }
     assert foreign_keys == {name: tuple(value) for name, value in EXPECTED_FOREIGN_KEYS.items()}
     assert all(row[3] for row in rows), "every constraint is validated (migration 3)"
