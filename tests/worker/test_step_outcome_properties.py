@@ -330,7 +330,9 @@ async def run_disturbed(backend: Any, world: World) -> tuple[str, Any]:
 
 @pytest.mark.parametrize("backend_kind", ["sqlite_file", "postgres"])
 @settings(
-    max_examples=40,
+    # 20 fixed draws per backend plus the explicit plans keep this under ~20 s
+    # a backend in CI; raise it locally (or drop derandomize) to search wider.
+    max_examples=20,
     deadline=None,
     derandomize=True,
     database=None,
