@@ -33,10 +33,6 @@ def workflow_run_from_row(
     lease_expired: bool = False,
 ) -> WorkflowRun:
     """Map a ``workflow_runs`` row to a :class:`WorkflowRun`."""
-
-    def time_or_none(value: Any) -> datetime | None:
-        return None if value is None else load_time(value)
-
     return WorkflowRun(
         namespace_id=row[0],
         id=row[1],
@@ -53,15 +49,15 @@ def workflow_run_from_row(
         parent_step_attempt_namespace_id=row[12],
         parent_step_attempt_id=row[13],
         worker_id=row[14],
-        available_at=time_or_none(row[15]),
-        deadline_at=time_or_none(row[16]),
-        started_at=time_or_none(row[17]),
-        finished_at=time_or_none(row[18]),
+        available_at=_time_or_none(load_time, row[15]),
+        deadline_at=_time_or_none(load_time, row[16]),
+        started_at=_time_or_none(load_time, row[17]),
+        finished_at=_time_or_none(load_time, row[18]),
         created_at=load_time(row[19]),
         updated_at=load_time(row[20]),
         # NULL (a row written with an explicit NULL) ranks like the default 0.
         priority=row[21] or 0,
-        scheduled_at=time_or_none(row[22]),
+        scheduled_at=_time_or_none(load_time, row[22]),
         has_step_attempts=has_step_attempts,
         lease_expired=lease_expired,
     )
@@ -71,10 +67,6 @@ def step_attempt_from_row(
     row: Sequence[Any], load_json: JsonDecoder, load_time: TimeDecoder
 ) -> StepAttempt:
     """Map a ``step_attempts`` row to a :class:`StepAttempt`."""
-
-    def time_or_none(value: Any) -> datetime | None:
-        return None if value is None else load_time(value)
-
     return StepAttempt(
         namespace_id=row[0],
         id=row[1],
@@ -88,8 +80,8 @@ def step_attempt_from_row(
         error=load_json(row[9]),
         child_workflow_run_namespace_id=row[10],
         child_workflow_run_id=row[11],
-        started_at=time_or_none(row[12]),
-        finished_at=time_or_none(row[13]),
+        started_at=_time_or_none(load_time, row[12]),
+        finished_at=_time_or_none(load_time, row[13]),
         created_at=load_time(row[14]),
         updated_at=load_time(row[15]),
     )
@@ -99,10 +91,6 @@ def schedule_from_row(
     row: Sequence[Any], load_json: JsonDecoder, load_time: TimeDecoder
 ) -> StoredSchedule:
     """Map a ``schedules`` row (the backends' ``SCHEDULE_COLUMNS``, in order) to a schedule."""
-
-    def time_or_none(value: Any) -> datetime | None:
-        return None if value is None else load_time(value)
-
     return StoredSchedule(
         name=row[0],
         workflow_name=row[1],
@@ -113,8 +101,12 @@ def schedule_from_row(
         overlap=row[6],
         catchup=row[7],
         first_seen_at=load_time(row[8]),
-        last_tick_at=time_or_none(row[9]),
+        last_tick_at=_time_or_none(load_time, row[9]),
         last_run_id=row[10],
-        paused_at=time_or_none(row[11]),
+        paused_at=_time_or_none(load_time, row[11]),
         updated_at=load_time(row[12]),
     )
+
+
+def _time_or_none(load_time: TimeDecoder, value: Any) -> datetime | None:
+    return None if value is None else load_time(value)

@@ -20,7 +20,7 @@ from openworkflow.core.backend import (
 )
 from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
 from openworkflow.errors import BackendError, WriteConflictError
-from openworkflow.notifications import ChangeNotifier, notifier_of
+from openworkflow.notifications import ChangeNotifier
 from openworkflow.worker.execution import WorkflowExecution
 
 logger = logging.getLogger("openworkflow.worker")
@@ -43,6 +43,7 @@ class LeaseKeeper:
     def __init__(
         self,
         backend: Backend,
+        notifier: ChangeNotifier | None,
         worker_id: str,
         execution: WorkflowExecution,
         task: asyncio.Task[None],
@@ -51,7 +52,7 @@ class LeaseKeeper:
         heartbeat_interval_s: float,
     ) -> None:
         self._backend = backend
-        self._notifier: ChangeNotifier | None = notifier_of(backend)
+        self._notifier = notifier
         self._worker_id = worker_id
         self._execution = execution
         self._run: WorkflowRun = execution.run

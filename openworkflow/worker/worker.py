@@ -158,6 +158,11 @@ class Worker:
         )
 
     @functools.cached_property
+    def _notifier(self) -> ChangeNotifier | None:
+        """The backend's wake-ups, looked up once (not per claim loop or per pass)."""
+        return notifier_of(self.backend)
+
+    @functools.cached_property
     def _scheduler(self) -> Scheduler:
         """Creates the runs of the registered workflows' schedule ticks."""
         return Scheduler(self.backend, self.registry)
@@ -258,7 +263,7 @@ class Worker:
             self._start_slot(slot, run)
 
     async def _run_loop(self) -> None:
-        notifier = notifier_of(self.backend)
+        notifier = self._notifier
         while not self._stopping:
             try:
                 claimed = await self.tick()
@@ -320,6 +325,7 @@ class Worker:
             slot.execution_task = asyncio.create_task(execution.execute())
             lease = LeaseKeeper(
                 self.backend,
+                self._notifier,
                 slot.worker_id,
                 execution,
                 slot.execution_task,
