@@ -282,8 +282,13 @@ def context_time(attempt: StepAttempt, key: str) -> Any:
 async def test_child_finishing_before_the_parent_parks_is_reconciled_on_park(
     backend: Any,
 ) -> None:
+    parent_parking = asyncio.Event()
+
     @workflow
     async def quick_child(input: int) -> dict:
+        # Finish only once the parent is about to park: finishing earlier (the
+        # worker runs both at once) would let the parent see it done and not park.
+        await parent_parking.wait()
         return {"doubled": input * 2}
 
     @workflow
@@ -297,6 +302,7 @@ async def test_child_finishing_before_the_parent_parks_is_reconciled_on_park(
     async def let_the_child_finish_first() -> None:
         # The parent's pass saw a pending child and is about to park; the child's
         # completion now finds its parent owned, so it cannot wake it.
+        parent_parking.set()
         child = await the_only_run_of(backend, "quick-child")
         await wait_for_status(backend, child.id, "completed")
 
