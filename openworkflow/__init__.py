@@ -12,6 +12,7 @@ from openworkflow.client import OpenWorkflow, RunHandle
 from openworkflow.config import define_config
 from openworkflow.connect import connect
 from openworkflow.core.backend import Backend, StepAttemptCounts, WorkflowRunCounts
+from openworkflow.core.concurrency import Concurrency
 from openworkflow.core.cursor import Page
 from openworkflow.core.flow_control import RateLimit
 from openworkflow.core.retry import RetryPolicy
@@ -65,6 +66,7 @@ __all__ = [
     "ChildWorkflowFailedError",
     "ChildWorkflowTimeoutError",
     "CompensationError",
+    "Concurrency",
     "InputValidationError",
     "NonRetryableError",
     "NotInStepError",

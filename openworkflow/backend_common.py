@@ -125,3 +125,22 @@ async def decide_conflict(
     """No row was changed: read the run and let ``resolve`` decide (return it or raise)."""
     existing = await get_run(GetWorkflowRunParams(workflow_run_id=workflow_run_id))
     return resolve(workflow_run_id, existing)
+
+
+FAIR_KEYS_PER_CLAIM = 32
+"""How many concurrency keys a claim's fair walk visits when the front of the
+queue is full keys (a hot key's backlog would hide every other key)."""
+
+
+def next_fair_cursor(
+    cursor: tuple[str, str], claimed: list[WorkflowRun], wanted: int
+) -> tuple[str, str]:
+    """Where the next claim's fair walk over concurrency keys starts.
+
+    After the last key this claim took a run of, so keys take turns; back at
+    the start when the claim fell short (the walk may have reached the end).
+    """
+    if len(claimed) < wanted:
+        return ("", "")
+    keys = [(run.workflow_name, run.concurrency_key) for run in claimed if run.concurrency_key]
+    return max([cursor, *keys]) if keys else cursor

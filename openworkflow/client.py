@@ -24,6 +24,7 @@ from openworkflow.core.backend import (
     StepAttemptCounts,
     WorkflowRunCounts,
 )
+from openworkflow.core.concurrency import concurrency_columns
 from openworkflow.core.cursor import Page
 from openworkflow.core.duration import Duration, parse_duration_ms, resolve_time
 from openworkflow.core.error import error_message
@@ -193,13 +194,16 @@ class OpenWorkflow:
         With an ``idempotency_key``, a run of the same workflow and key created
         in the last 24 h is returned instead of a new one. ``priority``
         (default: the workflow's, else 0) orders the claim among due runs:
-        higher first.
+        higher first. A workflow with a ``concurrency`` limit gives the run its
+        key, computed here from the validated input.
 
         Raises:
             InputValidationError: the input does not match the schema.
             PayloadError: the input cannot be stored as JSON, or is over the size limit.
             InvalidNameError: the name, version or idempotency key cannot be stored.
             InvalidDurationError: a time or duration cannot be understood.
+            Exception: whatever the workflow's concurrency key function raises
+                (nothing is written).
         """
         spec = spec_of(workflow)
         if version is not None:
@@ -209,7 +213,8 @@ class OpenWorkflow:
                 raise TypeError(f"idempotency_key must be a string, got {type(idempotency_key)!r}")
             check_name(idempotency_key, "idempotency_key", allow_empty=True)
         run_priority = spec.priority if priority is None else check_priority(priority, "priority")
-        stored_input = spec.validate_input(input, current_limits())
+        validated, stored_input = spec.validate_input_value(input, current_limits())
+        concurrency_key, concurrency_limit = concurrency_columns(spec.concurrency, validated)
         created = await self.backend.create_workflow_run(
             CreateWorkflowRunParams(
                 workflow_name=spec.name,
@@ -221,6 +226,8 @@ class OpenWorkflow:
                 available_at=None if available_at is None else resolve_time(available_at),
                 deadline_at=None if deadline_at is None else resolve_time(deadline_at),
                 priority=run_priority,
+                concurrency_key=concurrency_key,
+                concurrency_limit=concurrency_limit,
             )
         )
         return RunHandle(self, created.id, created)

@@ -56,6 +56,9 @@ class CreateWorkflowRunParams:
     priority: int = 0
     #: The schedule tick this run serves (this port's column); None for other runs.
     scheduled_at: datetime | None = None
+    #: This port's columns, both set or both None (no limit); ``''`` is the shared key.
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,14 +104,16 @@ class ClaimWorkflowRunParams:
 class ClaimWorkflowRunsParams:
     """Input of :meth:`Backend.claim_workflow_runs`: one worker id per run wanted.
 
-    ``workflows``: claim only runs of these (name, version) pairs (the
-    worker's registry), inside the claim statement; None claims any run, an
-    empty list none. Runs of a paused workflow are never claimed.
+    ``workflows``: only runs of these (name, version) pairs (None: any; empty:
+    none). Never runs of a paused workflow, nor of a full concurrency key.
     """
 
     worker_ids: Sequence[str]
     lease_duration_ms: int
     workflows: Sequence[WorkflowKey] | None = None
+    #: False: a cheaper claim that ignores concurrency keys, for a worker none
+    #: of whose workflows is limited (limits bind where the code declares them).
+    enforce_concurrency: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

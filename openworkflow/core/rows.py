@@ -5,7 +5,8 @@ DDL, so one mapping serves both; each backend passes how it decodes JSON and
 timestamps (SQLite stores text, PostgreSQL returns Python values).
 
 ``workflow_runs`` ends with this port's columns, added by its own migrations
-after the original's (``priority`` at index 21, ``scheduled_at`` at 22).
+after the original's (``priority`` at index 21, ``scheduled_at`` at 22,
+``concurrency_key`` at 23, ``concurrency_limit`` at 24).
 Statements that return more than the row (a claim's flags, a notification)
 put those after ``*``, and their readers take them from the end of the row.
 """
@@ -58,6 +59,8 @@ def workflow_run_from_row(
         # NULL (a row written with an explicit NULL) ranks like the default 0.
         priority=row[21] or 0,
         scheduled_at=_time_or_none(load_time, row[22]),
+        concurrency_key=row[23],
+        concurrency_limit=row[24],
         has_step_attempts=has_step_attempts,
         lease_expired=lease_expired,
     )

@@ -99,6 +99,10 @@ class ScheduledRunParams:
     schedule_name: str
     tick: datetime
     priority: int = 0
+    #: The run's concurrency key and limit (both None: no limit), see
+    #: :class:`~openworkflow.core.backend.CreateWorkflowRunParams`.
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
 
 
 TickOutcome = Literal["created", "already-served", "skipped-overlap", "skipped-paused", "unknown"]

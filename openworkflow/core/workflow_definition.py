@@ -17,6 +17,7 @@ from typing import Any, overload
 
 from pydantic import TypeAdapter, ValidationError
 
+from openworkflow.core.concurrency import Concurrency, resolve_concurrency
 from openworkflow.core.flow_control import DEFAULT_PRIORITY, check_priority
 from openworkflow.core.json import (
     JsonConversionError,
@@ -69,6 +70,9 @@ class WorkflowSpec:
     priority: int = DEFAULT_PRIORITY
     #: The cron schedules that start this workflow's runs (see :class:`Schedule`).
     schedules: tuple[Schedule, ...] = ()
+    #: How many of its runs (per key) may execute at once; None for no limit.
+    #: An integer ``N`` given here is stored as ``Concurrency(limit=N)``.
+    concurrency: Concurrency | None = None
     _adapter: TypeAdapter[Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -93,6 +97,7 @@ class WorkflowSpec:
         except (TypeError, ValueError) as error:
             raise WorkflowDefinitionError(f"workflow {self.name!r}: {error}") from None
         self._check_schedules()
+        self._check_concurrency()
         if self.schema is not None:
             try:
                 object.__setattr__(self, "_adapter", TypeAdapter(self.schema))
@@ -113,6 +118,16 @@ class WorkflowSpec:
         object.__setattr__(self, "schedules", schedules)
         schedule_names(self.name, schedules)  # InvalidScheduleError: two with one name
 
+    def _check_concurrency(self) -> None:
+        option: Any = self.concurrency
+        try:
+            resolved = resolve_concurrency(option, "concurrency")
+        except TypeError as error:
+            raise WorkflowDefinitionError(f"workflow {self.name!r}: {error}") from None
+        except ValueError as error:
+            raise ValueError(f"workflow {self.name!r}: {error}") from None
+        object.__setattr__(self, "concurrency", resolved)
+
     @property
     def schedule_names(self) -> list[str]:
         """The name of each schedule, in order (explicit names, else the workflow's)."""
@@ -132,6 +147,18 @@ class WorkflowSpec:
             PayloadError: the value (without a schema) is not plain JSON.
             PayloadTooLargeError: larger than ``limits.max_size``.
         """
+        return self.validate_input_value(value, limits)[1]
+
+    def validate_input_value(
+        self, value: Any, limits: PayloadLimits | None = None
+    ) -> tuple[Any, JsonValue]:
+        """Like :meth:`validate_input`, also returning the validated value itself.
+
+        The first item is what the schema made of ``value`` (e.g. a model
+        instance; ``value`` unchanged without a schema): what a concurrency
+        key function receives.
+        """
+        validated = value
         if self._adapter is not None:
             try:
                 validated = self._adapter.validate_python(value)
@@ -149,11 +176,12 @@ class WorkflowSpec:
                 ) from None
             value = dumped
         try:
-            return to_json_value(value, f"input for workflow {self.name!r}", limits=limits)
+            stored = to_json_value(value, f"input for workflow {self.name!r}", limits=limits)
         except JsonConversionError as error:
             raise PayloadError(
                 f"input for workflow {self.name!r} cannot be stored as JSON: {error}"
             ) from None
+        return validated, stored
 
     def parse_input(self, stored: JsonValue) -> Any:
         """Rebuild the validated input (e.g. a model instance) from stored JSON."""
@@ -275,6 +303,7 @@ def workflow(
     priority: int = DEFAULT_PRIORITY,
     schedule: str | None = None,
     schedules: Sequence[Schedule] | None = None,
+    concurrency: int | Concurrency | None = None,
 ) -> Callable[[WorkflowFn], Workflow]: ...
 
 
@@ -289,6 +318,7 @@ def workflow(
     priority: int = DEFAULT_PRIORITY,
     schedule: str | None = None,
     schedules: Sequence[Schedule] | None = None,
+    concurrency: int | Concurrency | None = None,
 ) -> Workflow | Callable[[WorkflowFn], Workflow]:
     """Turn an ``async def`` into a durable workflow.
 
@@ -300,6 +330,9 @@ def workflow(
     a run at every tick of a cron expression (UTC, default policies);
     ``schedules=[Schedule(...), ...]`` gives several, with time zones, inputs
     and policies. Workers running the workflow create each tick's run once.
+    ``concurrency=5`` (or ``Concurrency(limit=1, key=lambda input: input.user_id)``)
+    lets at most that many of its runs (per key) execute at once across every
+    worker (see :class:`~openworkflow.core.concurrency.Concurrency`).
 
     Example:
         ``@workflow(name="process-order", version="v2")``
@@ -316,6 +349,7 @@ def workflow(
             retry_policy=retry_policy,
             priority=priority,
             schedules=resolved_schedules,
+            concurrency=_concurrency_option(concurrency),
         )
         return Workflow(spec=spec, fn=function)
 
@@ -358,14 +392,29 @@ def declare_workflow(
     schema: Any = None,
     retry_policy: RetryPolicy | None = None,
     priority: int = DEFAULT_PRIORITY,
+    concurrency: int | Concurrency | None = None,
 ) -> WorkflowSpec:
     """Declare a workflow without its code, to start runs of it from anywhere.
 
-    Attach the implementation later with ``@spec.implement``.
+    Attach the implementation later with ``@spec.implement``. Give it the
+    implementation's ``concurrency`` too: runs started from this spec carry
+    the limit it declares (and none without one).
     """
     return WorkflowSpec(
-        name=name, version=version, schema=schema, retry_policy=retry_policy, priority=priority
+        name=name,
+        version=version,
+        schema=schema,
+        retry_policy=retry_policy,
+        priority=priority,
+        concurrency=_concurrency_option(concurrency),
     )
+
+
+def _concurrency_option(option: int | Concurrency | None) -> Concurrency | None:
+    """What ``concurrency=`` gives the spec: an integer stays one, checked by the spec."""
+    # The spec checks and converts (so its messages name the workflow); only
+    # the static type differs here.
+    return typing.cast(Concurrency | None, option)
 
 
 WorkflowRef = Workflow | WorkflowSpec | str

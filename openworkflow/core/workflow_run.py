@@ -108,6 +108,11 @@ class WorkflowRun:
     priority: int = 0
     #: This port's column: the schedule tick the run serves (None for other runs).
     scheduled_at: datetime | None = None
+    #: This port's columns, both None for a run without a concurrency limit
+    #: (and for the original's runs): its key (``''`` when the workflow's runs
+    #: share one) and how many runs of its workflow and key execute at once.
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
     #: Not a column: set by a claim when the backend knows whether the run has
     #: step attempts (False lets a fresh run skip reading its history); None
     #: when unknown.

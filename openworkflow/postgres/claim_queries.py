@@ -9,12 +9,18 @@ What differs is how the runs are picked:
   worker registered (routing);
 - :data:`CLAIM_UNROUTED_WORKFLOW_RUNS`: only runs no live worker registered.
 
+Each admits limited runs into their concurrency keys (``admission_queries``)
+but the ``UNLIMITED`` variants, which a worker none of whose workflows has a
+``Concurrency`` limit sends: they are the statements from before limits
+existed, and plan in a third of the time.
+
 None of them takes a run of a paused workflow (``paused_workflows``); a pass
 already running is unaffected.
 """
 
 from __future__ import annotations
 
+from openworkflow.postgres.admission_queries import ADMISSION, FAIR_PENDING_BRANCH, HAS_ROOM
 from openworkflow.postgres.sql_fragments import NOTIFY_WORK
 
 # Runs of paused workflows are skipped. The paused names are read once per
@@ -44,23 +50,85 @@ _ROUTED = """
 _PENDING_ORDER = 'COALESCE(wr."priority", 0) DESC, wr."available_at", wr."created_at"'
 _DUE_ORDER = 'wr."available_at", wr."created_at"'
 
-_CLAIM_BRANCH = """  SELECT "id", '{status}' AS "claimed_from", "lease_expired" FROM (
-    SELECT wr."id", wr."worker_id" IS NOT NULL AS "lease_expired"
+# What each branch hands on: the run, whether its lease expired, and what the
+# admission needs (its attempts on the locked row, its key and limit).
+_POOL_COLUMNS = (
+    '"lease_expired", "attempts", "workflow_name", "concurrency_key", "concurrency_limit"'
+)
+_LOCKED_COLUMNS = """wr."id", wr."worker_id" IS NOT NULL AS "lease_expired", wr."attempts",
+           wr."workflow_name", wr."concurrency_key", wr."concurrency_limit" """
+
+_CLAIM_BRANCH = """  SELECT "id", '{status}' AS "claimed_from", {columns} FROM (
+    SELECT {locked}
     FROM {{schema}}."workflow_runs" wr
     WHERE wr."namespace_id" = %(ns)s AND wr."status" = '{status}' AND wr."available_at" <= NOW()
       AND (wr."deadline_at" IS NULL OR wr."deadline_at" > NOW()){filters}
     ORDER BY {order}
     LIMIT %(claim_limit)s
-    FOR UPDATE SKIP LOCKED) AS "{status}"
+    FOR UPDATE SKIP LOCKED) AS "{alias}"
 """
 
 
-def _claim_branch(status: str, filters: str) -> str:
+def _room(run: str, limited: bool) -> str:
+    return HAS_ROOM.format(run=run) if limited else ""
+
+
+def _claim_branch(
+    status: str, filters: str, alias: str | None = None, limited: bool = False
+) -> str:
     order = _PENDING_ORDER if status == "pending" else _DUE_ORDER
-    return _CLAIM_BRANCH.format(status=status, filters=filters, order=order)
+    return _CLAIM_BRANCH.format(
+        status=status,
+        filters=filters + _room("wr", limited),
+        order=order,
+        columns=_POOL_COLUMNS,
+        locked=_LOCKED_COLUMNS,
+        alias=alias or status,
+    )
 
 
-def _candidates(branches: list[str]) -> str:
+# Limited runs that already started (expired leases, woken parked runs) come
+# before pending runs: they hold (or need) a slot of their key, and behind a
+# permanent backlog of pending runs they would never be taken over, which
+# would stall their key for good. Unlimited ones keep the original's order.
+_LIMITED = '\n      AND wr."concurrency_key" IS NOT NULL'
+_UNLIMITED = '\n      AND wr."concurrency_key" IS NULL'
+
+
+def _started_branches(filters: str, *, keyed: bool) -> list[str]:
+    extra, alias = (_LIMITED, "limited_") if keyed else (_UNLIMITED, "")
+    return [
+        _claim_branch(status, filters + extra, alias + status, limited=True)
+        for status in ("running", "sleeping")
+    ]
+
+
+def _candidates(branches: list[str], limited: bool) -> str:
+    if not limited:
+        return _plain_candidates(branches)
+    # A run two branches both found (the fair branch and a pending branch: a
+    # row this statement locked is not skipped) is kept once, at its first place.
+    joined = "  UNION ALL\n".join(branches).rstrip("\n")
+    return (
+        f"""
+pool AS MATERIALIZED (
+  SELECT "id", "claimed_from", {_POOL_COLUMNS},
+         ROW_NUMBER() OVER (ORDER BY "found_at") AS "position"
+  FROM (
+    SELECT DISTINCT ON ("id") * FROM (
+      SELECT *, ROW_NUMBER() OVER () AS "found_at" FROM (
+{joined}
+      LIMIT %(claim_limit)s) AS due) AS found
+    ORDER BY "id", "found_at") AS distinct_found
+)"""
+        + ADMISSION
+    )
+
+
+def _plain_candidates(branches: list[str]) -> str:
+    # The claim of a worker none of whose workflows has a concurrency limit:
+    # no admission, the statement the original's order gives (it plans in a
+    # third of the time).
     joined = "  UNION ALL\n".join(branches).rstrip("\n")
     return f"""
 candidate AS (
@@ -70,9 +138,28 @@ candidate AS (
 )"""
 
 
-_ANY_CANDIDATES = _candidates(
-    [_claim_branch(status, _NOT_PAUSED) for status in ("pending", "running", "sleeping")]
-)
+def _fair_branch(filters: str) -> str:
+    return FAIR_PENDING_BRANCH.format(
+        columns=_POOL_COLUMNS, locked=_LOCKED_COLUMNS, filters=filters + _room("wr", True)
+    )
+
+
+def _any_candidates(limited: bool) -> str:
+    if not limited:
+        return _candidates(
+            [_claim_branch(status, _NOT_PAUSED) for status in ("pending", "running", "sleeping")],
+            limited=False,
+        )
+    return _candidates(
+        [
+            *_started_branches(_NOT_PAUSED, keyed=True),
+            _claim_branch("pending", _NOT_PAUSED, limited=True),
+            _fair_branch(_NOT_PAUSED),
+            *_started_branches(_NOT_PAUSED, keyed=False),
+        ],
+        limited=True,
+    )
+
 
 # Routed pending runs, in two steps so that the cost never grows with the
 # runs of other workflows:
@@ -92,7 +179,7 @@ _ANY_CANDIDATES = _candidates(
 _ROUTED_FRONT = f"""
 front AS MATERIALIZED (
   SELECT wr."id", wr."workflow_name", wr."version", COALESCE(wr."priority", 0) AS "priority",
-         wr."available_at", wr."created_at"
+         wr."available_at", wr."created_at", wr."concurrency_key", wr."concurrency_limit"
   FROM {{schema}}."workflow_runs" wr
   WHERE wr."namespace_id" = %(ns)s AND wr."status" = 'pending' AND wr."available_at" <= NOW()
   ORDER BY {_PENDING_ORDER}
@@ -101,11 +188,12 @@ front AS MATERIALIZED (
 -- Only the first few of the worker's runs are fetched and locked: if other
 -- workers hold them, the per-workflow branch below makes up the difference.
 front_claimed AS MATERIALIZED (
-  SELECT wr."id", wr."worker_id" IS NOT NULL AS "lease_expired"
+  SELECT {_LOCKED_COLUMNS}
   FROM {{schema}}."workflow_runs" wr
   WHERE wr."namespace_id" = %(ns)s
     AND wr."id" IN (
-      SELECT front."id" FROM front WHERE TRUE{_ROUTED.format(run="front")}
+      SELECT front."id" FROM front
+      WHERE TRUE{_ROUTED.format(run="front")}<<room:front>>
       ORDER BY front."priority" DESC, front."available_at", front."created_at"
       LIMIT 2 * %(claim_limit)s)
     -- Checked again on the locked row: another worker may have taken it.
@@ -116,13 +204,15 @@ front_claimed AS MATERIALIZED (
   FOR UPDATE SKIP LOCKED
 ),"""
 
-_ROUTED_BY_ROUTE = f"""  SELECT "id", 'pending' AS "claimed_from", "lease_expired" FROM (
-    SELECT wr."id", wr."worker_id" IS NOT NULL AS "lease_expired"
+_ROUTED_BY_ROUTE = f"""  SELECT "id", 'pending' AS "claimed_from", {_POOL_COLUMNS} FROM (
+    SELECT {_LOCKED_COLUMNS}
     FROM {{schema}}."workflow_runs" wr
     WHERE wr."namespace_id" = %(ns)s AND wr."status" = 'pending' AND wr."available_at" <= NOW()
       AND (wr."deadline_at" IS NULL OR wr."deadline_at" > NOW()){_NOT_PAUSED}
-      AND wr."id" <> ALL (ARRAY(SELECT "id" FROM front_claimed))
-      AND wr."id" IN (
+      AND wr."id" <> ALL (ARRAY(SELECT "id" FROM front_claimed))<<room:wr>>
+      -- = ANY(ARRAY(...)): the lookup is driven by the few ids picked, never a
+      -- walk of the pending index filtered by them.
+      AND wr."id" = ANY (ARRAY(
         SELECT pick."id"
         FROM unnest(%(route_names)s::text[], %(route_versions)s::text[])
           AS route("name", "version")
@@ -142,22 +232,41 @@ _ROUTED_BY_ROUTE = f"""  SELECT "id", 'pending' AS "claimed_from", "lease_expire
           SELECT p."workflow_name" FROM {{schema}}."paused_workflows" p
           WHERE p."namespace_id" = %(ns)s))
         ORDER BY pick."priority" DESC, pick."available_at", pick."created_at"
-        LIMIT 2 * %(claim_limit)s)
+        LIMIT 2 * %(claim_limit)s))
     ORDER BY {_PENDING_ORDER}
     LIMIT %(claim_limit)s
     FOR UPDATE SKIP LOCKED) AS "pending_by_route"
 """
 
-_ROUTED_CANDIDATES = _ROUTED_FRONT + _candidates(
-    [
-        """  SELECT "id", 'pending' AS "claimed_from", "lease_expired" FROM front_claimed\n""",
-        _ROUTED_BY_ROUTE,
-        *(
-            _claim_branch(status, _NOT_PAUSED + _ROUTED.format(run="wr"))
-            for status in ("running", "sleeping")
-        ),
-    ]
+_ROUTED_STARTED_FILTERS = _NOT_PAUSED + _ROUTED.format(run="wr")
+_FRONT_CLAIMED = (
+    f"""  SELECT "id", 'pending' AS "claimed_from", {_POOL_COLUMNS} FROM front_claimed\n"""
 )
+
+
+def _with_room(template: str, limited: bool) -> str:
+    for run in ("front", "wr"):
+        template = template.replace(f"<<room:{run}>>", _room(run, limited))
+    return template
+
+
+def _routed_candidates(limited: bool) -> str:
+    by_route = _with_room(_ROUTED_BY_ROUTE, limited)
+    if not limited:
+        branches = [
+            _FRONT_CLAIMED,
+            by_route,
+            *(_claim_branch(status, _ROUTED_STARTED_FILTERS) for status in ("running", "sleeping")),
+        ]
+    else:
+        branches = [
+            *_started_branches(_ROUTED_STARTED_FILTERS, keyed=True),
+            _FRONT_CLAIMED,
+            by_route,
+            _fair_branch(_ROUTED_STARTED_FILTERS),
+            *_started_branches(_ROUTED_STARTED_FILTERS, keyed=False),
+        ]
+    return _with_room(_ROUTED_FRONT, limited) + _candidates(branches, limited)
 
 
 # Runs no live worker registered, among the scan_limit oldest due runs (each
@@ -197,15 +306,15 @@ unknown AS MATERIALIZED (
     WHERE live_route."name" = scanned."workflow_name"
       AND live_route."version" IS NOT DISTINCT FROM scanned."version")
 ),
-candidate AS (
-  SELECT "id", "claimed_from", "lease_expired", ROW_NUMBER() OVER () AS "position" FROM (
-    SELECT wr."id", wr."status" AS "claimed_from", wr."worker_id" IS NOT NULL AS "lease_expired"
+pool AS MATERIALIZED (
+  SELECT "id", "claimed_from", {_POOL_COLUMNS}, ROW_NUMBER() OVER () AS "position" FROM (
+    SELECT wr."status" AS "claimed_from", {_LOCKED_COLUMNS}
     FROM {{schema}}."workflow_runs" wr
     -- = ANY(ARRAY(...)), not IN (SELECT ...): the planner turned IN into a hash
     -- join over a sequential scan of the runs on backlogs of 2,000-20,000.
     WHERE wr."namespace_id" = %(ns)s AND wr."id" = ANY(ARRAY(SELECT "id" FROM unknown))
       AND wr."status" IN ('pending', 'running', 'sleeping') AND wr."available_at" <= NOW()
-      AND (wr."deadline_at" IS NULL OR wr."deadline_at" > NOW()){_NOT_PAUSED}
+      AND (wr."deadline_at" IS NULL OR wr."deadline_at" > NOW()){_NOT_PAUSED}{_room("wr", True)}
     ORDER BY wr."available_at", wr."created_at"
     LIMIT %(claim_limit)s
     FOR UPDATE SKIP LOCKED) AS due
@@ -292,6 +401,8 @@ def _claim(candidates: str) -> str:
     return _DEADLINE_SWEEP.replace("{notify_work}", NOTIFY_WORK) + candidates + _LEASE
 
 
-CLAIM_WORKFLOW_RUNS = _claim(_ANY_CANDIDATES)
-CLAIM_ROUTED_WORKFLOW_RUNS = _claim(_ROUTED_CANDIDATES)
-CLAIM_UNROUTED_WORKFLOW_RUNS = _claim(_UNROUTED_CANDIDATES)
+CLAIM_WORKFLOW_RUNS = _claim(_any_candidates(limited=True))
+CLAIM_UNLIMITED_WORKFLOW_RUNS = _claim(_any_candidates(limited=False))
+CLAIM_ROUTED_WORKFLOW_RUNS = _claim(_routed_candidates(limited=True))
+CLAIM_UNLIMITED_ROUTED_WORKFLOW_RUNS = _claim(_routed_candidates(limited=False))
+CLAIM_UNROUTED_WORKFLOW_RUNS = _claim(_UNROUTED_CANDIDATES + ADMISSION)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from openworkflow.postgres.claim_queries import (
     CLAIM_ROUTED_WORKFLOW_RUNS,
+    CLAIM_UNLIMITED_ROUTED_WORKFLOW_RUNS,
+    CLAIM_UNLIMITED_WORKFLOW_RUNS,
     CLAIM_UNROUTED_WORKFLOW_RUNS,
     CLAIM_WORKFLOW_RUNS,
 )
@@ -52,13 +54,13 @@ INSERT INTO {{schema}}."workflow_runs" (
   "namespace_id", "id", "workflow_name", "version", "status", "idempotency_key",
   "config", "context", "input", "attempts", "parent_step_attempt_namespace_id",
   "parent_step_attempt_id", "available_at", "deadline_at", "created_at", "updated_at",
-  "priority", "scheduled_at"
+  "priority", "scheduled_at", "concurrency_key", "concurrency_limit"
 )
 VALUES (
   %(ns)s, %(run_id)s, %(workflow_name)s, %(version)s, 'pending', %(idempotency_key)s,
   %(config)s, %(context)s, %(input)s, 0, %(parent_ns)s, %(parent_id)s,
   COALESCE(%(available_at)s, NOW()), %(deadline_at)s, date_trunc('milliseconds', NOW()), NOW(),
-  %(priority)s, %(scheduled_at)s
+  %(priority)s, %(scheduled_at)s, %(concurrency_key)s, %(concurrency_limit)s
 )
 RETURNING *, {NOTIFY_WORK}"""
 
@@ -274,7 +276,9 @@ class Queries:
     count_workflow_runs: bytes
     count_step_attempts: bytes
     claim_workflow_runs: bytes
+    claim_unlimited_workflow_runs: bytes
     claim_routed_workflow_runs: bytes
+    claim_unlimited_routed_workflow_runs: bytes
     claim_unrouted_workflow_runs: bytes
     set_workflow_run_priority: bytes
     upsert_paused_workflow: bytes
@@ -319,7 +323,9 @@ _TEMPLATES = {
     "count_workflow_runs": COUNT_WORKFLOW_RUNS,
     "count_step_attempts": COUNT_STEP_ATTEMPTS,
     "claim_workflow_runs": CLAIM_WORKFLOW_RUNS,
+    "claim_unlimited_workflow_runs": CLAIM_UNLIMITED_WORKFLOW_RUNS,
     "claim_routed_workflow_runs": CLAIM_ROUTED_WORKFLOW_RUNS,
+    "claim_unlimited_routed_workflow_runs": CLAIM_UNLIMITED_ROUTED_WORKFLOW_RUNS,
     "claim_unrouted_workflow_runs": CLAIM_UNROUTED_WORKFLOW_RUNS,
     "set_workflow_run_priority": SET_WORKFLOW_RUN_PRIORITY,
     "upsert_paused_workflow": UPSERT_PAUSED_WORKFLOW,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from openworkflow.backend_common import claim_one, require
+from openworkflow.backend_common import FAIR_KEYS_PER_CLAIM, claim_one, next_fair_cursor, require
 from openworkflow.core.backend import (
     RUN_IDEMPOTENCY_PERIOD_MS,
     ClaimWorkflowRunParams,
@@ -45,6 +45,10 @@ up each registered workflow's runs (see ``claim_queries``)."""
 class PostgresRuns(PostgresBase):
     """The run reads and the run writes that do not finish a run."""
 
+    #: Where the next claim's fair walk over concurrency keys starts (this
+    #: process's turn; see :func:`next_fair_cursor`).
+    _fair_cursor: tuple[str, str] = ("", "")
+
     async def create_workflow_run(self, params: CreateWorkflowRunParams) -> WorkflowRun:
         """Insert a pending run, or return the one with the same idempotency key (24 h)."""
         values = self._create_run_values(params)
@@ -72,6 +76,8 @@ class PostgresRuns(PostgresBase):
             deadline_at=params.deadline_at,
             priority=params.priority,
             scheduled_at=params.scheduled_at,
+            concurrency_key=params.concurrency_key,
+            concurrency_limit=params.concurrency_limit,
             period_ms=RUN_IDEMPOTENCY_PERIOD_MS,
         )
         if params.idempotency_key is not None:
@@ -142,22 +148,33 @@ class PostgresRuns(PostgresBase):
         if not worker_ids:
             return []
         values = self._claim_params(worker_ids, params.lease_duration_ms)
-        query = self._q.claim_workflow_runs
+        limited = params.enforce_concurrency
+        query = self._q.claim_workflow_runs if limited else self._q.claim_unlimited_workflow_runs
         if params.workflows is not None:
             if not params.workflows:
                 return []  # a worker that registered nothing runs nothing
-            query = self._q.claim_routed_workflow_runs
+            query = (
+                self._q.claim_routed_workflow_runs
+                if limited
+                else self._q.claim_unlimited_routed_workflow_runs
+            )
             values["route_names"] = [name for name, _ in params.workflows]
             values["route_versions"] = [version for _, version in params.workflows]
             values["front_limit"] = ROUTED_FRONT_BASE + ROUTED_FRONT_PER_RUN * len(worker_ids)
-        return claimed_runs(await self._fetchall(query, values))
+        claimed = claimed_runs(await self._fetchall(query, values))
+        self._fair_cursor = next_fair_cursor(self._fair_cursor, claimed, len(worker_ids))
+        return claimed
 
     def _claim_params(self, worker_ids: list[str], lease_ms: int) -> dict[str, Any]:
+        after_workflow, after_key = self._fair_cursor
         return self._params(
             worker_ids=worker_ids,
             claim_limit=len(worker_ids),
             lease_ms=lease_ms,
             deadline_error=jsonb({"message": DEADLINE_EXCEEDED_MESSAGE}),
+            fair_after_workflow=after_workflow,
+            fair_after_key=after_key,
+            fair_keys=FAIR_KEYS_PER_CLAIM,
         )
 
     async def extend_workflow_run_lease(self, params: ExtendWorkflowRunLeaseParams) -> WorkflowRun:

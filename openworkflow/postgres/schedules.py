@@ -101,6 +101,8 @@ class PostgresSchedules(PostgresFlowControl):
                 input=stored_input,
                 priority=params.priority,
                 scheduled_at=params.tick,
+                concurrency_key=params.concurrency_key,
+                concurrency_limit=params.concurrency_limit,
             )
             run = to_run(await self._insert_tick_run(connection, run_params))
             values["run_id"] = run.id

@@ -23,6 +23,7 @@ from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import InvalidRunStateError, WorkflowRunNotFoundError
 from openworkflow.sqlite import flow_queries as fq
 from openworkflow.sqlite import queries as q
+from openworkflow.sqlite.admission import admit
 from openworkflow.sqlite.base import iso, to_run
 from openworkflow.sqlite.connection import transaction
 from openworkflow.sqlite.runs import lease
@@ -128,6 +129,7 @@ class SqliteFlowControl(SqliteSteps):
 
             def body() -> list[WorkflowRun]:
                 due = [(row[0], bool(row[1])) for row in c.execute(q.SELECT_UNROUTED, values)]
+                due = admit(c, self._namespace_id, due, len(worker_ids))
                 return lease(c, values, due, worker_ids)
 
             return transaction(c, body)

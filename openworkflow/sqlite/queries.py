@@ -7,6 +7,8 @@ the same condition.
 
 from __future__ import annotations
 
+from openworkflow.sqlite.admission import HAS_ROOM
+
 # A running run owned by the given worker: binds ns, run_id, worker_id.
 RUN_OWNED = """
   "namespace_id" = :ns AND "id" = :run_id AND "status" = 'running' AND "worker_id" = :worker_id"""
@@ -44,11 +46,12 @@ INSERT INTO "workflow_runs" (
   "namespace_id", "id", "workflow_name", "version", "status", "idempotency_key",
   "config", "context", "input", "attempts", "parent_step_attempt_namespace_id",
   "parent_step_attempt_id", "available_at", "deadline_at", "created_at", "updated_at",
-  "priority", "scheduled_at"
+  "priority", "scheduled_at", "concurrency_key", "concurrency_limit"
 )
 VALUES (
   :ns, :id, :workflow_name, :version, 'pending', :idempotency_key, :config, :context, :input,
-  0, :parent_ns, :parent_id, :available_at, :deadline_at, :now, :now, :priority, :scheduled_at
+  0, :parent_ns, :parent_id, :available_at, :deadline_at, :now, :now, :priority, :scheduled_at,
+  :concurrency_key, :concurrency_limit
 )
 RETURNING *"""
 
@@ -99,7 +102,7 @@ _ROUTED = """
 SELECT_CLAIMABLE_PENDING = f"""
 SELECT "id" FROM "workflow_runs"
 WHERE "namespace_id" = :ns AND "status" = 'pending' AND "available_at" <= :now
-  AND ("deadline_at" IS NULL OR "deadline_at" > :now){_NOT_PAUSED}
+  AND ("deadline_at" IS NULL OR "deadline_at" > :now){_NOT_PAUSED}{HAS_ROOM}
 ORDER BY COALESCE("priority", 0) DESC, "available_at", "created_at"
 LIMIT :limit"""
 
@@ -111,13 +114,14 @@ LIMIT :limit"""
 SELECT_ROUTED_FRONT = f"""
 SELECT "id" FROM (
   SELECT "id", "workflow_name", "version", "deadline_at",
-         COALESCE("priority", 0) AS "priority", "available_at", "created_at"
+         COALESCE("priority", 0) AS "priority", "available_at", "created_at",
+         "concurrency_key", "concurrency_limit"
   FROM "workflow_runs"
   WHERE "namespace_id" = :ns AND "status" = 'pending' AND "available_at" <= :now
   ORDER BY COALESCE("priority", 0) DESC, "available_at", "created_at"
   LIMIT :front_limit
 ) AS "workflow_runs"
-WHERE ("deadline_at" IS NULL OR "deadline_at" > :now){_NOT_PAUSED}{_ROUTED}
+WHERE ("deadline_at" IS NULL OR "deadline_at" > :now){_NOT_PAUSED}{_ROUTED}{HAS_ROOM}
 ORDER BY "priority" DESC, "available_at", "created_at"
 LIMIT :limit"""
 
@@ -125,15 +129,30 @@ SELECT_PENDING_OF_ROUTE = f"""
 SELECT "id", COALESCE("priority", 0), "available_at", "created_at" FROM "workflow_runs"
 WHERE "namespace_id" = :ns AND "status" = 'pending' AND "workflow_name" = :workflow_name
   AND "version" IS :version AND "available_at" <= :now
-  AND ("deadline_at" IS NULL OR "deadline_at" > :now){_NOT_PAUSED}
+  AND ("deadline_at" IS NULL OR "deadline_at" > :now){_NOT_PAUSED}{HAS_ROOM}
 ORDER BY COALESCE("priority", 0) DESC, "available_at", "created_at"
 LIMIT :limit"""
+
+# The head run of one concurrency key, for the claim's fair walk over keys.
+SELECT_PENDING_HEAD_OF_KEY = f"""
+SELECT "id" FROM "workflow_runs"
+WHERE "namespace_id" = :ns AND "status" = 'pending' AND "workflow_name" = :workflow_name
+  AND "concurrency_key" = :concurrency_key AND "concurrency_key" IS NOT NULL
+  AND "available_at" <= :now
+  AND ("deadline_at" IS NULL OR "deadline_at" > :now){_NOT_PAUSED}
+  AND (:routes IS NULL OR 1{_ROUTED}){HAS_ROOM}
+ORDER BY COALESCE("priority", 0) DESC, "available_at", "created_at"
+LIMIT 1"""
 
 SELECT_CLAIMABLE_RUNNING = f"""
 SELECT "id", "worker_id" IS NOT NULL FROM "workflow_runs"
 WHERE "namespace_id" = :ns AND "status" IN ('running', 'sleeping') AND "available_at" <= :now
   AND ("deadline_at" IS NULL OR "deadline_at" > :now){_NOT_PAUSED}
-  AND (:routes IS NULL OR 1{_ROUTED})
+  AND (:routes IS NULL OR 1{_ROUTED}){HAS_ROOM}
+  -- Limited runs that already started go first (:keyed = 1): they hold or
+  -- need their key's slot, and behind a permanent backlog a takeover would
+  -- never come, stalling the key.
+  AND (:keyed IS NULL OR ("concurrency_key" IS NOT NULL) = :keyed)
 ORDER BY "available_at", "created_at"
 LIMIT :limit"""
 
@@ -143,7 +162,7 @@ LIMIT :limit"""
 _UNROUTED_SCAN = "\n  UNION ALL\n".join(
     f"""  SELECT * FROM (
     SELECT "id", "worker_id", "workflow_name", "version", "deadline_at", "available_at",
-           "created_at"
+           "created_at", "concurrency_key", "concurrency_limit"
     FROM "workflow_runs"
     WHERE "namespace_id" = :ns AND "status" = '{status}' AND "available_at" <= :now
     ORDER BY "available_at", "created_at" LIMIT :scan_limit)"""
@@ -162,7 +181,7 @@ WHERE ("deadline_at" IS NULL OR "deadline_at" > :now)
     SELECT json_array(
       json_extract(route."value", '$[0]'), json_extract(route."value", '$[1]'))
     FROM "worker_registrations" w, json_each(w."workflows") AS route
-    WHERE w."namespace_id" = :ns AND w."expires_at" > :now){_NOT_PAUSED}
+    WHERE w."namespace_id" = :ns AND w."expires_at" > :now){_NOT_PAUSED}{HAS_ROOM}
 ORDER BY "available_at", "created_at"
 LIMIT :limit"""
 

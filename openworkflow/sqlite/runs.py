@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from openworkflow.backend_common import claim_one, require
+from openworkflow.backend_common import FAIR_KEYS_PER_CLAIM, claim_one, next_fair_cursor, require
 from openworkflow.core import clock
 from openworkflow.core import json as ow_json
 from openworkflow.core.backend import (
@@ -31,6 +32,7 @@ from openworkflow.core.retry import DEADLINE_EXCEEDED_MESSAGE
 from openworkflow.core.step_attempt import fold_step_attempt_counts
 from openworkflow.core.workflow_run import WorkflowRun, fold_status_counts
 from openworkflow.sqlite import queries as q
+from openworkflow.sqlite.admission import Due, admit, next_pending_keys
 from openworkflow.sqlite.base import (
     Params,
     SqliteBase,
@@ -49,6 +51,9 @@ wanted) before it looks up each registered workflow's runs."""
 
 class SqliteRuns(SqliteBase):
     """The run reads and the run writes that do not finish a run."""
+
+    #: Where the next claim's fair walk over concurrency keys starts.
+    _fair_cursor: tuple[str, str] = ("", "")
 
     async def create_workflow_run(self, params: CreateWorkflowRunParams) -> WorkflowRun:
         """Insert a pending run, or return the one with the same idempotency key (24 h)."""
@@ -90,6 +95,8 @@ class SqliteRuns(SqliteBase):
             "deadline_at": iso_or_none(params.deadline_at),
             "priority": params.priority,
             "scheduled_at": iso_or_none(params.scheduled_at),
+            "concurrency_key": params.concurrency_key,
+            "concurrency_limit": params.concurrency_limit,
             "now": now,
         }
 
@@ -166,10 +173,16 @@ class SqliteRuns(SqliteBase):
             routes = ow_json.dumps([[name, version] for name, version in params.workflows])
 
         def claim(c: sqlite3.Connection) -> tuple[list[WorkflowRun], list[str]]:
-            values = {**self._claim_values(params.lease_duration_ms), "routes": routes}
-            return transaction(c, lambda: _claim(c, values, worker_ids, params.workflows))
+            values = {
+                **self._claim_values(params.lease_duration_ms),
+                "routes": routes,
+                "enforce": int(params.enforce_concurrency),
+            }
+            turn = _ClaimTurn(params.workflows, params.enforce_concurrency, self._fair_cursor)
+            return transaction(c, lambda: _claim(c, values, worker_ids, turn))
 
         claimed, expired = await self._run(claim)
+        self._fair_cursor = next_fair_cursor(self._fair_cursor, claimed, len(worker_ids))
         if expired:
             self.notifier.notify_runs_finished(expired)
             self.notifier.notify_work_available()  # a parent may have been woken
@@ -181,6 +194,8 @@ class SqliteRuns(SqliteBase):
             "ns": self._namespace_id,
             "now": iso(now_dt),
             "lease_until": iso(now_dt + timedelta(milliseconds=lease_ms)),
+            "enforce": 1,
+            "keyed": None,
         }
 
     async def extend_workflow_run_lease(self, params: ExtendWorkflowRunLeaseParams) -> WorkflowRun:
@@ -222,23 +237,55 @@ class SqliteRuns(SqliteBase):
         return run
 
 
+@dataclass(frozen=True, slots=True)
+class _ClaimTurn:
+    """What one claim needs besides its values: routes, limits, the fair walk's cursor."""
+
+    workflows: Sequence[WorkflowKey] | None
+    enforce: bool
+    fair_cursor: tuple[str, str]
+
+
 def _claim(
-    c: sqlite3.Connection,
-    values: Params,
-    worker_ids: list[str],
-    workflows: Sequence[WorkflowKey] | None,
+    c: sqlite3.Connection, values: Params, worker_ids: list[str], turn: _ClaimTurn
 ) -> tuple[list[WorkflowRun], list[str]]:
     """In the claim's transaction: fail runs past their deadline, then claim one per worker."""
     expired = _expire_deadlines(c, values)
     wanted = len(worker_ids)
     # (run id, whether a worker still held it: its lease expired)
-    due: list[tuple[Any, bool]] = [
-        (run_id, False) for run_id in _pending_to_claim(c, values, workflows, wanted)
-    ]
+    due: list[Due] = []
+    if turn.enforce:  # limited runs that already started go first
+        due += _started_to_claim(c, values, wanted, keyed=1)
+    due += [(run_id, False) for run_id in _pending_to_claim(c, values, turn.workflows, wanted)]
+    if turn.enforce and len(due) < wanted:
+        due += _fair_heads(c, values, turn.fair_cursor, {run_id for run_id, _ in due})
     if len(due) < wanted:
-        more = {**values, "limit": wanted - len(due)}
-        due += [(row[0], bool(row[1])) for row in c.execute(q.SELECT_CLAIMABLE_RUNNING, more)]
-    return lease(c, values, due, worker_ids), expired
+        keyed = 0 if turn.enforce else None
+        due += _started_to_claim(c, values, wanted - len(due), keyed=keyed)
+    if turn.enforce:
+        due = admit(c, values["ns"], due, wanted)
+    return lease(c, values, due[:wanted], worker_ids), expired
+
+
+def _started_to_claim(
+    c: sqlite3.Connection, values: Params, limit: int, keyed: int | None
+) -> list[Due]:
+    """Due runs that already started (expired leases, woken parked runs), in due order."""
+    more = {**values, "limit": limit, "keyed": keyed}
+    return [(row[0], bool(row[1])) for row in c.execute(q.SELECT_CLAIMABLE_RUNNING, more)]
+
+
+def _fair_heads(
+    c: sqlite3.Connection, values: Params, cursor: tuple[str, str], taken: set[Any]
+) -> list[Due]:
+    """The head runs of the next concurrency keys after ``cursor`` that have room."""
+    heads: list[Due] = []
+    for workflow_name, key in next_pending_keys(c, values["ns"], cursor, FAIR_KEYS_PER_CLAIM):
+        key_values = {**values, "workflow_name": workflow_name, "concurrency_key": key}
+        row = c.execute(q.SELECT_PENDING_HEAD_OF_KEY, key_values).fetchone()
+        if row is not None and row[0] not in taken:
+            heads.append((row[0], False))
+    return heads
 
 
 def _pending_to_claim(

@@ -124,6 +124,8 @@ class SqliteSchedules(SqliteFlowControl):
                 idempotency_key=tick_idempotency_key(params.schedule_name, params.tick),
                 priority=params.priority,
                 scheduled_at=params.tick,
+                concurrency_key=params.concurrency_key,
+                concurrency_limit=params.concurrency_limit,
             )
         )
         run_values["input"] = stored_input  # stored JSON text, kept as is

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from openworkflow.core.backend import Backend
+from openworkflow.core.concurrency import concurrency_columns
 from openworkflow.core.schedule import due_ticks, next_tick
 from openworkflow.core.schedule_store import (
     ScheduleDefinition,
@@ -65,6 +66,34 @@ def schedule_definitions(workflows: Iterable[Workflow]) -> list[ScheduleDefiniti
     return list(definitions.values())
 
 
+ConcurrencyColumns = tuple[str | None, int | None]
+
+
+def schedule_concurrency(workflows: Iterable[Workflow]) -> dict[str, ConcurrencyColumns]:
+    """Each schedule's runs' ``(concurrency_key, concurrency_limit)``, by schedule name.
+
+    A schedule's input is fixed, so its key is computed once, from the
+    validated input (both None for a workflow without a limit). A name
+    declared twice keeps the first, as :func:`schedule_definitions` does.
+
+    Raises:
+        InputValidationError: a schedule's input does not match its workflow's schema.
+        Exception: whatever a workflow's concurrency key function raises.
+    """
+    columns: dict[str, ConcurrencyColumns] = {}
+    for item in workflows:
+        spec = item.spec
+        for name, schedule in zip(spec.schedule_names, spec.schedules, strict=True):
+            if name in columns:
+                continue
+            if spec.concurrency is None:
+                columns[name] = (None, None)
+                continue
+            validated, _ = spec.validate_input_value(schedule.input)
+            columns[name] = concurrency_columns(spec.concurrency, validated)
+    return columns
+
+
 class Scheduler:
     """Stores a worker's schedules and creates their ticks' runs until stopped."""
 
@@ -72,6 +101,7 @@ class Scheduler:
         self._backend = backend
         self._workflows = list(workflows)
         self._definitions: list[ScheduleDefinition] | None = None
+        self._concurrency: dict[str, ConcurrencyColumns] = {}
         self._priorities = {
             name: item.spec.priority
             for item in self._workflows
@@ -87,9 +117,12 @@ class Scheduler:
         Raises:
             InputValidationError: a schedule's input does not match its workflow's schema.
             PayloadError: a schedule's input is not JSON.
+            Exception: whatever a workflow's concurrency key function raises.
         """
         if self._definitions is None:
-            self._definitions = schedule_definitions(self._workflows)
+            definitions = schedule_definitions(self._workflows)
+            self._concurrency = schedule_concurrency(self._workflows)
+            self._definitions = definitions
         return self._definitions
 
     def start(self) -> None:
@@ -151,12 +184,15 @@ class Scheduler:
     async def _serve(self, stored: StoredSchedule, now: datetime) -> int:
         created = 0
         ticks = due_ticks(stored.schedule, stored.last_tick_at, stored.first_seen_at, now)
+        concurrency_key, concurrency_limit = self._concurrency.get(stored.name, (None, None))
         for tick in ticks:
             result = await self._backend.create_scheduled_run(
                 ScheduledRunParams(
                     schedule_name=stored.name,
                     tick=tick,
                     priority=self._priorities.get(stored.name, 0),
+                    concurrency_key=concurrency_key,
+                    concurrency_limit=concurrency_limit,
                 )
             )
             if result.run is not None:

@@ -22,6 +22,7 @@ from openworkflow.core.backend import (
     SendSignalParams,
     SetStepAttemptChildWorkflowRunParams,
 )
+from openworkflow.core.concurrency import concurrency_columns
 from openworkflow.core.duration import Duration, resolve_time
 from openworkflow.core.json import JsonValue
 from openworkflow.core.step_attempt import StepAttempt, StepKind
@@ -96,7 +97,12 @@ class WaitSteps:
         input: Any,
         timeout: datetime | Duration | None,
     ) -> Any:
-        """Start the child once (its input validated first) and wait for its output."""
+        """Start the child once (its input validated first) and wait for its output.
+
+        A child whose workflow has a ``concurrency`` limit gets its key from
+        the validated input; if the key function raises, the step fails with
+        that error and no child is created, as for an invalid input.
+        """
         cached = self._history.find_cached(step_name)
         if cached is not None:
             return cached.output
@@ -113,16 +119,32 @@ class WaitSteps:
                 step_name, StepKind.WORKFLOW, workflow_context(timeout_at)
             )
         if attempt.child_workflow_run_id is None:
-            try:
-                stored_input = spec.validate_input(input, current_limits())
-            except (InputValidationError, PayloadError) as error:
-                await self._recorder.fail(step_name, attempt, error)
-                raise
-            attempt = await self._start_child(attempt, spec, stored_input)
+            stored_input, concurrency = await self._child_input(step_name, attempt, spec, input)
+            attempt = await self._start_child(attempt, spec, stored_input, concurrency)
         return await self._resolve_child(step_name, attempt)
 
+    async def _child_input(
+        self, step_name: str, attempt: StepAttempt, spec: WorkflowSpec, input: Any
+    ) -> tuple[JsonValue, tuple[str | None, int | None]]:
+        """The child's stored input and concurrency columns; the step fails if either fails."""
+        try:
+            validated, stored_input = spec.validate_input_value(input, current_limits())
+        except (InputValidationError, PayloadError) as error:
+            await self._recorder.fail(step_name, attempt, error)
+            raise
+        try:
+            concurrency = concurrency_columns(spec.concurrency, validated)
+        except Exception as error:  # the user's key function: no child, as for a bad input
+            await self._recorder.fail(step_name, attempt, error)
+            raise
+        return stored_input, concurrency
+
     async def _start_child(
-        self, attempt: StepAttempt, spec: WorkflowSpec, stored_input: JsonValue
+        self,
+        attempt: StepAttempt,
+        spec: WorkflowSpec,
+        stored_input: JsonValue,
+        concurrency: tuple[str | None, int | None],
     ) -> StepAttempt:
         """Create the child (idempotently: a replay after a crash finds it again) and link it."""
         backend = self._context.backend
@@ -135,6 +157,8 @@ class WaitSteps:
                     input=stored_input,
                     parent_step_attempt_namespace_id=attempt.namespace_id,
                     parent_step_attempt_id=attempt.id,
+                    concurrency_key=concurrency[0],
+                    concurrency_limit=concurrency[1],
                 )
             )
         )

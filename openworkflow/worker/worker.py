@@ -158,6 +158,11 @@ class Worker:
         )
 
     @functools.cached_property
+    def _enforce_concurrency(self) -> bool:
+        """Whether a registered workflow has a concurrency limit (else the cheaper claim)."""
+        return any(item.spec.concurrency is not None for item in self.registry)
+
+    @functools.cached_property
     def _notifier(self) -> ChangeNotifier | None:
         """The backend's wake-ups, looked up once (not per claim loop or per pass)."""
         return notifier_of(self.backend)
@@ -229,6 +234,7 @@ class Worker:
                     worker_ids=free,
                     lease_duration_ms=self.lease_duration_ms,
                     workflows=self._routes,
+                    enforce_concurrency=self._enforce_concurrency,
                 )
             )
             self._start_claimed(runs)

@@ -479,6 +479,7 @@ def _expected_python_ledger() -> list[tuple[int, str]]:
         (1, "0001_flow_control"),
         (2, "0002_schedules"),
         (3, "0003_rate_limits"),
+        (4, "0004_concurrency"),
     ]
 
 

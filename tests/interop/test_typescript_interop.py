@@ -1195,6 +1195,7 @@ PYTHON_EXTRA_INDEXES = {
     PYTHON_EXTRA_INDEX,
     "workflow_runs_pending_priority_idx",
     "workflow_runs_pending_route_idx",
+    "workflow_runs_pending_concurrency_idx",
 }
 """Every index this port adds to the original's tables."""
 
@@ -1204,10 +1205,17 @@ PYTHON_TABLES = {
     "worker_registrations",
     "schedules",
     "rate_limit_tokens",
+    "concurrency_keys",
 }
-"""This port's own tables (its migration ledger, flow control, schedules and rate limits)."""
+"""This port's own tables (migration ledger, flow control, schedules, rate and concurrency
+limits)."""
 
-PYTHON_COLUMNS = {("workflow_runs", "priority"), ("workflow_runs", "scheduled_at")}
+PYTHON_COLUMNS = {
+    ("workflow_runs", "priority"),
+    ("workflow_runs", "scheduled_at"),
+    ("workflow_runs", "concurrency_key"),
+    ("workflow_runs", "concurrency_limit"),
+}
 """The nullable columns this port adds to the original's tables."""
 
 

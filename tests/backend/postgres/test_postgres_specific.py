@@ -662,6 +662,8 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
         # This port's (its own ledger): nullable, so the original never notices it.
         ("priority", INTEGER, True),
         ("scheduled_at", TIMESTAMPTZ, True),
+        ("concurrency_key", TEXT, True),
+        ("concurrency_limit", INTEGER, True),
     ],
     "step_attempts": [
         ("namespace_id", TEXT, False),
@@ -732,6 +734,14 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
         ("token", INTEGER, False),
         ("granted_at", TIMESTAMPTZ, True),
         ("run_id", TEXT, True),
+    ],
+    "concurrency_keys": [
+        ("namespace_id", TEXT, False),
+        ("workflow_name", TEXT, False),
+        ("concurrency_key", TEXT, False),
+        ("holder_ids", "ARRAY", False),
+        ("holder_attempts", "ARRAY", False),
+        ("updated_at", TIMESTAMPTZ, False),
     ],
 }
 # name -> (table, columns of the key, referenced table, referenced columns, ON DELETE)
@@ -841,6 +851,12 @@ EXTRA_INDEXES = {
         "namespace_id, bucket, rate_key, granted_at",
         None,
     ),
+    "workflow_runs_pending_concurrency_idx": (
+        "workflow_runs",
+        "namespace_id, workflow_name, concurrency_key, COALESCE(priority, 0) DESC, available_at, "
+        "created_at",
+        "(status = 'pending'::text) AND (concurrency_key IS NOT NULL)",
+    ),
 }
 
 
@@ -904,6 +920,10 @@ async def test_constraints_match_the_original(pg: PostgresBackend, admin: Connec
         "rate_limit_tokens": (
             "rate_limit_tokens_pkey",
             ["namespace_id", "bucket", "rate_key", "token"],
+        ),
+        "concurrency_keys": (
+            "concurrency_keys_pkey",
+            ["namespace_id", "workflow_name", "concurrency_key"],
         ),
     }
     assert foreign_keys == {name: tuple(value) for name, value in EXPECTED_FOREIGN_KEYS.items()}

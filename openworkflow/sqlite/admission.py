@@ -1,0 +1,101 @@
+"""SQLite concurrency admission: which claimable runs fit their key's ``Concurrency`` limit.
+
+The claim runs under ``BEGIN IMMEDIATE``: SQLite has one writer, so the
+holders it counts (runs of the key that are running and leased) are the
+current ones and no racing claim can admit into the key meanwhile. A run
+being taken over (its lease expired) does not count against itself, and goes
+before the key's other candidates: it already holds the key's slot.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from openworkflow.core import json as ow_json
+
+# A cheap filter while walking candidates (the claim's queries): skip runs
+# whose key is full, so a full key's backlog never fills the claim. A run
+# being taken over does not count against itself. :enforce = 0 (a worker none
+# of whose workflows is limited) ignores keys, as PostgreSQL's cheaper claim does.
+HAS_ROOM = """
+  AND (:enforce = 0 OR "workflow_runs"."concurrency_key" IS NULL
+       OR "workflow_runs"."concurrency_limit" > (
+    SELECT COUNT(*) FROM "workflow_runs" holder
+    WHERE holder."namespace_id" = :ns AND holder."workflow_name" = "workflow_runs"."workflow_name"
+      AND holder."concurrency_key" = "workflow_runs"."concurrency_key"
+      AND holder."status" = 'running' AND holder."worker_id" IS NOT NULL
+      AND holder."concurrency_key" IS NOT NULL AND holder."id" <> "workflow_runs"."id"))"""
+
+_SELECT_KEYS = """
+SELECT "id", "workflow_name", "concurrency_key", "concurrency_limit" FROM "workflow_runs"
+WHERE "namespace_id" = :ns AND "concurrency_key" IS NOT NULL
+  AND "id" IN (SELECT value FROM json_each(:ids))"""
+
+_COUNT_HOLDERS = """
+SELECT COUNT(*) FROM "workflow_runs"
+WHERE "namespace_id" = :ns AND "workflow_name" = :workflow_name
+  AND "concurrency_key" = :concurrency_key AND "status" = 'running'
+  AND "worker_id" IS NOT NULL AND "id" NOT IN (SELECT value FROM json_each(:ids))"""
+
+Due = tuple[Any, bool]
+"""A claimable run: its id, and whether a worker still held it (its lease expired)."""
+
+
+def admit(c: sqlite3.Connection, ns: str, due: Sequence[Due], wanted: int) -> list[Due]:
+    """The first ``wanted`` of ``due`` (claim order) that fit their keys' limits."""
+    ids = ow_json.dumps([run_id for run_id, _ in due])
+    keyed = {
+        row[0]: ((row[1], row[2]), int(row[3]))
+        for row in c.execute(_SELECT_KEYS, {"ns": ns, "ids": ids})
+    }
+    if not keyed:
+        return list(due[:wanted])
+    limits: dict[tuple[str, str], int] = {}
+    for key, limit in keyed.values():  # a lowered limit binds at once
+        limits[key] = min(limit, limits.get(key, limit))
+    room: dict[tuple[str, str], int] = {}
+    for key, limit in limits.items():
+        params = {"ns": ns, "workflow_name": key[0], "concurrency_key": key[1], "ids": ids}
+        held = c.execute(_COUNT_HOLDERS, params).fetchone()[0]
+        room[key] = limit - int(held)
+    admitted: set[Any] = set()
+    # Takeovers first: each already holds its key's slot.
+    for takeover_first in (True, False):
+        for run_id, lease_expired in due:
+            if run_id in keyed and lease_expired == takeover_first:
+                key = keyed[run_id][0]
+                if room[key] > 0:
+                    room[key] -= 1
+                    admitted.add(run_id)
+    kept = [item for item in due if item[0] not in keyed or item[0] in admitted]
+    return kept[:wanted]
+
+
+# The fair walk (when the claim fell short: the front of the queue is full
+# keys): distinct (workflow, key) pairs of pending limited runs after a
+# cursor, one index descent each on workflow_runs_pending_concurrency_idx,
+# then each key's head run if it is claimable and its key has room.
+_NEXT_PENDING_KEY = """
+SELECT "workflow_name", "concurrency_key" FROM "workflow_runs"
+WHERE "namespace_id" = :ns AND "status" = 'pending' AND "concurrency_key" IS NOT NULL
+  AND ("workflow_name", "concurrency_key") > (:after_workflow, :after_key)
+ORDER BY "workflow_name", "concurrency_key"
+LIMIT 1"""
+
+
+def next_pending_keys(
+    c: sqlite3.Connection, ns: str, cursor: tuple[str, str], count: int
+) -> list[tuple[str, str]]:
+    """Up to ``count`` distinct (workflow, key) pairs of pending limited runs after ``cursor``."""
+    keys: list[tuple[str, str]] = []
+    while len(keys) < count:
+        row = c.execute(
+            _NEXT_PENDING_KEY, {"ns": ns, "after_workflow": cursor[0], "after_key": cursor[1]}
+        ).fetchone()
+        if row is None:
+            break
+        cursor = (row[0], row[1])
+        keys.append(cursor)
+    return keys
