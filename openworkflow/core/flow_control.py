@@ -54,6 +54,16 @@ class SetWorkflowRunPriorityParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RequeueWithConcurrencyParams:
+    """Input of :meth:`FlowControlStore.requeue_with_concurrency`."""
+
+    workflow_run_id: str
+    worker_id: str
+    concurrency_key: str
+    concurrency_limit: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PausedWorkflow:
     """A workflow name whose runs workers do not claim (every version, in the namespace)."""
 
@@ -129,6 +139,15 @@ class FlowControlStore(Protocol):
         self, params: ClaimUnroutedWorkflowRunsParams
     ) -> list[WorkflowRun]:
         """Claim due runs no live worker registered for (see the params)."""
+        ...
+
+    async def requeue_with_concurrency(self, params: RequeueWithConcurrencyParams) -> WorkflowRun:
+        """Fenced: give an owned run its concurrency key and limit, and queue it again.
+
+        For a run of a limited workflow created without its key (by name, by
+        another service): the run goes back to pending, due now, with its
+        lease and pass undone, so the next claim admits it by its limit.
+        """
         ...
 
     async def acquire_rate_limit(self, params: AcquireRateLimitParams) -> RateLimitGrant:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from openworkflow.backend_common import require
 from openworkflow.core import clock
 from openworkflow.core.backend import (
     ClaimUnroutedWorkflowRunsParams,
@@ -16,7 +17,11 @@ from openworkflow.core.backend import (
     SetWorkflowRunPriorityParams,
     WorkerRegistration,
 )
-from openworkflow.core.flow_control import AcquireRateLimitParams, RateLimitGrant
+from openworkflow.core.flow_control import (
+    AcquireRateLimitParams,
+    RateLimitGrant,
+    RequeueWithConcurrencyParams,
+)
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import InvalidRunStateError, WorkflowRunNotFoundError
 from openworkflow.postgres.base import jsonb, load_time, to_run
@@ -46,6 +51,17 @@ class PostgresFlowControl(PostgresSteps):
         raise InvalidRunStateError(
             f"Cannot set the priority of workflow run {run.id}: it is {run.status}"
         )
+
+    async def requeue_with_concurrency(self, params: RequeueWithConcurrencyParams) -> WorkflowRun:
+        """Fenced: give an owned run its concurrency key and limit, and queue it again."""
+        values = self._owned(
+            params.workflow_run_id,
+            params.worker_id,
+            concurrency_key=params.concurrency_key,
+            concurrency_limit=params.concurrency_limit,
+        )
+        row = await self._fetchone(self._q.requeue_with_concurrency, values)
+        return to_run(require(row, "requeue workflow run"))
 
     async def pause_workflow(self, workflow_name: str) -> PausedWorkflow:
         """Stop claims of the workflow's runs (every version); idempotent."""

@@ -7,7 +7,7 @@ original neither reads nor writes them.
 
 from __future__ import annotations
 
-from openworkflow.postgres.sql_fragments import NOTIFY_WORK
+from openworkflow.postgres.sql_fragments import NOTIFY_WORK, RUN_OWNED
 
 SET_WORKFLOW_RUN_PRIORITY = """
 UPDATE {schema}."workflow_runs"
@@ -15,6 +15,19 @@ SET "priority" = %(priority)s, "updated_at" = NOW()
 WHERE "namespace_id" = %(ns)s AND "id" = %(run_id)s
   AND "status" IN ('pending', 'running', 'sleeping')
 RETURNING *"""
+
+# A run of a limited workflow that was created without its key goes back to
+# the queue with it, as if never claimed (its pass and lease undone), and
+# wakes the workers: the next claim admits it by its limit.
+REQUEUE_WITH_CONCURRENCY = f"""
+UPDATE {{schema}}."workflow_runs"
+SET "concurrency_key" = %(concurrency_key)s, "concurrency_limit" = %(concurrency_limit)s,
+    "status" = 'pending', "worker_id" = NULL, "available_at" = NOW(),
+    "attempts" = GREATEST("attempts" - 1, 0),
+    "started_at" = CASE WHEN "attempts" <= 1 THEN NULL ELSE "started_at" END,
+    "updated_at" = NOW()
+WHERE {RUN_OWNED}
+RETURNING *, {NOTIFY_WORK}"""
 
 # Pausing twice keeps the first pause's time.
 UPSERT_PAUSED_WORKFLOW = """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import timedelta
 
+from openworkflow.backend_common import require
 from openworkflow.core import clock
 from openworkflow.core import json as ow_json
 from openworkflow.core.backend import (
@@ -18,7 +19,11 @@ from openworkflow.core.backend import (
     SetWorkflowRunPriorityParams,
     WorkerRegistration,
 )
-from openworkflow.core.flow_control import AcquireRateLimitParams, RateLimitGrant
+from openworkflow.core.flow_control import (
+    AcquireRateLimitParams,
+    RateLimitGrant,
+    RequeueWithConcurrencyParams,
+)
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import InvalidRunStateError, WorkflowRunNotFoundError
 from openworkflow.sqlite import flow_queries as fq
@@ -60,6 +65,21 @@ class SqliteFlowControl(SqliteSteps):
         raise InvalidRunStateError(
             f"Cannot set the priority of workflow run {run.id}: it is {run.status}"
         )
+
+    async def requeue_with_concurrency(self, params: RequeueWithConcurrencyParams) -> WorkflowRun:
+        """Fenced: give an owned run its concurrency key and limit, and queue it again."""
+        values = {
+            "ns": self._namespace_id,
+            "run_id": params.workflow_run_id,
+            "worker_id": params.worker_id,
+            "concurrency_key": params.concurrency_key,
+            "concurrency_limit": params.concurrency_limit,
+            "now": iso(clock.now()),
+        }
+        row = await self._run(lambda c: c.execute(fq.REQUEUE_WITH_CONCURRENCY, values).fetchone())
+        run = to_run(require(row, "requeue workflow run"))
+        self.notifier.notify_work_available()
+        return run
 
     async def pause_workflow(self, workflow_name: str) -> PausedWorkflow:
         """Stop claims of the workflow's runs (every version); idempotent."""

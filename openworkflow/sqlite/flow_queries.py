@@ -12,6 +12,19 @@ UPDATE "workflow_runs" SET "priority" = :priority, "updated_at" = :now
 WHERE "namespace_id" = :ns AND "id" = :run_id AND "status" IN ('pending', 'running', 'sleeping')
 RETURNING *"""
 
+# A run of a limited workflow that was created without its key goes back to
+# the queue with it, as if never claimed (its pass and lease undone).
+REQUEUE_WITH_CONCURRENCY = """
+UPDATE "workflow_runs"
+SET "concurrency_key" = :concurrency_key, "concurrency_limit" = :concurrency_limit,
+    "status" = 'pending', "worker_id" = NULL, "available_at" = :now,
+    "attempts" = MAX("attempts" - 1, 0),
+    "started_at" = CASE WHEN "attempts" <= 1 THEN NULL ELSE "started_at" END,
+    "updated_at" = :now
+WHERE "namespace_id" = :ns AND "id" = :run_id AND "status" = 'running'
+  AND "worker_id" = :worker_id
+RETURNING *"""
+
 # Pausing twice keeps the first pause's time.
 UPSERT_PAUSED_WORKFLOW = """
 INSERT INTO "paused_workflows" ("namespace_id", "workflow_name", "paused_at")
