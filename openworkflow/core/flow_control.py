@@ -54,13 +54,20 @@ class SetWorkflowRunPriorityParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RequeueWithConcurrencyParams:
-    """Input of :meth:`FlowControlStore.requeue_with_concurrency`."""
+class RequeueWorkflowRunParams:
+    """Input of :meth:`FlowControlStore.requeue_workflow_run`.
+
+    ``available_at`` None means due now; the concurrency columns are set
+    when given (both), else kept.
+    """
 
     workflow_run_id: str
     worker_id: str
-    concurrency_key: str
-    concurrency_limit: int
+    available_at: datetime | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    #: The start's reserved grant (a start rate limit), kept on the run.
+    start_granted_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,12 +148,23 @@ class FlowControlStore(Protocol):
         """Claim due runs no live worker registered for (see the params)."""
         ...
 
-    async def requeue_with_concurrency(self, params: RequeueWithConcurrencyParams) -> WorkflowRun:
-        """Fenced: give an owned run its concurrency key and limit, and queue it again.
+    async def requeue_workflow_run(self, params: RequeueWorkflowRunParams) -> WorkflowRun:
+        """Fenced: put an owned run back in the queue as if never claimed (pass and lease undone).
 
-        For a run of a limited workflow created without its key (by name, by
-        another service): the run goes back to pending, due now, with its
-        lease and pass undone, so the next claim admits it by its limit.
+        Before any of its code runs: a run of a limited workflow created
+        without its concurrency key gets it (the next claim admits it by its
+        limit), and a start over its workflow's rate limit waits until its
+        reserved instant (``available_at``).
+        """
+        ...
+
+    async def reserve_rate_limit(self, params: AcquireRateLimitParams) -> RateLimitGrant:
+        """Take a token of the bucket now, or reserve one at the earliest instant the window allows.
+
+        Granted: a token was free. Refused: a token is reserved at
+        ``retry_at`` (the caller waits until then and does not ask again),
+        later callers queueing behind it. Grants, present and reserved, never
+        exceed ``params.limit`` in any interval of ``params.per_ms``.
         """
         ...
 
@@ -231,6 +249,15 @@ _step_buckets: dict[str, tuple[int, int]] = {}
 _step_buckets_lock = threading.Lock()
 
 
+def start_rate_bucket(workflow_name: str, rate_limit: RateLimit) -> str:
+    """The bucket a workflow's starts take tokens from: ``start:`` + its name (or the limit's).
+
+    Raises ``ValueError`` like :func:`step_rate_bucket` for a bucket already
+    used with another ``(limit, per)`` in this process.
+    """
+    return _registered(f"start:{rate_limit.name or workflow_name}", rate_limit)
+
+
 def step_rate_bucket(workflow_name: str, fn: Callable[..., Any], rate_limit: RateLimit) -> str:
     """The bucket a step's calls take tokens from: ``step:`` + its name.
 
@@ -244,6 +271,10 @@ def step_rate_bucket(workflow_name: str, fn: Callable[..., Any], rate_limit: Rat
             fn = fn.func
         qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
         bucket = f"step:{workflow_name}:{qualname}"
+    return _registered(bucket, rate_limit)
+
+
+def _registered(bucket: str, rate_limit: RateLimit) -> str:
     shape = (rate_limit.limit, rate_limit.per_ms)
     with _step_buckets_lock:
         known = _step_buckets.setdefault(bucket, shape)

@@ -6,7 +6,7 @@ timestamps (SQLite stores text, PostgreSQL returns Python values).
 
 ``workflow_runs`` ends with this port's columns, added by its own migrations
 after the original's (``priority`` at index 21, ``scheduled_at`` at 22,
-``concurrency_key`` at 23, ``concurrency_limit`` at 24).
+``concurrency_key`` at 23, ``concurrency_limit`` at 24, ``start_granted_at`` at 25).
 Statements that return more than the row (a claim's flags, a notification)
 put those after ``*``, and their readers take them from the end of the row.
 """
@@ -61,6 +61,7 @@ def workflow_run_from_row(
         scheduled_at=_time_or_none(load_time, row[22]),
         concurrency_key=row[23],
         concurrency_limit=row[24],
+        start_granted_at=_time_or_none(load_time, row[25]),
         has_step_attempts=has_step_attempts,
         lease_expired=lease_expired,
     )

@@ -18,7 +18,7 @@ from typing import Any, overload
 from pydantic import TypeAdapter, ValidationError
 
 from openworkflow.core.concurrency import Concurrency, resolve_concurrency
-from openworkflow.core.flow_control import DEFAULT_PRIORITY, check_priority
+from openworkflow.core.flow_control import DEFAULT_PRIORITY, RateLimit, check_priority
 from openworkflow.core.json import (
     JsonConversionError,
     JsonValue,
@@ -73,6 +73,8 @@ class WorkflowSpec:
     #: How many of its runs (per key) may execute at once; None for no limit.
     #: An integer ``N`` given here is stored as ``Concurrency(limit=N)``.
     concurrency: Concurrency | None = None
+    #: How often its runs may start (a sliding window, per key); None for no limit.
+    rate_limit: RateLimit | None = None
     _adapter: TypeAdapter[Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -127,6 +129,11 @@ class WorkflowSpec:
         except ValueError as error:
             raise ValueError(f"workflow {self.name!r}: {error}") from None
         object.__setattr__(self, "concurrency", resolved)
+        if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
+            raise WorkflowDefinitionError(
+                f"workflow {self.name!r}: rate_limit must be a RateLimit, got "
+                f"{type(self.rate_limit).__name__}; write RateLimit(limit, per=...)"
+            )
 
     @property
     def schedule_names(self) -> list[str]:
@@ -304,6 +311,7 @@ def workflow(
     schedule: str | None = None,
     schedules: Sequence[Schedule] | None = None,
     concurrency: int | Concurrency | None = None,
+    rate_limit: RateLimit | None = None,
 ) -> Callable[[WorkflowFn], Workflow]: ...
 
 
@@ -319,6 +327,7 @@ def workflow(
     schedule: str | None = None,
     schedules: Sequence[Schedule] | None = None,
     concurrency: int | Concurrency | None = None,
+    rate_limit: RateLimit | None = None,
 ) -> Workflow | Callable[[WorkflowFn], Workflow]:
     """Turn an ``async def`` into a durable workflow.
 
@@ -333,6 +342,8 @@ def workflow(
     ``concurrency=5`` (or ``Concurrency(limit=1, key=lambda input: input.user_id)``)
     lets at most that many of its runs (per key) execute at once across every
     worker (see :class:`~openworkflow.core.concurrency.Concurrency`).
+    ``rate_limit=RateLimit(100, per="1m")`` lets at most that many of its runs
+    start in any sliding window of ``per`` (per key); the others wait queued.
 
     Example:
         ``@workflow(name="process-order", version="v2")``
@@ -350,6 +361,7 @@ def workflow(
             priority=priority,
             schedules=resolved_schedules,
             concurrency=_concurrency_option(concurrency),
+            rate_limit=rate_limit,
         )
         return Workflow(spec=spec, fn=function)
 
@@ -393,6 +405,7 @@ def declare_workflow(
     retry_policy: RetryPolicy | None = None,
     priority: int = DEFAULT_PRIORITY,
     concurrency: int | Concurrency | None = None,
+    rate_limit: RateLimit | None = None,
 ) -> WorkflowSpec:
     """Declare a workflow without its code, to start runs of it from anywhere.
 
@@ -407,6 +420,7 @@ def declare_workflow(
         retry_policy=retry_policy,
         priority=priority,
         concurrency=_concurrency_option(concurrency),
+        rate_limit=rate_limit,
     )
 
 

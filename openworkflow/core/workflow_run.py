@@ -113,6 +113,9 @@ class WorkflowRun:
     #: share one) and how many runs of its workflow and key execute at once.
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
+    #: When its workflow's start rate limit reserved this run's start ahead
+    #: (it waited queued until then); None otherwise (this port's column).
+    start_granted_at: datetime | None = None
     #: Not a column: set by a claim when the backend knows whether the run has
     #: step attempts (False lets a fresh run skip reading its history); None
     #: when unknown.

@@ -20,10 +20,10 @@ from openworkflow.core.backend import (
 from openworkflow.core.flow_control import (
     AcquireRateLimitParams,
     RateLimitGrant,
-    RequeueWithConcurrencyParams,
+    RequeueWorkflowRunParams,
 )
 from openworkflow.core.workflow_run import WorkflowRun
-from openworkflow.errors import InvalidRunStateError, WorkflowRunNotFoundError
+from openworkflow.errors import BackendError, InvalidRunStateError, WorkflowRunNotFoundError
 from openworkflow.postgres.base import jsonb, load_time, to_run
 from openworkflow.postgres.runs import claimed_runs
 from openworkflow.postgres.steps import PostgresSteps
@@ -52,15 +52,17 @@ class PostgresFlowControl(PostgresSteps):
             f"Cannot set the priority of workflow run {run.id}: it is {run.status}"
         )
 
-    async def requeue_with_concurrency(self, params: RequeueWithConcurrencyParams) -> WorkflowRun:
-        """Fenced: give an owned run its concurrency key and limit, and queue it again."""
+    async def requeue_workflow_run(self, params: RequeueWorkflowRunParams) -> WorkflowRun:
+        """Fenced: put an owned run back in the queue as if never claimed."""
         values = self._owned(
             params.workflow_run_id,
             params.worker_id,
+            available_at=params.available_at,
             concurrency_key=params.concurrency_key,
             concurrency_limit=params.concurrency_limit,
+            start_granted_at=params.start_granted_at,
         )
-        row = await self._fetchone(self._q.requeue_with_concurrency, values)
+        row = await self._fetchone(self._q.requeue_workflow_run, values)
         return to_run(require(row, "requeue workflow run"))
 
     async def pause_workflow(self, workflow_name: str) -> PausedWorkflow:
@@ -148,6 +150,33 @@ class PostgresFlowControl(PostgresSteps):
             # Else every free token was locked by racing callers: ask again.
         retry_at = room_at if room_at is not None and room_at > now else now
         return RateLimitGrant(granted=False, retry_at=_ceil_ms(retry_at))
+
+    async def reserve_rate_limit(self, params: AcquireRateLimitParams) -> RateLimitGrant:
+        """The instant the run may start: now, or a reserved one (see the protocol)."""
+        insert, reserve = self._q.insert_rate_limit_tokens, self._q.reserve_rate_limit_token
+        values = self._params(
+            bucket=params.bucket,
+            rate_key=params.key,
+            limit=params.limit,
+            per_ms=params.per_ms,
+            run_id=params.workflow_run_id,
+        )
+        scope = (params.bucket, params.key, params.limit)
+        if scope not in self._db.rate_limit_scopes:
+            await self._execute_rate_limit(insert, values)
+            self._db.rate_limit_scopes.add(scope)
+        for _ in range(_RATE_LIMIT_TRIES):
+            row = await self._fetchone(reserve, values)
+            assert row is not None  # the statement always returns one row
+            reserved_at, now = row
+            if reserved_at is not None:
+                at = load_time(reserved_at)
+                if reserved_at <= now:
+                    return RateLimitGrant(granted=True, granted_at=at)
+                return RateLimitGrant(granted=False, retry_at=at)
+            # No token row (pruned): create them.
+            await self._execute_rate_limit(insert, values)
+        raise BackendError(f"rate limit tokens of {params.bucket!r} could not be created")
 
     async def _execute_rate_limit(self, query: bytes, values: dict[str, object]) -> None:
         async with self._connection() as connection:

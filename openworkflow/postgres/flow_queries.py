@@ -16,18 +16,47 @@ WHERE "namespace_id" = %(ns)s AND "id" = %(run_id)s
   AND "status" IN ('pending', 'running', 'sleeping')
 RETURNING *"""
 
-# A run of a limited workflow that was created without its key goes back to
-# the queue with it, as if never claimed (its pass and lease undone), and
-# wakes the workers: the next claim admits it by its limit.
-REQUEUE_WITH_CONCURRENCY = f"""
+# A run goes back to the queue as if never claimed (its pass and lease
+# undone), with its concurrency key if given, due at available_at (or now),
+# and wakes the workers.
+REQUEUE_WORKFLOW_RUN = f"""
 UPDATE {{schema}}."workflow_runs"
-SET "concurrency_key" = %(concurrency_key)s, "concurrency_limit" = %(concurrency_limit)s,
-    "status" = 'pending', "worker_id" = NULL, "available_at" = NOW(),
+SET "concurrency_key" = COALESCE(%(concurrency_key)s, "concurrency_key"),
+    "concurrency_limit" = COALESCE(%(concurrency_limit)s, "concurrency_limit"),
+    "status" = 'pending', "worker_id" = NULL,
+    "available_at" = COALESCE(%(available_at)s, NOW()),
+    "start_granted_at" = COALESCE(%(start_granted_at)s, "start_granted_at"),
     "attempts" = GREATEST("attempts" - 1, 0),
     "started_at" = CASE WHEN "attempts" <= 1 THEN NULL ELSE "started_at" END,
     "updated_at" = NOW()
 WHERE {RUN_OWNED}
 RETURNING *, {NOTIFY_WORK}"""
+
+# A start's token (one statement): the token with the oldest grant, locked
+# and stamped with the earliest instant its window allows: now, or a future
+# reservation. A racing caller's lock is waited for (one row, so no
+# deadlock), and locking re-reads the token at its newest grant, so each
+# token's grants stay at least per apart: no window of length per holds more
+# than limit grants, present or reserved. Also: how many tokens exist.
+RESERVE_RATE_LIMIT_TOKEN = """
+WITH pick AS MATERIALIZED (
+  SELECT "token", "granted_at" FROM {schema}."rate_limit_tokens"
+  WHERE "namespace_id" = %(ns)s AND "bucket" = %(bucket)s AND "rate_key" = %(rate_key)s
+    AND "token" < %(limit)s
+  ORDER BY "granted_at" NULLS FIRST
+  LIMIT 1
+  FOR UPDATE
+), reserved AS (
+  UPDATE {schema}."rate_limit_tokens" AS t
+  SET "granted_at" = GREATEST(
+        NOW(), COALESCE(pick."granted_at" + %(per_ms)s * INTERVAL '1 millisecond', NOW())),
+      "run_id" = %(run_id)s
+  FROM pick
+  WHERE t."namespace_id" = %(ns)s AND t."bucket" = %(bucket)s AND t."rate_key" = %(rate_key)s
+    AND t."token" = pick."token"
+  RETURNING t."granted_at"
+)
+SELECT (SELECT "granted_at" FROM reserved), NOW()"""
 
 # Pausing twice keeps the first pause's time.
 UPSERT_PAUSED_WORKFLOW = """

@@ -22,7 +22,8 @@ from openworkflow.postgres.flow_queries import (
     DELETE_PAUSED_WORKFLOW,
     DELETE_WORKER_REGISTRATION,
     INSERT_RATE_LIMIT_TOKENS,
-    REQUEUE_WITH_CONCURRENCY,
+    REQUEUE_WORKFLOW_RUN,
+    RESERVE_RATE_LIMIT_TOKEN,
     SELECT_PAUSED_WORKFLOWS,
     SET_WORKFLOW_RUN_PRIORITY,
     UPSERT_PAUSED_WORKFLOW,
@@ -282,7 +283,8 @@ class Queries:
     claim_unlimited_routed_workflow_runs: bytes
     claim_unrouted_workflow_runs: bytes
     set_workflow_run_priority: bytes
-    requeue_with_concurrency: bytes
+    requeue_workflow_run: bytes
+    reserve_rate_limit_token: bytes
     upsert_paused_workflow: bytes
     delete_paused_workflow: bytes
     select_paused_workflows: bytes
@@ -330,7 +332,8 @@ _TEMPLATES = {
     "claim_unlimited_routed_workflow_runs": CLAIM_UNLIMITED_ROUTED_WORKFLOW_RUNS,
     "claim_unrouted_workflow_runs": CLAIM_UNROUTED_WORKFLOW_RUNS,
     "set_workflow_run_priority": SET_WORKFLOW_RUN_PRIORITY,
-    "requeue_with_concurrency": REQUEUE_WITH_CONCURRENCY,
+    "requeue_workflow_run": REQUEUE_WORKFLOW_RUN,
+    "reserve_rate_limit_token": RESERVE_RATE_LIMIT_TOKEN,
     "upsert_paused_workflow": UPSERT_PAUSED_WORKFLOW,
     "delete_paused_workflow": DELETE_PAUSED_WORKFLOW,
     "select_paused_workflows": SELECT_PAUSED_WORKFLOWS,

@@ -22,14 +22,14 @@ from openworkflow.core.backend import (
 from openworkflow.core.flow_control import (
     AcquireRateLimitParams,
     RateLimitGrant,
-    RequeueWithConcurrencyParams,
+    RequeueWorkflowRunParams,
 )
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import InvalidRunStateError, WorkflowRunNotFoundError
 from openworkflow.sqlite import flow_queries as fq
 from openworkflow.sqlite import queries as q
 from openworkflow.sqlite.admission import admit
-from openworkflow.sqlite.base import iso, to_run
+from openworkflow.sqlite.base import iso, iso_or_none, to_run
 from openworkflow.sqlite.connection import transaction
 from openworkflow.sqlite.runs import lease
 from openworkflow.sqlite.steps import SqliteSteps
@@ -66,17 +66,20 @@ class SqliteFlowControl(SqliteSteps):
             f"Cannot set the priority of workflow run {run.id}: it is {run.status}"
         )
 
-    async def requeue_with_concurrency(self, params: RequeueWithConcurrencyParams) -> WorkflowRun:
-        """Fenced: give an owned run its concurrency key and limit, and queue it again."""
+    async def requeue_workflow_run(self, params: RequeueWorkflowRunParams) -> WorkflowRun:
+        """Fenced: put an owned run back in the queue as if never claimed."""
+        now = iso(clock.now())
         values = {
             "ns": self._namespace_id,
             "run_id": params.workflow_run_id,
             "worker_id": params.worker_id,
+            "available_at": now if params.available_at is None else iso(params.available_at),
             "concurrency_key": params.concurrency_key,
             "concurrency_limit": params.concurrency_limit,
-            "now": iso(clock.now()),
+            "start_granted_at": iso_or_none(params.start_granted_at),
+            "now": now,
         }
-        row = await self._run(lambda c: c.execute(fq.REQUEUE_WITH_CONCURRENCY, values).fetchone())
+        row = await self._run(lambda c: c.execute(fq.REQUEUE_WORKFLOW_RUN, values).fetchone())
         run = to_run(require(row, "requeue workflow run"))
         self.notifier.notify_work_available()
         return run
@@ -186,3 +189,30 @@ class SqliteFlowControl(SqliteSteps):
             return RateLimitGrant(granted=False, retry_at=clock.from_iso(oldest) + per)
 
         return await self._run(lambda c: transaction(c, lambda: grant(c)))
+
+    async def reserve_rate_limit(self, params: AcquireRateLimitParams) -> RateLimitGrant:
+        """The instant the run may start: now, or a reserved one (see the protocol).
+
+        One ``BEGIN IMMEDIATE`` transaction, timed by ``clock.now()`` read in it.
+        """
+        values: dict[str, object] = {
+            "ns": self._namespace_id,
+            "bucket": params.bucket,
+            "rate_key": params.key,
+            "limit": params.limit,
+            "run_id": params.workflow_run_id,
+        }
+        per = timedelta(milliseconds=params.per_ms)
+
+        def reserve(c: sqlite3.Connection) -> RateLimitGrant:
+            now = clock.now()
+            values.update(now=iso(now))
+            c.execute(fq.INSERT_RATE_LIMIT_TOKENS, values)
+            token, last = c.execute(fq.SELECT_OLDEST_RATE_LIMIT_TOKEN, values).fetchone()
+            at = now if last is None else max(now, clock.from_iso(last) + per)
+            c.execute(fq.GRANT_RATE_LIMIT_TOKEN, {**values, "token": token, "now": iso(at)})
+            if at <= now:
+                return RateLimitGrant(granted=True, granted_at=at)
+            return RateLimitGrant(granted=False, retry_at=at)
+
+        return await self._run(lambda c: transaction(c, lambda: reserve(c)))

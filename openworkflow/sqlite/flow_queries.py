@@ -12,12 +12,14 @@ UPDATE "workflow_runs" SET "priority" = :priority, "updated_at" = :now
 WHERE "namespace_id" = :ns AND "id" = :run_id AND "status" IN ('pending', 'running', 'sleeping')
 RETURNING *"""
 
-# A run of a limited workflow that was created without its key goes back to
-# the queue with it, as if never claimed (its pass and lease undone).
-REQUEUE_WITH_CONCURRENCY = """
+# A run goes back to the queue as if never claimed (its pass and lease
+# undone), with its concurrency key if given, due at :available_at.
+REQUEUE_WORKFLOW_RUN = """
 UPDATE "workflow_runs"
-SET "concurrency_key" = :concurrency_key, "concurrency_limit" = :concurrency_limit,
-    "status" = 'pending', "worker_id" = NULL, "available_at" = :now,
+SET "concurrency_key" = COALESCE(:concurrency_key, "concurrency_key"),
+    "concurrency_limit" = COALESCE(:concurrency_limit, "concurrency_limit"),
+    "status" = 'pending', "worker_id" = NULL, "available_at" = :available_at,
+    "start_granted_at" = COALESCE(:start_granted_at, "start_granted_at"),
     "attempts" = MAX("attempts" - 1, 0),
     "started_at" = CASE WHEN "attempts" <= 1 THEN NULL ELSE "started_at" END,
     "updated_at" = :now
@@ -78,3 +80,11 @@ SELECT_OLDEST_RATE_LIMIT_GRANT = """
 SELECT MIN("granted_at") FROM "rate_limit_tokens"
 WHERE "namespace_id" = :ns AND "bucket" = :bucket AND "rate_key" = :rate_key
   AND "token" < :limit"""
+
+# The token whose last grant (present or reserved) is oldest: the next start
+# takes it at that grant + per, or now.
+SELECT_OLDEST_RATE_LIMIT_TOKEN = """
+SELECT "token", "granted_at" FROM "rate_limit_tokens"
+WHERE "namespace_id" = :ns AND "bucket" = :bucket AND "rate_key" = :rate_key
+  AND "token" < :limit
+ORDER BY "granted_at" LIMIT 1"""

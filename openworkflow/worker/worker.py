@@ -29,7 +29,7 @@ from openworkflow.core.workflow_definition import Workflow
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import BackendError, BackendUnavailableError, WriteConflictError
 from openworkflow.notifications import ChangeNotifier, notifier_of
-from openworkflow.worker.admission import requeue_unkeyed_run
+from openworkflow.worker.admission import put_back_before_start
 from openworkflow.worker.context import (
     DEFAULT_CONCURRENCY,
     DEFAULT_LEASE_DURATION,
@@ -320,8 +320,8 @@ class Worker:
             if workflow is None:
                 await self._reschedule_unknown(slot, run)
                 return
-            if await requeue_unkeyed_run(self.backend, slot.worker_id, run, workflow.spec):
-                return  # created without its concurrency key: claimed again by its limit
+            if await put_back_before_start(self.backend, slot.worker_id, run, workflow.spec):
+                return  # keyed for its concurrency limit, or waiting for its start's token
             context = PassContext(
                 backend=self.backend,
                 worker_id=slot.worker_id,

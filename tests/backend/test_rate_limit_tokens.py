@@ -153,3 +153,27 @@ async def test_grants_follow_the_sliding_log_model(backend: Any, clock: Clock, s
             oldest = log[-limit]
             assert oldest + per <= grant.retry_at <= oldest + per + timedelta(milliseconds=1)
     assert len(log) > limit
+
+
+async def test_racing_reservations_queue_in_a_strict_window(instances: list[Any]) -> None:
+    """Starts over the limit get reserved instants, none lost, none in an overfull window."""
+    limit, per = 2, timedelta(milliseconds=250)
+    params = _params(limit, 250, bucket="start:tests")
+
+    async def reserve(index: int) -> RateLimitGrant:
+        return await instances[index % 3].reserve_rate_limit(params)
+
+    answers = await asyncio.gather(*(reserve(index) for index in range(12)))
+    instants = sorted(
+        (answer.granted_at if answer.granted else answer.retry_at) for answer in answers
+    )
+    assert None not in instants
+    assert sum(answer.granted for answer in answers) == limit  # the rest wait their turn
+    for earlier, later in zip(instants, instants[limit:], strict=False):
+        assert later - earlier >= per, f"{limit + 1} starts within {later - earlier} < {per}"
+    # Queued closely: 12 starts need 5 windows after the first; racing callers that
+    # waited for the same token may leave a gap or two, never an overfull window.
+    assert instants[-1] - instants[0] < per * 8
+    # Reservations and calls share one window: a call now is refused until after the last.
+    later_call = await instances[0].acquire_rate_limit(params)
+    assert not later_call.granted and later_call.retry_at is not None

@@ -1215,6 +1215,7 @@ PYTHON_COLUMNS = {
     ("workflow_runs", "scheduled_at"),
     ("workflow_runs", "concurrency_key"),
     ("workflow_runs", "concurrency_limit"),
+    ("workflow_runs", "start_granted_at"),
 }
 """The nullable columns this port adds to the original's tables."""
 

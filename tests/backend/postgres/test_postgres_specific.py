@@ -664,6 +664,7 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
         ("scheduled_at", TIMESTAMPTZ, True),
         ("concurrency_key", TEXT, True),
         ("concurrency_limit", INTEGER, True),
+        ("start_granted_at", TIMESTAMPTZ, True),
     ],
     "step_attempts": [
         ("namespace_id", TEXT, False),
