@@ -52,22 +52,21 @@ def admit(c: sqlite3.Connection, ns: str, due: Sequence[Due], wanted: int) -> li
     }
     if not keyed:
         return list(due[:wanted])
-    limits: dict[tuple[str, str], int] = {}
-    for key, limit in keyed.values():  # a lowered limit binds at once
-        limits[key] = min(limit, limits.get(key, limit))
-    room: dict[tuple[str, str], int] = {}
-    for key, limit in limits.items():
+    # Per key: runs holding a slot (other than these candidates), then each
+    # admitted here; a run fits while that count is below its own limit (the
+    # one stored when it was created), as on PostgreSQL.
+    taken: dict[tuple[str, str], int] = {}
+    for key in {key for key, _ in keyed.values()}:
         params = {"ns": ns, "workflow_name": key[0], "concurrency_key": key[1], "ids": ids}
-        held = c.execute(_COUNT_HOLDERS, params).fetchone()[0]
-        room[key] = limit - int(held)
+        taken[key] = int(c.execute(_COUNT_HOLDERS, params).fetchone()[0])
     admitted: set[Any] = set()
     # Takeovers first: each already holds its key's slot.
     for takeover_first in (True, False):
         for run_id, lease_expired in due:
             if run_id in keyed and lease_expired == takeover_first:
-                key = keyed[run_id][0]
-                if room[key] > 0:
-                    room[key] -= 1
+                key, limit = keyed[run_id]
+                if taken[key] < limit:
+                    taken[key] += 1
                     admitted.add(run_id)
     kept = [item for item in due if item[0] not in keyed or item[0] in admitted]
     return kept[:wanted]

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.slow
 
 WORKFLOW = "one-per-key"
 KEYS = ("A", "B", "C", "D")
-RUNS_PER_KEY = 6
+RUNS_PER_KEY = 12
 WORKERS = 3
 SCHEMA = "ow_concurrency_processes"
 BOOT_TIMEOUT_S = 60.0
