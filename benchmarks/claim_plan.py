@@ -1,35 +1,53 @@
 """What the PostgreSQL claim costs on a large backlog: EXPLAIN ANALYZE figures (issue 17).
 
     .venv/bin/python -m benchmarks.claim_plan [--postgres-url URL] [--runs 30]
-        [--pending 100000] [--workflows 50] [--plan]
+        [--pending 100000] [--workflows 50] [--keys 1000] [--limit 2] [--plan]
 
 Issue 17 asks that the claim stay one index-driven statement, shown with
-``EXPLAIN ANALYZE`` on 100,000 pending runs. This command builds that backlog
+``EXPLAIN ANALYZE`` on 100,000 pending runs spread over 50 workflows and 1,000
+concurrency keys (a claim in 1 ms or less). This command builds that backlog
 in a fresh schema (migrated by the real :class:`PostgresBackend`, dropped at
 the end) and measures:
 
 - the server side of each claim statement: the median (and min-max) of
   ``Execution Time`` and ``Planning Time`` over ``--runs`` runs of
   ``EXPLAIN (ANALYZE, TIMING OFF, BUFFERS)``, each in a transaction that is
-  rolled back, so every run sees the same data; with the shared buffers it
-  touched (machine-independent) and whether any plan read ``workflow_runs``
-  sequentially. The statement and its parameters are the
-  ones the backend's own claim methods send (captured on their way to the
-  connection), for 1 and 10 slots: a claim for any workflow, claims routed to
-  10, 1 and all of the workflows and to a workflow without runs, and the sweep
-  for unrouted runs;
+  rolled back, so every run sees the same data (key rows included); with the
+  shared buffers it touched (machine-independent), the runs it leased and
+  whether any plan read ``workflow_runs`` sequentially. The statement and its
+  parameters are the ones the backend's own claim methods send (captured on
+  their way to the connection), for 1 and 10 slots: a claim for any workflow,
+  claims routed to 10, 1 and all of the workflows and to a workflow without
+  runs, and the sweep for unrouted runs, all enforcing concurrency limits (the
+  default), plus the any-workflow and routed-to-10 claims of a worker with no
+  limited workflow (``enforce_concurrency=False``: the cheaper statement);
+- the same statements with a generic plan: prepared server-side as psycopg
+  prepares them, on a connection with ``plan_cache_mode = force_generic_plan``,
+  run through ``EXPLAIN ANALYZE EXECUTE``: whether planning once, without the
+  parameters' values, would keep execution index-driven and as cheap;
 - the client side: the wall time of a real ``backend.claim_workflow_runs``
   call (pool checkout, round trip, row mapping), median over ``--runs`` calls;
-  the runs each call leases are put back exactly as they were seeded.
+  the runs each call leases, and the key rows it writes, are put back exactly
+  as they were seeded;
+- with keys, a hot key last: ``--pending // 50`` more pending runs of one full
+  key of ``wf-0``, first in claim order (priority 10), so the claims must pass
+  a full front of the queue over (the routed claim then runs its fair walk
+  over keys); whether the fair walk ran is read from the plan.
 
 The backlog: ``--pending`` due pending runs spread evenly over
-``--workflows`` workflows (even-numbered ones versioned ``v1``, the others
-unversioned), about 9 % of them with a priority above 0 and 1 % with a
-deadline a day away; ``--pending // 50`` sleeping runs and as many running
-runs under a live lease, none of them due; workflow ``wf-3`` paused; one live
-worker registered for every workflow but the last, whose runs are therefore
-the unrouted ones. Concurrency keys do not exist in the engine yet, so none
-are seeded and the figures say nothing about them.
+``--workflows`` workflows (run i is of ``wf-<i mod workflows>``; even-numbered
+ones versioned ``v1``, the others unversioned), about 9 % of them with a
+priority above 0 and 1 % with a deadline a day away; ``--pending // 50``
+sleeping runs and as many running runs under a live lease, none of them due
+and none keyed; workflow ``wf-3`` paused; one live worker registered for every
+workflow but the last, whose runs are therefore the unrouted ones. With
+``--keys K`` (0: none, every run unlimited) pending run i has the concurrency
+key ``k<i mod K>`` of its workflow and the limit ``--limit``; when the number
+of workflows divides K (50 and 1,000), each key belongs to one workflow (key
+``k<j>`` to ``wf-<j mod 50>``, 20 keys a workflow). The keys numbered below
+K/2 (half of every workflow's keys) are full: ``--limit`` runs of the key run
+under a live lease (attempt 1) and are the holders in its
+``concurrency_keys`` row; the other keys have a row with no holder.
 """
 
 from __future__ import annotations
@@ -37,7 +55,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -48,6 +65,25 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from benchmarks.claim_plan_keys import (
+    SESSION_OPTIONS,
+    ServerCost,
+    Spread,
+    commit_wall_times,
+    custom_header,
+    describe_keys,
+    explain,
+    full_plan,
+    generic_header,
+    generic_reports,
+    generic_row,
+    hot_key_header,
+    node_loops,
+    restore_keys,
+    seed_hot_key,
+    seed_keys,
+    yes,
+)
 from openworkflow.core.backend import ClaimWorkflowRunsParams
 from openworkflow.core.flow_control import ClaimUnroutedWorkflowRunsParams, WorkflowKey
 from openworkflow.postgres import PostgresBackend
@@ -63,7 +99,7 @@ SEED_RUNS = """
 INSERT INTO {schema}."workflow_runs" (
   "namespace_id", "id", "workflow_name", "version", "status", "config", "attempts",
   "worker_id", "available_at", "deadline_at", "started_at", "created_at", "updated_at",
-  "priority")
+  "priority", "concurrency_key", "concurrency_limit")
 SELECT %(ns)s, gen_random_uuid()::text, 'wf-' || (i %% %(workflows)s),
   CASE WHEN (i %% %(workflows)s) %% 2 = 0 THEN 'v1' END,
   run."status", jsonb_build_object(), CASE WHEN run."status" = 'pending' THEN 0 ELSE 1 END,
@@ -75,7 +111,10 @@ SELECT %(ns)s, gen_random_uuid()::text, 'wf-' || (i %% %(workflows)s),
   CASE WHEN run."status" <> 'pending' THEN run."created_at" END,
   run."created_at", run."created_at",
   CASE WHEN run."status" <> 'pending' THEN 0 WHEN i %% 97 = 0 THEN 5 WHEN i %% 13 = 0 THEN 1
-       ELSE 0 END
+       ELSE 0 END,
+  -- Pending runs only, and none with --keys 0 (NULLIF: no modulo by zero).
+  CASE WHEN run."status" = 'pending' THEN 'k' || (i %% NULLIF(%(keys)s, 0)) END,
+  CASE WHEN run."status" = 'pending' AND %(keys)s > 0 THEN %(limit)s END
 FROM generate_series(1, %(pending)s + 2 * %(others)s) AS i
 CROSS JOIN LATERAL (
   SELECT CASE WHEN i <= %(pending)s THEN 'pending'
@@ -104,31 +143,30 @@ SET "status" = 'pending', "worker_id" = NULL, "attempts" = "attempts" - 1,
 WHERE "namespace_id" = %(ns)s AND "id" = ANY(%(ids)s)
 """
 
-# A write that changes nothing, for the cost of a commit alone.
-PAUSE_TOUCH = """
-UPDATE {schema}."paused_workflows" SET "paused_at" = "paused_at" WHERE "namespace_id" = %(ns)s
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class Backlog:
-    """The seeded runs: how many pending, over how many workflows."""
+    """The seeded runs: how many pending, over how many workflows and concurrency keys."""
 
     pending: int
     workflows: int
+    keys: int = 0
+    """Concurrency keys of the pending runs (0: none, every run unlimited)."""
+    limit: int = 2
+    """The concurrency limit of every key."""
 
     @property
     def others(self) -> int:
-        """Sleeping runs, and as many running ones (neither due)."""
+        """Sleeping runs, and as many running ones (neither due); also the hot key's runs."""
         return max(1, self.pending // 50)
 
-    def key(self, number: int) -> WorkflowKey:
+    def route(self, number: int) -> WorkflowKey:
         """The (name, version) of the seeded workflow ``number``."""
         return f"wf-{number}", "v1" if number % 2 == 0 else None
 
-    def keys(self, numbers: Sequence[int]) -> list[WorkflowKey]:
+    def routes(self, numbers: Sequence[int]) -> list[WorkflowKey]:
         """The (name, version) pairs of the seeded workflows ``numbers``."""
-        return [self.key(number) for number in numbers]
+        return [self.route(number) for number in numbers]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,23 +175,6 @@ class Statement:
 
     query: bytes
     params: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Spread:
-    """Median and range of a series of milliseconds."""
-
-    median: float
-    low: float
-    high: float
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Spread:
-        """The spread of ``values``."""
-        return cls(statistics.median(values), min(values), max(values))
-
-    def __str__(self) -> str:
-        return f"{self.median:.3f} ({self.low:.3f}-{self.high:.3f})"
 
 
 class StatementRecorder(PostgresBackend):
@@ -185,12 +206,16 @@ Claim = Callable[[PostgresBackend, list[str]], Awaitable[object]]
 """A claim method call, given the backend and the worker ids (one per slot)."""
 
 
-def routed(workflows: list[WorkflowKey] | None) -> Claim:
-    """The regular claim, for any workflow (None) or routed to ``workflows``."""
+def routed(workflows: list[WorkflowKey] | None, enforce: bool = True) -> Claim:
+    """The regular claim, for any workflow (None) or routed to ``workflows``;
+    ``enforce`` False: the statement that ignores concurrency keys."""
 
     def call(backend: PostgresBackend, worker_ids: list[str]) -> Awaitable[object]:
         params = ClaimWorkflowRunsParams(
-            worker_ids=worker_ids, lease_duration_ms=LEASE_MS, workflows=workflows
+            worker_ids=worker_ids,
+            lease_duration_ms=LEASE_MS,
+            workflows=workflows,
+            enforce_concurrency=enforce,
         )
         return backend.claim_workflow_runs(params)
 
@@ -204,13 +229,17 @@ def unrouted(backend: PostgresBackend, worker_ids: list[str]) -> Awaitable[objec
 
 
 def claim_cases(backlog: Backlog) -> list[tuple[str, Claim]]:
-    """The claims measured, each with its label."""
+    """The claims measured, each with its label: the first two are the hot key's,
+    the first four the client side's."""
     count = backlog.workflows
+    ten = backlog.routes(range(10))
     return [
         ("any workflow", routed(None)),
-        (f"routed to 10 of {count} (wf-{PAUSED} paused)", routed(backlog.keys(range(10)))),
-        (f"routed to 1 of {count}", routed(backlog.keys([7]))),
-        (f"routed to all {count}", routed(backlog.keys(range(count)))),
+        (f"routed to 10 of {count} (wf-{PAUSED} paused)", routed(ten)),
+        ("any workflow, keys ignored", routed(None, enforce=False)),
+        (f"routed to 10 of {count}, keys ignored", routed(ten, enforce=False)),
+        (f"routed to 1 of {count}", routed(backlog.routes([7]))),
+        (f"routed to all {count}", routed(backlog.routes(range(count)))),
         ("routed to a workflow with no runs", routed([("no-such-workflow", None)])),
         (f"unrouted sweep (wf-{count - 1} unknown)", unrouted),
     ]
@@ -222,27 +251,26 @@ def worker_ids(slots: int) -> list[str]:
 
 
 def seed(connection: psycopg.Connection[Any], schema: str, backlog: Backlog) -> None:
-    """Insert the backlog, pause one workflow, register a worker, then VACUUM ANALYZE."""
+    """Insert the backlog and its keys, pause one workflow, register a worker,
+    then VACUUM ANALYZE."""
     ns = {"ns": NAMESPACE}
-    known = backlog.keys(range(backlog.workflows - 1))
+    known = backlog.routes(range(backlog.workflows - 1))
+    run_params = {
+        **ns,
+        "pending": backlog.pending,
+        "others": backlog.others,
+        "workflows": backlog.workflows,
+        "keys": backlog.keys,
+        "limit": backlog.limit,
+    }
     statements: list[tuple[str, dict[str, Any]]] = [
-        (
-            SEED_RUNS,
-            {
-                **ns,
-                "pending": backlog.pending,
-                "others": backlog.others,
-                "workflows": backlog.workflows,
-            },
-        ),
-        (SEED_PAUSED, {**ns, "workflow_name": backlog.key(PAUSED)[0]}),
-        (
-            SEED_REGISTRATION,
-            {**ns, "workflows": Jsonb([list(key) for key in known])},
-        ),
+        (SEED_RUNS, run_params),
+        (SEED_PAUSED, {**ns, "workflow_name": backlog.route(PAUSED)[0]}),
+        (SEED_REGISTRATION, {**ns, "workflows": Jsonb([list(key) for key in known])}),
     ]
     for text, params in statements:
         connection.execute(render(text, schema), params)
+    seed_keys(connection, schema, NAMESPACE, backlog.keys, backlog.limit)
     vacuum(connection, schema, analyze=True)
 
 
@@ -252,75 +280,11 @@ def render(text: str, schema: str) -> sql.Composed:
 
 
 def vacuum(connection: psycopg.Connection[Any], schema: str, *, analyze: bool = False) -> None:
-    """VACUUM the runs table, so dead rows of earlier measurements cost nothing."""
-    command = (
-        'VACUUM ANALYZE {schema}."workflow_runs"' if analyze else 'VACUUM {schema}."workflow_runs"'
+    """VACUUM the runs and key tables, so dead rows of earlier measurements cost nothing."""
+    command = ("VACUUM ANALYZE" if analyze else "VACUUM") + (
+        ' {schema}."workflow_runs", {schema}."concurrency_keys"'
     )
     connection.execute(render(command, schema))
-
-
-@dataclass(frozen=True, slots=True)
-class ServerCost:
-    """What EXPLAIN ANALYZE reports for one claim over many runs."""
-
-    execution: Spread
-    planning: Spread
-    blocks: int
-    """Median shared buffers the execution touched (hit or read): a measure of
-    the work done that, unlike time, does not depend on the machine's load."""
-    seq_scanned: bool
-    """Whether any run scanned ``workflow_runs`` sequentially (not index-driven)."""
-
-
-def _seq_scans_runs(node: dict[str, Any]) -> bool:
-    """Whether the plan ``node`` or any node under it is a Seq Scan of workflow_runs."""
-    if node.get("Node Type") == "Seq Scan" and node.get("Relation Name") == "workflow_runs":
-        return True
-    return any(_seq_scans_runs(child) for child in node.get("Plans", []))
-
-
-def explain(connection: psycopg.Connection[Any], statement: Statement, runs: int) -> ServerCost:
-    """Run ``statement`` under EXPLAIN ANALYZE ``runs`` times, each rolled back."""
-    query = b"EXPLAIN (ANALYZE, TIMING OFF, BUFFERS, FORMAT JSON) " + statement.query
-    execution: list[float] = []
-    planning: list[float] = []
-    blocks: list[int] = []
-    seq_scanned = False
-    for attempt in range(runs + 1):
-        row = connection.execute(query, statement.params).fetchone()
-        connection.rollback()
-        assert row is not None
-        report = row[0][0]
-        if attempt == 0:  # the first run warms the caches
-            continue
-        execution.append(float(report["Execution Time"]))
-        planning.append(float(report["Planning Time"]))
-        top = report["Plan"]  # buffer counts include every node below
-        blocks.append(int(top["Shared Hit Blocks"]) + int(top["Shared Read Blocks"]))
-        seq_scanned = seq_scanned or _seq_scans_runs(top)
-    return ServerCost(
-        Spread.of(execution), Spread.of(planning), round(statistics.median(blocks)), seq_scanned
-    )
-
-
-def full_plan(connection: psycopg.Connection[Any], statement: Statement) -> str:
-    """The text plan of one rolled-back run, with per-node timing and buffers."""
-    query = b"EXPLAIN (ANALYZE, BUFFERS) " + statement.query
-    rows = connection.execute(query, statement.params).fetchall()
-    connection.rollback()
-    return "\n".join(str(row[0]) for row in rows)
-
-
-def commit_wall_times(connection: psycopg.Connection[Any], schema: str, runs: int) -> Spread:
-    """Client wall time (ms) of a one-row UPDATE in autocommit: the WAL flush every
-    claim's commit waits for, plus a round trip."""
-    touch = render(PAUSE_TOUCH, schema)
-    elapsed: list[float] = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        connection.execute(touch, {"ns": NAMESPACE})
-        elapsed.append((time.perf_counter() - started) * 1000)
-    return Spread.of(elapsed)
 
 
 async def claim_wall_times(
@@ -332,7 +296,8 @@ async def claim_wall_times(
 ) -> tuple[Spread, int]:
     """Client wall time (ms) of real claims, and the fewest runs one call leased.
 
-    Each call's runs are put back as seeded before the next call.
+    Each call's runs, and the key rows it wrote, are put back as seeded before
+    the next call.
     """
     elapsed: list[float] = []
     leased: list[int] = []
@@ -343,6 +308,7 @@ async def claim_wall_times(
         took_ms = (time.perf_counter() - started) * 1000
         assert isinstance(claimed, list)
         restorer.execute(restore, {"ns": NAMESPACE, "ids": [run.id for run in claimed]})
+        restore_keys(restorer, backend.schema)
         if attempt > 0:  # the first call warms the pool and the caches
             elapsed.append(took_ms)
             leased.append(len(claimed))
@@ -350,7 +316,7 @@ async def claim_wall_times(
 
 
 def describe(connection: psycopg.Connection[Any], schema: str, backlog: Backlog) -> list[str]:
-    """The header: server version and what was seeded, counted from the table."""
+    """The header: server version and what was seeded, counted from the tables."""
     version_row = connection.execute("SHOW server_version").fetchone()
     counts = connection.execute(
         render(
@@ -363,7 +329,8 @@ def describe(connection: psycopg.Connection[Any], schema: str, backlog: Backlog)
     pending, prioritised, with_deadline = by_status.get("pending", (0, 0, 0))
     last = backlog.workflows - 1
     return [
-        f"# Claim cost: {pending:,} pending runs over {backlog.workflows} workflows",
+        f"# Claim cost: {pending:,} pending runs over {backlog.workflows} workflows"
+        f" and {backlog.keys:,} concurrency keys",
         "",
         f"PostgreSQL {version_row[0] if version_row else '?'}, fresh schema {schema!r};"
         f" load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (times are"
@@ -373,55 +340,52 @@ def describe(connection: psycopg.Connection[Any], schema: str, backlog: Backlog)
         f" {by_status.get('sleeping', (0, 0, 0))[0]:,} sleeping and"
         f" {by_status.get('running', (0, 0, 0))[0]:,} running under a live lease (none due);"
         f" wf-{PAUSED} paused; a live worker registered for wf-0..wf-{last - 1}.",
-        "Concurrency keys: not in the engine yet; none seeded, so these figures do not cover them.",
+        describe_keys(connection, schema, backlog.workflows, backlog.keys, backlog.limit),
     ]
 
 
 async def server_side(
     url: str, schema: str, backlog: Backlog, runs: int, show_plans: bool
 ) -> list[str]:
-    """The EXPLAIN ANALYZE table (and the plans with ``show_plans``), as markdown lines."""
+    """The EXPLAIN ANALYZE tables, custom then generic plans (and the plans with
+    ``show_plans``), as markdown lines."""
     recorder = StatementRecorder(url, schema)
-    lines = [
-        "",
-        f"Server side: EXPLAIN (ANALYZE, TIMING OFF, BUFFERS), median (min-max) of {runs}"
-        " rolled-back runs, ms; buffers: median shared blocks the execution hit or read;"
-        " seq scan: whether any run read workflow_runs sequentially.",
-        "",
-        "| slots | claim | execution | planning | buffers | seq scan of runs |",
-        "|---:|---|---:|---:|---:|---|",
-    ]
+    lines, generic = custom_header(runs), generic_header(runs)
     plans: list[str] = []
     with (
         psycopg.connect(url, autocommit=True) as admin,
         # No server-side prepared statements: each run is planned for its
         # parameters (a custom plan), as the backend's first executions are.
-        psycopg.connect(url, prepare_threshold=None) as connection,
+        psycopg.connect(url, prepare_threshold=None, options=SESSION_OPTIONS) as connection,
     ):
         for slots in SLOT_COUNTS:
             for label, claim in claim_cases(backlog):
                 statement = await recorder.statement(claim(recorder, worker_ids(slots)))
                 vacuum(admin, schema)
-                cost = explain(connection, statement, runs)
+                query, params = statement.query, statement.params
+                cost = ServerCost.of(explain(connection, query, params, runs))
                 lines.append(
-                    f"| {slots} | {label} | {cost.execution} | {cost.planning} | {cost.blocks}"
-                    f" | {'yes' if cost.seq_scanned else 'no'} |"
+                    f"| {slots} | {label} | {cost.execution} | {cost.planning}"
+                    f" | {cost.blocks} | {cost.leased} | {yes(cost.seq_scanned)}"
+                    f" | {cost.jit_functions} |"
                 )
+                cells = generic_row(url, query, params, runs, cost)
+                generic.append(f"| {slots} | {label}{cells}")
                 if show_plans:
-                    plan = full_plan(connection, statement)
+                    plan = full_plan(connection, query, params)
                     plans += ["", f"### {slots} slot(s): {label}", "", "```", plan, "```"]
     await recorder.stop()
-    return lines + plans
+    return lines + generic + plans
 
 
 async def client_side(url: str, schema: str, backlog: Backlog, runs: int) -> list[str]:
     """The wall-time table of real ``claim_workflow_runs`` calls, as markdown lines."""
-    cases = claim_cases(backlog)[:2]  # any workflow, routed to 10 of N
+    cases = claim_cases(backlog)[:4]  # any workflow, routed to 10 of N; enforced or not
     lines = [
         "",
         f"Client side: wall time of backend.claim_workflow_runs, median (min-max) of {runs}"
-        " calls, ms (the leased runs are put back after each call). Beyond the server"
-        " time above, each call waits for its commit's WAL flush (last row).",
+        " calls, ms (the leased runs and the key rows are put back after each call). Beyond"
+        " the server time above, each call waits for its commit's WAL flush (last row).",
         "",
         "| slots | claim | wall time | runs leased |",
         "|---:|---|---:|---:|",
@@ -434,11 +398,43 @@ async def client_side(url: str, schema: str, backlog: Backlog, runs: int) -> lis
                 for label, claim in cases:
                     wall, leased = await claim_wall_times(backend, restorer, claim, slots, runs)
                     lines.append(f"| {slots} | {label} | {wall} | {leased} |")
-            floor = commit_wall_times(restorer, schema, runs)
+            floor = commit_wall_times(restorer, schema, NAMESPACE, runs)
             lines.append(f"| - | for reference: a one-row UPDATE's commit | {floor} | - |")
     finally:
         await backend.stop()
     return lines
+
+
+async def hot_key_side(
+    url: str, schema: str, backlog: Backlog, runs: int, show_plans: bool
+) -> list[str]:
+    """The hot key's table (and plans): a full key's runs first in claim order."""
+    with psycopg.connect(url, autocommit=True) as admin:
+        hot = seed_hot_key(admin, schema, NAMESPACE, backlog.route(0)[0], backlog.others)
+        vacuum(admin, schema, analyze=True)
+    recorder = StatementRecorder(url, schema)
+    lines = hot_key_header(hot)
+    plans: list[str] = []
+    with psycopg.connect(url, prepare_threshold=None, options=SESSION_OPTIONS) as connection:
+        for slots in SLOT_COUNTS:
+            for label, claim in claim_cases(backlog)[:2]:
+                statement = await recorder.statement(claim(recorder, worker_ids(slots)))
+                query, params = statement.query, statement.params
+                reports = explain(connection, query, params, runs)
+                cost = ServerCost.of(reports)
+                loops, found = node_loops(reports[-1]["Plan"], "fair_pending")
+                generic = ServerCost.of(generic_reports(url, query, params, runs).reports)
+                lines.append(
+                    f"| {slots} | {label} | {cost.execution} | {cost.planning} | {cost.blocks}"
+                    f" | {cost.leased} | {f'ran, found {found}' if loops else 'not run'}"
+                    f" | {cost.jit_functions}"
+                    f" | {generic.execution} | {generic.blocks} |"
+                )
+                if show_plans:
+                    plan = full_plan(connection, query, params)
+                    plans += ["", f"### Hot key, {slots} slot(s): {label}", "", "```", plan, "```"]
+    await recorder.stop()
+    return lines + plans
 
 
 async def measure(url: str, backlog: Backlog, runs: int, show_plans: bool) -> list[str]:
@@ -453,13 +449,15 @@ async def measure(url: str, backlog: Backlog, runs: int, show_plans: bool) -> li
             header = describe(admin, schema, backlog)
         server = await server_side(url, schema, backlog, runs, show_plans)
         client = await client_side(url, schema, backlog, runs)
+        # Last: its runs stay in the backlog.
+        hot = await hot_key_side(url, schema, backlog, runs, show_plans) if backlog.keys else []
     finally:
         await migrator.stop()
         with psycopg.connect(url, autocommit=True) as admin:
             admin.execute(
                 sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
             )
-    return header + server + client
+    return header + server + client + hot
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -472,19 +470,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=30, help="measured runs per case")
     parser.add_argument("--pending", type=int, default=100_000, help="pending runs seeded")
     parser.add_argument("--workflows", type=int, default=50, help="workflows (at least 10)")
+    parser.add_argument(
+        "--keys", type=int, default=1000, help="concurrency keys (0: none, all unlimited)"
+    )
+    parser.add_argument("--limit", type=int, default=2, help="each key's concurrency limit")
     parser.add_argument("--plan", action="store_true", help="print one full plan per case")
     args = parser.parse_args(argv)
     if args.workflows < 10:
         parser.error("--workflows must be at least 10 (a case claims 10 of them)")
-    if args.runs < 1 or args.pending < 1:
-        parser.error("--runs and --pending must be positive")
+    if args.runs < 1 or args.pending < 1 or args.limit < 1:
+        parser.error("--runs, --pending and --limit must be positive")
+    if args.keys < 0:
+        parser.error("--keys must be 0 or more")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark and print its markdown report."""
     args = parse_args(argv)
-    backlog = Backlog(pending=args.pending, workflows=args.workflows)
+    backlog = Backlog(args.pending, args.workflows, args.keys, args.limit)
     lines = asyncio.run(measure(args.postgres_url, backlog, args.runs, args.plan))
     print("\n".join(lines))
 

@@ -132,15 +132,27 @@ FAIR_KEYS_PER_CLAIM = 32
 queue is full keys (a hot key's backlog would hide every other key)."""
 
 
+FAIR_STEPS_PER_KEY = 8
+"""How many keys a fair walk may visit (full ones passed over) per key with room it wants."""
+
+
+def fair_keys_per_route(routes: int) -> int:
+    """How many keys of each registered workflow a routed claim's fair walk visits."""
+    return max(2, FAIR_KEYS_PER_CLAIM // max(1, routes))
+
+
 def next_fair_cursor(
     cursor: tuple[str, str], claimed: list[WorkflowRun], wanted: int
 ) -> tuple[str, str]:
     """Where the next claim's fair walk over concurrency keys starts.
 
     After the last key this claim took a run of, so keys take turns; back at
-    the start when the claim fell short (the walk may have reached the end).
+    the start when the claim fell short without taking any (the walk reached
+    the end, or found no key with room after the cursor).
     """
-    if len(claimed) < wanted:
-        return ("", "")
-    keys = [(run.workflow_name, run.concurrency_key) for run in claimed if run.concurrency_key]
-    return max([cursor, *keys]) if keys else cursor
+    keys = [
+        (run.workflow_name, run.concurrency_key or "") for run in claimed if run.concurrency_key
+    ]
+    if keys:
+        return max([cursor, *keys])
+    return ("", "") if len(claimed) < wanted else cursor

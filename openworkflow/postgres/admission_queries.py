@@ -169,52 +169,114 @@ candidate AS (
                   AND kg."concurrency_key" = a."concurrency_key")
 )"""
 
-# The fair branch: runs only when the branches before it fell short, which
-# with limited runs means the front of the queue is full keys (a hot key's
-# backlog would otherwise hide every other key behind it). A loose index scan
-# of workflow_runs_pending_concurrency_idx visits up to %(fair_keys)s distinct
-# (workflow, key) pairs after the worker's cursor, one index descent each,
-# whatever the backlog, and takes each key's head run; the cursor moves on
-# every claim, so keys take turns (round robin), and within a key the order is
-# still priority, then due time.
-FAIR_PENDING_BRANCH = """  SELECT "id", 'pending' AS "claimed_from", {columns} FROM (
-    SELECT {locked}
-    FROM {{schema}}."workflow_runs" wr
-    WHERE wr."namespace_id" = %(ns)s AND wr."id" = ANY(ARRAY(
-      WITH RECURSIVE key_walk("workflow_name", "concurrency_key", "step") AS (
-        (SELECT r."workflow_name", r."concurrency_key", 1
-         FROM {{schema}}."workflow_runs" r
-         WHERE r."namespace_id" = %(ns)s AND r."status" = 'pending'
-           AND r."concurrency_key" IS NOT NULL
-           AND (r."workflow_name", r."concurrency_key")
-               > (%(fair_after_workflow)s::text, %(fair_after_key)s::text)
-         ORDER BY r."workflow_name", r."concurrency_key"
-         LIMIT 1)
-        UNION ALL
-        SELECT next."workflow_name", next."concurrency_key", key_walk."step" + 1
-        FROM key_walk CROSS JOIN LATERAL (
-          SELECT r."workflow_name", r."concurrency_key"
+# The fair branch's fragments hold {schema} as the final statement does and
+# take their other parts by str.replace (<<name>>), never str.format.
+
+# Whether a key has room at this statement's snapshot (a hint, as HAS_ROOM).
+_KEY_HAS_ROOM = f"""(r."concurrency_limit" > (
+          SELECT COUNT(*) FROM {{schema}}."concurrency_keys" ck
+          CROSS JOIN LATERAL unnest(ck."holder_ids", ck."holder_attempts") AS h("id", "attempt")
+          CROSS JOIN LATERAL {HOLDER_RUN} AS hr
+          WHERE ck."namespace_id" = %(ns)s AND ck."workflow_name" = r."workflow_name"
+            AND ck."concurrency_key" = r."concurrency_key" AND {HOLDER_HELD}))"""
+
+# One step of the walk over keys: the next (workflow, key) of pending limited
+# runs after <<after>>, one index descent (workflow_runs_pending_concurrency_idx),
+# and whether that key has room.
+_NEXT_KEY = f"""(
+          SELECT r."workflow_name", r."concurrency_key", {_KEY_HAS_ROOM} AS "room"
           FROM {{schema}}."workflow_runs" r
           WHERE r."namespace_id" = %(ns)s AND r."status" = 'pending'
-            AND r."concurrency_key" IS NOT NULL
-            AND (r."workflow_name", r."concurrency_key")
-                > (key_walk."workflow_name", key_walk."concurrency_key")
+            AND r."concurrency_key" IS NOT NULL<<scope>>
+            AND <<position>> > <<after>>
           ORDER BY r."workflow_name", r."concurrency_key"
-          LIMIT 1) AS next
-        WHERE key_walk."step" < %(fair_keys)s
-      )
-      SELECT head."id" FROM key_walk CROSS JOIN LATERAL (
-        SELECT r."id" FROM {{schema}}."workflow_runs" r
-        WHERE r."namespace_id" = %(ns)s AND r."status" = 'pending'
-          AND r."workflow_name" = key_walk."workflow_name"
-          AND r."concurrency_key" = key_walk."concurrency_key"
-          AND r."concurrency_key" IS NOT NULL AND r."available_at" <= NOW()
-        ORDER BY COALESCE(r."priority", 0) DESC, r."available_at", r."created_at"
-        LIMIT 1) AS head))
+          LIMIT 1)"""
+
+_WALK = """WITH RECURSIVE key_walk("workflow_name", "concurrency_key", "room", "step", "found")
+        AS (
+          SELECT k."workflow_name", k."concurrency_key", k."room", 1, k."room"::int
+          FROM <<first>> AS k
+          UNION ALL
+          SELECT k."workflow_name", k."concurrency_key", k."room", key_walk."step" + 1,
+                 key_walk."found" + k."room"::int
+          FROM key_walk CROSS JOIN LATERAL <<next>> AS k
+          WHERE key_walk."step" < %(fair_steps)s AND key_walk."found" < %(fair_keys)s
+        )
+        SELECT key_head."id" FROM key_walk CROSS JOIN LATERAL (
+          SELECT r."id" FROM {schema}."workflow_runs" r
+          WHERE r."namespace_id" = %(ns)s AND r."status" = 'pending'
+            AND r."workflow_name" = key_walk."workflow_name"
+            AND r."concurrency_key" = key_walk."concurrency_key"
+            AND r."concurrency_key" IS NOT NULL AND r."available_at" <= NOW()<<version>>
+          ORDER BY COALESCE(r."priority", 0) DESC, r."available_at", r."created_at"
+          LIMIT 1) AS key_head
+        WHERE key_walk."room" """
+
+_ROUTED_HEADS = """SELECT head."id"
+      FROM unnest(%(route_names)s::text[], %(route_versions)s::text[]) AS route("name", "version")
+      CROSS JOIN LATERAL (
+        <<walk>>
+      ) AS head"""
+
+_FAIR_BRANCH = """  SELECT "id", 'pending' AS "claimed_from", <<columns>> FROM (
+    SELECT <<locked>>
+    FROM {schema}."workflow_runs" wr
+    WHERE wr."namespace_id" = %(ns)s AND wr."id" = ANY(ARRAY(
+      <<heads>>))
       AND wr."status" = 'pending' AND wr."available_at" <= NOW()
-      AND (wr."deadline_at" IS NULL OR wr."deadline_at" > NOW()){filters}
+      AND (wr."deadline_at" IS NULL OR wr."deadline_at" > NOW())<<filters>>
     ORDER BY COALESCE(wr."priority", 0) DESC, wr."available_at", wr."created_at"
     LIMIT %(claim_limit)s
     FOR UPDATE SKIP LOCKED) AS "fair_pending"
 """
-"""Format with ``columns``, ``locked`` and ``filters`` (pause, route, room)."""
+
+
+def _filled(template: str, **parts: str) -> str:
+    for name, part in parts.items():
+        template = template.replace(f"<<{name}>>", part)
+    return template
+
+
+def _walk_step(*, routed: bool, after: str) -> str:
+    if routed:  # one workflow's keys: compare keys only
+        scope = '\n            AND r."workflow_name" = route."name"'
+        position = 'r."concurrency_key"'
+    else:
+        scope, position = "", '(r."workflow_name", r."concurrency_key")'
+    return _filled(_NEXT_KEY, scope=scope, position=position, after=after)
+
+
+def fair_pending_branch(*, routed: bool, columns: str, locked: str, filters: str) -> str:
+    """The fair branch: runs only when the branches before it fell short.
+
+    With limited runs that means the front of the queue is full keys (a hot
+    key's backlog would otherwise hide every other key behind it). A loose
+    index scan walks the distinct (workflow, key) pairs of pending limited runs
+    after the worker's cursor, one index descent per key, passing over full
+    keys, until it has found %(fair_keys)s keys with room or taken
+    %(fair_steps)s steps, whatever the backlog; it takes each such key's head
+    run. The cursor moves on with every claim, so keys take turns (round
+    robin); within a key the order is still priority, then due time. A routed
+    claim walks each registered workflow's own keys (a key belongs to one
+    workflow), so other workflows' keys never hide them.
+    """
+    if routed:
+        walk = _filled(
+            _WALK,
+            first=_walk_step(routed=True, after="%(fair_after_key)s::text"),
+            next=_walk_step(routed=True, after='key_walk."concurrency_key"'),
+            version='\n            AND r."version" IS NOT DISTINCT FROM route."version"',
+        )
+        heads = _filled(_ROUTED_HEADS, walk=walk)
+    else:
+        heads = _filled(
+            _WALK,
+            first=_walk_step(
+                routed=False, after="(%(fair_after_workflow)s::text, %(fair_after_key)s::text)"
+            ),
+            next=_walk_step(
+                routed=False, after='(key_walk."workflow_name", key_walk."concurrency_key")'
+            ),
+            version="",
+        )
+    return _filled(_FAIR_BRANCH, heads=heads, columns=columns, locked=locked, filters=filters)

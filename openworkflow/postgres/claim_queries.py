@@ -20,7 +20,7 @@ already running is unaffected.
 
 from __future__ import annotations
 
-from openworkflow.postgres.admission_queries import ADMISSION, FAIR_PENDING_BRANCH, HAS_ROOM
+from openworkflow.postgres.admission_queries import ADMISSION, HAS_ROOM, fair_pending_branch
 from openworkflow.postgres.sql_fragments import NOTIFY_WORK
 
 # Runs of paused workflows are skipped. The paused names are read once per
@@ -138,10 +138,41 @@ candidate AS (
 )"""
 
 
-def _fair_branch(filters: str) -> str:
-    return FAIR_PENDING_BRANCH.format(
-        columns=_POOL_COLUMNS, locked=_LOCKED_COLUMNS, filters=filters + _room("wr", True)
+def _fair_branch(filters: str, *, routed: bool = False) -> str:
+    return fair_pending_branch(
+        routed=routed,
+        columns=_POOL_COLUMNS,
+        locked=_LOCKED_COLUMNS,
+        filters=filters + _room("wr", True),
     )
+
+
+# The enforcing any-workflow claim's pending runs: those with room among the
+# first %(front_limit)s in claim order (a bounded walk, so a full key's backlog
+# at the front costs the same as any other); the fair branch finds limited
+# runs further back. (Unlimited runs behind more than %(front_limit)s runs of
+# full keys wait for them to shrink: workers claim routed, whose per-workflow
+# branch finds them.)
+_ANY_FRONT = f"""  SELECT "id", 'pending' AS "claimed_from", {_POOL_COLUMNS} FROM (
+    SELECT {_LOCKED_COLUMNS}
+    FROM {{schema}}."workflow_runs" wr
+    WHERE wr."namespace_id" = %(ns)s AND wr."id" = ANY (ARRAY(
+        SELECT front."id" FROM (
+          SELECT r."id", r."workflow_name", r."concurrency_key", r."concurrency_limit",
+                 COALESCE(r."priority", 0) AS "priority", r."available_at", r."created_at"
+          FROM {{schema}}."workflow_runs" r
+          WHERE r."namespace_id" = %(ns)s AND r."status" = 'pending' AND r."available_at" <= NOW()
+          ORDER BY COALESCE(r."priority", 0) DESC, r."available_at", r."created_at"
+          LIMIT %(front_limit)s) AS front
+        WHERE TRUE<<room:front>>
+        ORDER BY front."priority" DESC, front."available_at", front."created_at"
+        LIMIT 2 * %(claim_limit)s))
+      AND wr."status" = 'pending' AND wr."available_at" <= NOW()
+      AND (wr."deadline_at" IS NULL OR wr."deadline_at" > NOW()){_NOT_PAUSED}
+    ORDER BY {_PENDING_ORDER}
+    LIMIT %(claim_limit)s
+    FOR UPDATE SKIP LOCKED) AS "pending_front"
+"""
 
 
 def _any_candidates(limited: bool) -> str:
@@ -150,11 +181,12 @@ def _any_candidates(limited: bool) -> str:
             [_claim_branch(status, _NOT_PAUSED) for status in ("pending", "running", "sleeping")],
             limited=False,
         )
-    return _candidates(
+    pending_front, front = _as_cte("pending_front", _with_room(_ANY_FRONT, True))
+    return pending_front + _candidates(
         [
             *_started_branches(_NOT_PAUSED, keyed=True),
-            _claim_branch("pending", _NOT_PAUSED, limited=True),
-            _fair_branch(_NOT_PAUSED),
+            front,
+            _fair_branch(_NOT_PAUSED + _not_in("pending_front")),
             *_started_branches(_NOT_PAUSED, keyed=False),
         ],
         limited=True,
@@ -250,6 +282,22 @@ def _with_room(template: str, limited: bool) -> str:
     return template
 
 
+def _as_cte(name: str, branch: str) -> tuple[str, str]:
+    """A branch as a CTE (its definition, and the branch reading it).
+
+    The fair branch comes after pending branches and may meet the same runs
+    (a row this statement locked is not skipped): it leaves out the runs of
+    the pending branches it can name.
+    """
+    return f"\n{name} AS MATERIALIZED (\n{branch}),", f'  SELECT * FROM "{name}"\n'
+
+
+def _not_in(*names: str) -> str:
+    return "".join(
+        f'\n      AND wr."id" <> ALL (ARRAY(SELECT "id" FROM "{name}"))' for name in names
+    )
+
+
 def _routed_candidates(limited: bool) -> str:
     by_route = _with_room(_ROUTED_BY_ROUTE, limited)
     if not limited:
@@ -259,13 +307,16 @@ def _routed_candidates(limited: bool) -> str:
             *(_claim_branch(status, _ROUTED_STARTED_FILTERS) for status in ("running", "sleeping")),
         ]
     else:
+        route_claimed, by_route = _as_cte("route_claimed", by_route)
+        fair_filters = _ROUTED_STARTED_FILTERS + _not_in("front_claimed", "route_claimed")
         branches = [
             *_started_branches(_ROUTED_STARTED_FILTERS, keyed=True),
             _FRONT_CLAIMED,
             by_route,
-            _fair_branch(_ROUTED_STARTED_FILTERS),
+            _fair_branch(fair_filters, routed=True),
             *_started_branches(_ROUTED_STARTED_FILTERS, keyed=False),
         ]
+        return _with_room(_ROUTED_FRONT, limited) + route_claimed + _candidates(branches, limited)
     return _with_room(_ROUTED_FRONT, limited) + _candidates(branches, limited)
 
 

@@ -277,6 +277,9 @@ class Database:
 
 async def _configure_connection(connection: psycopg.AsyncConnection[Any]) -> None:
     # The fences and row locks assume READ COMMITTED whatever the server default.
+    # JIT off: the claims' cost estimates (index walks under LIMITs, scalar
+    # subplans) pass jit_above_cost on a stock server, which then spent about
+    # 340 ms compiling a claim that runs in 3 ms (benchmarks/claim_plan.py).
     await connection.execute(
-        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED"
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED; SET jit = off"
     )

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from openworkflow.backend_common import FAIR_KEYS_PER_CLAIM, claim_one, next_fair_cursor, require
+from openworkflow.backend_common import (
+    FAIR_KEYS_PER_CLAIM,
+    FAIR_STEPS_PER_KEY,
+    claim_one,
+    fair_keys_per_route,
+    next_fair_cursor,
+    require,
+)
 from openworkflow.core.backend import (
     RUN_IDEMPOTENCY_PERIOD_MS,
     ClaimWorkflowRunParams,
@@ -144,15 +151,29 @@ class PostgresRuns(PostgresBase):
         With ``params.workflows``, only runs of those (name, version) pairs;
         never runs of a paused workflow; pending runs highest priority first.
         """
-        worker_ids = list(params.worker_ids)
-        if not worker_ids:
+        statement = self.claim_statement(params)
+        if statement is None:
             return []
+        claimed = claimed_runs(await self._fetchall(*statement))
+        self._fair_cursor = next_fair_cursor(self._fair_cursor, claimed, len(params.worker_ids))
+        return claimed
+
+    def claim_statement(
+        self, params: ClaimWorkflowRunsParams
+    ) -> tuple[bytes, dict[str, Any]] | None:
+        """The claim statement for ``params`` and its values; None when it would claim nothing.
+
+        Separate so that tests can run the very statement inside transactions
+        they hold open (the interleaving tests).
+        """
+        worker_ids = list(params.worker_ids)
+        if not worker_ids or (params.workflows is not None and not params.workflows):
+            return None  # a worker that registered nothing runs nothing
         values = self._claim_params(worker_ids, params.lease_duration_ms)
+        values["front_limit"] = ROUTED_FRONT_BASE + ROUTED_FRONT_PER_RUN * len(worker_ids)
         limited = params.enforce_concurrency
         query = self._q.claim_workflow_runs if limited else self._q.claim_unlimited_workflow_runs
         if params.workflows is not None:
-            if not params.workflows:
-                return []  # a worker that registered nothing runs nothing
             query = (
                 self._q.claim_routed_workflow_runs
                 if limited
@@ -160,10 +181,9 @@ class PostgresRuns(PostgresBase):
             )
             values["route_names"] = [name for name, _ in params.workflows]
             values["route_versions"] = [version for _, version in params.workflows]
-            values["front_limit"] = ROUTED_FRONT_BASE + ROUTED_FRONT_PER_RUN * len(worker_ids)
-        claimed = claimed_runs(await self._fetchall(query, values))
-        self._fair_cursor = next_fair_cursor(self._fair_cursor, claimed, len(worker_ids))
-        return claimed
+            values["fair_keys"] = fair_keys_per_route(len(params.workflows))
+            values["fair_steps"] = FAIR_STEPS_PER_KEY * values["fair_keys"]
+        return query, values
 
     def _claim_params(self, worker_ids: list[str], lease_ms: int) -> dict[str, Any]:
         after_workflow, after_key = self._fair_cursor
@@ -175,6 +195,7 @@ class PostgresRuns(PostgresBase):
             fair_after_workflow=after_workflow,
             fair_after_key=after_key,
             fair_keys=FAIR_KEYS_PER_CLAIM,
+            fair_steps=FAIR_STEPS_PER_KEY * FAIR_KEYS_PER_CLAIM,
         )
 
     async def extend_workflow_run_lease(self, params: ExtendWorkflowRunLeaseParams) -> WorkflowRun:

@@ -76,6 +76,13 @@ def admit(c: sqlite3.Connection, ns: str, due: Sequence[Due], wanted: int) -> li
 # keys): distinct (workflow, key) pairs of pending limited runs after a
 # cursor, one index descent each on workflow_runs_pending_concurrency_idx,
 # then each key's head run if it is claimable and its key has room.
+_NEXT_PENDING_KEY_OF_WORKFLOW = """
+SELECT "workflow_name", "concurrency_key" FROM "workflow_runs"
+WHERE "namespace_id" = :ns AND "status" = 'pending' AND "concurrency_key" IS NOT NULL
+  AND "workflow_name" = :workflow_name AND "concurrency_key" > :after_key
+ORDER BY "concurrency_key"
+LIMIT 1"""
+
 _NEXT_PENDING_KEY = """
 SELECT "workflow_name", "concurrency_key" FROM "workflow_runs"
 WHERE "namespace_id" = :ns AND "status" = 'pending' AND "concurrency_key" IS NOT NULL
@@ -85,16 +92,36 @@ LIMIT 1"""
 
 
 def next_pending_keys(
-    c: sqlite3.Connection, ns: str, cursor: tuple[str, str], count: int
+    c: sqlite3.Connection,
+    ns: str,
+    cursor: tuple[str, str],
+    count: int,
+    workflow_names: Sequence[str] | None = None,
 ) -> list[tuple[str, str]]:
-    """Up to ``count`` distinct (workflow, key) pairs of pending limited runs after ``cursor``."""
+    """Distinct (workflow, key) pairs of pending limited runs after ``cursor``.
+
+    ``count`` of them in (workflow, key) order; with ``workflow_names`` (a
+    routed claim), ``count`` keys of each of those workflows after the
+    cursor's key instead, so other workflows' keys never hide them.
+    """
+    if workflow_names is None:
+        return _walk(c, _NEXT_PENDING_KEY, {"ns": ns}, cursor, count)
+    keys: list[tuple[str, str]] = []
+    for name in dict.fromkeys(workflow_names):
+        values = {"ns": ns, "workflow_name": name}
+        keys += _walk(c, _NEXT_PENDING_KEY_OF_WORKFLOW, values, (name, cursor[1]), count)
+    return keys
+
+
+def _walk(
+    c: sqlite3.Connection, query: str, values: dict[str, str], after: tuple[str, str], count: int
+) -> list[tuple[str, str]]:
     keys: list[tuple[str, str]] = []
     while len(keys) < count:
-        row = c.execute(
-            _NEXT_PENDING_KEY, {"ns": ns, "after_workflow": cursor[0], "after_key": cursor[1]}
-        ).fetchone()
-        if row is None:
+        row = c.execute(query, {**values, "after_workflow": after[0], "after_key": after[1]})
+        found = row.fetchone()
+        if found is None:
             break
-        cursor = (row[0], row[1])
-        keys.append(cursor)
+        after = (found[0], found[1])
+        keys.append(after)
     return keys

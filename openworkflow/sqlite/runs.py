@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from openworkflow.backend_common import FAIR_KEYS_PER_CLAIM, claim_one, next_fair_cursor, require
+from openworkflow.backend_common import (
+    FAIR_KEYS_PER_CLAIM,
+    claim_one,
+    fair_keys_per_route,
+    next_fair_cursor,
+    require,
+)
 from openworkflow.core import clock
 from openworkflow.core import json as ow_json
 from openworkflow.core.backend import (
@@ -258,7 +264,7 @@ def _claim(
         due += _started_to_claim(c, values, wanted, keyed=1)
     due += [(run_id, False) for run_id in _pending_to_claim(c, values, turn.workflows, wanted)]
     if turn.enforce and len(due) < wanted:
-        due += _fair_heads(c, values, turn.fair_cursor, {run_id for run_id, _ in due})
+        due += _fair_heads(c, values, turn, {run_id for run_id, _ in due})
     if len(due) < wanted:
         keyed = 0 if turn.enforce else None
         due += _started_to_claim(c, values, wanted - len(due), keyed=keyed)
@@ -276,11 +282,17 @@ def _started_to_claim(
 
 
 def _fair_heads(
-    c: sqlite3.Connection, values: Params, cursor: tuple[str, str], taken: set[Any]
+    c: sqlite3.Connection, values: Params, turn: _ClaimTurn, taken: set[Any]
 ) -> list[Due]:
-    """The head runs of the next concurrency keys after ``cursor`` that have room."""
+    """The head runs of the next concurrency keys after the cursor that have room."""
     heads: list[Due] = []
-    for workflow_name, key in next_pending_keys(c, values["ns"], cursor, FAIR_KEYS_PER_CLAIM):
+    if turn.workflows is None:
+        keys = next_pending_keys(c, values["ns"], turn.fair_cursor, FAIR_KEYS_PER_CLAIM)
+    else:
+        names = [name for name, _ in turn.workflows]
+        count = fair_keys_per_route(len(turn.workflows))
+        keys = next_pending_keys(c, values["ns"], turn.fair_cursor, count, names)
+    for workflow_name, key in keys:
         key_values = {**values, "workflow_name": workflow_name, "concurrency_key": key}
         row = c.execute(q.SELECT_PENDING_HEAD_OF_KEY, key_values).fetchone()
         if row is not None and row[0] not in taken:

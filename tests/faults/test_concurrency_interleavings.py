@@ -56,9 +56,9 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from openworkflow.backend_common import next_fair_cursor
-from openworkflow.core.backend import CreateWorkflowRunParams
+from openworkflow.core.backend import ClaimWorkflowRunsParams, CreateWorkflowRunParams
 from openworkflow.postgres import PostgresBackend
-from openworkflow.postgres.runs import ROUTED_FRONT_BASE, ROUTED_FRONT_PER_RUN, claimed_runs
+from openworkflow.postgres.runs import claimed_runs
 from tests.fixtures.postgres import CLOCK_SCHEMA, prepare_server
 from tests.support.waiting import block_until
 
@@ -250,15 +250,17 @@ class Interleaving:
             event("paused claim")
         self.serial += 1
         worker_ids = [f"w{self.serial}-{slot}" for slot in range(wanted)]
-        values = self.backend._claim_params(worker_ids, LEASE_MS)
-        query = self.backend._q.claim_workflow_runs
         routes = ROUTES[route]
-        if routes is not None:
-            # What PostgresRuns.claim_workflow_runs adds for a routed claim.
-            query = self.backend._q.claim_routed_workflow_runs
-            values["route_names"] = routes
-            values["route_versions"] = [None] * len(routes)
-            values["front_limit"] = ROUTED_FRONT_BASE + ROUTED_FRONT_PER_RUN * wanted
+        # The very statement and values PostgresRuns.claim_workflow_runs sends.
+        statement = self.backend.claim_statement(
+            ClaimWorkflowRunsParams(
+                worker_ids=worker_ids,
+                lease_duration_ms=LEASE_MS,
+                workflows=None if routes is None else [(name, None) for name in routes],
+            )
+        )
+        assert statement is not None
+        query, values = statement
         claimer.state, claimer.wanted = "running", wanted
         claimer.future = self.threads.submit(self._fetch, claimer.connection, query, values)
 
