@@ -78,6 +78,18 @@ class Step(Protocol):
         """
         ...
 
+    def start_workflow(
+        self, workflow: WorkflowRef, input: Any = None, *, name: str | None = None
+    ) -> Awaitable[str]:
+        """Start a child run without waiting for it; return its id.
+
+        The child is created once however often this run replays (the step's
+        output is its id). A bad input raises here, as from ``ow.run``. The
+        child runs on its own: its end does not wake this run, and this run
+        may finish first.
+        """
+        ...
+
     def send_signal(
         self, signal: str, data: Any = None, *, name: str | None = None
     ) -> Awaitable[list[str]]:

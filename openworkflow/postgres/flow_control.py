@@ -7,6 +7,7 @@ The claims that honour them are in :mod:`~openworkflow.postgres.runs`
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from openworkflow.backend_common import require
 from openworkflow.core import clock
@@ -123,18 +124,7 @@ class PostgresFlowControl(PostgresSteps):
         have been pruned, or the limit raised).
         """
         insert, acquire = self._q.insert_rate_limit_tokens, self._q.acquire_rate_limit_token
-        values = self._params(
-            bucket=params.bucket,
-            rate_key=params.key,
-            limit=params.limit,
-            per_ms=params.per_ms,
-            run_id=params.workflow_run_id,
-        )
-        created = self._db.rate_limit_scopes
-        scope = (params.bucket, params.key, params.limit)
-        if scope not in created:
-            await self._execute_rate_limit(insert, values)
-            created.add(scope)
+        values = await self._rate_limit_values(params)
         room_at: datetime | None = None
         now = clock.now()
         for _ in range(_RATE_LIMIT_TRIES):
@@ -154,17 +144,7 @@ class PostgresFlowControl(PostgresSteps):
     async def reserve_rate_limit(self, params: AcquireRateLimitParams) -> RateLimitGrant:
         """The instant the run may start: now, or a reserved one (see the protocol)."""
         insert, reserve = self._q.insert_rate_limit_tokens, self._q.reserve_rate_limit_token
-        values = self._params(
-            bucket=params.bucket,
-            rate_key=params.key,
-            limit=params.limit,
-            per_ms=params.per_ms,
-            run_id=params.workflow_run_id,
-        )
-        scope = (params.bucket, params.key, params.limit)
-        if scope not in self._db.rate_limit_scopes:
-            await self._execute_rate_limit(insert, values)
-            self._db.rate_limit_scopes.add(scope)
+        values = await self._rate_limit_values(params)
         for _ in range(_RATE_LIMIT_TRIES):
             row = await self._fetchone(reserve, values)
             assert row is not None  # the statement always returns one row
@@ -177,6 +157,21 @@ class PostgresFlowControl(PostgresSteps):
             # No token row (pruned): create them.
             await self._execute_rate_limit(insert, values)
         raise BackendError(f"rate limit tokens of {params.bucket!r} could not be created")
+
+    async def _rate_limit_values(self, params: AcquireRateLimitParams) -> dict[str, Any]:
+        """The statements' values; the bucket's token rows are created on its first use here."""
+        values = self._params(
+            bucket=params.bucket,
+            rate_key=params.key,
+            limit=params.limit,
+            per_ms=params.per_ms,
+            run_id=params.workflow_run_id,
+        )
+        scope = (params.bucket, params.key, params.limit)
+        if scope not in self._db.rate_limit_scopes:
+            await self._execute_rate_limit(self._q.insert_rate_limit_tokens, values)
+            self._db.rate_limit_scopes.add(scope)
+        return values
 
     async def _execute_rate_limit(self, query: bytes, values: dict[str, object]) -> None:
         async with self._connection() as connection:

@@ -167,13 +167,7 @@ class SqliteFlowControl(SqliteSteps):
         created in it too when missing: an ``INSERT OR IGNORE`` of at most
         ``limit`` rows, cheap next to the write lock itself.
         """
-        values: dict[str, object] = {
-            "ns": self._namespace_id,
-            "bucket": params.bucket,
-            "rate_key": params.key,
-            "limit": params.limit,
-            "run_id": params.workflow_run_id,
-        }
+        values = self._rate_limit_values(params)
         per = timedelta(milliseconds=params.per_ms)
 
         def grant(c: sqlite3.Connection) -> RateLimitGrant:
@@ -190,18 +184,21 @@ class SqliteFlowControl(SqliteSteps):
 
         return await self._run(lambda c: transaction(c, lambda: grant(c)))
 
-    async def reserve_rate_limit(self, params: AcquireRateLimitParams) -> RateLimitGrant:
-        """The instant the run may start: now, or a reserved one (see the protocol).
-
-        One ``BEGIN IMMEDIATE`` transaction, timed by ``clock.now()`` read in it.
-        """
-        values: dict[str, object] = {
+    def _rate_limit_values(self, params: AcquireRateLimitParams) -> dict[str, object]:
+        return {
             "ns": self._namespace_id,
             "bucket": params.bucket,
             "rate_key": params.key,
             "limit": params.limit,
             "run_id": params.workflow_run_id,
         }
+
+    async def reserve_rate_limit(self, params: AcquireRateLimitParams) -> RateLimitGrant:
+        """The instant the run may start: now, or a reserved one (see the protocol).
+
+        One ``BEGIN IMMEDIATE`` transaction, timed by ``clock.now()`` read in it.
+        """
+        values = self._rate_limit_values(params)
         per = timedelta(milliseconds=params.per_ms)
 
         def reserve(c: sqlite3.Connection) -> RateLimitGrant:

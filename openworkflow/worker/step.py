@@ -97,6 +97,15 @@ class StepExecutor:
         call = self._waits.run_workflow(step_name, spec, input, timeout)
         return self._tracked(self._recorder.settling(call))
 
+    def start_workflow(
+        self, workflow: WorkflowRef, input: Any = None, *, name: str | None = None
+    ) -> Awaitable[str]:
+        """See :meth:`openworkflow.Step.start_workflow`."""
+        spec = spec_of(workflow)
+        step_name = self._resolve(_base_name(name, spec.name))
+        body = self._waits.start_child_body(step_name, spec, input)
+        return self._tracked(self._functions.run(step_name, body, DEFAULT_STEP_RETRY_POLICY))
+
     def send_signal(
         self, signal: str, data: Any = None, *, name: str | None = None
     ) -> Awaitable[list[str]]:

@@ -9,6 +9,7 @@ time passed) or parks again until the earliest of the run's waits.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -62,6 +63,40 @@ class WaitSteps:
         self._run = run
         self._recorder = recorder
         self._history = recorder.history
+
+    def start_child_body(
+        self, step_name: str, spec: WorkflowSpec, input: Any
+    ) -> Callable[[], Awaitable[str]]:
+        """The body of ``step.start_workflow``: create the child once; its id is the output.
+
+        The input is validated (and the child's concurrency key computed) here,
+        in the pass, so a bad input raises into the workflow as it would from
+        ``ow.run``. The child is created under an idempotency key made of this
+        run and the step's name, so a pass that crashed after creating it finds
+        the same child again; it is not linked as a waited-for child, so its
+        end wakes nobody.
+        """
+        validated, stored_input = spec.validate_input_value(input, current_limits())
+        key, limit = concurrency_columns(spec.concurrency, validated)
+        backend, run = self._context.backend, self._run
+
+        async def start_child() -> str:
+            child = await engine_call(
+                backend.create_workflow_run(
+                    CreateWorkflowRunParams(
+                        workflow_name=spec.name,
+                        version=spec.version,
+                        idempotency_key=f"__start:{run.namespace_id}:{run.id}:{step_name}",
+                        input=stored_input,
+                        priority=spec.priority,
+                        concurrency_key=key,
+                        concurrency_limit=limit,
+                    )
+                )
+            )
+            return child.id
+
+        return start_child
 
     def _park(self, attempt: StepAttempt, resume_at: datetime) -> Suspend:
         """Park until the earliest of this wait and every running wait recorded so far."""

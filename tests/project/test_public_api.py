@@ -79,7 +79,14 @@ def test_every_error_class_is_in_the_documented_tree() -> None:
 
 def test_step_shows_only_what_workflow_code_calls() -> None:
     public = sorted(name for name in dir(openworkflow.Step) if not name.startswith("_"))
-    assert public == ["run", "run_workflow", "send_signal", "sleep", "wait_for_signal"]
+    assert public == [
+        "run",
+        "run_workflow",
+        "send_signal",
+        "sleep",
+        "start_workflow",
+        "wait_for_signal",
+    ]
 
 
 def test_importing_the_package_loads_no_database_driver() -> None:
