@@ -89,7 +89,8 @@ class RunHandle:
 
         Wakes as soon as the run finishes when the worker shares this backend
         object, and otherwise polls (50 ms growing to 1 s). ``timeout=None``
-        waits indefinitely.
+        waits indefinitely. A run that continued as new
+        (``step.continue_as_new``) is followed to the last run of its chain.
 
         Raises:
             WorkflowFailedError: the run failed.
@@ -101,8 +102,12 @@ class RunHandle:
         deadline = None if timeout is None else loop.time() + parse_duration_ms(timeout) / 1000
         notifier = notifier_of(self._client.backend)
         interval = _POLL_START_S
+        run_id = self.id
         while True:
-            run = await self._client._require_run(self.id)
+            run = await self._client._require_run(run_id)
+            if run.is_terminal and run.continued_as_id is not None:
+                run_id, interval = run.continued_as_id, _POLL_START_S  # follow the chain
+                continue
             if run.is_terminal:
                 return _outcome(run)
             remaining = None if deadline is None else deadline - loop.time()
@@ -113,7 +118,7 @@ class RunHandle:
                 )
             wait = interval if remaining is None else min(interval, remaining)
             if notifier is not None:
-                await notifier.wait_for_run(self.id, wait)
+                await notifier.wait_for_run(run_id, wait)
             else:
                 await asyncio.sleep(wait)
             interval = min(interval * 1.5, _POLL_MAX_S)

@@ -71,6 +71,15 @@ class RequeueWorkflowRunParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SetWorkflowRunSuccessorParams:
+    """Input of :meth:`FlowControlStore.set_workflow_run_successor`."""
+
+    workflow_run_id: str
+    worker_id: str
+    successor_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PausedWorkflow:
     """A workflow name whose runs workers do not claim (every version, in the namespace)."""
 
@@ -156,6 +165,12 @@ class FlowControlStore(Protocol):
         limit), and a start over its workflow's rate limit waits until its
         reserved instant (``available_at``).
         """
+        ...
+
+    async def set_workflow_run_successor(
+        self, params: SetWorkflowRunSuccessorParams
+    ) -> WorkflowRun:
+        """Fenced: record the run an owned run continues as (it completes right after)."""
         ...
 
     async def reserve_rate_limit(self, params: AcquireRateLimitParams) -> RateLimitGrant:

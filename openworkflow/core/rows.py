@@ -6,7 +6,8 @@ timestamps (SQLite stores text, PostgreSQL returns Python values).
 
 ``workflow_runs`` ends with this port's columns, added by its own migrations
 after the original's (``priority`` at index 21, ``scheduled_at`` at 22,
-``concurrency_key`` at 23, ``concurrency_limit`` at 24, ``start_granted_at`` at 25).
+``concurrency_key`` at 23, ``concurrency_limit`` at 24, ``start_granted_at`` at 25,
+``continued_as_id`` at 26).
 Statements that return more than the row (a claim's flags, a notification)
 put those after ``*``, and their readers take them from the end of the row.
 """
@@ -62,6 +63,7 @@ def workflow_run_from_row(
         concurrency_key=row[23],
         concurrency_limit=row[24],
         start_granted_at=_time_or_none(load_time, row[25]),
+        continued_as_id=row[26],
         has_step_attempts=has_step_attempts,
         lease_expired=lease_expired,
     )

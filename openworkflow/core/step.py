@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from openworkflow.core.duration import Duration
 from openworkflow.core.flow_control import RateLimit
@@ -87,6 +87,16 @@ class Step(Protocol):
         output is its id). A bad input raises here, as from ``ow.run``. The
         child runs on its own: its end does not wake this run, and this run
         may finish first.
+        """
+        ...
+
+    async def continue_as_new(self, input: Any = None) -> NoReturn:
+        """End this run by starting a fresh run of the same workflow and version with ``input``.
+
+        This run completes (nothing after the call runs) and names its
+        successor, which starts with an empty history: the way past the step
+        limit for pollers and loops. ``handle.result()`` on any run of the
+        chain follows it to the last run's result. A bad input raises here.
         """
         ...
 

@@ -116,6 +116,8 @@ class WorkflowRun:
     #: When its workflow's start rate limit reserved this run's start ahead
     #: (it waited queued until then); None otherwise (this port's column).
     start_granted_at: datetime | None = None
+    #: The run this one continued as (``step.continue_as_new``); None otherwise.
+    continued_as_id: str | None = None
     #: Not a column: set by a claim when the backend knows whether the run has
     #: step attempts (False lets a fresh run skip reading its history); None
     #: when unknown.

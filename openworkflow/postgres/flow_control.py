@@ -22,6 +22,7 @@ from openworkflow.core.flow_control import (
     AcquireRateLimitParams,
     RateLimitGrant,
     RequeueWorkflowRunParams,
+    SetWorkflowRunSuccessorParams,
 )
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import BackendError, InvalidRunStateError, WorkflowRunNotFoundError
@@ -65,6 +66,16 @@ class PostgresFlowControl(PostgresSteps):
         )
         row = await self._fetchone(self._q.requeue_workflow_run, values)
         return to_run(require(row, "requeue workflow run"))
+
+    async def set_workflow_run_successor(
+        self, params: SetWorkflowRunSuccessorParams
+    ) -> WorkflowRun:
+        """Fenced: record the run an owned run continues as."""
+        values = self._owned(
+            params.workflow_run_id, params.worker_id, successor_id=params.successor_id
+        )
+        row = await self._fetchone(self._q.set_workflow_run_successor, values)
+        return to_run(require(row, "set the successor of workflow run"))
 
     async def pause_workflow(self, workflow_name: str) -> PausedWorkflow:
         """Stop claims of the workflow's runs (every version); idempotent."""

@@ -58,6 +58,12 @@ WITH pick AS MATERIALIZED (
 )
 SELECT (SELECT "granted_at" FROM reserved), NOW()"""
 
+SET_WORKFLOW_RUN_SUCCESSOR = f"""
+UPDATE {{schema}}."workflow_runs"
+SET "continued_as_id" = %(successor_id)s, "updated_at" = NOW()
+WHERE {RUN_OWNED}
+RETURNING *"""
+
 # Pausing twice keeps the first pause's time.
 UPSERT_PAUSED_WORKFLOW = """
 INSERT INTO {schema}."paused_workflows" ("namespace_id", "workflow_name", "paused_at")

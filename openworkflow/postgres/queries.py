@@ -26,6 +26,7 @@ from openworkflow.postgres.flow_queries import (
     RESERVE_RATE_LIMIT_TOKEN,
     SELECT_PAUSED_WORKFLOWS,
     SET_WORKFLOW_RUN_PRIORITY,
+    SET_WORKFLOW_RUN_SUCCESSOR,
     UPSERT_PAUSED_WORKFLOW,
     UPSERT_WORKER_REGISTRATION,
 )
@@ -284,6 +285,7 @@ class Queries:
     claim_unrouted_workflow_runs: bytes
     set_workflow_run_priority: bytes
     requeue_workflow_run: bytes
+    set_workflow_run_successor: bytes
     reserve_rate_limit_token: bytes
     upsert_paused_workflow: bytes
     delete_paused_workflow: bytes
@@ -333,6 +335,7 @@ _TEMPLATES = {
     "claim_unrouted_workflow_runs": CLAIM_UNROUTED_WORKFLOW_RUNS,
     "set_workflow_run_priority": SET_WORKFLOW_RUN_PRIORITY,
     "requeue_workflow_run": REQUEUE_WORKFLOW_RUN,
+    "set_workflow_run_successor": SET_WORKFLOW_RUN_SUCCESSOR,
     "reserve_rate_limit_token": RESERVE_RATE_LIMIT_TOKEN,
     "upsert_paused_workflow": UPSERT_PAUSED_WORKFLOW,
     "delete_paused_workflow": DELETE_PAUSED_WORKFLOW,

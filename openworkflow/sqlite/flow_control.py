@@ -23,6 +23,7 @@ from openworkflow.core.flow_control import (
     AcquireRateLimitParams,
     RateLimitGrant,
     RequeueWorkflowRunParams,
+    SetWorkflowRunSuccessorParams,
 )
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import InvalidRunStateError, WorkflowRunNotFoundError
@@ -83,6 +84,20 @@ class SqliteFlowControl(SqliteSteps):
         run = to_run(require(row, "requeue workflow run"))
         self.notifier.notify_work_available()
         return run
+
+    async def set_workflow_run_successor(
+        self, params: SetWorkflowRunSuccessorParams
+    ) -> WorkflowRun:
+        """Fenced: record the run an owned run continues as."""
+        values = {
+            "ns": self._namespace_id,
+            "run_id": params.workflow_run_id,
+            "worker_id": params.worker_id,
+            "successor_id": params.successor_id,
+            "now": iso(clock.now()),
+        }
+        row = await self._run(lambda c: c.execute(fq.SET_WORKFLOW_RUN_SUCCESSOR, values).fetchone())
+        return to_run(require(row, "set the successor of workflow run"))
 
     async def pause_workflow(self, workflow_name: str) -> PausedWorkflow:
         """Stop claims of the workflow's runs (every version); idempotent."""

@@ -88,3 +88,9 @@ SELECT "token", "granted_at" FROM "rate_limit_tokens"
 WHERE "namespace_id" = :ns AND "bucket" = :bucket AND "rate_key" = :rate_key
   AND "token" < :limit
 ORDER BY "granted_at" LIMIT 1"""
+
+SET_WORKFLOW_RUN_SUCCESSOR = """
+UPDATE "workflow_runs" SET "continued_as_id" = :successor_id, "updated_at" = :now
+WHERE "namespace_id" = :ns AND "id" = :run_id AND "status" = 'running'
+  AND "worker_id" = :worker_id
+RETURNING *"""

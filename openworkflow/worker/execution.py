@@ -22,12 +22,15 @@ from openworkflow.core.backend import (
     Backend,
     CompleteStepAttemptParams,
     CompleteWorkflowRunParams,
+    CreateWorkflowRunParams,
     FailWorkflowRunParams,
     GetWorkflowRunParams,
     ListStepAttemptsParams,
     RescheduleWorkflowRunAfterFailedStepAttemptParams,
     SleepWorkflowRunParams,
 )
+from openworkflow.core.flow_control import SetWorkflowRunSuccessorParams
+from openworkflow.core.json import JsonValue
 from openworkflow.core.retry import DEFAULT_WORKFLOW_RETRY_POLICY, ResolvedRetryPolicy
 from openworkflow.core.step_attempt import StepAttempt, StepKind
 from openworkflow.core.waits import WaitContext
@@ -40,6 +43,7 @@ from openworkflow.worker.function_steps import FunctionSteps
 from openworkflow.worker.interrupts import Suspend, deciding_error, engine_call
 from openworkflow.worker.outcome import (
     Completed,
+    ContinuedAsNew,
     Dropped,
     Failed,
     HandedBack,
@@ -108,7 +112,7 @@ class WorkflowExecution:
                 self.cancel_requested,
                 workflow_input=self._validated_input,
             ),
-            waits=WaitSteps(self.context, self.run, recorder),
+            waits=WaitSteps(self.context, self.run, recorder, self.workflow.spec),
         )
         output = await self.workflow.fn(**_workflow_arguments(self.workflow, self.run, step))
         await recorder.close()
@@ -170,6 +174,8 @@ class WorkflowExecution:
                         )
                     )
                 )
+            case ContinuedAsNew(input, concurrency):
+                await self._transition(self._continue_as_new(input, concurrency))
             case Parked(until):
                 await self._transition(
                     backend.sleep_workflow_run(
@@ -202,6 +208,35 @@ class WorkflowExecution:
                         )
                     )
                 )
+
+    async def _continue_as_new(
+        self, input: JsonValue, concurrency: tuple[str | None, int | None]
+    ) -> WorkflowRun:
+        """Start the successor (once: a pass that crashed here finds it again), link it, complete.
+
+        The successor is not fenced by this run's lease; if the run was
+        canceled meanwhile, linking it fails and the run stays canceled.
+        """
+        backend, run, worker_id = self.context.backend, self.run, self.context.worker_id
+        successor = await backend.create_workflow_run(
+            CreateWorkflowRunParams(
+                workflow_name=run.workflow_name,
+                version=run.version,
+                idempotency_key=f"__continue:{run.namespace_id}:{run.id}",
+                input=input,
+                priority=run.priority,
+                concurrency_key=concurrency[0],
+                concurrency_limit=concurrency[1],
+            )
+        )
+        await backend.set_workflow_run_successor(
+            SetWorkflowRunSuccessorParams(
+                workflow_run_id=run.id, worker_id=worker_id, successor_id=successor.id
+            )
+        )
+        return await backend.complete_workflow_run(
+            CompleteWorkflowRunParams(workflow_run_id=run.id, worker_id=worker_id, output=None)
+        )
 
     async def _transition(self, write: Awaitable[WorkflowRun]) -> None:
         """Apply the final write; a conflict because the run moved on is not an error."""

@@ -37,6 +37,19 @@ class RateLimited(BaseException):
         self.retry_at = retry_at
 
 
+class ContinueAsNew(BaseException):
+    """The workflow continues as a fresh run of itself: this run completes, linked to it.
+
+    ``input`` is the successor's stored input and ``concurrency`` its
+    ``(concurrency_key, concurrency_limit)``, both computed when it was asked for.
+    """
+
+    def __init__(self, input: JsonValue, concurrency: tuple[str | None, int | None]) -> None:
+        super().__init__("workflow run continues as new")
+        self.input = input
+        self.concurrency = concurrency
+
+
 class StepRetry(BaseException):
     """A step failed and its policy tries it again: end the pass, reschedule the run.
 

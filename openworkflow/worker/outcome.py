@@ -29,6 +29,7 @@ from openworkflow.errors import (
 from openworkflow.payload import to_stored_json
 from openworkflow.worker.attempts import AttemptRecorder
 from openworkflow.worker.interrupts import (
+    ContinueAsNew,
     EngineFault,
     RateLimited,
     StaleBranch,
@@ -44,6 +45,14 @@ class Completed:
     """The workflow returned ``output`` (stored JSON): the run completes."""
 
     output: JsonValue
+
+
+@dataclass(frozen=True, slots=True)
+class ContinuedAsNew:
+    """The workflow continues as a fresh run with ``input``: start it, link it, complete."""
+
+    input: JsonValue
+    concurrency: tuple[str | None, int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +95,7 @@ class Dropped:
     reason: str
 
 
-PassOutcome = Completed | Failed | Parked | Rescheduled | HandedBack | Dropped
+PassOutcome = Completed | ContinuedAsNew | Failed | Parked | Rescheduled | HandedBack | Dropped
 """Every way a pass can end (cancellation by the worker is the only other one)."""
 
 
@@ -136,8 +145,8 @@ def _outcome_of_interrupt(
     """The outcome of the engine's own interruptions, or None for any other error."""
     if isinstance(error, StaleBranch):
         return Dropped("a parallel branch wrote after its pass ended")
-    if isinstance(error, StepRetry):
-        return Rescheduled(error.error, error.available_at)
+    if isinstance(error, StepRetry | ContinueAsNew):
+        return _outcome_of_ending(error)
     if isinstance(error, EngineFault):
         if isinstance(error.error, WriteConflictError):
             return Dropped(f"the run moved on ({error.error})")
@@ -145,6 +154,13 @@ def _outcome_of_interrupt(
     if isinstance(error, Suspend | RateLimited):
         return Parked(_park_until(error, run, recorder))
     return None
+
+
+def _outcome_of_ending(error: StepRetry | ContinueAsNew) -> PassOutcome:
+    """A pass that ends on purpose: a step retried later, or the run continuing as new."""
+    if isinstance(error, StepRetry):
+        return Rescheduled(error.error, error.available_at)
+    return ContinuedAsNew(error.input, error.concurrency)
 
 
 def _park_until(

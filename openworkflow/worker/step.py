@@ -13,7 +13,7 @@ import functools
 import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import TypeAdapter
 
@@ -105,6 +105,12 @@ class StepExecutor:
         step_name = self._resolve(_base_name(name, spec.name))
         body = self._waits.start_child_body(step_name, spec, input)
         return self._tracked(self._functions.run(step_name, body, DEFAULT_STEP_RETRY_POLICY))
+
+    async def continue_as_new(self, input: Any = None) -> NoReturn:
+        """See :meth:`openworkflow.Step.continue_as_new`."""
+        # The pass ends here; steps still in flight in parallel branches land
+        # first (the outcome waits for them), then the run completes.
+        raise self._waits.continue_as_new(input)
 
     def send_signal(
         self, signal: str, data: Any = None, *, name: str | None = None

@@ -51,18 +51,25 @@ from openworkflow.errors import (
 from openworkflow.payload import current_limits, to_stored_json
 from openworkflow.worker.attempts import AttemptRecorder
 from openworkflow.worker.context import PassContext
-from openworkflow.worker.interrupts import EngineFault, Suspend, engine_call
+from openworkflow.worker.interrupts import ContinueAsNew, EngineFault, Suspend, engine_call
 from openworkflow.worker.step_history import Wait
 
 
 class WaitSteps:
     """Runs the waiting and messaging steps of one pass."""
 
-    def __init__(self, context: PassContext, run: WorkflowRun, recorder: AttemptRecorder) -> None:
+    def __init__(
+        self,
+        context: PassContext,
+        run: WorkflowRun,
+        recorder: AttemptRecorder,
+        spec: WorkflowSpec | None = None,
+    ) -> None:
         self._context = context
         self._run = run
         self._recorder = recorder
         self._history = recorder.history
+        self._spec = spec
 
     def start_child_body(
         self, step_name: str, spec: WorkflowSpec, input: Any
@@ -97,6 +104,16 @@ class WaitSteps:
             return child.id
 
         return start_child
+
+    def continue_as_new(self, input: Any) -> ContinueAsNew:
+        """The interrupt that ends the pass by continuing as a fresh run with ``input``.
+
+        The input is validated by the run's own workflow (a bad one raises here,
+        into the workflow), and the successor's concurrency key computed from it.
+        """
+        spec = self._spec if self._spec is not None else WorkflowSpec(name=self._run.workflow_name)
+        validated, stored_input = spec.validate_input_value(input, current_limits())
+        return ContinueAsNew(stored_input, concurrency_columns(spec.concurrency, validated))
 
     def _park(self, attempt: StepAttempt, resume_at: datetime) -> Suspend:
         """Park until the earliest of this wait and every running wait recorded so far."""

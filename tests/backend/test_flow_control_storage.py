@@ -481,6 +481,7 @@ def _expected_python_ledger() -> list[tuple[int, str]]:
         (3, "0003_rate_limits"),
         (4, "0004_concurrency"),
         (5, "0005_start_rate_limits"),
+        (6, "0006_continue_as_new"),
     ]
 
 

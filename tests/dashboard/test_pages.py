@@ -192,6 +192,24 @@ async def test_parent_and_child_runs_link_to_each_other(backend: Any) -> None:
         assert f'href="/runs/{parent.id}"' in row
 
 
+async def test_a_chain_of_continued_runs_links_both_ways(backend: Any) -> None:
+    from tests.worker.test_continue_as_new import countdown
+
+    ow = OpenWorkflow(backend)
+    first = await ow.run(countdown, 2)
+    async with running_worker(backend, [countdown]):
+        assert await first.result(timeout=30) == 3
+    successor = (await ow.list_runs(workflow_name="countdown")).data[0]
+    assert successor.id != first.id
+    async with dashboard_client(backend) as client:
+        first_page = await client.get(f"/runs/{first.id}")
+        assert f'<a class="continued-as-link" href="/runs/{successor.id}">' in first_page.text
+        assert 'id="run-continued-from"' not in first_page.text
+        next_page = await client.get(f"/runs/{successor.id}")
+        assert f'<a class="continued-from-link" href="/runs/{first.id}">' in next_page.text
+        assert 'id="run-continued-as"' not in next_page.text
+
+
 async def test_unknown_pages_and_runs_are_404(backend: Any) -> None:
     async with dashboard_client(backend) as client:
         missing_run = await client.get("/runs/00000000-0000-0000-0000-00000000abcd")

@@ -1216,6 +1216,7 @@ PYTHON_COLUMNS = {
     ("workflow_runs", "concurrency_key"),
     ("workflow_runs", "concurrency_limit"),
     ("workflow_runs", "start_granted_at"),
+    ("workflow_runs", "continued_as_id"),
 }
 """The nullable columns this port adds to the original's tables."""
 

@@ -80,6 +80,7 @@ def test_every_error_class_is_in_the_documented_tree() -> None:
 def test_step_shows_only_what_workflow_code_calls() -> None:
     public = sorted(name for name in dir(openworkflow.Step) if not name.startswith("_"))
     assert public == [
+        "continue_as_new",
         "run",
         "run_workflow",
         "send_signal",

@@ -665,6 +665,7 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
         ("concurrency_key", TEXT, True),
         ("concurrency_limit", INTEGER, True),
         ("start_granted_at", TIMESTAMPTZ, True),
+        ("continued_as_id", TEXT, True),
     ],
     "step_attempts": [
         ("namespace_id", TEXT, False),
