@@ -193,6 +193,9 @@ class StatementRecorder(PostgresBackend):
         self.recorded.append(Statement(query, dict(params)))
         return []
 
+    async def _fetchall_planned_once(self, query: bytes, params: dict[str, Any]) -> list[Row]:
+        return await self._fetchall(query, params)  # the claims that enforce limits
+
     async def statement(self, claim: Awaitable[object]) -> Statement:
         """The one statement ``claim`` (a call of one of the claim methods) sends."""
         self.recorded.clear()
