@@ -21,6 +21,11 @@ class ChangeNotifier:
     def __init__(self) -> None:
         self._work_waiters: set[asyncio.Future[None]] = set()
         self._run_waiters: dict[str, set[asyncio.Future[None]]] = {}
+        # Run waiters that only watch for a cancel (a pass's lease keeper):
+        # they read their run at most every 200 ms anyway, so they need no
+        # millisecond wake-ups. The others are counted (read from any thread).
+        self._patient: set[asyncio.Future[None]] = set()
+        self._prompt_run_waiters = 0
         self.on_wait: Callable[[], None] | None = None
         """Called (on the event loop) whenever someone starts waiting."""
 
@@ -28,6 +33,15 @@ class ChangeNotifier:
     def has_waiters(self) -> bool:
         """Whether a worker or a ``result()`` is waiting (safe to read from any thread)."""
         return bool(self._work_waiters) or bool(self._run_waiters)
+
+    @property
+    def wants_prompt_wakeups(self) -> bool:
+        """Whether someone waits who should hear of a change within milliseconds.
+
+        A worker waiting for work or a ``result()``, not only lease keepers
+        watching for a cancel (safe to read from any thread).
+        """
+        return bool(self._work_waiters) or self._prompt_run_waiters > 0
 
     def notify_external_change(self, max_run_waiters: int = 32) -> None:
         """Another process changed the database, but which runs is unknown.
@@ -50,6 +64,7 @@ class ChangeNotifier:
         """Wake every ``result()`` waiting on one of these runs."""
         for run_id in run_ids:
             for waiter in self._run_waiters.pop(run_id, ()):
+                self._forget(waiter)
                 _resolve(waiter)
 
     async def wait_for_work(self, timeout: float) -> None:
@@ -65,14 +80,21 @@ class ChangeNotifier:
         finally:
             self.unwatch_run(run_id, waiter)
 
-    def watch_run(self, run_id: str) -> asyncio.Future[None]:
+    def watch_run(self, run_id: str, *, patient: bool = False) -> asyncio.Future[None]:
         """A future resolved at the run's next wake-up; :meth:`unwatch_run` it when done.
 
         For a caller that reads the run itself and must not miss a wake-up
         between its read and its wait: watch first, then read, then await.
+        ``patient``: the caller reads the run at most every few hundred
+        milliseconds whatever wakes it (a lease keeper), so a poller need not
+        look every few milliseconds on its behalf.
         """
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._run_waiters.setdefault(run_id, set()).add(waiter)
+        if patient:
+            self._patient.add(waiter)
+        else:
+            self._prompt_run_waiters += 1
         if self.on_wait is not None:
             self.on_wait()
         return waiter
@@ -80,10 +102,18 @@ class ChangeNotifier:
     def unwatch_run(self, run_id: str, waiter: asyncio.Future[None]) -> None:
         """Forget a :meth:`watch_run` future (resolved or not); other waiters stay."""
         waiters = self._run_waiters.get(run_id)
-        if waiters is not None:
+        if waiters is not None and waiter in waiters:
             waiters.discard(waiter)
+            self._forget(waiter)
             if not waiters:
                 del self._run_waiters[run_id]
+
+    def _forget(self, waiter: asyncio.Future[None]) -> None:
+        """A run waiter left its set: keep the count of prompt ones right."""
+        if waiter in self._patient:
+            self._patient.discard(waiter)
+        else:
+            self._prompt_run_waiters -= 1
 
     async def _wait(self, waiters: set[asyncio.Future[None]], timeout: float) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -22,6 +22,11 @@ from openworkflow.notifications import ChangeNotifier
 POLL_INTERVAL_S = 0.002
 """How often ``data_version`` is read while someone waits (about 2-4 % of a core)."""
 
+PATIENT_POLL_INTERVAL_S = 0.1
+"""How often while only lease keepers watch their runs for a cancel: they read a
+run at most every 200 ms anyway, and a thread waking every 2 ms while passes
+run cost the worker about a tenth of its throughput (GIL and wake-ups)."""
+
 
 class DataVersionWatcher:
     """One thread with its own read-only connection, feeding a :class:`ChangeNotifier`."""
@@ -73,7 +78,11 @@ class DataVersionWatcher:
                 if current != last and current is not None:
                     last = current
                     self._notify()
-                self._stopped.wait(POLL_INTERVAL_S)
+                if self._notifier.wants_prompt_wakeups:
+                    self._stopped.wait(POLL_INTERVAL_S)
+                else:  # someone starting to wait (wake()) cuts this short
+                    self._wanted.clear()
+                    self._wanted.wait(PATIENT_POLL_INTERVAL_S)
 
     @staticmethod
     def _version(connection: sqlite3.Connection) -> int | None:

@@ -65,7 +65,9 @@ class LeaseKeeper:
         self._next_check = self._loop.time() + CANCEL_CHECK_INTERVAL_S
         # Resolved at the run's next wake-up; re-armed before each read, so
         # none is missed while reading or renewing.
-        self._waiter = None if self._notifier is None else self._notifier.watch_run(self._run.id)
+        self._waiter = (
+            None if self._notifier is None else self._notifier.watch_run(self._run.id, patient=True)
+        )
         self._unchecked_wake = False
 
     async def keep(self) -> None:
@@ -156,7 +158,7 @@ class LeaseKeeper:
             if waiter is None or not await _resolved_by(waiter, remaining):
                 return False
             self._unwatch()
-            self._waiter = notifier.watch_run(self._run.id)
+            self._waiter = notifier.watch_run(self._run.id, patient=True)
             self._unchecked_wake = True
 
     async def _read_canceled(self, until: float) -> bool:

@@ -78,3 +78,30 @@ async def test_the_watcher_thread_ends_with_the_backend(tmp_path: Path) -> None:
     await backend.stop()
     await asyncio.sleep(0.05)
     assert not [t for t in threading.enumerate() if t.name == "openworkflow-sqlite-watch"]
+
+
+async def test_lease_keepers_alone_do_not_ask_for_millisecond_polling(tmp_path: Path) -> None:
+    """A pass's lease keeper watches its run patiently; a result() waiter does not."""
+    backend = SqliteBackend(str(tmp_path / "patient.db"))
+    try:
+        notifier = notifier_of(backend)
+        assert notifier is not None
+        keeper = notifier.watch_run("run-a", patient=True)
+        assert notifier.has_waiters and not notifier.wants_prompt_wakeups
+        waiting = asyncio.ensure_future(notifier.wait_for_run("run-a", NEVER_S))
+        await asyncio.sleep(0)
+        assert notifier.wants_prompt_wakeups
+        notifier.notify_runs_finished(["run-a"])  # both woken, and both forgotten
+        await asyncio.wait_for(waiting, 1)
+        assert keeper.done() and not notifier.wants_prompt_wakeups
+        notifier.unwatch_run("run-a", keeper)  # after a wake-up: nothing left to forget
+        assert not notifier.has_waiters and not notifier.wants_prompt_wakeups
+        # A patient watcher still hears of another connection's commit (slower polling).
+        keeper = notifier.watch_run("run-b", patient=True)
+        await asyncio.sleep(0.05)
+        await asyncio.to_thread(_commit_from_another_connection, tmp_path / "patient.db")
+        await asyncio.wait_for(keeper, 5)
+        notifier.unwatch_run("run-b", keeper)
+        assert not notifier.wants_prompt_wakeups
+    finally:
+        await backend.stop()
