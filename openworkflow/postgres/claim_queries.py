@@ -164,9 +164,9 @@ _ANY_FRONT = f"""  SELECT "id", 'pending' AS "claimed_from", {_POOL_COLUMNS} FRO
           WHERE r."namespace_id" = %(ns)s AND r."status" = 'pending' AND r."available_at" <= NOW()
           ORDER BY COALESCE(r."priority", 0) DESC, r."available_at", r."created_at"
           LIMIT %(front_limit)s) AS front
-        WHERE TRUE<<room:front>>
-        ORDER BY front."priority" DESC, front."available_at", front."created_at"
-        LIMIT 2 * %(claim_limit)s))
+        -- Every one with room, not just the first few: racing claims lock
+        -- their own among them (SKIP LOCKED below) instead of coming back short.
+        WHERE TRUE<<room:front>>))
       AND wr."status" = 'pending' AND wr."available_at" <= NOW()
       AND (wr."deadline_at" IS NULL OR wr."deadline_at" > NOW()){_NOT_PAUSED}
     ORDER BY {_PENDING_ORDER}
