@@ -29,7 +29,7 @@ from openworkflow.core.cursor import Page
 from openworkflow.core.duration import Duration, parse_duration_ms, resolve_time
 from openworkflow.core.error import error_message
 from openworkflow.core.flow_control import check_priority
-from openworkflow.core.json import JsonConversionError, check_name, is_storable_text
+from openworkflow.core.json import check_name, is_storable_text
 from openworkflow.core.schedule_store import ScheduleSnapshot, StoredSchedule
 from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_definition import Workflow, WorkflowRef, spec_of
@@ -37,14 +37,14 @@ from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
 from openworkflow.errors import (
     AmbiguousRunIdError,
     InvalidRunIdPrefixError,
-    PayloadError,
     ResultTimeoutError,
     WorkflowCanceledError,
     WorkflowFailedError,
     WorkflowRunNotFoundError,
 )
 from openworkflow.notifications import notifier_of
-from openworkflow.payload import current_limits, payload_limits, to_stored_json
+from openworkflow.payload import current_limits, payload_limits
+from openworkflow.run_messages import checked_signal_data, send_run_message
 from openworkflow.worker.context import (
     DEFAULT_CONCURRENCY,
     DEFAULT_LEASE_DURATION,
@@ -83,6 +83,12 @@ class RunHandle:
     async def cancel(self) -> WorkflowRun:
         """Cancel the run (see :meth:`OpenWorkflow.cancel`)."""
         return await self._client.cancel(self.id)
+
+    async def signal(
+        self, name: str, data: Any = None, *, idempotency_key: str | None = None
+    ) -> None:
+        """Send ``data`` to this run's waits on ``name`` (see :meth:`OpenWorkflow.signal`)."""
+        await self._client.signal(self.id, name, data, idempotency_key=idempotency_key)
 
     async def result(self, timeout: Duration | None = "5m") -> Any:
         """Wait for the run to finish and return its output.
@@ -439,23 +445,28 @@ class OpenWorkflow:
             PayloadError: ``data`` cannot be stored as JSON, or is over the size limit.
             InvalidNameError: the signal or key cannot be stored.
         """
-        if not isinstance(signal, str) or not signal:
-            raise TypeError(f"signal must be a non-empty string, got {signal!r}")
-        check_name(signal, "signal")
-        if idempotency_key is not None:
-            if not isinstance(idempotency_key, str):
-                raise TypeError(f"idempotency_key must be a string, got {type(idempotency_key)!r}")
-            check_name(idempotency_key, "idempotency_key", allow_empty=True)
-        try:
-            payload = to_stored_json(data, f"data of signal {signal[:40]!r}")
-        except JsonConversionError as error:
-            raise PayloadError(
-                f"signal {signal!r} data cannot be stored as JSON: {error}"
-            ) from None
+        payload = checked_signal_data(signal, data, idempotency_key)
         result = await self.backend.send_signal(
             SendSignalParams(signal=signal, data=payload, idempotency_key=idempotency_key)
         )
         return list(result.workflow_run_ids)
+
+    async def signal(
+        self, run_id: str, name: str, data: Any = None, *, idempotency_key: str | None = None
+    ) -> None:
+        """Send ``data`` to ONE run, kept until its ``step.wait_for_signal(name)`` consumes it.
+
+        Unlike :meth:`send_signal`, a signal sent before the run waits is kept;
+        those of one (run, name) are consumed in the order sent, each by one
+        wait, and a repeated ``idempotency_key`` (same run and name) is a no-op.
+
+        Raises:
+            WorkflowRunNotFoundError: no such run.
+            InvalidRunStateError: the run has finished (completed, failed or canceled).
+            PayloadError: ``data`` cannot be stored as JSON, or is over the size limit.
+            InvalidNameError: the name or key cannot be stored.
+        """
+        await send_run_message(self.backend, run_id, name, data, idempotency_key)
 
     def new_worker(
         self,

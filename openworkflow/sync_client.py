@@ -43,6 +43,10 @@ class SyncRunHandle:
         """The run's current status."""
         return self._client._call(self._handle.status())
 
+    def signal(self, name: str, data: Any = None, *, idempotency_key: str | None = None) -> None:
+        """Send ``data`` to this run's waits on ``name`` (see :meth:`OpenWorkflow.signal`)."""
+        self._client.signal(self.id, name, data, idempotency_key=idempotency_key)
+
 
 class SyncOpenWorkflow:
     """Blocking client for Django, Flask and scripts; an event loop runs in a thread.
@@ -186,6 +190,12 @@ class SyncOpenWorkflow:
     ) -> list[str]:
         """Deliver a signal to every waiting run (see :meth:`OpenWorkflow.send_signal`)."""
         return self._call(self._client.send_signal(signal, data, idempotency_key=idempotency_key))
+
+    def signal(
+        self, run_id: str, name: str, data: Any = None, *, idempotency_key: str | None = None
+    ) -> None:
+        """Send ``data`` to one run, kept until it waits (see :meth:`OpenWorkflow.signal`)."""
+        self._call(self._client.signal(run_id, name, data, idempotency_key=idempotency_key))
 
     def close(self) -> None:
         """Close the client (and its backend if opened from a URL)."""

@@ -1,4 +1,4 @@
-"""``ow runs list|show|cancel|retry|priority``: read and steer workflow runs."""
+"""``ow runs list|show|cancel|retry|priority|signal``: read and steer workflow runs."""
 
 from __future__ import annotations
 
@@ -160,6 +160,29 @@ def priority(run_id: str, priority: int) -> None:
         return await client.set_priority((await client.find_run(run_id)).id, priority)
 
     _report(_on_run(settings, run_id, set_priority), f"now has priority {priority}")
+
+
+@runs.command(name="signal")
+@click.argument("run_id", metavar="ID")
+@click.argument("name", metavar="NAME")
+@click.option("--data", metavar="JSON|@FILE", help="Payload as JSON, @file or @- (stdin).")
+@click.option("--idempotency-key", metavar="K", help="A repeated key (same run, name) is a no-op.")
+@data_options
+def signal_run(run_id: str, name: str, data: str | None, idempotency_key: str | None) -> None:
+    """Send signal NAME to one run; it is kept until the run's wait for NAME takes it."""
+    payload = common.json_argument(data, "--data")
+    _, settings = common.load()
+
+    async def send(client: OpenWorkflow) -> WorkflowRun:
+        run = await client.find_run(run_id)
+        await client.signal(run.id, name, payload, idempotency_key=idempotency_key)
+        return run
+
+    run = _on_run(settings, run_id, send)
+    if console.wants_json():
+        console.print_json({"signal": name, "workflow_run_id": run.id})
+    else:
+        console.say(f"Signal {name!r} sent to run {run.id} ({run.workflow_name}).", style="green")
 
 
 def _on_run(

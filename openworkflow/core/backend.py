@@ -30,6 +30,7 @@ from openworkflow.core.flow_control import (
 from openworkflow.core.flow_control import WorkerRegistration as WorkerRegistration
 from openworkflow.core.flow_control import WorkflowKey as WorkflowKey
 from openworkflow.core.json import JsonValue
+from openworkflow.core.messages import MessageStore
 from openworkflow.core.retry import ResolvedRetryPolicy
 from openworkflow.core.schedule_store import ScheduleStore
 from openworkflow.core.step_attempt import StepAttempt
@@ -310,12 +311,11 @@ class StepAttemptCounts:
 
 
 @runtime_checkable
-class Backend(FlowControlStore, ScheduleStore, Protocol):
+class Backend(FlowControlStore, ScheduleStore, MessageStore, Protocol):
     """Durable storage for runs, step attempts and signals, bound to one namespace.
 
-    The flow-control methods (priority, pause, worker registrations, routed
-    claims) are declared by :class:`~openworkflow.core.flow_control.FlowControlStore`,
-    the schedules' by :class:`~openworkflow.core.schedule_store.ScheduleStore`.
+    Flow control, schedules and messages to one run: the bases ``FlowControlStore``,
+    ``ScheduleStore`` and ``MessageStore`` (:mod:`openworkflow.core.messages`).
     """
 
     @property

@@ -8,8 +8,9 @@ parts, one concern each: the pools and the listener
 (:mod:`~openworkflow.postgres.runs`), the writes that end a run
 (:mod:`~openworkflow.postgres.finishing`), step attempts and signals
 (:mod:`~openworkflow.postgres.steps`), flow control: priority, pause and
-worker registrations (:mod:`~openworkflow.postgres.flow_control`), and
-schedules (:mod:`~openworkflow.postgres.schedules`).
+worker registrations (:mod:`~openworkflow.postgres.flow_control`),
+schedules (:mod:`~openworkflow.postgres.schedules`), and messages to one run
+(:mod:`~openworkflow.postgres.messages`).
 Statements run in autocommit mode; the few multi-statement operations
 (idempotent create, failure, finishing a child, signals) run in short
 ``READ COMMITTED`` transactions. The original's tables gain only nullable
@@ -27,7 +28,7 @@ from openworkflow.group_commit import GroupCommit
 from openworkflow.postgres.base import is_item_error
 from openworkflow.postgres.connection import Database
 from openworkflow.postgres.finishing import Completion
-from openworkflow.postgres.schedules import PostgresSchedules
+from openworkflow.postgres.messages import PostgresMessages
 from openworkflow.postgres.schema import current_migration_version
 from openworkflow.postgres.steps import StepInsert
 from openworkflow.redaction import redact_url
@@ -35,7 +36,7 @@ from openworkflow.redaction import redact_url
 __all__ = ["PostgresBackend"]
 
 
-class PostgresBackend(PostgresSchedules):
+class PostgresBackend(PostgresMessages):
     """Backend storing runs in PostgreSQL, bound to one namespace of one schema.
 
     The pool opens (and migrations run, under an advisory lock) on first use or

@@ -104,7 +104,8 @@ WHERE "namespace_id" = %(ns)s AND "id" = %(run_id)s
 RETURNING *, CASE WHEN "available_at" <= NOW() THEN {NOTIFY_WORK} END"""
 
 # Run after parking, as its own statement (a fresh snapshot): if a wait was
-# answered while the run was still owned, the answer's wake-up saw an owned
+# answered while the run was still owned (a child ended, a signal was delivered,
+# a message to the run is there for a wait), the answer's wake-up saw an owned
 # run and did nothing, so the run becomes available now.
 RECONCILE_PARKED_RUN = f"""
 UPDATE {{schema}}."workflow_runs" wr
@@ -125,6 +126,14 @@ WHERE wr."namespace_id" = %(ns)s AND wr."id" = %(run_id)s AND wr."status" = 'run
       SELECT 1 FROM {{schema}}."step_attempts" sa
       JOIN {{schema}}."workflow_signals" ws
         ON ws."namespace_id" = sa."namespace_id" AND ws."step_attempt_id" = sa."id"
+      WHERE sa."namespace_id" = wr."namespace_id" AND sa."workflow_run_id" = wr."id"
+        AND sa."kind" = 'signal-wait' AND sa."status" = 'running'
+    )
+    OR EXISTS (
+      SELECT 1 FROM {{schema}}."step_attempts" sa
+      JOIN {{schema}}."run_messages" m
+        ON m."namespace_id" = sa."namespace_id" AND m."workflow_run_id" = sa."workflow_run_id"
+        AND m."signal" = sa."context"->>'signal' AND m."consumed_by_step_attempt_id" IS NULL
       WHERE sa."namespace_id" = wr."namespace_id" AND sa."workflow_run_id" = wr."id"
         AND sa."kind" = 'signal-wait' AND sa."status" = 'running'
     )

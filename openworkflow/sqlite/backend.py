@@ -6,8 +6,9 @@ thread (:mod:`~openworkflow.sqlite.connection`), the schema
 (:mod:`~openworkflow.sqlite.runs`), the writes that end a run
 (:mod:`~openworkflow.sqlite.finishing`), step attempts and signals
 (:mod:`~openworkflow.sqlite.steps`), flow control: priority, pause and
-worker registrations (:mod:`~openworkflow.sqlite.flow_control`), and schedules
-(:mod:`~openworkflow.sqlite.schedules`). Every statement is in
+worker registrations (:mod:`~openworkflow.sqlite.flow_control`), schedules
+(:mod:`~openworkflow.sqlite.schedules`), and messages to one run
+(:mod:`~openworkflow.sqlite.messages`). Every statement is in
 :mod:`~openworkflow.sqlite.queries`, bound by name.
 """
 
@@ -19,7 +20,7 @@ from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.group_commit import GroupCommit
 from openworkflow.sqlite.connection import PAGE_CACHE_KIB, Database
 from openworkflow.sqlite.finishing import Completion
-from openworkflow.sqlite.schedules import SqliteSchedules
+from openworkflow.sqlite.messages import SqliteMessages
 from openworkflow.sqlite.schema import (
     current_migration_version,
     migrate,
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 
-class SqliteBackend(SqliteSchedules):
+class SqliteBackend(SqliteMessages):
     """Backend storing runs in a SQLite file (or ``":memory:"``), bound to one namespace.
 
     Example:

@@ -203,7 +203,8 @@ WHERE {RUN_OWNED}
 RETURNING *"""
 
 # Parking: if a wait already has its answer (terminal child, delivered
-# signal), the run becomes available now so the wake-up cannot be missed.
+# signal, a message to the run), the run becomes available now so the wake-up
+# cannot be missed.
 SLEEP_WORKFLOW_RUN = """
 UPDATE "workflow_runs"
 SET
@@ -224,6 +225,16 @@ SET
         SELECT 1 FROM "step_attempts" sa
         JOIN "workflow_signals" ws
           ON ws."namespace_id" = sa."namespace_id" AND ws."step_attempt_id" = sa."id"
+        WHERE sa."namespace_id" = "workflow_runs"."namespace_id"
+          AND sa."workflow_run_id" = "workflow_runs"."id"
+          AND sa."kind" = 'signal-wait' AND sa."status" = 'running'
+      )
+      OR EXISTS (
+        SELECT 1 FROM "step_attempts" sa
+        JOIN "run_messages" m
+          ON m."namespace_id" = sa."namespace_id" AND m."workflow_run_id" = sa."workflow_run_id"
+          AND m."signal" = json_extract(sa."context", '$.signal')
+          AND m."consumed_by_step_attempt_id" IS NULL
         WHERE sa."namespace_id" = "workflow_runs"."namespace_id"
           AND sa."workflow_run_id" = "workflow_runs"."id"
           AND sa."kind" = 'signal-wait' AND sa."status" = 'running'

@@ -22,10 +22,12 @@ from openworkflow.core.backend import (
     GetWorkflowRunParams,
     SendSignalParams,
     SetStepAttemptChildWorkflowRunParams,
+    SignalDelivery,
 )
 from openworkflow.core.concurrency import concurrency_columns
 from openworkflow.core.duration import Duration, resolve_time
 from openworkflow.core.json import JsonValue
+from openworkflow.core.messages import TakeRunMessageParams
 from openworkflow.core.step_attempt import StepAttempt, StepKind
 from openworkflow.core.waits import (
     child_error_from_attempt,
@@ -274,6 +276,30 @@ class WaitSteps:
         output = {"workflowRunIds": list(sent.workflow_run_ids)}
         return signal_run_ids(await self._recorder.complete(attempt, output))
 
+    async def _received(self, signal: str, attempt: StepAttempt) -> SignalDelivery | None:
+        """A broadcast delivery to the wait, else a message to this run (taken by the attempt).
+
+        The attempt's id binds the message it takes, so a replay or a pass
+        that crashed after taking it gets the same message back.
+        """
+        backend = self._context.backend
+        delivery = await engine_call(
+            backend.get_signal_delivery(GetSignalDeliveryParams(step_attempt_id=attempt.id))
+        )
+        if delivery is not None:
+            return delivery
+        taken = await engine_call(
+            backend.take_run_message(
+                TakeRunMessageParams(
+                    workflow_run_id=self._run.id,
+                    worker_id=self._context.worker_id,
+                    signal=signal,
+                    step_attempt_id=attempt.id,
+                )
+            )
+        )
+        return SignalDelivery(data=taken.data) if taken.found else None
+
     async def wait_for_signal(
         self,
         step_name: str,
@@ -292,11 +318,7 @@ class WaitSteps:
                 step_name, StepKind.SIGNAL_WAIT, signal_wait_context(signal, timeout_at)
             )
         timeout_at = wait_resume_at(attempt) or default_wait_timeout_at(attempt.created_at)
-        delivery = await engine_call(
-            self._context.backend.get_signal_delivery(
-                GetSignalDeliveryParams(step_attempt_id=attempt.id)
-            )
-        )
+        delivery = await self._received(signal, attempt)
         if delivery is None:
             if clock.now() < timeout_at:
                 raise self._park(attempt, timeout_at)

@@ -482,6 +482,7 @@ def _expected_python_ledger() -> list[tuple[int, str]]:
         (4, "0004_concurrency"),
         (5, "0005_start_rate_limits"),
         (6, "0006_continue_as_new"),
+        (7, "0007_run_messages"),
     ]
 
 

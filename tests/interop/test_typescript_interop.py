@@ -1206,9 +1206,10 @@ PYTHON_TABLES = {
     "schedules",
     "rate_limit_tokens",
     "concurrency_keys",
+    "run_messages",
 }
 """This port's own tables (migration ledger, flow control, schedules, rate and concurrency
-limits)."""
+limits, messages to one run)."""
 
 PYTHON_COLUMNS = {
     ("workflow_runs", "priority"),

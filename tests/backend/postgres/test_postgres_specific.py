@@ -745,6 +745,17 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
         ("holder_attempts", "ARRAY", False),
         ("updated_at", TIMESTAMPTZ, False),
     ],
+    "run_messages": [
+        ("namespace_id", TEXT, False),
+        ("id", TEXT, False),
+        ("workflow_run_id", TEXT, False),
+        ("signal", TEXT, False),
+        ("data", JSONB, True),
+        ("idempotency_key", TEXT, True),
+        ("created_at", TIMESTAMPTZ, False),
+        ("consumed_by_step_attempt_id", TEXT, True),
+        ("consumed_at", TIMESTAMPTZ, True),
+    ],
 }
 # name -> (table, columns of the key, referenced table, referenced columns, ON DELETE)
 EXPECTED_FOREIGN_KEYS = {
@@ -859,7 +870,24 @@ EXTRA_INDEXES = {
         "created_at",
         "(status = 'pending'::text) AND (concurrency_key IS NOT NULL)",
     ),
+    "run_messages_unconsumed_idx": (
+        "run_messages",
+        "namespace_id, workflow_run_id, signal, created_at, id",
+        "consumed_by_step_attempt_id IS NULL",
+    ),
+    "run_messages_consumed_by_idx": (
+        "run_messages",
+        "namespace_id, consumed_by_step_attempt_id",
+        "consumed_by_step_attempt_id IS NOT NULL",
+    ),
+    "run_messages_idempotency_key_idx": (
+        "run_messages",
+        "namespace_id, workflow_run_id, signal, idempotency_key",
+        "idempotency_key IS NOT NULL",
+    ),
 }
+# Unique secondary indexes: one delivery per wait, one message per (run, name, key).
+UNIQUE_INDEXES = {"workflow_signals_step_attempt_idx", "run_messages_idempotency_key_idx"}
 
 
 async def test_tables_and_columns_match_the_original(
@@ -927,6 +955,7 @@ async def test_constraints_match_the_original(pg: PostgresBackend, admin: Connec
             "concurrency_keys_pkey",
             ["namespace_id", "workflow_name", "concurrency_key"],
         ),
+        "run_messages": ("run_messages_pkey", ["namespace_id", "id"]),
     }
     assert foreign_keys == {name: tuple(value) for name, value in EXPECTED_FOREIGN_KEYS.items()}
     assert all(row[3] for row in rows), "every constraint is validated (migration 3)"
@@ -955,7 +984,7 @@ async def test_indexes_are_the_originals_plus_the_deadline_index(
     for name, (table, columns, predicate) in expected.items():
         _, actual_table, unique, _, definition, actual_predicate = secondary[name]
         assert actual_table == table, name
-        assert unique == (name == "workflow_signals_step_attempt_idx"), name
+        assert unique == (name in UNIQUE_INDEXES), name
         assert f"USING btree ({columns})" in definition, definition
         if predicate is None:
             assert actual_predicate is None, name
