@@ -1,4 +1,4 @@
-"""What the dashboard changes: create a run (the form), cancel one, retry one.
+"""What the dashboard changes: create a run (the form), cancel, retry or signal one.
 
 Every POST is checked against cross-site requests first (the form's CSRF
 token and the request's origin, see :class:`~.security.CsrfProtection`).
@@ -7,6 +7,7 @@ A refused action shows the form or the run again with the reason.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.datastructures import FormData
@@ -24,7 +25,7 @@ from openworkflow.dashboard.run_form import (
     form_values,
 )
 from openworkflow.dashboard.security import CSRF_FIELD
-from openworkflow.errors import InvalidRunStateError, WorkflowRunNotFoundError
+from openworkflow.errors import InvalidRunStateError, OpenWorkflowError, WorkflowRunNotFoundError
 
 
 def _to_run(request: Request, run_id: str) -> Response:
@@ -86,6 +87,31 @@ async def cancel_run(context: DashboardContext, request: Request) -> Response:
 async def retry_run(context: DashboardContext, request: Request) -> Response:
     """Resume a failed or canceled run (:meth:`OpenWorkflow.retry`), then show it."""
     return await _act_on_run(context, request, "retry", context.client.retry)
+
+
+async def signal_run(context: DashboardContext, request: Request) -> Response:
+    """Send a signal to the run (:meth:`OpenWorkflow.signal`), then show it.
+
+    The form's ``data`` is JSON (empty means null); a bad one, a bad name or a
+    finished run shows the run again with the reason.
+    """
+    run_id = request.path_params["run_id"]
+    form = await checked_form(context, request)
+    name = str(form.get("signal", "")).strip()
+    text = str(form.get("data", "")).strip()
+    try:
+        data = json.loads(text) if text else None
+    except ValueError as error:
+        message = f"The signal's data is not JSON ({error}); nothing was sent."
+        return await render_run_detail(context, request, run_id, message=message, status_code=400)
+    try:
+        await context.client.signal(run_id, name, data)
+    except WorkflowRunNotFoundError:
+        raise HTTPException(404, f"There is no run {run_id!r} to signal.") from None
+    except (InvalidRunStateError, OpenWorkflowError, TypeError, ValueError) as error:
+        message = f"Signal {name!r} was not sent: {error}"
+        return await render_run_detail(context, request, run_id, message=message, status_code=409)
+    return _to_run(request, run_id)
 
 
 async def _act_on_run(

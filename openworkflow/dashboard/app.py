@@ -118,6 +118,7 @@ def _routes(context: DashboardContext) -> list[BaseRoute]:
         route("/runs/{run_id}", run_detail.run_detail, "GET", "run_detail"),
         route("/runs/{run_id}/cancel", actions.cancel_run, "POST", "cancel"),
         route("/runs/{run_id}/retry", actions.retry_run, "POST", "retry"),
+        route("/runs/{run_id}/signal", actions.signal_run, "POST", "signal"),
         route("/workflows", workflows_page.workflows_page, "GET", "workflows"),
         # ``path`` converters: a name may contain slashes (sent as %2F, decoded by then).
         route("/workflows/{name:path}/pause", workflows_page.pause_workflow, "POST", "pause"),

@@ -79,6 +79,7 @@ async def render_run_detail(
             "finished": run.is_terminal,
             "can_cancel": status.is_active,
             "can_retry": run.status in RETRYABLE_STATUSES,
+            "waiting_signals": [] if run.is_terminal else run_page.waiting_signals(attempts),
             "show_output": status.is_completed or run.output is not None,
             "message": message,
             **await _origin_and_pause(context, run),

@@ -100,3 +100,16 @@ async def search_runs(backend: Backend, query: str) -> SearchResult:
     exact = next((run.id for run in found if run.id == prefix), None)
     target = exact or (found[0].id if len(found) == 1 else None)
     return SearchResult(prefix, target, found[:SEARCH_LIMIT], len(found) > SEARCH_LIMIT)
+
+
+def waiting_signals(attempts: Sequence[StepAttempt]) -> list[str]:
+    """The signal names the run's running waits are waiting for (for the send form)."""
+    names = {
+        str(attempt.context.get("signal"))
+        for attempt in attempts
+        if attempt.kind == "signal-wait"
+        and attempt.status == "running"
+        and isinstance(attempt.context, dict)
+        and attempt.context.get("signal")
+    }
+    return sorted(names)

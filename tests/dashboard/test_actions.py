@@ -176,3 +176,41 @@ async def test_retry_resumes_a_failed_run(backend: Any) -> None:
         assert again.status_code == 409
         assert "only failed or canceled runs can be retried" in again.text
     assert (await get_run(backend, handle.id)).status == "pending"
+
+
+async def test_send_a_signal_to_a_run_that_waits_for_one(backend: Any) -> None:
+    from openworkflow import Step, workflow
+
+    @workflow(name="awaits-approval")
+    async def awaits_approval(step: Step) -> Any:
+        received = await step.wait_for_signal("approve", timeout="1h")
+        return None if received is None else received["data"]
+
+    ow = OpenWorkflow(backend)
+    handle = await ow.run(awaits_approval)
+    async with running_worker(backend, [awaits_approval]), dashboard_client(backend) as client:
+
+        async def form_shown() -> bool:
+            page = await client.get(f"/runs/{handle.id}")
+            return 'form id="send-signal"' in page.text
+
+        from tests.support.waiting import wait_until
+
+        await wait_until(form_shown, timeout=10)
+        page = await client.get(f"/runs/{handle.id}")
+        assert '<option value="approve">approve</option>' in page.text
+
+        bad = await client.post(
+            f"/runs/{handle.id}/signal", data={"signal": "approve", "data": "{"}
+        )
+        assert bad.status_code == 400 and "is not JSON" in bad.text
+        sent = await client.post(
+            f"/runs/{handle.id}/signal", data={"signal": "approve", "data": '{"ok": true}'}
+        )
+        assert sent.status_code == 303 and sent.headers["location"] == f"/runs/{handle.id}"
+        assert await handle.result(timeout=10) == {"ok": True}
+
+        done = await client.get(f"/runs/{handle.id}")
+        assert 'id="send-signal"' not in done.text
+        refused = await client.post(f"/runs/{handle.id}/signal", data={"signal": "approve"})
+        assert refused.status_code == 409 and "was not sent" in refused.text
