@@ -44,6 +44,7 @@ from openworkflow.errors import (
 )
 from openworkflow.notifications import notifier_of
 from openworkflow.payload import current_limits, payload_limits
+from openworkflow.run_events import wait_for_event
 from openworkflow.run_messages import checked_signal_data, send_run_message
 from openworkflow.worker.context import (
     DEFAULT_CONCURRENCY,
@@ -89,6 +90,10 @@ class RunHandle:
     ) -> None:
         """Send ``data`` to this run's waits on ``name`` (see :meth:`OpenWorkflow.signal`)."""
         await self._client.signal(self.id, name, data, idempotency_key=idempotency_key)
+
+    async def get_event(self, key: str, timeout: Duration | None = None) -> Any:
+        """The run's latest ``step.set_event`` value of ``key`` (:mod:`openworkflow.run_events`)."""
+        return await wait_for_event(self._client.backend, self.id, key, timeout)
 
     async def result(self, timeout: Duration | None = "5m") -> Any:
         """Wait for the run to finish and return its output.

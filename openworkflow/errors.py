@@ -27,6 +27,7 @@
     ├── WorkflowFailedError            handle.result() of a failed run
     ├── WorkflowCanceledError          handle.result() of a canceled run
     ├── ResultTimeoutError             handle.result() gave up waiting (also TimeoutError)
+    ├── EventNotSetError               handle.get_event(): the run ended without setting the key
     ├── ChildWorkflowError             step.run_workflow(): the child did not complete
     │   ├── ChildWorkflowFailedError       the child failed (its error is attached)
     │   ├── ChildWorkflowCanceledError     the child was canceled
@@ -285,6 +286,20 @@ class ResultTimeoutError(OpenWorkflowError, TimeoutError):
     def __init__(self, message: str, *, workflow_run_id: str) -> None:
         super().__init__(message)
         self.workflow_run_id = workflow_run_id
+
+
+class EventNotSetError(OpenWorkflowError, LookupError):
+    """``handle.get_event(key)``: the run finished without ever setting ``key``.
+
+    Attributes:
+        workflow_run_id: The run waited on.
+        key: The event key that was never set.
+    """
+
+    def __init__(self, workflow_run_id: str, key: str) -> None:
+        super().__init__(f"Workflow run {workflow_run_id} finished without setting event {key!r}")
+        self.workflow_run_id = workflow_run_id
+        self.key = key
 
 
 class ChildWorkflowError(OpenWorkflowError):

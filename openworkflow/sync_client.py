@@ -35,6 +35,10 @@ class SyncRunHandle:
         """Wait for the run's output (see :meth:`RunHandle.result`)."""
         return self._client._call(self._handle.result(timeout))
 
+    def get_event(self, key: str, timeout: Duration | None = None) -> Any:
+        """The latest value the run set under ``key`` (see :meth:`RunHandle.get_event`)."""
+        return self._client._call(self._handle.get_event(key, timeout))
+
     def cancel(self) -> WorkflowRun:
         """Cancel the run."""
         return self._client._call(self._handle.cancel())

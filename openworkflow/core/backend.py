@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from openworkflow.core.cursor import Page
+from openworkflow.core.events import EventStore
 
 # Re-exported: the flow-control params belong to the same protocol.
 from openworkflow.core.flow_control import (
@@ -311,11 +312,10 @@ class StepAttemptCounts:
 
 
 @runtime_checkable
-class Backend(FlowControlStore, ScheduleStore, MessageStore, Protocol):
+class Backend(FlowControlStore, ScheduleStore, MessageStore, EventStore, Protocol):
     """Durable storage for runs, step attempts and signals, bound to one namespace.
 
-    Flow control, schedules and messages to one run: the bases ``FlowControlStore``,
-    ``ScheduleStore`` and ``MessageStore`` (:mod:`openworkflow.core.messages`).
+    Flow control, schedules, messages and events of one run: the protocol's bases.
     """
 
     @property

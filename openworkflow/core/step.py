@@ -90,6 +90,15 @@ class Step(Protocol):
         """
         ...
 
+    def set_event(self, key: str, value: Any, *, name: str | None = None) -> Awaitable[None]:
+        """Publish ``value`` under ``key`` for this run's callers (``handle.get_event``).
+
+        A step (named ``event:<key>`` unless ``name`` is given): a replay does
+        not write again. Setting the key again later, under another step,
+        overwrites it; the latest set wins. ``value`` must be storable JSON.
+        """
+        ...
+
     async def continue_as_new(self, input: Any = None) -> NoReturn:
         """End this run by starting a fresh run of the same workflow and version with ``input``.
 

@@ -19,8 +19,8 @@ from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.group_commit import GroupCommit
 from openworkflow.sqlite.connection import PAGE_CACHE_KIB, Database
+from openworkflow.sqlite.events import SqliteEvents
 from openworkflow.sqlite.finishing import Completion
-from openworkflow.sqlite.messages import SqliteMessages
 from openworkflow.sqlite.schema import (
     current_migration_version,
     migrate,
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-class SqliteBackend(SqliteMessages):
+class SqliteBackend(SqliteEvents):
     """Backend storing runs in a SQLite file (or ``":memory:"``), bound to one namespace.
 
     Example:

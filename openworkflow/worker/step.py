@@ -19,10 +19,11 @@ from pydantic import TypeAdapter
 
 from openworkflow.core.duration import Duration, parse_duration_ms
 from openworkflow.core.flow_control import RateLimit
-from openworkflow.core.json import check_name
+from openworkflow.core.json import JsonConversionError, check_name
 from openworkflow.core.retry import DEFAULT_STEP_RETRY_POLICY, RetryPolicy
 from openworkflow.core.workflow_definition import WorkflowRef, spec_of
-from openworkflow.errors import SignalWaitConflictError
+from openworkflow.errors import PayloadError, SignalWaitConflictError
+from openworkflow.payload import to_stored_json
 from openworkflow.worker.attempts import AttemptRecorder
 from openworkflow.worker.function_steps import FunctionSteps
 from openworkflow.worker.replay import ReplayMonitor
@@ -104,6 +105,17 @@ class StepExecutor:
         spec = spec_of(workflow)
         step_name = self._resolve(_base_name(name, spec.name))
         body = self._waits.start_child_body(step_name, spec, input)
+        return self._tracked(self._functions.run(step_name, body, DEFAULT_STEP_RETRY_POLICY))
+
+    def set_event(self, key: str, value: Any, *, name: str | None = None) -> Awaitable[None]:
+        """See :meth:`openworkflow.Step.set_event`."""
+        _check_event_key(key)
+        try:
+            stored = to_stored_json(value, f"value of event {key[:40]!r}")
+        except JsonConversionError as error:
+            raise PayloadError(f"event {key!r} value cannot be stored as JSON: {error}") from None
+        step_name = self._resolve(_base_name(name, f"event:{key}"))
+        body = self._waits.set_event_body(key, stored)
         return self._tracked(self._functions.run(step_name, body, DEFAULT_STEP_RETRY_POLICY))
 
     async def continue_as_new(self, input: Any = None) -> NoReturn:
@@ -218,6 +230,12 @@ def _check_signal(signal: object) -> None:
     if not isinstance(signal, str) or not signal:
         raise TypeError(f"signal must be a non-empty string, got {signal!r}")
     check_name(signal, "signal")
+
+
+def _check_event_key(key: object) -> None:
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"event key must be a non-empty string, got {key!r}")
+    check_name(key, "event key")
 
 
 def _check_step_name(name: object) -> None:

@@ -26,6 +26,7 @@ from openworkflow.core.backend import (
 )
 from openworkflow.core.concurrency import concurrency_columns
 from openworkflow.core.duration import Duration, resolve_time
+from openworkflow.core.events import SetRunEventParams
 from openworkflow.core.json import JsonValue
 from openworkflow.core.messages import TakeRunMessageParams
 from openworkflow.core.step_attempt import StepAttempt, StepKind
@@ -106,6 +107,21 @@ class WaitSteps:
             return child.id
 
         return start_child
+
+    def set_event_body(self, key: str, value: JsonValue) -> Callable[[], Awaitable[None]]:
+        """The body of ``step.set_event``: store the run's event, fenced by ownership."""
+        backend, run, worker_id = self._context.backend, self._run, self._context.worker_id
+
+        async def set_event() -> None:
+            await engine_call(
+                backend.set_run_event(
+                    SetRunEventParams(
+                        workflow_run_id=run.id, worker_id=worker_id, key=key, value=value
+                    )
+                )
+            )
+
+        return set_event
 
     def continue_as_new(self, input: Any) -> ContinueAsNew:
         """The interrupt that ends the pass by continuing as a fresh run with ``input``.

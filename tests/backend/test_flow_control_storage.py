@@ -483,6 +483,7 @@ def _expected_python_ledger() -> list[tuple[int, str]]:
         (5, "0005_start_rate_limits"),
         (6, "0006_continue_as_new"),
         (7, "0007_run_messages"),
+        (8, "0008_run_events"),
     ]
 
 

@@ -1207,9 +1207,10 @@ PYTHON_TABLES = {
     "rate_limit_tokens",
     "concurrency_keys",
     "run_messages",
+    "run_events",
 }
 """This port's own tables (migration ledger, flow control, schedules, rate and concurrency
-limits, messages to one run)."""
+limits, messages to and events of one run)."""
 
 PYTHON_COLUMNS = {
     ("workflow_runs", "priority"),

@@ -756,6 +756,13 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
         ("consumed_by_step_attempt_id", TEXT, True),
         ("consumed_at", TIMESTAMPTZ, True),
     ],
+    "run_events": [
+        ("namespace_id", TEXT, False),
+        ("workflow_run_id", TEXT, False),
+        ("key", TEXT, False),
+        ("value", JSONB, True),
+        ("updated_at", TIMESTAMPTZ, False),
+    ],
 }
 # name -> (table, columns of the key, referenced table, referenced columns, ON DELETE)
 EXPECTED_FOREIGN_KEYS = {
@@ -956,6 +963,7 @@ async def test_constraints_match_the_original(pg: PostgresBackend, admin: Connec
             ["namespace_id", "workflow_name", "concurrency_key"],
         ),
         "run_messages": ("run_messages_pkey", ["namespace_id", "id"]),
+        "run_events": ("run_events_pkey", ["namespace_id", "workflow_run_id", "key"]),
     }
     assert foreign_keys == {name: tuple(value) for name, value in EXPECTED_FOREIGN_KEYS.items()}
     assert all(row[3] for row in rows), "every constraint is validated (migration 3)"

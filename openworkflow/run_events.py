@@ -1,0 +1,75 @@
+"""The client side of run events: ``handle.get_event(key, timeout=None)``.
+
+A run publishes with ``step.set_event(key, value)``; ``get_event`` returns the
+latest value, waiting (polling 50 ms growing to 1 s, woken early when the run
+finishes if the worker shares the backend object) until the key is set.
+``timeout=None`` waits without a limit. It raises ``EventNotSetError`` when the
+run finished without setting the key, ``ResultTimeoutError`` when the timeout
+ran out (the run goes on) and ``WorkflowRunNotFoundError`` for no such run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from openworkflow.core.backend import Backend, GetWorkflowRunParams
+from openworkflow.core.duration import Duration, parse_duration_ms
+from openworkflow.core.events import GetRunEventParams
+from openworkflow.core.json import JsonValue, check_name, is_storable_text
+from openworkflow.errors import EventNotSetError, ResultTimeoutError, WorkflowRunNotFoundError
+from openworkflow.notifications import notifier_of
+
+_POLL_START_S = 0.05
+_POLL_MAX_S = 1.0
+
+
+def check_event_key(key: object) -> str:
+    """``key`` once checked like a step name (a non-empty storable name)."""
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"event key must be a non-empty string, got {key!r}")
+    return check_name(key, "event key")
+
+
+async def wait_for_event(
+    backend: Backend, run_id: str, key: str, timeout: Duration | None
+) -> JsonValue:
+    """The value run ``run_id`` set under ``key``, waiting for one (``timeout=None``: no limit).
+
+    Raises:
+        EventNotSetError: the run finished without setting ``key``.
+        ResultTimeoutError: no value within ``timeout``; the run goes on.
+        WorkflowRunNotFoundError: the run does not exist.
+    """
+    check_event_key(key)
+    if not is_storable_text(run_id):
+        raise WorkflowRunNotFoundError(run_id)  # no stored id has a NUL: do not ask the database
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + parse_duration_ms(timeout) / 1000
+    notifier = notifier_of(backend)
+    params = GetRunEventParams(workflow_run_id=run_id, key=key)
+    interval = _POLL_START_S
+    while True:
+        event = await backend.get_run_event(params)
+        if event is not None:
+            return event.value
+        run = await backend.get_workflow_run(GetWorkflowRunParams(workflow_run_id=run_id))
+        if run is None:
+            raise WorkflowRunNotFoundError(run_id)
+        if run.is_terminal:
+            # Only a running run sets events: a read after seeing it finished is final.
+            event = await backend.get_run_event(params)
+            if event is not None:
+                return event.value
+            raise EventNotSetError(run_id, key)
+        remaining = None if deadline is None else deadline - loop.time()
+        if remaining is not None and remaining <= 0:
+            raise ResultTimeoutError(
+                f"Timed out waiting for event {key!r} of workflow run {run_id}",
+                workflow_run_id=run_id,
+            )
+        wait = interval if remaining is None else min(interval, remaining)
+        if notifier is not None:
+            await notifier.wait_for_run(run_id, wait)  # woken early when the run finishes
+        else:
+            await asyncio.sleep(wait)
+        interval = min(interval * 1.5, _POLL_MAX_S)
