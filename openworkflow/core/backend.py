@@ -107,7 +107,7 @@ class ClaimWorkflowRunsParams:
     """Input of :meth:`Backend.claim_workflow_runs`: one worker id per run wanted.
 
     ``workflows``: only runs of these (name, version) pairs (None: any; empty:
-    none). Never runs of a paused workflow, nor of a full concurrency key.
+    none). Never runs of a paused workflow; nor, while enforcing, of a full key.
     """
 
     worker_ids: Sequence[str]

@@ -66,7 +66,7 @@ class WaitSteps:
         context: PassContext,
         run: WorkflowRun,
         recorder: AttemptRecorder,
-        spec: WorkflowSpec | None = None,
+        spec: WorkflowSpec,
     ) -> None:
         self._context = context
         self._run = run
@@ -129,7 +129,7 @@ class WaitSteps:
         The input is validated by the run's own workflow (a bad one raises here,
         into the workflow), and the successor's concurrency key computed from it.
         """
-        spec = self._spec if self._spec is not None else WorkflowSpec(name=self._run.workflow_name)
+        spec = self._spec
         validated, stored_input = spec.validate_input_value(input, current_limits())
         return ContinueAsNew(stored_input, concurrency_columns(spec.concurrency, validated))
 
