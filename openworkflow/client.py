@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from datetime import datetime
 from types import TracebackType
@@ -42,7 +41,7 @@ from openworkflow.errors import (
     WorkflowFailedError,
     WorkflowRunNotFoundError,
 )
-from openworkflow.notifications import notifier_of
+from openworkflow.notifications import RunPoll
 from openworkflow.payload import current_limits, payload_limits
 from openworkflow.run_events import wait_for_event
 from openworkflow.run_messages import checked_signal_data, send_run_message
@@ -53,9 +52,6 @@ from openworkflow.worker.context import (
     DEFAULT_STEP_CRASH_LIMIT,
 )
 from openworkflow.worker.worker import Worker
-
-_POLL_START_S = 0.05
-_POLL_MAX_S = 1.0
 
 
 class RunHandle:
@@ -109,30 +105,25 @@ class RunHandle:
             ResultTimeoutError: the run did not finish within ``timeout``.
             WorkflowRunNotFoundError: the run does not exist.
         """
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + parse_duration_ms(timeout) / 1000
-        notifier = notifier_of(self._client.backend)
-        interval = _POLL_START_S
+        poll = RunPoll(self._client.backend, _seconds_or_none(timeout))
         run_id = self.id
         while True:
             run = await self._client._require_run(run_id)
             if run.is_terminal and run.continued_as_id is not None:
-                run_id, interval = run.continued_as_id, _POLL_START_S  # follow the chain
+                run_id = run.continued_as_id  # follow the chain
+                poll.restart()
                 continue
             if run.is_terminal:
                 return _outcome(run)
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
+            if not await poll.pause(run_id):
                 raise ResultTimeoutError(
                     f"Timed out waiting for workflow run {self.id} to finish",
                     workflow_run_id=self.id,
                 )
-            wait = interval if remaining is None else min(interval, remaining)
-            if notifier is not None:
-                await notifier.wait_for_run(run_id, wait)
-            else:
-                await asyncio.sleep(wait)
-            interval = min(interval * 1.5, _POLL_MAX_S)
+
+
+def _seconds_or_none(timeout: Duration | None) -> float | None:
+    return None if timeout is None else parse_duration_ms(timeout) / 1000
 
 
 def _outcome(run: WorkflowRun) -> Any:

@@ -161,3 +161,40 @@ def notifier_of(backend: object) -> ChangeNotifier | None:
         return None
     notifier = backend.notifier
     return notifier if isinstance(notifier, ChangeNotifier) else None
+
+
+POLL_START_S = 0.05
+POLL_MAX_S = 1.0
+
+
+class RunPoll:
+    """The pauses of a caller reading a run until something happens (``result()``, events).
+
+    Each pause ends early when the run finishes and the caller shares the
+    worker's backend object (or the backend hears of it: NOTIFY, the SQLite
+    watcher), else after a poll interval of 50 ms growing to 1 s; none goes
+    past ``timeout_s`` (seconds, or None for no limit).
+    """
+
+    def __init__(self, backend: object, timeout_s: float | None) -> None:
+        self._notifier = notifier_of(backend)
+        self._loop = asyncio.get_running_loop()
+        self._deadline = None if timeout_s is None else self._loop.time() + timeout_s
+        self._interval = POLL_START_S
+
+    def restart(self) -> None:
+        """Poll quickly again (the caller moved on to another run)."""
+        self._interval = POLL_START_S
+
+    async def pause(self, run_id: str) -> bool:
+        """Wait before the next read of ``run_id``; False once the timeout has run out."""
+        remaining = None if self._deadline is None else self._deadline - self._loop.time()
+        if remaining is not None and remaining <= 0:
+            return False
+        wait = self._interval if remaining is None else min(self._interval, remaining)
+        if self._notifier is not None:
+            await self._notifier.wait_for_run(run_id, wait)
+        else:
+            await asyncio.sleep(wait)
+        self._interval = min(self._interval * 1.5, POLL_MAX_S)
+        return True

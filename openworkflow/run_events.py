@@ -10,17 +10,12 @@ ran out (the run goes on) and ``WorkflowRunNotFoundError`` for no such run.
 
 from __future__ import annotations
 
-import asyncio
-
 from openworkflow.core.backend import Backend, GetWorkflowRunParams
 from openworkflow.core.duration import Duration, parse_duration_ms
 from openworkflow.core.events import GetRunEventParams
 from openworkflow.core.json import JsonValue, check_name, is_storable_text
 from openworkflow.errors import EventNotSetError, ResultTimeoutError, WorkflowRunNotFoundError
-from openworkflow.notifications import notifier_of
-
-_POLL_START_S = 0.05
-_POLL_MAX_S = 1.0
+from openworkflow.notifications import RunPoll
 
 
 def check_event_key(key: object) -> str:
@@ -43,11 +38,8 @@ async def wait_for_event(
     check_event_key(key)
     if not is_storable_text(run_id):
         raise WorkflowRunNotFoundError(run_id)  # no stored id has a NUL: do not ask the database
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + parse_duration_ms(timeout) / 1000
-    notifier = notifier_of(backend)
+    poll = RunPoll(backend, None if timeout is None else parse_duration_ms(timeout) / 1000)
     params = GetRunEventParams(workflow_run_id=run_id, key=key)
-    interval = _POLL_START_S
     while True:
         event = await backend.get_run_event(params)
         if event is not None:
@@ -61,15 +53,8 @@ async def wait_for_event(
             if event is not None:
                 return event.value
             raise EventNotSetError(run_id, key)
-        remaining = None if deadline is None else deadline - loop.time()
-        if remaining is not None and remaining <= 0:
+        if not await poll.pause(run_id):  # woken early when the run finishes
             raise ResultTimeoutError(
                 f"Timed out waiting for event {key!r} of workflow run {run_id}",
                 workflow_run_id=run_id,
             )
-        wait = interval if remaining is None else min(interval, remaining)
-        if notifier is not None:
-            await notifier.wait_for_run(run_id, wait)  # woken early when the run finishes
-        else:
-            await asyncio.sleep(wait)
-        interval = min(interval * 1.5, _POLL_MAX_S)

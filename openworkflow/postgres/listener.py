@@ -12,13 +12,13 @@ missed something meanwhile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from openworkflow.event_loop import cancel_and_wait
 from openworkflow.notifications import ChangeNotifier
 
 logger = logging.getLogger("openworkflow.postgres")
@@ -74,9 +74,7 @@ class NotificationListener:
             return
         if grace_s > 0:
             await asyncio.wait([task], timeout=grace_s)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         backoff = 0.1

@@ -13,7 +13,6 @@ them with a growing delay, as the original does for an unknown workflow.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
@@ -25,6 +24,7 @@ from openworkflow.core.backend import (
 )
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import BackendError
+from openworkflow.event_loop import cancel_and_wait
 
 logger = logging.getLogger("openworkflow.worker")
 
@@ -75,10 +75,7 @@ class WorkerPresence:
     async def stop(self) -> None:
         """Stop sweeping and remove the registration (a failure to remove is only logged)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         if self._registered_at is None:
             return
         self._registered_at = None

@@ -14,7 +14,6 @@ running a scheduled workflow does this; there is no leader to elect.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 from datetime import datetime
@@ -29,6 +28,7 @@ from openworkflow.core.schedule_store import (
 )
 from openworkflow.core.workflow_definition import Workflow
 from openworkflow.errors import BackendError, InvalidScheduleError
+from openworkflow.event_loop import cancel_and_wait
 
 logger = logging.getLogger("openworkflow.worker")
 
@@ -137,10 +137,7 @@ class Scheduler:
     async def stop(self) -> None:
         """Stop serving ticks (a tick being served completes or rolls back)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while True:

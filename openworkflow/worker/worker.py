@@ -28,6 +28,7 @@ from openworkflow.core.retry import MISSING_DEFINITION_RETRY_POLICY
 from openworkflow.core.workflow_definition import Workflow
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import BackendError, BackendUnavailableError, WriteConflictError
+from openworkflow.event_loop import cancel_and_wait
 from openworkflow.notifications import ChangeNotifier, notifier_of
 from openworkflow.worker.admission import put_back_before_start
 from openworkflow.worker.context import (
@@ -196,10 +197,7 @@ class Worker:
         self._slot_freed.set()
         await self._scheduler.stop()
         await self._presence.stop()
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        await cancel_and_wait(self._loop_task)
         await self._drain()
         self._thread_pool.shutdown(wait=False, cancel_futures=True)
 
