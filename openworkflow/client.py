@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -31,6 +31,7 @@ from openworkflow.core.flow_control import check_priority
 from openworkflow.core.json import check_name, is_storable_text
 from openworkflow.core.schedule_store import ScheduleSnapshot, StoredSchedule
 from openworkflow.core.step_attempt import StepAttempt
+from openworkflow.core.streams import check_stream_key
 from openworkflow.core.workflow_definition import Workflow, WorkflowRef, spec_of
 from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
 from openworkflow.errors import (
@@ -45,6 +46,7 @@ from openworkflow.notifications import RunPoll
 from openworkflow.payload import current_limits, payload_limits
 from openworkflow.run_events import wait_for_event
 from openworkflow.run_messages import checked_signal_data, send_run_message
+from openworkflow.run_streams import read_stream
 from openworkflow.worker.context import (
     DEFAULT_CONCURRENCY,
     DEFAULT_LEASE_DURATION,
@@ -90,6 +92,13 @@ class RunHandle:
     async def get_event(self, key: str, timeout: Duration | None = None) -> Any:
         """The run's latest ``step.set_event`` value of ``key`` (:mod:`openworkflow.run_events`)."""
         return await wait_for_event(self._client.backend, self.id, key, timeout)
+
+    def stream(self, key: str) -> AsyncIterator[Any]:
+        """Every item of the run's ``step.stream`` ``key``, from the first, until the run ends.
+
+        ``async for item in handle.stream("progress"):`` (see :mod:`openworkflow.run_streams`).
+        """
+        return read_stream(self._client.backend, self.id, check_stream_key(key))
 
     async def result(self, timeout: Duration | None = "5m") -> Any:
         """Wait for the run to finish and return its output.

@@ -67,6 +67,19 @@ class ChangeNotifier:
                 self._forget(waiter)
                 _resolve(waiter)
 
+    def notify_run_changed(self, run_id: str) -> None:
+        """Wake the readers of a run that goes on (a new stream item), not its lease keepers.
+
+        Lease keepers (patient waiters) only care about a cancel, which comes
+        with its own wake-up.
+        """
+        waiters = self._run_waiters.get(run_id)
+        if not waiters:
+            return
+        for waiter in [waiter for waiter in waiters if waiter not in self._patient]:
+            self.unwatch_run(run_id, waiter)
+            _resolve(waiter)
+
     async def wait_for_work(self, timeout: float) -> None:
         """Return when work may be available, or after ``timeout`` seconds."""
         await self._wait(self._work_waiters, timeout)

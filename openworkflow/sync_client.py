@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Awaitable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator
 from concurrent.futures import Future
 from datetime import datetime
 from types import TracebackType
@@ -38,6 +39,13 @@ class SyncRunHandle:
     def get_event(self, key: str, timeout: Duration | None = None) -> Any:
         """The latest value the run set under ``key`` (see :meth:`RunHandle.get_event`)."""
         return self._client._call(self._handle.get_event(key, timeout))
+
+    def stream(self, key: str) -> Iterator[Any]:
+        """Every item of the run's stream ``key`` until the run ends (:meth:`RunHandle.stream`).
+
+        A plain iterator: ``for item in handle.stream("progress"):``.
+        """
+        return self._client._iterate(self._handle.stream(key))
 
     def cancel(self) -> WorkflowRun:
         """Cancel the run."""
@@ -77,7 +85,26 @@ class SyncOpenWorkflow:
         if self._closed:
             raise RuntimeError("this SyncOpenWorkflow is closed")
         future: Future[T] = asyncio.run_coroutine_threadsafe(_awaited(coroutine), self._loop)
-        return future.result()
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # e.g. Ctrl-C while waiting: stop the call on the loop too
+            raise
+
+    def _iterate(self, items: AsyncIterator[T]) -> Iterator[T]:
+        """Drive an async iterator from this thread, one item per call on the loop."""
+        while True:
+            next_items = self._call(_next_item(items))
+            if not next_items:
+                return
+            try:
+                yield next_items[0]
+            except GeneratorExit:  # the caller stopped early: let the reader clean up
+                close = getattr(items, "aclose", None)  # an async generator's
+                if close is not None:
+                    with contextlib.suppress(RuntimeError):  # the client closed meanwhile
+                        self._call(close())
+                raise
 
     def run(
         self,
@@ -232,3 +259,11 @@ async def _make_client(backend: Backend | str, namespace_id: str) -> OpenWorkflo
 
 async def _awaited(awaitable: Awaitable[T]) -> T:
     return await awaitable
+
+
+async def _next_item(items: AsyncIterator[T]) -> list[T]:
+    """``[the next item]``, or ``[]`` once ``items`` is exhausted."""
+    try:
+        return [await anext(items)]
+    except StopAsyncIteration:
+        return []

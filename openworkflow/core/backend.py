@@ -35,6 +35,7 @@ from openworkflow.core.messages import MessageStore
 from openworkflow.core.retry import ResolvedRetryPolicy
 from openworkflow.core.schedule_store import ScheduleStore
 from openworkflow.core.step_attempt import StepAttempt
+from openworkflow.core.streams import StreamStore
 from openworkflow.core.workflow_run import WorkflowRun
 
 DEFAULT_NAMESPACE_ID = "default"
@@ -312,11 +313,8 @@ class StepAttemptCounts:
 
 
 @runtime_checkable
-class Backend(FlowControlStore, ScheduleStore, MessageStore, EventStore, Protocol):
-    """Durable storage for runs, step attempts and signals, bound to one namespace.
-
-    Flow control, schedules, messages and events of one run: the protocol's bases.
-    """
+class Backend(FlowControlStore, ScheduleStore, MessageStore, EventStore, StreamStore, Protocol):
+    """Durable storage of runs and steps in one namespace (more in the protocol's bases)."""
 
     @property
     def namespace_id(self) -> str:

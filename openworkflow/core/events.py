@@ -56,3 +56,7 @@ class EventStore(Protocol):
     async def get_run_event(self, params: GetRunEventParams) -> RunEvent | None:
         """The key's current value, or None when it was never set."""
         ...
+
+    async def list_run_events(self, workflow_run_id: str) -> list[RunEvent]:
+        """Every event the run set, by key."""
+        ...

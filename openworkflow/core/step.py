@@ -99,6 +99,18 @@ class Step(Protocol):
         """
         ...
 
+    def stream(self, key: str, value: Any) -> Awaitable[None]:
+        """Append ``value`` to this run's stream ``key`` (read with ``handle.stream(key)``).
+
+        Durable and ordered: readers get every item from the first, including
+        those written before they connected. Not a step attempt (a stream may
+        hold any number of items): the n-th call for ``key`` writes position n,
+        so a replay never appends twice. Positions are taken in call order; an
+        item whose call is never awaited is never written. ``value`` must be
+        storable JSON.
+        """
+        ...
+
     async def continue_as_new(self, input: Any = None) -> NoReturn:
         """End this run by starting a fresh run of the same workflow and version with ``input``.
 

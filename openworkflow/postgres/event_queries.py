@@ -32,7 +32,16 @@ GET_RUN_EVENT = """
 SELECT "value", "updated_at" FROM {schema}."run_events"
 WHERE "namespace_id" = %(ns)s AND "workflow_run_id" = %(run_id)s AND "key" = %(key)s"""
 
-_TEMPLATES = {"set_run_event": SET_RUN_EVENT, "get_run_event": GET_RUN_EVENT}
+LIST_RUN_EVENTS = """
+SELECT "key", "value", "updated_at" FROM {schema}."run_events"
+WHERE "namespace_id" = %(ns)s AND "workflow_run_id" = %(run_id)s
+ORDER BY "key\""""
+
+_TEMPLATES = {
+    "set_run_event": SET_RUN_EVENT,
+    "get_run_event": GET_RUN_EVENT,
+    "list_run_events": LIST_RUN_EVENTS,
+}
 
 
 class EventQueries:
@@ -44,6 +53,7 @@ class EventQueries:
 
     set_run_event: bytes
     get_run_event: bytes
+    list_run_events: bytes
 
 
 @cache

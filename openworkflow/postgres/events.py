@@ -38,3 +38,8 @@ class PostgresEvents(PostgresMessages):
         if row is None:
             return None
         return RunEvent(key=params.key, value=row[0], updated_at=row[1])
+
+    async def list_run_events(self, workflow_run_id: str) -> list[RunEvent]:
+        """Every event the run set, by key."""
+        rows = await self._read_all(self._eq.list_run_events, self._params(run_id=workflow_run_id))
+        return [RunEvent(key=row[0], value=row[1], updated_at=row[2]) for row in rows]

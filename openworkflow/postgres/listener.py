@@ -1,12 +1,12 @@
 """LISTEN/NOTIFY wake-ups: an idle worker learns of new work within milliseconds.
 
 Writes that make work available (a new run, a woken parent, a delivered
-signal, a released lease) and writes that finish a run send a notification
-on one channel; every backend object keeps one listening connection and
-turns notifications into :class:`~openworkflow.notifications.ChangeNotifier`
-wake-ups. Polling still runs underneath, so a lost listener only costs
-latency: it reconnects with backoff and then wakes everyone once, in case it
-missed something meanwhile.
+signal, a released lease), writes that finish a run and stream appends send
+a notification on one channel; every backend object keeps one listening
+connection and turns notifications into
+:class:`~openworkflow.notifications.ChangeNotifier` wake-ups. Polling still
+runs underneath, so a lost listener only costs latency: it reconnects with
+backoff and then wakes everyone once, in case it missed something meanwhile.
 """
 
 from __future__ import annotations
@@ -109,6 +109,8 @@ class NotificationListener:
             return
         if kind == "w":
             self._notifier.notify_work_available()
+        elif kind == "s":  # a stream grew: wake its readers
+            self._notifier.notify_run_changed(detail)
         elif kind == "f":
             run_id, _, wakes_parent = detail.rpartition(":")
             self._notifier.notify_runs_finished((run_id,))

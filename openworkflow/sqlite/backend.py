@@ -19,7 +19,6 @@ from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.group_commit import GroupCommit
 from openworkflow.sqlite.connection import PAGE_CACHE_KIB, Database
-from openworkflow.sqlite.events import SqliteEvents
 from openworkflow.sqlite.finishing import Completion
 from openworkflow.sqlite.schema import (
     current_migration_version,
@@ -28,6 +27,7 @@ from openworkflow.sqlite.schema import (
     migration_scripts,
 )
 from openworkflow.sqlite.steps import StepWrite
+from openworkflow.sqlite.streams import SqliteStreams
 
 __all__ = [
     "PAGE_CACHE_KIB",
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-class SqliteBackend(SqliteEvents):
+class SqliteBackend(SqliteStreams):
     """Backend storing runs in a SQLite file (or ``":memory:"``), bound to one namespace.
 
     Example:

@@ -20,3 +20,8 @@ ON CONFLICT ("namespace_id", "workflow_run_id", "key")
 GET_RUN_EVENT = """
 SELECT "value", "updated_at" FROM "run_events"
 WHERE "namespace_id" = :ns AND "workflow_run_id" = :run_id AND "key" = :key"""
+
+LIST_RUN_EVENTS = """
+SELECT "key", "value", "updated_at" FROM "run_events"
+WHERE "namespace_id" = :ns AND "workflow_run_id" = :run_id
+ORDER BY "key\""""

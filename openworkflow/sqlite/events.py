@@ -50,3 +50,15 @@ class SqliteEvents(SqliteMessages):
             )
 
         return await self._run(get_event)
+
+    async def list_run_events(self, workflow_run_id: str) -> list[RunEvent]:
+        """Every event the run set, by key."""
+        values = {"ns": self._namespace_id, "run_id": workflow_run_id}
+
+        def list_events(c: sqlite3.Connection) -> list[RunEvent]:
+            return [
+                RunEvent(key=row[0], value=ow_json.loads(row[1]), updated_at=clock.from_iso(row[2]))
+                for row in c.execute(eq.LIST_RUN_EVENTS, values)
+            ]
+
+        return await self._run(list_events)

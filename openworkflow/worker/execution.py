@@ -56,6 +56,7 @@ from openworkflow.worker.outcome import (
 from openworkflow.worker.replay import ReplayMonitor
 from openworkflow.worker.step import StepExecutor
 from openworkflow.worker.step_history import WORKFLOW_STEP_LIMIT, StepHistory
+from openworkflow.worker.stream_steps import StreamSteps
 from openworkflow.worker.wait_steps import WaitSteps
 
 logger = logging.getLogger("openworkflow.worker")
@@ -113,6 +114,7 @@ class WorkflowExecution:
                 workflow_input=self._validated_input,
             ),
             waits=WaitSteps(self.context, self.run, recorder, self.workflow.spec),
+            streams=StreamSteps(self.context, self.run),
         )
         output = await self.workflow.fn(**_workflow_arguments(self.workflow, self.run, step))
         await recorder.close()

@@ -21,12 +21,14 @@ from openworkflow.core.duration import Duration, parse_duration_ms
 from openworkflow.core.flow_control import RateLimit
 from openworkflow.core.json import JsonConversionError, check_name
 from openworkflow.core.retry import DEFAULT_STEP_RETRY_POLICY, RetryPolicy
+from openworkflow.core.streams import check_stream_key
 from openworkflow.core.workflow_definition import WorkflowRef, spec_of
 from openworkflow.errors import PayloadError, SignalWaitConflictError
 from openworkflow.payload import to_stored_json
 from openworkflow.worker.attempts import AttemptRecorder
 from openworkflow.worker.function_steps import FunctionSteps
 from openworkflow.worker.replay import ReplayMonitor
+from openworkflow.worker.stream_steps import StreamSteps
 from openworkflow.worker.wait_steps import WaitSteps
 
 T = TypeVar("T")
@@ -42,12 +44,14 @@ class StepExecutor:
         replay: ReplayMonitor,
         functions: FunctionSteps,
         waits: WaitSteps,
+        streams: StreamSteps,
     ) -> None:
         self._recorder = recorder
         self._history = recorder.history
         self._replay = replay
         self._functions = functions
         self._waits = waits
+        self._streams = streams
         self._open_calls = 0  # step calls made and not finished yet
         self._signal_waits: dict[str, str] = {}  # signal -> step waiting on it, this pass
 
@@ -117,6 +121,15 @@ class StepExecutor:
         step_name = self._resolve(_base_name(name, f"event:{key}"))
         body = self._waits.set_event_body(key, stored)
         return self._tracked(self._functions.run(step_name, body, DEFAULT_STEP_RETRY_POLICY))
+
+    def stream(self, key: str, value: Any) -> Awaitable[None]:
+        """See :meth:`openworkflow.Step.stream`."""
+        check_stream_key(key)
+        try:
+            stored = to_stored_json(value, f"item of stream {key[:40]!r}")
+        except JsonConversionError as error:
+            raise PayloadError(f"stream {key!r} item cannot be stored as JSON: {error}") from None
+        return self._streams.append(key, stored)
 
     async def continue_as_new(self, input: Any = None) -> NoReturn:
         """See :meth:`openworkflow.Step.continue_as_new`."""

@@ -484,6 +484,7 @@ def _expected_python_ledger() -> list[tuple[int, str]]:
         (6, "0006_continue_as_new"),
         (7, "0007_run_messages"),
         (8, "0008_run_events"),
+        (9, "0009_run_streams"),
     ]
 
 

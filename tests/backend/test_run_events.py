@@ -94,3 +94,18 @@ async def test_a_run_not_running_is_refused(backend: Any) -> None:
     with pytest.raises(WriteConflictError):
         await _set(backend, pending, "progress", 1, worker="w1")
     assert await _get(backend, pending.id, "progress") is None
+
+
+async def test_list_returns_every_key_of_the_run(backend: Any) -> None:
+    run = await create_claimed_run(backend)
+    other = await create_claimed_run(backend)
+    await _set(backend, run, "progress", 1)
+    await _set(backend, run, "answer", {"text": "42"})
+    await _set(backend, run, "progress", 2)
+    await _set(backend, other, "elsewhere", True)
+    listed = await backend.list_run_events(run.id)
+    assert [(event.key, event.value) for event in listed] == [
+        ("answer", {"text": "42"}),
+        ("progress", 2),
+    ]
+    assert await backend.list_run_events(new_id()) == []

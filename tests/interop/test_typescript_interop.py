@@ -1208,9 +1208,10 @@ PYTHON_TABLES = {
     "concurrency_keys",
     "run_messages",
     "run_events",
+    "run_streams",
 }
 """This port's own tables (migration ledger, flow control, schedules, rate and concurrency
-limits, messages to and events of one run)."""
+limits, messages to, events and streams of one run)."""
 
 PYTHON_COLUMNS = {
     ("workflow_runs", "priority"),

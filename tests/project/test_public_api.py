@@ -88,6 +88,7 @@ def test_step_shows_only_what_workflow_code_calls() -> None:
         "set_event",
         "sleep",
         "start_workflow",
+        "stream",
         "wait_for_signal",
     ]
 

@@ -763,6 +763,14 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
         ("value", JSONB, True),
         ("updated_at", TIMESTAMPTZ, False),
     ],
+    "run_streams": [
+        ("namespace_id", TEXT, False),
+        ("workflow_run_id", TEXT, False),
+        ("key", TEXT, False),
+        ("seq", BIGINT, False),
+        ("value", JSONB, True),
+        ("created_at", TIMESTAMPTZ, False),
+    ],
 }
 # name -> (table, columns of the key, referenced table, referenced columns, ON DELETE)
 EXPECTED_FOREIGN_KEYS = {
@@ -964,6 +972,10 @@ async def test_constraints_match_the_original(pg: PostgresBackend, admin: Connec
         ),
         "run_messages": ("run_messages_pkey", ["namespace_id", "id"]),
         "run_events": ("run_events_pkey", ["namespace_id", "workflow_run_id", "key"]),
+        "run_streams": (
+            "run_streams_pkey",
+            ["namespace_id", "workflow_run_id", "key", "seq"],
+        ),
     }
     assert foreign_keys == {name: tuple(value) for name, value in EXPECTED_FOREIGN_KEYS.items()}
     assert all(row[3] for row in rows), "every constraint is validated (migration 3)"
