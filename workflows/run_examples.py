@@ -20,6 +20,7 @@ from workflows.approval import approval_signal, approve_expense
 from workflows.fan_out import resize_album, resize_image
 from workflows.hello_world import hello_world
 from workflows.process_order import process_order
+from workflows.summarize_report import summarize_report
 from workflows.trip_booking import trip_booking
 
 WORKFLOWS = [
@@ -29,6 +30,7 @@ WORKFLOWS = [
     resize_album,
     resize_image,
     trip_booking,
+    summarize_report,
 ]
 
 SETTINGS = resolve_settings(load_config(Path(__file__).parent.parent / "openworkflow.config.py"))
@@ -52,17 +54,32 @@ async def main() -> None:
         album = await ow.run(resize_album, ["cat.png", "dog.png", "owl.png"])
         # No cars in Lisbon: the hotel and the flight are booked, then canceled.
         trip = await ow.run(trip_booking, {"trip_id": "T-42", "destination": "Lisbon"})
+        report = await ow.run(
+            summarize_report,
+            {
+                "title": "Quarterly report",
+                "pages": [
+                    "Revenue grew in every region this quarter, led by Europe.",
+                    "Costs stayed flat while headcount grew by four people.",
+                    "Next quarter we open the Lisbon office and hire two engineers.",
+                ],
+            },
+        )
         print(f"enqueued hello-world run {hello.id} and process-order run {order.id}")
         async with ow.new_worker(WORKFLOWS, concurrency=SETTINGS.concurrency):
             # The approval run parks on its signal; answer it once it waits.
             while not await ow.send_signal(approval_signal("E-7"), {"approved": True, "by": "ana"}):
                 await asyncio.sleep(0.05)
+            # Read the report's progress stream from its first item as it grows.
+            async for item in report.stream("progress"):
+                print(f"summarize-report progress {item['page']}/{item['of']}: {item['summary']}")
             runs = (
                 ("hello-world", hello),
                 ("process-order", order),
                 ("approve-expense", expense),
                 ("resize-album", album),
                 ("trip-booking", trip),
+                ("summarize-report", report),
             )
             for name, handle in runs:
                 output = await handle.result(timeout="30s")

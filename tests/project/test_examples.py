@@ -42,7 +42,12 @@ def test_run_examples_prints_outputs(tmp_path: Path) -> None:
         'trip-booking completed: {"status": "compensated", "reason": "no cars available in '
         'Lisbon", "compensated": ["hotel", "flight"]}' in completed.stdout
     )
-    assert "completed=8" in completed.stdout
+    assert "summarize-report progress 1/3: Revenue grew in every region ..." in completed.stdout
+    assert "summarize-report progress 3/3: Next quarter we open the ..." in completed.stdout
+    assert 'summarize-report completed: {"title": "Quarterly report", "pages": 3' in (
+        completed.stdout
+    )
+    assert "completed=9" in completed.stdout
     assert (tmp_path / "examples.db").exists()
 
 
