@@ -1,4 +1,4 @@
-"""A run's page: metadata, what it waits for, its outcome, timeline and steps table."""
+"""A run's page: metadata, what it waits for, its outcome, events, streams, timeline and steps."""
 
 from __future__ import annotations
 
@@ -83,6 +83,7 @@ async def render_run_detail(
             "show_output": status.is_completed or run.output is not None,
             "message": message,
             **await _origin_and_pause(context, run),
+            **await _events_and_streams(context, run_id),
         },
         status_code=status_code,
     )
@@ -99,4 +100,12 @@ async def _origin_and_pause(context: DashboardContext, run: WorkflowRun) -> dict
         "scheduled": await scheduled_origin(context, run),
         "paused": None if run.is_terminal else await _paused(context, run.workflow_name),
         "resume_command": pauses.resume_command(run.workflow_name),
+    }
+
+
+async def _events_and_streams(context: DashboardContext, run_id: str) -> dict[str, Any]:
+    """The run's events and the last items of its streams (each section hidden when empty)."""
+    return {
+        "events": await run_page.run_events(context.backend, run_id),
+        "streams": await run_page.stream_tails(context.backend, run_id),
     }

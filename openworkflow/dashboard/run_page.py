@@ -2,7 +2,9 @@
 
 The run page shows a page of step attempts in its table, but its timeline,
 first start and "waiting for" need every attempt: they are read here in
-pages, up to :data:`TIMELINE_MAX_ATTEMPTS`.
+pages, up to :data:`TIMELINE_MAX_ATTEMPTS`. The run's events and the tails of
+its streams (:func:`stream_tails`, the last :data:`STREAM_TAIL` items of each)
+are read here too, for the page.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from openworkflow.core.backend import (
     FindWorkflowRunsByIdPrefixParams,
     ListStepAttemptsParams,
 )
+from openworkflow.core.events import RunEvent
 from openworkflow.core.id_prefix import check_run_id_prefix
 from openworkflow.core.retry import DEFAULT_WORKFLOW_RETRY_POLICY
 from openworkflow.core.step_attempt import StepAttempt
+from openworkflow.core.streams import ReadRunStreamParams, RunStreamExtent, RunStreamItem
 from openworkflow.core.workflow_definition import WorkflowSpec
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.dashboard import run_view
@@ -29,6 +33,9 @@ TIMELINE_MAX_ATTEMPTS = 1000
 
 SEARCH_LIMIT = 50
 """Runs listed for an id prefix that several runs share."""
+
+STREAM_TAIL = 20
+"""The newest items of each stream shown (a stream may hold any number of items)."""
 
 _PAGE = 200
 
@@ -113,3 +120,45 @@ def waiting_signals(attempts: Sequence[StepAttempt]) -> list[str]:
         and attempt.context.get("signal")
     }
     return sorted(names)
+
+
+async def run_events(backend: Backend, run_id: str) -> list[RunEvent]:
+    """Every event the run set (its latest value), by key."""
+    return await backend.list_run_events(run_id)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTail:
+    """One stream of a run: how much it holds and its newest ``items``, oldest first."""
+
+    key: str
+    count: int
+    last_seq: int
+    updated_at: datetime | None
+    items: list[RunStreamItem]
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the stream holds more items than ``items`` shows."""
+        return self.count > len(self.items)
+
+
+async def _tail(backend: Backend, run_id: str, extent: RunStreamExtent, limit: int) -> StreamTail:
+    items: list[RunStreamItem] = []
+    if extent.last_seq > 0:
+        # Only the positions after last_seq - limit: an index range, never the whole stream.
+        items = await backend.read_run_stream(
+            ReadRunStreamParams(
+                workflow_run_id=run_id,
+                key=extent.key,
+                after_seq=max(extent.last_seq - limit, 0),
+                limit=limit,
+            )
+        )
+    return StreamTail(extent.key, extent.count, extent.last_seq, extent.updated_at, items)
+
+
+async def stream_tails(backend: Backend, run_id: str, limit: int = STREAM_TAIL) -> list[StreamTail]:
+    """Every stream the run wrote, by key, each with its last ``limit`` items."""
+    extents = await backend.list_run_streams(run_id)
+    return [await _tail(backend, run_id, extent, limit) for extent in extents]
