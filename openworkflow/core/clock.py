@@ -2,17 +2,38 @@
 
 Timestamps are stored at millisecond precision as ``YYYY-MM-DDTHH:MM:SS.mmmZ``
 (JavaScript's ``toISOString``), so that string comparison orders them in time.
-Tests move time by patching :func:`now`.
+Tests move time by patching :func:`now`; the testing kit
+(:class:`openworkflow.testing.WorkflowEnvironment`) moves it with
+:func:`set_offset`, which every reader of the engine's time sees.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+_offset: timedelta | None = None
+"""How far the engine's clock is ahead of the real one (None: not at all)."""
 
 
 def now() -> datetime:
-    """Return the current UTC time truncated to whole milliseconds."""
-    return truncate_ms(datetime.now(UTC))
+    """Return the engine's current UTC time truncated to whole milliseconds."""
+    if _offset is None:
+        return truncate_ms(datetime.now(UTC))
+    return truncate_ms(datetime.now(UTC) + _offset)
+
+
+def offset() -> timedelta | None:
+    """How far :func:`now` runs ahead of the real time (None when it does not)."""
+    return _offset
+
+
+def set_offset(value: timedelta | None) -> None:
+    """Run :func:`now` ``value`` ahead of the real time (None: back to real time).
+
+    Process-wide; for the testing kit, which moves its event loop's clock along.
+    """
+    global _offset
+    _offset = value
 
 
 def truncate_ms(value: datetime) -> datetime:
