@@ -24,7 +24,7 @@ from openworkflow.client import OpenWorkflow
 from openworkflow.config import CONFIG_FILE_NAME, LoadedConfig, load_config
 from openworkflow.connect import open_backend
 from openworkflow.core.backend import Backend, OpenableBackend
-from openworkflow.errors import OpenWorkflowError
+from openworkflow.errors import DatabaseNotFoundError, OpenWorkflowError
 from openworkflow.redaction import remember_secret
 from openworkflow.settings import (
     EffectiveSettings,
@@ -153,6 +153,19 @@ async def connect_now(backend: Backend) -> None:
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine to completion (on uvloop when installed)."""
     return event_loop.run(coroutine)
+
+
+def on_existing_run(
+    settings: EffectiveSettings, run_id: str, action: Callable[[OpenWorkflow], Awaitable[T]]
+) -> T:
+    """Run ``action`` on an existing database: a missing one has no run to act on."""
+    try:
+        return run_async(with_client(settings, action, create=False))
+    except DatabaseNotFoundError as error:
+        raise CliError(
+            f"Workflow run {run_id} does not exist: {error}",
+            hint="check the backend URL or --config if the database should be elsewhere",
+        ) from None
 
 
 # -- arguments ------------------------------------------------------------------------------

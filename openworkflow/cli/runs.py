@@ -1,22 +1,22 @@
-"""``ow runs list|show|cancel|retry|priority|signal``: read and steer workflow runs."""
+"""``ow runs list|show|cancel|retry|priority|signal|tail|export``: read and steer workflow runs."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
 from rich.text import Text
 
 from openworkflow.cli import common, console, failure
+from openworkflow.cli.export import export_run
 from openworkflow.cli.options import data_options
 from openworkflow.cli.output import record_to_json, run_details, runs_table, status_text
+from openworkflow.cli.tail import tail
 from openworkflow.client import OpenWorkflow
 from openworkflow.core.cursor import Page
 from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
 from openworkflow.errors import DatabaseNotFoundError, WorkflowRunNotFoundError
-from openworkflow.settings import EffectiveSettings
 
 T = TypeVar("T")
 
@@ -28,7 +28,11 @@ _STATUSES = [
 @click.group()
 @data_options
 def runs() -> None:
-    """List, inspect, cancel and retry workflow runs."""
+    """List, inspect, cancel, retry, signal and follow workflow runs."""
+
+
+runs.add_command(tail)
+runs.add_command(export_run)
 
 
 @runs.command(name="list")
@@ -95,7 +99,7 @@ def show(run_id: str) -> None:
         run = await client.find_run(run_id)
         return run, await _all_steps(client, run.id)
 
-    run, steps = _on_run(settings, run_id, fetch)
+    run, steps = common.on_existing_run(settings, run_id, fetch)
     if console.wants_json():
         console.print_json(
             {"run": record_to_json(run), "steps": [record_to_json(s) for s in steps]}
@@ -125,7 +129,7 @@ def cancel(run_id: str) -> None:
     async def do_cancel(client: OpenWorkflow) -> WorkflowRun:
         return await client.cancel((await client.find_run(run_id)).id)
 
-    run = _on_run(settings, run_id, do_cancel)
+    run = common.on_existing_run(settings, run_id, do_cancel)
     _report(run, "canceled")
 
 
@@ -144,7 +148,7 @@ def retry(run_id: str) -> None:
             raise WorkflowRunNotFoundError(full_id)
         return run
 
-    _report(_on_run(settings, run_id, do_retry), "put back to pending")
+    _report(common.on_existing_run(settings, run_id, do_retry), "put back to pending")
 
 
 # A negative N ("-3") is a value, not an option.
@@ -159,7 +163,7 @@ def priority(run_id: str, priority: int) -> None:
     async def set_priority(client: OpenWorkflow) -> WorkflowRun:
         return await client.set_priority((await client.find_run(run_id)).id, priority)
 
-    _report(_on_run(settings, run_id, set_priority), f"now has priority {priority}")
+    _report(common.on_existing_run(settings, run_id, set_priority), f"now has priority {priority}")
 
 
 @runs.command(name="signal")
@@ -178,24 +182,11 @@ def signal_run(run_id: str, name: str, data: str | None, idempotency_key: str | 
         await client.signal(run.id, name, payload, idempotency_key=idempotency_key)
         return run
 
-    run = _on_run(settings, run_id, send)
+    run = common.on_existing_run(settings, run_id, send)
     if console.wants_json():
         console.print_json({"signal": name, "workflow_run_id": run.id})
     else:
         console.say(f"Signal {name!r} sent to run {run.id} ({run.workflow_name}).", style="green")
-
-
-def _on_run(
-    settings: EffectiveSettings, run_id: str, action: Callable[[OpenWorkflow], Awaitable[T]]
-) -> T:
-    """Run ``action`` on an existing database: a missing one has no run to act on."""
-    try:
-        return common.run_async(common.with_client(settings, action, create=False))
-    except DatabaseNotFoundError as error:
-        raise failure.CliError(
-            f"Workflow run {run_id} does not exist: {error}",
-            hint="check the backend URL or --config if the database should be elsewhere",
-        ) from None
 
 
 def _report(run: WorkflowRun, what: str) -> None:
