@@ -34,6 +34,7 @@
     │   └── ChildWorkflowTimeoutError      the parent stopped waiting (also TimeoutError)
     ├── SignalWaitConflictError        two waits on one signal in one run
     ├── SignalValidationError          a signal payload failed its schema (also ValueError)
+    ├── ReplayDivergenceError          testing.replay(): today's code left a recorded run's steps
     ├── UnprotectedBindError           a dashboard on a public address without auth
     ├── InvalidDashboardAuthError      OPENWORKFLOW_DASHBOARD_AUTH is not user:password
     ├── UnknownHostError               the dashboard's address does not resolve
@@ -345,6 +346,48 @@ class SignalWaitConflictError(OpenWorkflowError):
 
 class SignalValidationError(OpenWorkflowError, ValueError):
     """A delivered signal payload did not match the wait's schema."""
+
+
+class ReplayDivergenceError(OpenWorkflowError):
+    """Replaying a recorded run with today's workflow code left the recorded steps.
+
+    Raised by :func:`openworkflow.testing.replay` for the first step where the
+    code diverges; :func:`openworkflow.testing.replay_many` raises one listing
+    every diverging history (``errors`` holds each one's error).
+
+    Attributes:
+        kind: How it diverged: ``"added"`` (a step with no history runs while
+            recorded steps remain, or after a finished run's last step: added
+            or renamed), ``"reordered"``, ``"removed"`` (the workflow ended
+            without reaching recorded steps), ``"kind_changed"`` (the name was
+            recorded for another kind of step) or ``"child_changed"`` (a
+            child-workflow step now starts another workflow).
+        step_name: The durable name of the step where the code diverges.
+        workflow_name: The recorded run's workflow.
+        workflow_run_id: The recorded run's id.
+        source: The history file replayed, or None for a history given as a dict.
+        errors: For :func:`~openworkflow.testing.replay_many`, every history's
+            error, in order; otherwise just this one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        step_name: str,
+        workflow_name: str,
+        workflow_run_id: str,
+        source: str | None = None,
+        errors: tuple[ReplayDivergenceError, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.step_name = step_name
+        self.workflow_name = workflow_name
+        self.workflow_run_id = workflow_run_id
+        self.source = source
+        self.errors = errors or (self,)
 
 
 class UnprotectedBindError(OpenWorkflowError, ValueError):
