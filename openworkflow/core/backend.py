@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from openworkflow.core.cursor import Page
-from openworkflow.core.events import EventStore
 
 # Re-exported: the flow-control params belong to the same protocol.
 from openworkflow.core.flow_control import (
@@ -31,11 +30,11 @@ from openworkflow.core.flow_control import (
 from openworkflow.core.flow_control import WorkerRegistration as WorkerRegistration
 from openworkflow.core.flow_control import WorkflowKey as WorkflowKey
 from openworkflow.core.json import JsonValue
-from openworkflow.core.messages import MessageStore
+from openworkflow.core.operations import OperationsStore
 from openworkflow.core.retry import ResolvedRetryPolicy
+from openworkflow.core.run_data import RunDataStore
 from openworkflow.core.schedule_store import ScheduleStore
 from openworkflow.core.step_attempt import StepAttempt
-from openworkflow.core.streams import StreamStore
 from openworkflow.core.workflow_run import WorkflowRun
 
 DEFAULT_NAMESPACE_ID = "default"
@@ -313,7 +312,7 @@ class StepAttemptCounts:
 
 
 @runtime_checkable
-class Backend(FlowControlStore, ScheduleStore, MessageStore, EventStore, StreamStore, Protocol):
+class Backend(FlowControlStore, ScheduleStore, RunDataStore, OperationsStore, Protocol):
     """Durable storage of runs and steps in one namespace (more in the protocol's bases)."""
 
     @property

@@ -28,15 +28,15 @@ from openworkflow.group_commit import GroupCommit
 from openworkflow.postgres.base import is_item_error
 from openworkflow.postgres.connection import Database
 from openworkflow.postgres.finishing import Completion
+from openworkflow.postgres.forks import PostgresForks
 from openworkflow.postgres.schema import current_migration_version
 from openworkflow.postgres.steps import StepInsert
-from openworkflow.postgres.streams import PostgresStreams
 from openworkflow.redaction import redact_url
 
 __all__ = ["PostgresBackend"]
 
 
-class PostgresBackend(PostgresStreams):
+class PostgresBackend(PostgresForks):
     """Backend storing runs in PostgreSQL, bound to one namespace of one schema.
 
     The pool opens (and migrations run, under an advisory lock) on first use or

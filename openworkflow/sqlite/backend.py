@@ -20,6 +20,7 @@ from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.group_commit import GroupCommit
 from openworkflow.sqlite.connection import PAGE_CACHE_KIB, Database
 from openworkflow.sqlite.finishing import Completion
+from openworkflow.sqlite.forks import SqliteForks
 from openworkflow.sqlite.schema import (
     current_migration_version,
     migrate,
@@ -27,7 +28,6 @@ from openworkflow.sqlite.schema import (
     migration_scripts,
 )
 from openworkflow.sqlite.steps import StepWrite
-from openworkflow.sqlite.streams import SqliteStreams
 
 __all__ = [
     "PAGE_CACHE_KIB",
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-class SqliteBackend(SqliteStreams):
+class SqliteBackend(SqliteForks):
     """Backend storing runs in a SQLite file (or ``":memory:"``), bound to one namespace.
 
     Example:
