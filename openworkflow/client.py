@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -25,27 +25,27 @@ from openworkflow.core.backend import (
 )
 from openworkflow.core.concurrency import concurrency_columns
 from openworkflow.core.cursor import Page
-from openworkflow.core.duration import Duration, parse_duration_ms, resolve_time
-from openworkflow.core.error import error_message
+from openworkflow.core.duration import Duration, resolve_time
 from openworkflow.core.flow_control import check_priority
 from openworkflow.core.json import check_name, is_storable_text
 from openworkflow.core.schedule_store import ScheduleSnapshot, StoredSchedule
 from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.streams import check_stream_key
+from openworkflow.core.tags import check_tags
 from openworkflow.core.workflow_definition import Workflow, WorkflowRef, spec_of
-from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
+from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import (
     AmbiguousRunIdError,
     InvalidRunIdPrefixError,
     ResultTimeoutError,
-    WorkflowCanceledError,
-    WorkflowFailedError,
     WorkflowRunNotFoundError,
 )
 from openworkflow.notifications import RunPoll
-from openworkflow.payload import current_limits, payload_limits
+from openworkflow.payload import current_limits, payload_limits, to_stored_json
 from openworkflow.run_events import wait_for_event
+from openworkflow.run_forks import fork_run
 from openworkflow.run_messages import checked_signal_data, send_run_message
+from openworkflow.run_outcome import run_outcome, seconds_or_none
 from openworkflow.run_streams import read_stream
 from openworkflow.worker.context import (
     DEFAULT_CONCURRENCY,
@@ -114,7 +114,7 @@ class RunHandle:
             ResultTimeoutError: the run did not finish within ``timeout``.
             WorkflowRunNotFoundError: the run does not exist.
         """
-        poll = RunPoll(self._client.backend, _seconds_or_none(timeout))
+        poll = RunPoll(self._client.backend, seconds_or_none(timeout))
         run_id = self.id
         while True:
             run = await self._client._require_run(run_id)
@@ -123,31 +123,12 @@ class RunHandle:
                 poll.restart()
                 continue
             if run.is_terminal:
-                return _outcome(run)
+                return run_outcome(run)
             if not await poll.pause(run_id):
                 raise ResultTimeoutError(
                     f"Timed out waiting for workflow run {self.id} to finish",
                     workflow_run_id=self.id,
                 )
-
-
-def _seconds_or_none(timeout: Duration | None) -> float | None:
-    return None if timeout is None else parse_duration_ms(timeout) / 1000
-
-
-def _outcome(run: WorkflowRun) -> Any:
-    status = WorkflowRunStatus.parse(run.status)
-    if status.is_completed:
-        return run.output
-    if status == WorkflowRunStatus.FAILED:
-        raise WorkflowFailedError(
-            f"Workflow {run.workflow_name} failed: {error_message(run.error)}",
-            workflow_run_id=run.id,
-            error=run.error,
-        )
-    raise WorkflowCanceledError(
-        f"Workflow {run.workflow_name} was canceled", workflow_run_id=run.id
-    )
 
 
 class OpenWorkflow:
@@ -201,6 +182,7 @@ class OpenWorkflow:
         available_at: datetime | Duration | None = None,
         deadline_at: datetime | Duration | None = None,
         priority: int | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> RunHandle:
         """Start a run of ``workflow`` and return its handle.
 
@@ -211,13 +193,14 @@ class OpenWorkflow:
         in the last 24 h is returned instead of a new one. ``priority``
         (default: the workflow's, else 0) orders the claim among due runs:
         higher first. A workflow with a ``concurrency`` limit gives the run its
-        key, computed here from the validated input.
+        key, computed here from the validated input. ``tags`` are stored with it (rules: core.tags).
 
         Raises:
             InputValidationError: the input does not match the schema.
             PayloadError: the input cannot be stored as JSON, or is over the size limit.
             InvalidNameError: the name, version or idempotency key cannot be stored.
             InvalidDurationError: a time or duration cannot be understood.
+            TypeError, ValueError: ``tags`` break a rule (nothing is written).
             Exception: whatever the workflow's concurrency key function raises
                 (nothing is written).
         """
@@ -229,6 +212,7 @@ class OpenWorkflow:
                 raise TypeError(f"idempotency_key must be a string, got {type(idempotency_key)!r}")
             check_name(idempotency_key, "idempotency_key", allow_empty=True)
         run_priority = spec.priority if priority is None else check_priority(priority, "priority")
+        run_tags = check_tags(tags)
         validated, stored_input = spec.validate_input_value(input, current_limits())
         concurrency_key, concurrency_limit = concurrency_columns(spec.concurrency, validated)
         created = await self.backend.create_workflow_run(
@@ -244,6 +228,7 @@ class OpenWorkflow:
                 priority=run_priority,
                 concurrency_key=concurrency_key,
                 concurrency_limit=concurrency_limit,
+                tags=run_tags or None,
             )
         )
         return RunHandle(self, created.id, created)
@@ -294,18 +279,26 @@ class OpenWorkflow:
         limit: int | None = None,
         after: str | None = None,
         before: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Page[WorkflowRun]:
         """List runs newest first; pass ``page.next`` as ``after`` for the next page.
 
+        ``tags``: only the runs carrying every one of these key/value pairs.
+
         Raises:
             InvalidNameError: ``workflow_name`` is not a name that can be stored.
-            ValueError: a cursor is not valid.
+            ValueError: a cursor is not valid, or ``tags`` break a rule.
         """
         if workflow_name is not None:
             check_name(workflow_name, "workflow_name filter")
         return await self.backend.list_workflow_runs(
             ListWorkflowRunsParams(
-                limit=limit, after=after, before=before, status=status, workflow_name=workflow_name
+                limit=limit,
+                after=after,
+                before=before,
+                status=status,
+                workflow_name=workflow_name,
+                tags=check_tags(tags, "tags filter") or None,
             )
         )
 
@@ -421,6 +414,17 @@ class OpenWorkflow:
     async def step_counts(self) -> StepAttemptCounts:
         """Number of step attempts in each status."""
         return await self.backend.count_step_attempts()
+
+    async def fork(self, run_id: str, *, from_step: str, input: Any = None) -> RunHandle:
+        """Rerun a finished run from step ``from_step``: a new run, linked (see :mod:`.run_forks`).
+
+        Steps before ``from_step`` replay from copies of their attempts; it and
+        the later steps run again. ``input`` replaces the run's input (None keeps it).
+        """
+        replace = input is not None
+        stored = to_stored_json(input, "fork input") if replace else None
+        fork_id = await fork_run(self.backend, run_id, from_step, stored, replace_input=replace)
+        return RunHandle(self, fork_id)
 
     async def retry(self, run_id: str) -> RunHandle:
         """Resume a failed or canceled run: the same run goes back to pending.

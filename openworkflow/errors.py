@@ -24,6 +24,7 @@
     ├── WorkflowRunNotFoundError       no run with that id in this namespace
     ├── AmbiguousRunIdError            a run id prefix that several runs start with
     ├── InvalidRunStateError           e.g. canceling a completed run
+    ├── ForkStepNotFoundError          ow.fork(): no step of that name in the run (also LookupError)
     ├── WorkflowFailedError            handle.result() of a failed run
     ├── WorkflowCanceledError          handle.result() of a canceled run
     ├── ResultTimeoutError             handle.result() gave up waiting (also TimeoutError)
@@ -262,6 +263,26 @@ class AmbiguousRunIdError(OpenWorkflowError, LookupError):
 
 class InvalidRunStateError(OpenWorkflowError):
     """The run's status does not allow the requested operation."""
+
+
+class ForkStepNotFoundError(OpenWorkflowError, LookupError):
+    """``ow.fork(run_id, from_step=NAME)``: the run never ran a step named ``NAME``.
+
+    Attributes:
+        workflow_run_id: The run to fork.
+        from_step: The step name asked for.
+        step_names: The run's step names, in the order they first ran (at most ten).
+    """
+
+    def __init__(self, workflow_run_id: str, from_step: str, step_names: list[str]) -> None:
+        known = ", ".join(repr(name) for name in step_names) or "none"
+        super().__init__(
+            f"workflow run {workflow_run_id} has no step {from_step!r} to fork from; "
+            f"its steps: {known}"
+        )
+        self.workflow_run_id = workflow_run_id
+        self.from_step = from_step
+        self.step_names = step_names
 
 
 class WorkflowFailedError(OpenWorkflowError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator, Mapping
 from concurrent.futures import Future
 from datetime import datetime
 from types import TracebackType
@@ -116,6 +116,7 @@ class SyncOpenWorkflow:
         available_at: datetime | Duration | None = None,
         deadline_at: datetime | Duration | None = None,
         priority: int | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> SyncRunHandle:
         """Start a run (see :meth:`OpenWorkflow.run`)."""
         started = self._client.run(
@@ -126,6 +127,7 @@ class SyncOpenWorkflow:
             available_at=available_at,
             deadline_at=deadline_at,
             priority=priority,
+            tags=tags,
         )
         return SyncRunHandle(self, self._call(started))
 
@@ -145,10 +147,16 @@ class SyncOpenWorkflow:
         limit: int | None = None,
         after: str | None = None,
         before: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Page[WorkflowRun]:
         """List runs newest first (see :meth:`OpenWorkflow.list_runs`)."""
         listed = self._client.list_runs(
-            status=status, workflow_name=workflow_name, limit=limit, after=after, before=before
+            status=status,
+            workflow_name=workflow_name,
+            limit=limit,
+            after=after,
+            before=before,
+            tags=tags,
         )
         return self._call(listed)
 

@@ -19,6 +19,7 @@ from openworkflow.errors import (
     AmbiguousRunIdError,
     BackendUnavailableError,
     DatabaseNotFoundError,
+    ForkStepNotFoundError,
     InputValidationError,
     InvalidDatabaseUrlError,
     InvalidDurationError,
@@ -83,6 +84,7 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
     (WorkflowRunNotFoundError, "list the runs of this namespace with `ow runs list`"),
     (AmbiguousRunIdError, "give more characters of the id (`ow runs list` shows them whole)"),
     (InvalidRunStateError, "see the run's status with `ow runs show ID`"),
+    (ForkStepNotFoundError, "`ow runs show ID` lists the run's steps by name"),
     (ResultTimeoutError, "the run goes on; follow it with `ow runs show ID`"),
 )
 

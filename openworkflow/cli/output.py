@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from openworkflow.core.error import error_message
+from openworkflow.core.forks import RunFork
 from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
 
@@ -28,8 +29,8 @@ STATUS_STYLES = {
 }
 
 
-def record_to_json(record: WorkflowRun | StepAttempt) -> dict[str, Any]:
-    """A run or step attempt as a JSON-ready dict (snake_case fields, ISO times)."""
+def record_to_json(record: WorkflowRun | StepAttempt | RunFork) -> dict[str, Any]:
+    """A run, step attempt or fork link as a JSON-ready dict (snake_case fields, ISO times)."""
     result: dict[str, Any] = {}
     for item in fields(record):
         value = getattr(record, item.name)
@@ -124,8 +125,18 @@ def _step_detail(step: StepAttempt) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def run_details(run: WorkflowRun, steps: Sequence[StepAttempt]) -> RenderableType:
-    """One run: metadata, input, output or error, and its step attempts."""
+@dataclass(frozen=True, slots=True)
+class RunExtras:
+    """What ``ow runs show`` reads besides the run row: its tags and its fork link."""
+
+    tags: dict[str, str] = field(default_factory=dict)
+    fork: RunFork | None = None
+
+
+def run_details(
+    run: WorkflowRun, steps: Sequence[StepAttempt], extras: RunExtras | None = None
+) -> RenderableType:
+    """One run: metadata, tags, fork link, input, output or error, and its step attempts."""
     meta = Table.grid(padding=(0, 2))
     meta.add_column(style="bold")
     meta.add_column()
@@ -149,6 +160,7 @@ def run_details(run: WorkflowRun, steps: Sequence[StepAttempt]) -> RenderableTyp
         rows.append(("Parent step", run.parent_step_attempt_id))
     if run.worker_id and not run.is_terminal:
         rows.append(("Worker", run.worker_id))
+    rows.extend(_extra_rows(extras or RunExtras()))
     for label, value in rows:
         meta.add_row(label, value)
     parts: list[RenderableType] = [
@@ -172,3 +184,13 @@ def _error_text(error: Any) -> str:
     if isinstance(error, dict) and isinstance(error.get("stack"), str):
         return str(error["stack"])
     return error_message(error)
+
+
+def _extra_rows(extras: RunExtras) -> list[tuple[str, str | Text]]:
+    rows: list[tuple[str, str | Text]] = []
+    if extras.tags:
+        rows.append(("Tags", Text(", ".join(f"{k}={v}" for k, v in sorted(extras.tags.items())))))
+    if extras.fork is not None:
+        fork = extras.fork
+        rows.append(("Forked from", Text(f"{fork.forked_from_id} at step {fork.from_step!r}")))
+    return rows

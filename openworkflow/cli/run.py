@@ -13,6 +13,7 @@ from openworkflow.client import OpenWorkflow
 from openworkflow.config import shorten
 from openworkflow.core.duration import parse_duration_ms
 from openworkflow.core.registry import describe
+from openworkflow.core.tags import parse_tags
 from openworkflow.core.workflow_definition import WorkflowSpec
 from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
 from openworkflow.discovery import declared_specs, discover
@@ -39,6 +40,16 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return value
 
 
+def parse_tag_options(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> dict[str, str]:
+    """Repeated ``--tag KEY=VALUE`` options as checked tags (``ow run``, ``ow runs list``)."""
+    try:
+        return parse_tags(value, "--tag")
+    except (ValueError, TypeError) as error:
+        raise click.BadParameter(str(error), ctx=ctx, param=param) from None
+
+
 @click.command()
 @click.argument("name")
 @click.option("--input", "input_", metavar="JSON|@FILE", help="Input as JSON, @file or @- (stdin).")
@@ -49,6 +60,14 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     type=click.IntRange(-(2**31), 2**31 - 1),
     metavar="N",
     help="Claimed before due runs of lower priority (default: the workflow's, else 0).",
+)
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=parse_tag_options,
+    help="Tag the run (repeatable); find it with `ow runs list --tag KEY=VALUE`.",
 )
 @click.option("--wait", is_flag=True, help="Wait for the run to finish and print its output.")
 @click.option(
@@ -70,6 +89,7 @@ def run(
     version: str | None,
     idempotency_key: str | None,
     priority: int | None,
+    tags: dict[str, str],
     wait: bool,
     force: bool,
     timeout: str,
@@ -89,7 +109,12 @@ def run(
         WorkflowSpec(name=name, version=version).validate_input(data)  # plain JSON, first
         workflow = known_workflow(settings, name, version)
         check_input(workflow, data)
-    options = {"version": version, "idempotency_key": idempotency_key, "priority": priority}
+    options = {
+        "version": version,
+        "idempotency_key": idempotency_key,
+        "priority": priority,
+        "tags": tags or None,
+    }
     code = common.run_async(_run(settings, workflow, data, options, wait, timeout))
     if code:
         raise click.exceptions.Exit(code)

@@ -1,7 +1,8 @@
-"""``ow runs list|show|cancel|retry|priority|signal|tail|export``: read and steer workflow runs."""
+"""``ow runs list|show|cancel|retry|priority|signal|tail|export|fork``: read and steer runs."""
 
 from __future__ import annotations
 
+import shlex
 from typing import Any, TypeVar
 
 import click
@@ -9,8 +10,16 @@ from rich.text import Text
 
 from openworkflow.cli import common, console, failure
 from openworkflow.cli.export import export_run
+from openworkflow.cli.fork import fork_run
 from openworkflow.cli.options import data_options
-from openworkflow.cli.output import record_to_json, run_details, runs_table, status_text
+from openworkflow.cli.output import (
+    RunExtras,
+    record_to_json,
+    run_details,
+    runs_table,
+    status_text,
+)
+from openworkflow.cli.run import parse_tag_options
 from openworkflow.cli.tail import tail
 from openworkflow.client import OpenWorkflow
 from openworkflow.core.cursor import Page
@@ -33,6 +42,7 @@ def runs() -> None:
 
 runs.add_command(tail)
 runs.add_command(export_run)
+runs.add_command(fork_run)
 
 
 @runs.command(name="list")
@@ -43,6 +53,14 @@ runs.add_command(export_run)
 )
 @click.option("--after", metavar="CURSOR", help="The page after this cursor (older runs).")
 @click.option("--before", metavar="CURSOR", help="The page before this cursor (newer runs).")
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=parse_tag_options,
+    help="Only runs with this tag (repeatable: runs with every one).",
+)
 @data_options
 def list_runs(
     status: str | None,
@@ -50,6 +68,7 @@ def list_runs(
     limit: int,
     after: str | None,
     before: str | None,
+    tags: dict[str, str],
 ) -> None:
     """List runs, newest first (one page; follow the printed cursor for more)."""
     if after and before:
@@ -59,7 +78,12 @@ def list_runs(
     async def fetch(client: OpenWorkflow) -> Any:
         try:
             return await client.list_runs(
-                status=status, workflow_name=workflow_name, limit=limit, after=after, before=before
+                status=status,
+                workflow_name=workflow_name,
+                limit=limit,
+                after=after,
+                before=before,
+                tags=tags or None,
             )
         except ValueError as error:
             if "cursor" not in str(error):
@@ -82,7 +106,8 @@ def list_runs(
         return
     console.out().print(runs_table(page.data))
     if page.next:
-        console.say(f"More: ow runs list --after {page.next}", style="dim")
+        again = "".join(f" --tag {shlex.quote(f'{k}={v}')}" for k, v in tags.items())
+        console.say(f"More: ow runs list{again} --after {page.next}", style="dim")
 
 
 @runs.command()
@@ -95,17 +120,27 @@ def show(run_id: str) -> None:
     """
     _, settings = common.load()
 
-    async def fetch(client: OpenWorkflow) -> tuple[WorkflowRun, list[StepAttempt]]:
+    async def fetch(client: OpenWorkflow) -> tuple[WorkflowRun, list[StepAttempt], RunExtras]:
         run = await client.find_run(run_id)
-        return run, await _all_steps(client, run.id)
+        extras = RunExtras(
+            tags=await client.backend.get_run_tags(run.id),
+            fork=await client.backend.get_run_fork(run.id),
+        )
+        return run, await _all_steps(client, run.id), extras
 
-    run, steps = common.on_existing_run(settings, run_id, fetch)
+    run, steps, extras = common.on_existing_run(settings, run_id, fetch)
     if console.wants_json():
+        fork = extras.fork
         console.print_json(
-            {"run": record_to_json(run), "steps": [record_to_json(s) for s in steps]}
+            {
+                "run": record_to_json(run),
+                "steps": [record_to_json(s) for s in steps],
+                "tags": extras.tags,
+                "forked_from": None if fork is None else record_to_json(fork),
+            }
         )
         return
-    console.out().print(run_details(run, steps))
+    console.out().print(run_details(run, steps, extras))
 
 
 async def _all_steps(client: OpenWorkflow, run_id: str) -> list[StepAttempt]:

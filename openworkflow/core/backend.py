@@ -11,7 +11,7 @@ cancel conflicts) live in :mod:`openworkflow.core` and are shared.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -61,6 +61,7 @@ class CreateWorkflowRunParams:
     #: This port's columns, both set or both None (no limit); ``''`` is the shared key.
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
+    tags: Mapping[str, str] | None = None  # checked by core.tags.check_tags; this port's table
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +80,7 @@ class ListWorkflowRunsParams:
     before: str | None = None
     status: str | None = None
     workflow_name: str | None = None
+    tags: Mapping[str, str] | None = None  # runs carrying every one of these pairs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

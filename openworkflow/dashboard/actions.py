@@ -1,4 +1,4 @@
-"""What the dashboard changes: create a run (the form), cancel, retry or signal one.
+"""What the dashboard changes: create a run (the form), cancel, retry, signal or fork one.
 
 Every POST is checked against cross-site requests first (the form's CSRF
 token and the request's origin, see :class:`~.security.CsrfProtection`).
@@ -112,6 +112,24 @@ async def signal_run(context: DashboardContext, request: Request) -> Response:
         message = f"Signal {name!r} was not sent: {error}"
         return await render_run_detail(context, request, run_id, message=message, status_code=409)
     return _to_run(request, run_id)
+
+
+async def fork_run(context: DashboardContext, request: Request) -> Response:
+    """Fork a finished run from the step the form names (:meth:`OpenWorkflow.fork`); show the fork.
+
+    A run still going on, or a step it never ran, shows the run again with the reason.
+    """
+    run_id = request.path_params["run_id"]
+    form = await checked_form(context, request)
+    step_name = str(form.get("step", ""))
+    try:
+        fork = await context.client.fork(run_id, from_step=step_name)
+    except WorkflowRunNotFoundError:
+        raise HTTPException(404, f"There is no run {run_id!r} to fork.") from None
+    except (InvalidRunStateError, OpenWorkflowError) as error:
+        message = f"The run was not forked: {error}"
+        return await render_run_detail(context, request, run_id, message=message, status_code=409)
+    return _to_run(request, fork.id)
 
 
 async def _act_on_run(

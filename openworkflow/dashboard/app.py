@@ -119,6 +119,7 @@ def _routes(context: DashboardContext) -> list[BaseRoute]:
         route("/runs/{run_id}/cancel", actions.cancel_run, "POST", "cancel"),
         route("/runs/{run_id}/retry", actions.retry_run, "POST", "retry"),
         route("/runs/{run_id}/signal", actions.signal_run, "POST", "signal"),
+        route("/runs/{run_id}/fork", actions.fork_run, "POST", "fork"),
         route("/workflows", workflows_page.workflows_page, "GET", "workflows"),
         # ``path`` converters: a name may contain slashes (sent as %2F, decoded by then).
         route("/workflows/{name:path}/pause", workflows_page.pause_workflow, "POST", "pause"),

@@ -67,6 +67,7 @@ async def render_run_detail(
             **facts,
             "timeline_truncated": truncated,
             "steps": steps.data,
+            "fork_points": run_page.fork_points(attempts) if run.is_terminal else set(),
             "child_links": {step.id: child_link(namespace, step) for step in steps.data},
             "steps_earlier_url": f"{base}?{urlencode({'steps_before': steps.prev})}"
             if steps.prev
@@ -104,8 +105,11 @@ async def _origin_and_pause(context: DashboardContext, run: WorkflowRun) -> dict
 
 
 async def _events_and_streams(context: DashboardContext, run_id: str) -> dict[str, Any]:
-    """The run's events and the last items of its streams (each section hidden when empty)."""
+    """The run's events, the last items of its streams, its tags and fork links (hidden if none)."""
     return {
         "events": await run_page.run_events(context.backend, run_id),
         "streams": await run_page.stream_tails(context.backend, run_id),
+        "tags": await context.backend.get_run_tags(run_id),
+        "fork": await context.backend.get_run_fork(run_id),
+        "forks": await context.backend.list_run_forks(run_id),
     }

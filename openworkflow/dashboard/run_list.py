@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from openworkflow.core.tags import parse_tags
 from openworkflow.core.workflow_run import COUNTED_STATUSES, WorkflowRun
 from openworkflow.dashboard import pauses, run_page
 from openworkflow.dashboard.context import DashboardContext
@@ -50,9 +51,15 @@ async def run_list(context: DashboardContext, request: Request) -> Response:
     limit = _page_size(query.get("limit"))
     after = query.get("after") or None
     before = query.get("before") or None
+    tags = _tag_filter(query.getlist("tag"))
     try:
         page = await context.client.list_runs(
-            status=status, workflow_name=workflow, limit=limit, after=after, before=before
+            status=status,
+            workflow_name=workflow,
+            limit=limit,
+            after=after,
+            before=before,
+            tags=tags or None,
         )
     except ValueError as error:
         raise HTTPException(400, f"{error}. Start again from the first page.") from None
@@ -61,11 +68,12 @@ async def run_list(context: DashboardContext, request: Request) -> Response:
     rows = [RunRow(run, await parent_of(context, run)) for run in page.data]
 
     def page_url(**cursor: str) -> str:
-        params = {"status": status, "workflow": workflow}
+        params: dict[str, Any] = {"status": status, "workflow": workflow}
         if limit != PAGE_SIZES[0]:
             params["limit"] = str(limit)
+        params["tag"] = [f"{key}={value}" for key, value in tags.items()]
         kept = {key: value for key, value in {**params, **cursor}.items() if value}
-        return f"{root_of(request)}/" + (f"?{urlencode(kept)}" if kept else "")
+        return f"{root_of(request)}/" + (f"?{urlencode(kept, doseq=True)}" if kept else "")
 
     return context.pages.render(
         request,
@@ -77,7 +85,8 @@ async def run_list(context: DashboardContext, request: Request) -> Response:
             "workflow": workflow or "",
             "limit": limit,
             "page_sizes": PAGE_SIZES,
-            "filtered": bool(status or workflow),
+            "filtered": bool(status or workflow or tags),
+            "tags": [f"{key}={value}" for key, value in tags.items()],
             "newer_url": page_url(before=page.prev) if page.prev else None,
             "older_url": page_url(after=page.next) if page.next else None,
             "workflow_names": context.catalog.names(),
@@ -87,6 +96,14 @@ async def run_list(context: DashboardContext, request: Request) -> Response:
             "problem": None,
         },
     )
+
+
+def _tag_filter(texts: list[str]) -> dict[str, str]:
+    """The ``?tag=KEY=VALUE`` parameters (repeatable, empty ones ignored) as checked tags."""
+    try:
+        return parse_tags(text.strip() for text in texts if text.strip())
+    except (ValueError, TypeError) as error:
+        raise HTTPException(400, f"Bad tag filter: {error}.") from None
 
 
 async def search(context: DashboardContext, request: Request) -> Response:

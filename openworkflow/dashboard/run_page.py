@@ -162,3 +162,11 @@ async def stream_tails(backend: Backend, run_id: str, limit: int = STREAM_TAIL) 
     """Every stream the run wrote, by key, each with its last ``limit`` items."""
     extents = await backend.list_run_streams(run_id)
     return [await _tail(backend, run_id, extent, limit) for extent in extents]
+
+
+def fork_points(attempts: Sequence[StepAttempt]) -> set[str]:
+    """The first attempt of each step (by id): where a finished run can be forked from."""
+    first: dict[str, StepAttempt] = {}
+    for attempt in sorted(attempts, key=lambda a: (a.created_at, a.id)):
+        first.setdefault(attempt.step_name, attempt)
+    return {attempt.id for attempt in first.values()}

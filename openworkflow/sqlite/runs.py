@@ -49,6 +49,7 @@ from openworkflow.sqlite.base import (
 )
 from openworkflow.sqlite.base import to_run as _to_run
 from openworkflow.sqlite.connection import transaction
+from openworkflow.sqlite.tag_queries import insert_run_tags
 
 ROUTED_FRONT_BASE = 64
 """How far a routed claim looks into the front of the queue (plus 4 per run
@@ -64,18 +65,26 @@ class SqliteRuns(SqliteBase):
     async def create_workflow_run(self, params: CreateWorkflowRunParams) -> WorkflowRun:
         """Insert a pending run, or return the one with the same idempotency key (24 h)."""
         values = self._insert_run_values(params)
-        if params.idempotency_key is None:
+        tags = params.tags or {}
+        if params.idempotency_key is None and not tags:
             run = await self._run(
                 lambda c: _to_run(c.execute(q.INSERT_WORKFLOW_RUN, values).fetchone())
             )
             self.notifier.notify_work_available()
             return run
         values["cutoff"] = iso(clock.now() - timedelta(milliseconds=RUN_IDEMPOTENCY_PERIOD_MS))
+        keyed = params.idempotency_key is not None
 
         def create(c: sqlite3.Connection) -> WorkflowRun:
             def body() -> WorkflowRun:
-                existing = c.execute(q.SELECT_RUN_BY_IDEMPOTENCY_KEY, values).fetchone()
-                row = existing or c.execute(q.INSERT_WORKFLOW_RUN, values).fetchone()
+                existing = (
+                    c.execute(q.SELECT_RUN_BY_IDEMPOTENCY_KEY, values).fetchone() if keyed else None
+                )
+                if existing is not None:
+                    return _to_run(existing)  # the first run keeps its own tags
+                row = c.execute(q.INSERT_WORKFLOW_RUN, values).fetchone()
+                # In the run's transaction: a run is never seen without its tags.
+                insert_run_tags(c, self._namespace_id, values["id"], values["now"], tags)
                 return _to_run(row)
 
             return transaction(c, body)

@@ -485,6 +485,8 @@ def _expected_python_ledger() -> list[tuple[int, str]]:
         (7, "0007_run_messages"),
         (8, "0008_run_events"),
         (9, "0009_run_streams"),
+        (10, "0010_run_tags"),
+        (11, "0011_run_forks"),
     ]
 
 

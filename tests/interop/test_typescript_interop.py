@@ -1209,9 +1209,11 @@ PYTHON_TABLES = {
     "run_messages",
     "run_events",
     "run_streams",
+    "run_tags",
+    "run_forks",
 }
 """This port's own tables (migration ledger, flow control, schedules, rate and concurrency
-limits, messages to, events and streams of one run)."""
+limits, messages to, events and streams of one run, tags of runs, forks)."""
 
 PYTHON_COLUMNS = {
     ("workflow_runs", "priority"),

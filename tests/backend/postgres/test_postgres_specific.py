@@ -771,6 +771,20 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
         ("value", JSONB, True),
         ("created_at", TIMESTAMPTZ, False),
     ],
+    "run_tags": [
+        ("namespace_id", TEXT, False),
+        ("workflow_run_id", TEXT, False),
+        ("key", TEXT, False),
+        ("value", TEXT, False),
+        ("created_at", TIMESTAMPTZ, False),
+    ],
+    "run_forks": [
+        ("namespace_id", TEXT, False),
+        ("workflow_run_id", TEXT, False),
+        ("forked_from_id", TEXT, False),
+        ("from_step", TEXT, False),
+        ("created_at", TIMESTAMPTZ, False),
+    ],
 }
 # name -> (table, columns of the key, referenced table, referenced columns, ON DELETE)
 EXPECTED_FOREIGN_KEYS = {
@@ -900,6 +914,12 @@ EXTRA_INDEXES = {
         "namespace_id, workflow_run_id, signal, idempotency_key",
         "idempotency_key IS NOT NULL",
     ),
+    "run_tags_filter_idx": (
+        "run_tags",
+        "namespace_id, key, value, created_at, workflow_run_id",
+        None,
+    ),
+    "run_forks_source_idx": ("run_forks", "namespace_id, forked_from_id", None),
 }
 # Unique secondary indexes: one delivery per wait, one message per (run, name, key).
 UNIQUE_INDEXES = {"workflow_signals_step_attempt_idx", "run_messages_idempotency_key_idx"}
@@ -976,6 +996,8 @@ async def test_constraints_match_the_original(pg: PostgresBackend, admin: Connec
             "run_streams_pkey",
             ["namespace_id", "workflow_run_id", "key", "seq"],
         ),
+        "run_tags": ("run_tags_pkey", ["namespace_id", "workflow_run_id", "key"]),
+        "run_forks": ("run_forks_pkey", ["namespace_id", "workflow_run_id"]),
     }
     assert foreign_keys == {name: tuple(value) for name, value in EXPECTED_FOREIGN_KEYS.items()}
     assert all(row[3] for row in rows), "every constraint is validated (migration 3)"
