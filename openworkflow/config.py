@@ -24,6 +24,7 @@ import importlib.util
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from openworkflow.core.backend import Backend
 from openworkflow.core.duration import setting_duration
 from openworkflow.core.json import check_name, parse_size
+from openworkflow.core.retention import parse_retention
 from openworkflow.errors import OpenWorkflowError
 from openworkflow.worker.context import (
     DEFAULT_CONCURRENCY,
@@ -110,6 +112,15 @@ class Config(BaseModel):
     schema_name: str | None = Field(default=None, min_length=1)
     worker: WorkerOptions = WorkerOptions()
     payload: PayloadOptions = PayloadOptions()
+    retention: dict[str, str | float | timedelta | None] = Field(default_factory=dict)
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _retention(cls, value: object) -> object:
+        # Before pydantic's coercion, which would take True for one second.
+        if isinstance(value, Mapping):
+            parse_retention(value)  # ValueError naming the status on nonsense
+        return value
 
     @field_validator("backend")
     @classmethod
@@ -138,6 +149,7 @@ def define_config(
     namespace_id: str | None = None,
     schema: str | None = None,
     payload: Mapping[str, Any] | PayloadOptions | None = None,
+    retention: Mapping[str, str | float | timedelta | None] | None = None,
 ) -> Config:
     """Describe a project: its backend, where workflows live, and worker settings.
 
@@ -155,6 +167,9 @@ def define_config(
             outputs and workflow outputs larger than ``max_size`` (as stored
             JSON) are refused before anything is written, and those above
             ``warn_size`` are logged. ``"off"`` removes a limit.
+        retention: Age per finished status, e.g. ``{"completed": "7d", "failed":
+            "30d", "canceled": "7d"}``: workers prune finished runs older than
+            that (a status left out, or None, is kept forever; default: none).
 
     Raises:
         ConfigError: a value is invalid; every problem is listed with its field.
@@ -168,6 +183,7 @@ def define_config(
             namespace_id=namespace_id,
             schema_name=schema,
             payload=payload if payload is not None else PayloadOptions(),  # type: ignore[arg-type]
+            retention=dict(retention or {}),
         )
     except ValidationError as error:
         raise ConfigError("invalid configuration:", _problems(error, "define_config()")) from None

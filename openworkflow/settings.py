@@ -10,8 +10,10 @@ nor the config names one, and then to SQLite next to the config.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,7 @@ from openworkflow.core.json import (
     check_name,
     parse_size,
 )
+from openworkflow.core.retention import parse_retention
 from openworkflow.payload import set_payload_limits
 
 if TYPE_CHECKING:
@@ -70,6 +73,7 @@ class _Overrides(BaseSettings):
     worker_step_crash_limit: int | None = Field(default=None, ge=1)
     payload_warn_size: str | None = None
     payload_max_size: str | None = None
+    retention: str | None = None
 
     @field_validator("namespace_id")
     @classmethod
@@ -88,6 +92,13 @@ class _Overrides(BaseSettings):
         from openworkflow.config import check_size
 
         check_size(value)
+        return value
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: str | None) -> str | None:
+        if value is not None:
+            _retention_policy(value)
         return value
 
 
@@ -124,6 +135,8 @@ class EffectiveSettings:
     dirs: tuple[Path, ...]
     ignore_patterns: tuple[str, ...]
     payload_limits: PayloadLimits = field(default_factory=PayloadLimits)
+    #: Age per finished status; workers prune older finished runs (empty: never).
+    retention: dict[str, str | float | timedelta | None] = field(default_factory=dict)
 
 
 def resolve_settings(loaded: LoadedConfig, **flags: Any) -> EffectiveSettings:
@@ -168,6 +181,11 @@ def resolve_settings(loaded: LoadedConfig, **flags: Any) -> EffectiveSettings:
         dirs=tuple((folder / directory).resolve() for directory in config.dirs),
         ignore_patterns=(*DEFAULT_IGNORE_PATTERNS, *config.ignore_patterns),
         payload_limits=payload,
+        retention=(
+            _retention_policy(overrides.retention)
+            if overrides.retention is not None
+            else dict(config.retention)
+        ),
     )
 
 
@@ -234,6 +252,24 @@ def _payload_limits(
     except ValueError as error:
         sources = ", ".join(f"{name} from {source}" for name, (_, source) in chosen.items())
         raise ConfigError("invalid settings:", [f"{error} ({sources})"]) from None
+
+
+def _retention_policy(text: str) -> dict[str, str | float | timedelta | None]:
+    """``OPENWORKFLOW_RETENTION``: a JSON object of ages, e.g. ``{"completed": "7d"}``.
+
+    It replaces the config file's policy as a whole; ``{}`` turns pruning off.
+
+    Raises:
+        ValueError: not a JSON object, or an unknown status or invalid age in it.
+    """
+    try:
+        policy = json.loads(text)
+    except json.JSONDecodeError:
+        policy = None
+    if not isinstance(policy, dict):
+        raise ValueError('must be a JSON object such as {"completed": "7d", "failed": "30d"}')
+    parse_retention(policy)
+    return policy
 
 
 def _env_name(field: str) -> str:

@@ -1,4 +1,4 @@
-"""``ow runs list|show|cancel|retry|priority|signal|tail|export|fork``: read and steer runs."""
+"""``ow runs list|show|cancel|retry|priority|signal|tail|export|fork|prune``: steer runs."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from openworkflow.cli.output import (
     runs_table,
     status_text,
 )
+from openworkflow.cli.prune import prune_runs
 from openworkflow.cli.run import parse_tag_options
 from openworkflow.cli.tail import tail
 from openworkflow.client import OpenWorkflow
@@ -43,6 +44,7 @@ def runs() -> None:
 runs.add_command(tail)
 runs.add_command(export_run)
 runs.add_command(fork_run)
+runs.add_command(prune_runs)
 
 
 @runs.command(name="list")

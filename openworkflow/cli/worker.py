@@ -140,6 +140,7 @@ async def _serve(settings: EffectiveSettings, workflows: Sequence[Workflow]) -> 
             lease_duration=settings.lease_duration,
             shutdown_timeout=settings.shutdown_timeout,
             step_crash_limit=settings.step_crash_limit,
+            retention=settings.retention,
         )
 
         def started() -> None:

@@ -10,7 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from openworkflow.core import clock
+from openworkflow.core.cursor import Page
 from openworkflow.core.flow_control import PausedWorkflow
+from openworkflow.core.step_attempt import StepAttempt
 from openworkflow.core.workflow_run import RETRYABLE_STATUSES, WorkflowRun, WorkflowRunStatus
 from openworkflow.dashboard import pauses, run_page, views
 from openworkflow.dashboard.context import DashboardContext
@@ -46,15 +48,7 @@ async def render_run_detail(
             404, f"There is no run {run_id!r} in namespace {context.backend.namespace_id!r}."
         )
     status = WorkflowRunStatus.parse(run.status)
-    query = request.query_params
-    after = query.get("steps_after") or None
-    before = query.get("steps_before") or None
-    try:
-        steps = await context.client.list_steps(
-            run_id, limit=STEP_PAGE_SIZE, after=after, before=before
-        )
-    except ValueError as error:
-        raise HTTPException(400, f"{error}. Open the run's first page of steps.") from None
+    steps = await _step_page(context, request, run_id)
     base = f"{root_of(request)}/runs/{segment(run_id)}"
     attempts, truncated = await run_page.all_attempts(context.backend, run_id)
     facts = run_page.run_facts(run, attempts, context.catalog.specs, clock.now())
@@ -88,6 +82,20 @@ async def render_run_detail(
         },
         status_code=status_code,
     )
+
+
+async def _step_page(context: DashboardContext, request: Request, run_id: str) -> Page[StepAttempt]:
+    """The page of step attempts the query asks for (``steps_after`` / ``steps_before``)."""
+    query = request.query_params
+    try:
+        return await context.client.list_steps(
+            run_id,
+            limit=STEP_PAGE_SIZE,
+            after=query.get("steps_after") or None,
+            before=query.get("steps_before") or None,
+        )
+    except ValueError as error:
+        raise HTTPException(400, f"{error}. Open the run's first page of steps.") from None
 
 
 async def _paused(context: DashboardContext, workflow_name: str) -> PausedWorkflow | None:

@@ -41,6 +41,7 @@ from openworkflow.worker.context import (
 from openworkflow.worker.execution import WorkflowExecution
 from openworkflow.worker.lease import LeaseKeeper
 from openworkflow.worker.presence import WorkerPresence
+from openworkflow.worker.retention import RetentionPolicy, RetentionPruner
 from openworkflow.worker.scheduler import Scheduler
 
 logger = logging.getLogger("openworkflow.worker")
@@ -67,6 +68,11 @@ class _Slot:
     task: asyncio.Task[None] | None = None
     execution_task: asyncio.Task[None] | None = field(default=None, repr=False)
     execution: WorkflowExecution | None = field(default=None, repr=False)
+
+
+def _check_whole_number(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
 
 
 def _abandoned(execution: WorkflowExecution | None) -> tuple[str, ...]:
@@ -96,6 +102,8 @@ class Worker:
             Checked on passes that recover a run from an expired lease; a step one
             short of the limit runs alone among such steps in this worker, so runs
             that merely shared a worker with the poison are not failed with it.
+        retention: Age per finished status (``{"completed": "7d", "failed": "30d"}``):
+            the worker prunes older finished runs in the background (None: never).
     """
 
     def __init__(
@@ -108,18 +116,12 @@ class Worker:
         heartbeat_interval: Duration | None = None,
         shutdown_timeout: Duration = DEFAULT_SHUTDOWN_TIMEOUT,
         step_crash_limit: int = DEFAULT_STEP_CRASH_LIMIT,
+        retention: RetentionPolicy | None = None,
     ) -> None:
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ValueError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
-        if (
-            isinstance(step_crash_limit, bool)
-            or not isinstance(step_crash_limit, int)
-            or step_crash_limit < 1
-        ):
-            raise ValueError(
-                f"step_crash_limit must be a whole number >= 1, got {step_crash_limit!r}"
-            )
+        _check_whole_number("concurrency", concurrency)
+        _check_whole_number("step_crash_limit", step_crash_limit)
         self.step_crash_limit = step_crash_limit
+        self.pruner = RetentionPruner(backend, retention)
         # Steps one crash away from the limit run one at a time (see execution).
         self._last_chance = asyncio.Lock()
         self.backend = backend
@@ -182,6 +184,7 @@ class Worker:
             self._scheduler.start()  # first: a schedule input its schema rejects raises here
             self._loop_task = asyncio.create_task(self._run_loop(), name="openworkflow-worker")
             self._presence.start()
+            self.pruner.start()
 
     async def stop(self) -> None:
         """Stop gracefully: stop claiming, let passes finish, release what is left.
@@ -197,6 +200,7 @@ class Worker:
         self._slot_freed.set()
         await self._scheduler.stop()
         await self._presence.stop()
+        await self.pruner.stop()
         await cancel_and_wait(self._loop_task)
         await self._drain()
         self._thread_pool.shutdown(wait=False, cancel_futures=True)

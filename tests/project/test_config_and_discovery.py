@@ -142,7 +142,10 @@ def test_dotenv_is_loaded_without_overriding_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write(tmp_path / ".env", "OPENWORKFLOW_NAMESPACE_ID=from-dotenv\n")
-    monkeypatch.delenv("OPENWORKFLOW_NAMESPACE_ID", raising=False)
+    # Set, then delete: monkeypatch then restores the variable's state from before
+    # this test, also over the value load_dotenv writes into os.environ.
+    monkeypatch.setenv("OPENWORKFLOW_NAMESPACE_ID", "before")
+    monkeypatch.delenv("OPENWORKFLOW_NAMESPACE_ID")
     settings = resolve_settings(load_config(cwd=tmp_path))
     assert settings.namespace_id == "from-dotenv"
     monkeypatch.setenv("OPENWORKFLOW_NAMESPACE_ID", "from-env")
