@@ -109,5 +109,5 @@ def test_the_examples_command_works_from_a_fresh_copy_and_installs_only_the_pack
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "hello-world completed" in completed.stdout
     assert (copy / ".venv" / "bin" / "ow").exists()
-    for tool in ("pytest", "mypy", "ruff", "playwright"):
+    for tool in ("pytest", "mypy", "ruff", "playwright", "mkdocs", "hadolint"):
         assert not (copy / ".venv" / "bin" / tool).exists(), f"{tool} was installed"
