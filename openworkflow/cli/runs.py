@@ -9,6 +9,7 @@ import click
 from rich.text import Text
 
 from openworkflow.cli import common, console, failure
+from openworkflow.cli.bulk import bulk_options, run_bulk, single_run_id
 from openworkflow.cli.export import export_run
 from openworkflow.cli.fork import fork_run
 from openworkflow.cli.options import data_options
@@ -157,35 +158,55 @@ async def _all_steps(client: OpenWorkflow, run_id: str) -> list[StepAttempt]:
 
 
 @runs.command()
-@click.argument("run_id", metavar="ID")
+@click.argument("run_id", metavar="[ID]", required=False)
+@bulk_options("cancel")
 @data_options
-def cancel(run_id: str) -> None:
-    """Cancel a pending, running or sleeping run."""
+def cancel(run_id: str | None, **filters: Any) -> None:
+    """Cancel a pending, running or sleeping run, or every run matching the filters.
+
+    With filters (and no ID), prints how many runs match and asks first
+    (--yes does not ask); --json prints {"matched", "canceled", "skipped"}.
+    Runs that finished meanwhile are skipped.
+    """
+    one_id = single_run_id(run_id, filters)
+    if one_id is None:
+        run_bulk("cancel", filters)
+        return
     _, settings = common.load()
 
     async def do_cancel(client: OpenWorkflow) -> WorkflowRun:
-        return await client.cancel((await client.find_run(run_id)).id)
+        return await client.cancel((await client.find_run(one_id)).id)
 
-    run = common.on_existing_run(settings, run_id, do_cancel)
+    run = common.on_existing_run(settings, one_id, do_cancel)
     _report(run, "canceled")
 
 
 @runs.command()
-@click.argument("run_id", metavar="ID")
+@click.argument("run_id", metavar="[ID]", required=False)
+@bulk_options("retry")
 @data_options
-def retry(run_id: str) -> None:
-    """Put a failed or canceled run back to pending; completed steps are kept."""
+def retry(run_id: str | None, **filters: Any) -> None:
+    """Put a failed or canceled run back to pending, or every one matching the filters.
+
+    Completed steps are kept. With filters (and no ID), prints how many runs
+    match and asks first (--yes does not ask); --json prints {"matched",
+    "retried", "skipped"}.
+    """
+    one_id = single_run_id(run_id, filters)
+    if one_id is None:
+        run_bulk("retry", filters)
+        return
     _, settings = common.load()
 
     async def do_retry(client: OpenWorkflow) -> WorkflowRun:
-        full_id = (await client.find_run(run_id)).id
+        full_id = (await client.find_run(one_id)).id
         handle = await client.retry(full_id)
         run = handle.workflow_run or await client.get_run(full_id)
         if run is None:
             raise WorkflowRunNotFoundError(full_id)
         return run
 
-    _report(common.on_existing_run(settings, run_id, do_retry), "put back to pending")
+    _report(common.on_existing_run(settings, one_id, do_retry), "put back to pending")
 
 
 # A negative N ("-3") is a value, not an option.

@@ -11,6 +11,8 @@ without JavaScript, which only adds live updates and local times):
 - ``GET /search?q=ID-OR-PREFIX``: an exact id or a unique prefix goes to the
   run; several matches are listed; none says so.
 - ``POST /runs/{id}/cancel`` and ``POST /runs/{id}/retry``.
+- ``POST /runs/bulk/cancel`` and ``POST /runs/bulk/retry``: the runs ticked
+  in the list, or all matching its filter, after a confirmation page.
 - ``GET /workflows``: the known workflows and the paused names, each active
   or paused, with ``POST /workflows/{name}/pause`` and ``.../resume``.
 - ``GET /schedules``: the stored schedules with their next and last ticks,
@@ -21,8 +23,8 @@ without JavaScript, which only adds live updates and local times):
 Build it with :func:`create_app` and serve it with any ASGI server
 (``ow dashboard`` uses uvicorn, see :mod:`.server`). The app never stops the
 backend it is given. The handlers live in :mod:`.run_list`, :mod:`.run_detail`,
-:mod:`.actions`, :mod:`.workflows_page`, :mod:`.schedules_page`, :mod:`.api` and
-:mod:`.monitoring`; this module is the route table.
+:mod:`.actions`, :mod:`.bulk_actions`, :mod:`.workflows_page`, :mod:`.schedules_page`,
+:mod:`.api` and :mod:`.monitoring`; this module is the route table.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from openworkflow.core.workflow_definition import Workflow, WorkflowSpec
 from openworkflow.dashboard import (
     actions,
     api,
+    bulk_actions,
     monitoring,
     run_detail,
     run_list,
@@ -115,6 +118,9 @@ def _routes(context: DashboardContext) -> list[BaseRoute]:
         route("/runs/new", actions.new_run, "GET", "new_run"),
         route("/search", run_list.search, "GET", "search"),
         route("/runs", actions.create_run, "POST", "create_run"),
+        # before /runs/{run_id}/...: "bulk" is not a run id here
+        route("/runs/bulk/cancel", bulk_actions.bulk_cancel_runs, "POST", "bulk_cancel"),
+        route("/runs/bulk/retry", bulk_actions.bulk_retry_runs, "POST", "bulk_retry"),
         route("/runs/{run_id}", run_detail.run_detail, "GET", "run_detail"),
         route("/runs/{run_id}/cancel", actions.cancel_run, "POST", "cancel"),
         route("/runs/{run_id}/retry", actions.retry_run, "POST", "retry"),

@@ -13,6 +13,7 @@ from starlette.responses import RedirectResponse, Response
 from openworkflow.core.tags import parse_tags
 from openworkflow.core.workflow_run import COUNTED_STATUSES, WorkflowRun
 from openworkflow.dashboard import pauses, run_page
+from openworkflow.dashboard.bulk_actions import MAX_SELECTED, bulk_message
 from openworkflow.dashboard.context import DashboardContext
 from openworkflow.dashboard.rendering import root_of, segment
 from openworkflow.dashboard.run_form import FORM_FIELDS
@@ -93,6 +94,8 @@ async def run_list(context: DashboardContext, request: Request) -> Response:
             "paused": paused,
             "resume_command": pauses.resume_command,
             "values": {**dict.fromkeys(FORM_FIELDS, ""), "workflow_name": workflow or ""},
+            "bulk_message": bulk_message(query),
+            "max_selected": MAX_SELECTED,
             "problem": None,
         },
     )

@@ -246,3 +246,55 @@ def test_list_detail_cancel_create_and_live_updates(
         phone.goto(f"{url}/runs/{done.id}")
         assert phone.is_visible("#run-status")
         browser.close()
+
+
+@pytest.mark.slow
+def test_bulk_cancel_selected_then_retry_all_matching(
+    project: tuple[str, SyncOpenWorkflow],
+) -> None:
+    sync_playwright = _browser_or_skip()
+    url, client = project
+    waiting = [client.run("await-approval") for _ in range(3)]
+    block_until(
+        lambda: all(
+            any(step.kind == "signal-wait" for step in client.list_steps(h.id).data)
+            for h in waiting
+        ),
+        "the approvals to wait",
+    )
+    chosen, kept = waiting[:2], waiting[2]
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("dialog", lambda dialog: dialog.accept())
+
+        # Tick two runs, cancel them: a confirmation page with the count first.
+        page.goto(url + "/?workflow=await-approval")
+        for handle in chosen:
+            page.check(f'tr[data-run-id="{handle.id}"] input.bulk-select')
+        page.click("#bulk-cancel-selected")
+        page.wait_for_selector("#bulk-confirm")
+        assert page.inner_text("#bulk-count").strip() == "2"
+        assert all(client.handle(h.id).status() != "canceled" for h in waiting)  # not yet
+        page.click("#bulk-confirm button[type=submit]")
+        page.wait_for_selector("#bulk-message")
+        assert page.inner_text("#bulk-message").strip() == "Canceled 2 runs."
+        assert [client.handle(h.id).status() for h in chosen] == ["canceled", "canceled"]
+        assert client.handle(kept.id).status() != "canceled"  # not ticked: left alone
+
+        # Retry every canceled run of the workflow: "all matching this filter".
+        page.goto(url + "/?status=canceled&workflow=await-approval")
+        page.click("#bulk-retry-all")
+        page.wait_for_selector("#bulk-confirm")
+        assert page.inner_text("#bulk-count").strip() == "2"
+        page.click("#bulk-confirm button[type=submit]")
+        page.wait_for_selector("#bulk-message")
+        assert page.inner_text("#bulk-message").strip() == "Retried 2 runs."
+        block_until(
+            lambda: all(client.handle(h.id).status() in ("pending", "running") for h in chosen),
+            "the retried runs to be pending or running again",
+        )
+        browser.close()
