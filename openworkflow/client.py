@@ -47,6 +47,7 @@ from openworkflow.run_forks import fork_run
 from openworkflow.run_messages import checked_signal_data, send_run_message
 from openworkflow.run_outcome import run_outcome, seconds_or_none
 from openworkflow.run_streams import read_stream
+from openworkflow.tracing import create_run
 from openworkflow.worker.context import (
     DEFAULT_CONCURRENCY,
     DEFAULT_LEASE_DURATION,
@@ -215,13 +216,13 @@ class OpenWorkflow:
         run_tags = check_tags(tags)
         validated, stored_input = spec.validate_input_value(input, current_limits())
         concurrency_key, concurrency_limit = concurrency_columns(spec.concurrency, validated)
-        created = await self.backend.create_workflow_run(
+        created = await create_run(  # traced when tracing is on (openworkflow.tracing)
+            self.backend,
             CreateWorkflowRunParams(
                 workflow_name=spec.name,
                 version=version if version is not None else spec.version,
                 idempotency_key=idempotency_key,
                 config={},
-                context=None,
                 input=stored_input,
                 available_at=None if available_at is None else resolve_time(available_at),
                 deadline_at=None if deadline_at is None else resolve_time(deadline_at),
@@ -229,7 +230,7 @@ class OpenWorkflow:
                 concurrency_key=concurrency_key,
                 concurrency_limit=concurrency_limit,
                 tags=run_tags or None,
-            )
+            ),
         )
         return RunHandle(self, created.id, created)
 

@@ -37,6 +37,7 @@ from openworkflow.core.waits import WaitContext
 from openworkflow.core.workflow_definition import RunInfo, Workflow
 from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
 from openworkflow.errors import StepLimitExceededError, WriteConflictError
+from openworkflow.tracing import current_trace_context
 from openworkflow.worker.attempts import AttemptRecorder
 from openworkflow.worker.context import PassContext
 from openworkflow.worker.function_steps import FunctionSteps
@@ -57,6 +58,7 @@ from openworkflow.worker.replay import ReplayMonitor
 from openworkflow.worker.step import StepExecutor
 from openworkflow.worker.step_history import WORKFLOW_STEP_LIMIT, StepHistory
 from openworkflow.worker.stream_steps import StreamSteps
+from openworkflow.worker.traces import PassTrace, start_pass
 from openworkflow.worker.wait_steps import WaitSteps
 
 logger = logging.getLogger("openworkflow.worker")
@@ -76,20 +78,32 @@ class WorkflowExecution:
         #: Set by the worker when the run was canceled; step bodies see it as
         #: ``step_context().cancel_requested`` (a sync body cannot be cancelled).
         self.cancel_requested = threading.Event()
+        self.trace: PassTrace | None = None
+        self._raised: BaseException | None = None  # what decided the outcome, if raised
 
     async def execute(self) -> None:
         """Run the pass; errors from user code end in an outcome, never escape."""
+        self.trace = start_pass(self.run)  # None unless tracing is on
+        if self.trace is None:
+            await self._write(await self._decide())
+            return
+        with self.trace:  # the pass's span, current while it runs
+            outcome = await self._decide()
+            self.trace.record_outcome(outcome, self._raised)
+            await self._write(outcome)
+
+    async def _decide(self) -> PassOutcome:
+        """Call the workflow function; the outcome that decides the pass's write."""
         try:
             output = await self._replay()
         except BaseException as raised:
             if self.recorder is not None and not isinstance(raised, asyncio.CancelledError):
                 await self.recorder.close()
-            outcome = outcome_of_error(
-                deciding_error(raised), self.run, self.recorder, self._workflow_retry_policy()
+            self._raised = deciding_error(raised)
+            return outcome_of_error(
+                self._raised, self.run, self.recorder, self._workflow_retry_policy()
             )
-        else:
-            outcome = outcome_of_return(output, self.run, self._workflow_retry_policy())
-        await self._write(outcome)
+        return outcome_of_return(output, self.run, self._workflow_retry_policy())
 
     async def _replay(self) -> Any:
         """Load the history, then call the workflow function from the top; its output."""
@@ -115,6 +129,7 @@ class WorkflowExecution:
             ),
             waits=WaitSteps(self.context, self.run, recorder, self.workflow.spec),
             streams=StreamSteps(self.context, self.run),
+            trace=self.trace,
         )
         output = await self.workflow.fn(**_workflow_arguments(self.workflow, self.run, step))
         await recorder.close()
@@ -225,6 +240,7 @@ class WorkflowExecution:
                 workflow_name=run.workflow_name,
                 version=run.version,
                 idempotency_key=f"__continue:{run.namespace_id}:{run.id}",
+                context=current_trace_context(),  # the successor continues this trace
                 input=input,
                 priority=run.priority,
                 concurrency_key=concurrency[0],

@@ -21,6 +21,7 @@ from openworkflow.core.duration import Duration, parse_duration_ms
 from openworkflow.core.flow_control import RateLimit
 from openworkflow.core.json import JsonConversionError, check_name
 from openworkflow.core.retry import DEFAULT_STEP_RETRY_POLICY, RetryPolicy
+from openworkflow.core.step_attempt import StepKind
 from openworkflow.core.streams import check_stream_key
 from openworkflow.core.workflow_definition import WorkflowRef, spec_of
 from openworkflow.errors import PayloadError, SignalWaitConflictError
@@ -29,9 +30,18 @@ from openworkflow.worker.attempts import AttemptRecorder
 from openworkflow.worker.function_steps import FunctionSteps
 from openworkflow.worker.replay import ReplayMonitor
 from openworkflow.worker.stream_steps import StreamSteps
+from openworkflow.worker.traces import PassTrace
 from openworkflow.worker.wait_steps import WaitSteps
 
 T = TypeVar("T")
+
+# Step kinds as plain strings, for span attributes (read once, not on every call).
+_FUNCTION, _SLEEP, _WORKFLOW = (
+    StepKind.FUNCTION.value,
+    StepKind.SLEEP.value,
+    StepKind.WORKFLOW.value,
+)
+_SIGNAL_SEND, _SIGNAL_WAIT = StepKind.SIGNAL_SEND.value, StepKind.SIGNAL_WAIT.value
 
 
 class StepExecutor:
@@ -45,6 +55,7 @@ class StepExecutor:
         functions: FunctionSteps,
         waits: WaitSteps,
         streams: StreamSteps,
+        trace: PassTrace | None = None,
     ) -> None:
         self._recorder = recorder
         self._history = recorder.history
@@ -52,6 +63,7 @@ class StepExecutor:
         self._functions = functions
         self._waits = waits
         self._streams = streams
+        self._trace = trace  # the pass's span when tracing is on; steps get theirs from it
         self._open_calls = 0  # step calls made and not finished yet
         self._signal_waits: dict[str, str] = {}  # signal -> step waiting on it, this pass
 
@@ -80,13 +92,15 @@ class StepExecutor:
             else DEFAULT_STEP_RETRY_POLICY
         )
         timeout_ms = None if timeout is None else _step_timeout_ms(name, timeout)
-        call = self._functions.run(self._resolve(name), fn, policy, timeout_ms, rate_limit)
-        return self._tracked(call)
+        step_name = self._resolve(name)
+        call = self._functions.run(step_name, fn, policy, timeout_ms, rate_limit)
+        return self._tracked(call, step_name, _FUNCTION)
 
     def sleep(self, name: str, duration: Duration) -> Awaitable[None]:
         """See :meth:`openworkflow.Step.sleep`."""
         _check_step_name(name)
-        return self._tracked(self._waits.sleep(self._resolve(name), duration))
+        step_name = self._resolve(name)
+        return self._tracked(self._waits.sleep(step_name, duration), step_name, _SLEEP)
 
     def run_workflow(
         self,
@@ -100,7 +114,7 @@ class StepExecutor:
         spec = spec_of(workflow)
         step_name = self._resolve(_base_name(name, spec.name))
         call = self._waits.run_workflow(step_name, spec, input, timeout)
-        return self._tracked(self._recorder.settling(call))
+        return self._tracked(self._recorder.settling(call), step_name, _WORKFLOW)
 
     def start_workflow(
         self, workflow: WorkflowRef, input: Any = None, *, name: str | None = None
@@ -109,7 +123,8 @@ class StepExecutor:
         spec = spec_of(workflow)
         step_name = self._resolve(_base_name(name, spec.name))
         body = self._waits.start_child_body(step_name, spec, input)
-        return self._tracked(self._functions.run(step_name, body, DEFAULT_STEP_RETRY_POLICY))
+        call = self._functions.run(step_name, body, DEFAULT_STEP_RETRY_POLICY)
+        return self._tracked(call, step_name, _FUNCTION)
 
     def set_event(self, key: str, value: Any, *, name: str | None = None) -> Awaitable[None]:
         """See :meth:`openworkflow.Step.set_event`."""
@@ -120,7 +135,8 @@ class StepExecutor:
             raise PayloadError(f"event {key!r} value cannot be stored as JSON: {error}") from None
         step_name = self._resolve(_base_name(name, f"event:{key}"))
         body = self._waits.set_event_body(key, stored)
-        return self._tracked(self._functions.run(step_name, body, DEFAULT_STEP_RETRY_POLICY))
+        call = self._functions.run(step_name, body, DEFAULT_STEP_RETRY_POLICY)
+        return self._tracked(call, step_name, _FUNCTION)
 
     def stream(self, key: str, value: Any) -> Awaitable[None]:
         """See :meth:`openworkflow.Step.stream`."""
@@ -143,7 +159,8 @@ class StepExecutor:
         """See :meth:`openworkflow.Step.send_signal`."""
         _check_signal(signal)
         step_name = self._resolve(_base_name(name, signal))
-        return self._tracked(self._waits.send_signal(step_name, signal, data))
+        call = self._waits.send_signal(step_name, signal, data)
+        return self._tracked(call, step_name, _SIGNAL_SEND)
 
     def wait_for_signal(
         self,
@@ -168,7 +185,8 @@ class StepExecutor:
                 )
             )
         adapter = None if schema is None else TypeAdapter(schema)
-        return self._tracked(self._wait_until_answered(step_name, signal, timeout, adapter))
+        call = self._wait_until_answered(step_name, signal, timeout, adapter)
+        return self._tracked(call, step_name, _SIGNAL_WAIT)
 
     def _signal_waiter(self, signal: str, step_name: str) -> str:
         """The step that waits on ``signal`` now: ``step_name`` unless another already does."""
@@ -205,9 +223,13 @@ class StepExecutor:
         self._open_calls += 1
         return step_name
 
-    async def _tracked(self, call: Awaitable[T]) -> T:
+    async def _tracked(
+        self, call: Awaitable[T], step_name: str | None = None, kind: str | None = None
+    ) -> T:
         try:
-            return await call
+            if self._trace is None or step_name is None or kind is None:
+                return await call
+            return await self._trace.step(call, step_name, kind, self._history)
         finally:
             self._open_calls -= 1
 

@@ -52,6 +52,7 @@ from openworkflow.errors import (
     SignalValidationError,
 )
 from openworkflow.payload import current_limits, to_stored_json
+from openworkflow.tracing import current_trace_context
 from openworkflow.worker.attempts import AttemptRecorder
 from openworkflow.worker.context import PassContext
 from openworkflow.worker.interrupts import ContinueAsNew, EngineFault, Suspend, engine_call
@@ -97,6 +98,7 @@ class WaitSteps:
                         workflow_name=spec.name,
                         version=spec.version,
                         idempotency_key=f"__start:{run.namespace_id}:{run.id}:{step_name}",
+                        context=current_trace_context(),  # the step's span: same trace
                         input=stored_input,
                         priority=spec.priority,
                         concurrency_key=key,
@@ -224,6 +226,7 @@ class WaitSteps:
                     workflow_name=spec.name,
                     version=spec.version,
                     idempotency_key=f"__workflow:{attempt.namespace_id}:{attempt.id}",
+                    context=current_trace_context(),  # the step's span: same trace
                     input=stored_input,
                     parent_step_attempt_namespace_id=attempt.namespace_id,
                     parent_step_attempt_id=attempt.id,
