@@ -18,7 +18,7 @@ HEALTH_PROBE_RUN_ID = "00000000-0000-0000-0000-000000000000"
 
 
 async def serve_metrics(context: DashboardContext, request: Request) -> Response:
-    """Prometheus text: ``openworkflow_workflow_runs{status}``, fresh per scrape."""
+    """Prometheus text: run, step-attempt and paused gauges (see :mod:`.metrics` on freshness)."""
     try:
         body = await metrics.render_metrics(context.backend)
     except Exception as error:

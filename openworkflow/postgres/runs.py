@@ -32,6 +32,7 @@ from openworkflow.core.retry import DEADLINE_EXCEEDED_MESSAGE
 from openworkflow.core.rows import workflow_run_from_row
 from openworkflow.core.step_attempt import fold_step_attempt_counts
 from openworkflow.core.workflow_run import WorkflowRun, fold_status_counts
+from openworkflow.postgres import counts
 from openworkflow.postgres.base import (
     Connection,
     PostgresBase,
@@ -150,14 +151,41 @@ class PostgresRuns(PostgresBase):
         return [to_run(row) for row in rows]
 
     async def count_workflow_runs(self) -> WorkflowRunCounts:
-        """Count runs per status in this namespace."""
-        rows = await self._read_all(self._q.count_workflow_runs, self._params())
-        return WorkflowRunCounts(**fold_status_counts((row[0], row[1]) for row in rows))
+        """Runs per status: exact up to a cap per status, estimated beyond (see ``counts``)."""
+        schema = self._db.schema
+        values = self._params(statuses=list(counts.RUN_STATUSES), cap=counts.EXACT_COUNT_CAP)
+        rows = await self._read_all(counts.rendered(counts.CAPPED_RUN_COUNTS, schema), values)
+        found = [(str(row[0]), int(row[1])) for row in rows]
+        for index, (status, count) in enumerate(found):
+            if count >= counts.EXACT_COUNT_CAP:
+                found[index] = (status, await self._estimate("workflow_runs", status))
+        return WorkflowRunCounts(**fold_status_counts(found))
 
     async def count_step_attempts(self) -> StepAttemptCounts:
-        """Count step attempts per status in this namespace."""
-        rows = await self._read_all(self._q.count_step_attempts, self._params())
-        return StepAttemptCounts(**fold_step_attempt_counts((row[0], row[1]) for row in rows))
+        """Step attempts per status: exact on a small table, else see ``counts``."""
+        schema = self._db.schema
+        values = self._params(step_table=f'"{schema}"."step_attempts"', cap=counts.EXACT_COUNT_CAP)
+        size = await self._read_one(counts.rendered(counts.STEP_TABLE_ROWS, schema), values)
+        if size is None or float(size[0]) < counts.EXACT_STEP_TABLE_ROWS:
+            rows = await self._read_all(counts.rendered(counts.EXACT_STEP_COUNTS, schema), values)
+            found = [(str(row[0]), int(row[1])) for row in rows]
+        else:
+            running = await self._read_one(
+                counts.rendered(counts.CAPPED_RUNNING_STEPS, schema), values
+            )
+            found = [("running", int(running[0]) if running else 0)]
+            if found[0][1] >= counts.EXACT_COUNT_CAP:
+                found = [("running", await self._estimate("step_attempts", "running"))]
+            for status in counts.STEP_ESTIMATED_STATUSES:
+                found.append((status, await self._estimate("step_attempts", status)))
+        return StepAttemptCounts(**fold_step_attempt_counts(found))
+
+    async def _estimate(self, table: str, status: str) -> int:
+        """The planner's row estimate for a status, never below the exact cap for runs."""
+        query = counts.estimate_query(self._db.schema, table, self._namespace_id, status)
+        rows = await self._read_all(query, {})
+        estimate = counts.planned_rows(rows[0][0])
+        return max(estimate, counts.EXACT_COUNT_CAP) if table == "workflow_runs" else estimate
 
     async def claim_workflow_run(self, params: ClaimWorkflowRunParams) -> WorkflowRun | None:
         """Expire deadlines and lease the next available run, in one statement."""

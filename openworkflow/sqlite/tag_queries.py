@@ -76,6 +76,32 @@ def tagged_page_query(
     return _TAGGED_PAGE.format(where=where, order=order)
 
 
+RAREST_TAG_CAP = 1000
+"""Tag rows counted per filter tag when choosing which tag drives the scan."""
+
+# SQLite keeps no per-value statistics, so it would walk the first tag given
+# even when it matches a quarter of the table and another matches ten runs.
+_CAPPED_TAG_ROWS = """
+SELECT COUNT(*) FROM (
+  SELECT 1 FROM "run_tags" WHERE "namespace_id" = :ns AND "key" = :key AND "value" = :value
+  LIMIT :cap
+)"""
+
+
+def rarest_first(
+    c: sqlite3.Connection, namespace_id: str, tags: Mapping[str, str]
+) -> dict[str, str]:
+    """``tags`` reordered so the one with the fewest runs (counted up to a cap) comes first."""
+    if len(tags) < 2:
+        return dict(tags)
+
+    def rows(item: tuple[str, str]) -> int:
+        values = {"ns": namespace_id, "key": item[0], "value": item[1], "cap": RAREST_TAG_CAP}
+        return int(c.execute(_CAPPED_TAG_ROWS, values).fetchone()[0])
+
+    return dict(sorted(tags.items(), key=rows))
+
+
 def tag_filter_values(tags: Mapping[str, str]) -> dict[str, str]:
     """The values a :func:`tagged_page_query` statement binds for ``tags``."""
     values: dict[str, str] = {}

@@ -1,11 +1,15 @@
 """SQLite: tags of runs (written with the run by :mod:`~openworkflow.sqlite.runs`).
 
-A list filtered by tags walks the first tag's part of ``run_tags_filter_idx``
-in list order (each tag row holds its run's ``created_at``), looks each run up
-by primary key and checks the other tags by primary key.
+A list filtered by tags walks the rarest tag's part of ``run_tags_filter_idx``
+(each tag counted up to a cap first: SQLite keeps no per-value statistics) in
+list order (each tag row holds its run's ``created_at``), looks each run up by
+primary key and checks the other tags by primary key.
 """
 
 from __future__ import annotations
+
+import sqlite3
+from typing import Any
 
 from openworkflow.backend_common import plan_page
 from openworkflow.core.backend import ListWorkflowRunsParams
@@ -34,7 +38,7 @@ class SqliteTags(SqliteStreams):
             return await super().list_workflow_runs(params)
         plan = plan_page("DESC", params.limit, params.after, params.before)
         conditions: list[str] = []
-        values: Params = {"ns": self._namespace_id, **tq.tag_filter_values(tags)}
+        values: Params = {"ns": self._namespace_id}
         if params.status:
             conditions.append('wr."status" = :status')
             values["status"] = params.status
@@ -45,5 +49,10 @@ class SqliteTags(SqliteStreams):
             values.update(cursor_created_at=iso(plan.cursor.created_at), cursor_id=plan.cursor.id)
         values["limit"] = plan.page_size + 1
         query = tq.tagged_page_query(len(tags), tuple(conditions), plan.order, plan.cursor_op)
-        rows = await self._run(lambda c: c.execute(query, values).fetchall())
+
+        def read(c: sqlite3.Connection) -> list[Any]:
+            ordered = tq.rarest_first(c, self._namespace_id, tags)
+            return c.execute(query, {**values, **tq.tag_filter_values(ordered)}).fetchall()
+
+        rows = await self._run(read)
         return plan.page([_to_run(row) for row in rows])

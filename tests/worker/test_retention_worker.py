@@ -67,12 +67,19 @@ async def test_worker_prunes_old_finished_runs_only(backend: Any) -> None:
             return await _gone(backend, finished.id)
 
         await wait_until(pruned, message="the completed run to be pruned")
-        child_ids = [
-            run.id
-            for run in (await backend.list_workflow_runs(_list_all())).data
-            if run.workflow_name == "retention-done" and run.parent_step_attempt_id is not None
-        ]
-        assert len(child_ids) == 1
+
+        async def children() -> list[str]:
+            return [
+                run.id
+                for run in (await backend.list_workflow_runs(_list_all())).data
+                if run.workflow_name == "retention-done" and run.parent_step_attempt_id is not None
+            ]
+
+        async def child_created() -> bool:
+            return len(await children()) == 1
+
+        await wait_until(child_created, message="the parent's child run to be created")
+        child_ids = await children()
         await wait_for_status(backend, child_ids[0], "completed")
         # Several passes later, what the policy keeps is still there.
         deleted_then = worker.pruner.deleted
