@@ -73,6 +73,8 @@ class WorkerOptions(BaseModel):
     lease_duration: str | float = DEFAULT_LEASE_DURATION
     shutdown_timeout: str | float = DEFAULT_SHUTDOWN_TIMEOUT
     step_crash_limit: int = Field(default=DEFAULT_STEP_CRASH_LIMIT, ge=1)
+    metrics_port: int | None = Field(default=None, ge=0, le=65_535)
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)
 
     @field_validator("lease_duration", "shutdown_timeout")
     @classmethod
@@ -160,7 +162,8 @@ def define_config(
         dirs: Folders (relative to the config file) scanned for workflow files.
         ignore_patterns: Globs to skip, in addition to the defaults (tests, ``*.run.*``).
         worker: ``{"concurrency": N, "lease_duration": "30s", "shutdown_timeout": "30s",
-            "step_crash_limit": 3}``.
+            "step_crash_limit": 3, "metrics_port": 9464, "metrics_host": "127.0.0.1"}``
+            (``metrics_port``: serve worker metrics there; 0 picks a free port).
         namespace_id: The namespace (default ``"default"``).
         schema: The PostgreSQL schema (default ``"openworkflow"``).
         payload: ``{"warn_size": "256KiB", "max_size": "2MiB"}``: inputs, step

@@ -71,6 +71,8 @@ class _Overrides(BaseSettings):
     worker_lease_duration: str | float | None = None
     worker_shutdown_timeout: str | float | None = None
     worker_step_crash_limit: int | None = Field(default=None, ge=1)
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65_535)
+    worker_metrics_host: str | None = Field(default=None, min_length=1)
     payload_warn_size: str | None = None
     payload_max_size: str | None = None
     retention: str | None = None
@@ -107,6 +109,8 @@ _FLAGS = {
     "namespace_id": "--namespace",
     "schema_name": "--schema",
     "worker_concurrency": "--concurrency",
+    "worker_metrics_port": "--metrics-port",
+    "worker_metrics_host": "--metrics-host",
 }
 
 __all__ = [
@@ -137,6 +141,9 @@ class EffectiveSettings:
     payload_limits: PayloadLimits = field(default_factory=PayloadLimits)
     #: Age per finished status; workers prune older finished runs (empty: never).
     retention: dict[str, str | float | timedelta | None] = field(default_factory=dict)
+    #: Where workers serve their metrics (None: they do not; 0 picks a free port).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
 
 def resolve_settings(loaded: LoadedConfig, **flags: Any) -> EffectiveSettings:
@@ -186,6 +193,12 @@ def resolve_settings(loaded: LoadedConfig, **flags: Any) -> EffectiveSettings:
             if overrides.retention is not None
             else dict(config.retention)
         ),
+        metrics_port=(
+            overrides.worker_metrics_port
+            if overrides.worker_metrics_port is not None
+            else worker.metrics_port
+        ),
+        metrics_host=overrides.worker_metrics_host or worker.metrics_host,
     )
 
 

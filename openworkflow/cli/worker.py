@@ -16,6 +16,7 @@ from openworkflow.core.workflow_definition import Workflow
 from openworkflow.dev import DEV_MODULES_ENV, report_project_modules
 from openworkflow.discovery import Discovery, discover
 from openworkflow.settings import EffectiveSettings
+from openworkflow.worker.metrics import MetricsEndpoint, WorkerMetrics, serve
 from openworkflow.worker.serving import (
     exit_past_stuck_steps,
     serve_until_signalled,
@@ -47,12 +48,26 @@ def worker() -> None:
     multiple=True,
     help="Run only this workflow (repeatable); other workers take the rest.",
 )
+@click.option(
+    "--metrics-port",
+    type=int,
+    metavar="P",
+    help="Serve worker metrics at http://HOST:P/metrics (0 picks a free port; "
+    "overrides config and OPENWORKFLOW_WORKER_METRICS_PORT).",
+)
+@click.option(
+    "--metrics-host",
+    metavar="H",
+    help="Address the metrics are served on (default 127.0.0.1; 0.0.0.0 for every interface).",
+)
 @common_options
 def start(
     concurrency: int | None,
     backend_url: str | None,
     namespace_id: str | None,
     only: tuple[str, ...],
+    metrics_port: int | None,
+    metrics_host: str | None,
 ) -> None:
     """Execute the workflows found in the configured dirs until stopped.
 
@@ -63,7 +78,11 @@ def start(
     """
     console.setup_logging(logging.INFO)
     _, settings = common.load(
-        backend_url=backend_url, namespace_id=namespace_id, worker_concurrency=concurrency
+        backend_url=backend_url,
+        namespace_id=namespace_id,
+        worker_concurrency=concurrency,
+        worker_metrics_port=metrics_port,
+        worker_metrics_host=metrics_host,
     )
     loaded = select_workflows(require_workflows(settings).workflows, only)
     console.say(f"Loaded {len(loaded)} workflow(s): {names_of(loaded)}")
@@ -131,8 +150,10 @@ def _dirs(dirs: Sequence[Path]) -> str:
 
 async def _serve(settings: EffectiveSettings, workflows: Sequence[Workflow]) -> None:
     backend = common.backend_from(settings)
+    endpoint: MetricsEndpoint | None = None
     try:
         await common.connect_now(backend)
+        metrics = None if settings.metrics_port is None else WorkerMetrics()
         running = Worker(
             backend,
             workflows,
@@ -141,7 +162,10 @@ async def _serve(settings: EffectiveSettings, workflows: Sequence[Workflow]) -> 
             shutdown_timeout=settings.shutdown_timeout,
             step_crash_limit=settings.step_crash_limit,
             retention=settings.retention,
+            metrics=metrics,
         )
+        if metrics is not None:
+            endpoint = _serve_metrics(metrics, settings.metrics_host, settings.metrics_port or 0)
 
         def started() -> None:
             console.say(
@@ -150,14 +174,29 @@ async def _serve(settings: EffectiveSettings, workflows: Sequence[Workflow]) -> 
                 f"namespace {settings.namespace_id}. Press Ctrl+C to stop.",
                 style="green",
             )
+            if endpoint is not None:
+                console.say(f"Worker metrics at {endpoint.url}")
 
         report = _report_modules_for_dev()
         await serve_until_signalled(running, on_started=started, on_signal=_say_stopping)
         if report is not None:
             report.cancel()
     finally:
+        if endpoint is not None:
+            endpoint.close()
         await backend.stop()
     console.say("Worker stopped")
+
+
+def _serve_metrics(metrics: WorkerMetrics, host: str, port: int) -> MetricsEndpoint:
+    """Serve the worker's metrics; a port that cannot be bound is a usage error."""
+    try:
+        return serve(metrics.registry, host, port)
+    except OSError as error:
+        raise failure.usage_error(
+            f"cannot serve worker metrics on {host}:{port}: {error.strerror or error}",
+            hint="choose another --metrics-port (0 picks a free one) or --metrics-host",
+        ) from None
 
 
 def _report_modules_for_dev() -> asyncio.Task[None] | None:

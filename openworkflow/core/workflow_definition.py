@@ -32,6 +32,11 @@ from openworkflow.errors import InputValidationError, PayloadError, WorkflowDefi
 
 INJECTABLE_PARAMETERS = ("input", "step", "run", "version")
 
+#: The step attempts a run may record unless its workflow says otherwise (the original's limit).
+DEFAULT_MAX_STEP_ATTEMPTS = 1000
+#: The most ``max_step_attempts`` may allow: every pass reads the run's whole history.
+MAX_STEP_ATTEMPTS_CEILING = 1_000_000
+
 WorkflowFn = Callable[..., Awaitable[Any]]
 
 
@@ -75,6 +80,8 @@ class WorkflowSpec:
     concurrency: Concurrency | None = None
     #: How often its runs may start (a sliding window, per key); None for no limit.
     rate_limit: RateLimit | None = None
+    #: How many step attempts one run may record (each child of a fan-out is one).
+    max_step_attempts: int = DEFAULT_MAX_STEP_ATTEMPTS
     _adapter: TypeAdapter[Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -100,6 +107,7 @@ class WorkflowSpec:
             raise WorkflowDefinitionError(f"workflow {self.name!r}: {error}") from None
         self._check_schedules()
         self._check_concurrency()
+        _check_max_step_attempts(self.name, self.max_step_attempts)
         if self.schema is not None:
             try:
                 object.__setattr__(self, "_adapter", TypeAdapter(self.schema))
@@ -312,6 +320,7 @@ def workflow(
     schedules: Sequence[Schedule] | None = None,
     concurrency: int | Concurrency | None = None,
     rate_limit: RateLimit | None = None,
+    max_step_attempts: int = DEFAULT_MAX_STEP_ATTEMPTS,
 ) -> Callable[[WorkflowFn], Workflow]: ...
 
 
@@ -328,6 +337,7 @@ def workflow(
     schedules: Sequence[Schedule] | None = None,
     concurrency: int | Concurrency | None = None,
     rate_limit: RateLimit | None = None,
+    max_step_attempts: int = DEFAULT_MAX_STEP_ATTEMPTS,
 ) -> Workflow | Callable[[WorkflowFn], Workflow]:
     """Turn an ``async def`` into a durable workflow.
 
@@ -344,6 +354,8 @@ def workflow(
     worker (see :class:`~openworkflow.core.concurrency.Concurrency`).
     ``rate_limit=RateLimit(100, per="1m")`` lets at most that many of its runs
     start in any sliding window of ``per`` (per key); the others wait queued.
+    ``max_step_attempts=20_000`` lets one run record that many step attempts
+    (default 1000, the original's limit; each child of a fan-out is one).
 
     Example:
         ``@workflow(name="process-order", version="v2")``
@@ -362,12 +374,26 @@ def workflow(
             schedules=resolved_schedules,
             concurrency=_concurrency_option(concurrency),
             rate_limit=rate_limit,
+            max_step_attempts=max_step_attempts,
         )
         return Workflow(spec=spec, fn=function)
 
     if fn is not None:
         return decorate(fn)
     return decorate
+
+
+def _check_max_step_attempts(name: str, value: object) -> None:
+    """``max_step_attempts`` is an int from 1 to :data:`MAX_STEP_ATTEMPTS_CEILING`."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise WorkflowDefinitionError(
+            f"workflow {name!r}: max_step_attempts must be an int, got {type(value).__name__}"
+        )
+    if not 1 <= value <= MAX_STEP_ATTEMPTS_CEILING:
+        raise WorkflowDefinitionError(
+            f"workflow {name!r}: max_step_attempts must be between 1 and "
+            f"{MAX_STEP_ATTEMPTS_CEILING:,}, got {value}"
+        )
 
 
 def _schedules_option(

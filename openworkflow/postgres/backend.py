@@ -29,6 +29,7 @@ from openworkflow.postgres.base import is_item_error
 from openworkflow.postgres.connection import Database
 from openworkflow.postgres.finishing import Completion
 from openworkflow.postgres.forks import PostgresForks
+from openworkflow.postgres.queue_age import PostgresQueueAge
 from openworkflow.postgres.schema import current_migration_version
 from openworkflow.postgres.steps import StepInsert
 from openworkflow.redaction import redact_url
@@ -36,7 +37,7 @@ from openworkflow.redaction import redact_url
 __all__ = ["PostgresBackend"]
 
 
-class PostgresBackend(PostgresForks):
+class PostgresBackend(PostgresForks, PostgresQueueAge):
     """Backend storing runs in PostgreSQL, bound to one namespace of one schema.
 
     The pool opens (and migrations run, under an advisory lock) on first use or

@@ -21,6 +21,7 @@ from openworkflow.group_commit import GroupCommit
 from openworkflow.sqlite.connection import PAGE_CACHE_KIB, Database
 from openworkflow.sqlite.finishing import Completion
 from openworkflow.sqlite.forks import SqliteForks
+from openworkflow.sqlite.queue_age import SqliteQueueAge
 from openworkflow.sqlite.schema import (
     current_migration_version,
     migrate,
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 
-class SqliteBackend(SqliteForks):
+class SqliteBackend(SqliteForks, SqliteQueueAge):
     """Backend storing runs in a SQLite file (or ``":memory:"``), bound to one namespace.
 
     Example:

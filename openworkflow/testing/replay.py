@@ -156,7 +156,7 @@ async def _replay(workflow: Workflow, history: RunHistory) -> None:
     backend = SqliteBackend(":memory:", namespace_id=history.run.namespace_id)
     try:
         run = await _load(backend, history)
-        step_history = await load_step_history(backend, run.id)
+        step_history = await load_step_history(backend, run.id, workflow.spec.max_step_attempts)
         monitor = StrictReplayMonitor(
             step_history,
             run,

@@ -79,6 +79,9 @@ class WorkflowExecution:
         #: ``step_context().cancel_requested`` (a sync body cannot be cancelled).
         self.cancel_requested = threading.Event()
         self.trace: PassTrace | None = None
+        #: The outcome once decided, and the run as the final write left it (for metrics).
+        self.outcome: PassOutcome | None = None
+        self.written: WorkflowRun | None = None
         self._raised: BaseException | None = None  # what decided the outcome, if raised
 
     async def execute(self) -> None:
@@ -147,9 +150,10 @@ class WorkflowExecution:
     # -- reading the history -------------------------------------------------------
 
     async def _load_history(self) -> StepHistory:
+        limit = self.workflow.spec.max_step_attempts
         if self.run.has_step_attempts is False:  # the claim saw none: skip the read
-            return StepHistory([])
-        return await engine_call(load_step_history(self.context.backend, self.run.id))
+            return StepHistory([], limit)
+        return await engine_call(load_step_history(self.context.backend, self.run.id, limit))
 
     async def _complete_elapsed_sleeps(self, history: StepHistory) -> bool:
         """Complete running sleeps whose time has come; True if one is still pending."""
@@ -178,6 +182,7 @@ class WorkflowExecution:
     async def _write(self, outcome: PassOutcome) -> None:
         """Make the write ``outcome`` needs: one fenced transition, or none."""
         backend, run_id, worker_id = self.context.backend, self.run.id, self.context.worker_id
+        self.outcome = outcome
         match outcome:
             case Dropped(reason):
                 logger.debug("run %s: ending the pass without a write: %s", run_id, reason)
@@ -260,7 +265,7 @@ class WorkflowExecution:
         """Apply the final write; a conflict because the run moved on is not an error."""
         self.finishing = True
         try:
-            await write
+            self.written = await write
         except WriteConflictError:
             current = await self.context.backend.get_workflow_run(
                 GetWorkflowRunParams(workflow_run_id=self.run.id)
@@ -283,7 +288,9 @@ class WorkflowExecution:
         return policy.resolve(DEFAULT_WORKFLOW_RETRY_POLICY)
 
 
-async def load_step_history(backend: Backend, workflow_run_id: str) -> StepHistory:
+async def load_step_history(
+    backend: Backend, workflow_run_id: str, step_limit: int = WORKFLOW_STEP_LIMIT
+) -> StepHistory:
     """Load every step attempt of the run (all pages) into a :class:`StepHistory`."""
     attempts: list[StepAttempt] = []
     cursor: str | None = None
@@ -294,10 +301,10 @@ async def load_step_history(backend: Backend, workflow_run_id: str) -> StepHisto
             )
         )
         attempts.extend(page.data)
-        if len(attempts) > WORKFLOW_STEP_LIMIT:
-            raise StepLimitExceededError(WORKFLOW_STEP_LIMIT, len(attempts))
+        if len(attempts) > step_limit:
+            raise StepLimitExceededError(step_limit, len(attempts))
         if page.next is None:
-            return StepHistory(attempts)
+            return StepHistory(attempts, step_limit)
         cursor = page.next
 
 

@@ -17,6 +17,7 @@ import functools
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
@@ -58,6 +59,7 @@ from openworkflow.worker.failures import (
     raised_on_first_pass,
 )
 from openworkflow.worker.interrupts import RateLimited, StepRetry, engine_call
+from openworkflow.worker.metrics import STEP_TIMER, StepTimer
 
 logger = logging.getLogger("openworkflow.worker")
 
@@ -90,6 +92,8 @@ class FunctionSteps:
         # After a crash (the lease expired mid-pass), record each step before
         # running it, so a step that kills its worker leaves a trace to count.
         self._record_before_running = run.lease_expired or bool(self._history.unfinished_counts)
+        # Set by a worker with metrics (once per pass: nothing per step when off).
+        self._timer = STEP_TIMER.get()
 
     async def run(
         self,
@@ -126,7 +130,8 @@ class FunctionSteps:
                 attempt = await self._recorder.create(step_name, StepKind.FUNCTION, None)
             # The attempt's time starts with its body (after the write above).
             timer = _AttemptTimer(timeout_ms)
-            call = asyncio.ensure_future(self._call(fn, self._step_context(step_name, timer)))
+            body = self._call if self._timer is None else self._timed_call
+            call = asyncio.ensure_future(body(fn, self._step_context(step_name, timer)))
             if attempt is None:
                 await asyncio.wait({call}, timeout=timer.quick_wait(QUICK_STEP_S))
                 if call.done() and not call.cancelled() and call.exception() is None:
@@ -304,6 +309,16 @@ class FunctionSteps:
         logger.error("Workflow run %s: %s", self._run.id, failure)
         attempt = await self._recorder.create(step_name, StepKind.FUNCTION, None)
         raise await self._fail_for_good(step_name, attempt, failure)
+
+    async def _timed_call(self, fn: Callable[[], Any], context: StepContext) -> Any:
+        """:meth:`_call`, its duration observed however the body ends (metrics on)."""
+        timer: StepTimer | None = self._timer
+        started = time.perf_counter()
+        try:
+            return await self._call(fn, context)
+        finally:
+            if timer is not None:
+                timer.observe(context.step_name, time.perf_counter() - started)
 
     async def _call(self, fn: Callable[[], Any], context: StepContext) -> Any:
         # Runs in its own task, so the step context set here is the body's alone.

@@ -22,6 +22,7 @@ from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
 from openworkflow.errors import BackendError, WriteConflictError
 from openworkflow.notifications import ChangeNotifier
 from openworkflow.worker.execution import WorkflowExecution
+from openworkflow.worker.metrics import WorkerMetrics
 
 logger = logging.getLogger("openworkflow.worker")
 
@@ -50,8 +51,10 @@ class LeaseKeeper:
         *,
         lease_duration_ms: int,
         heartbeat_interval_s: float,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._backend = backend
+        self._metrics = metrics  # counts renewals that failed (None: not counted)
         self._notifier = notifier
         self._worker_id = worker_id
         self._execution = execution
@@ -92,6 +95,7 @@ class LeaseKeeper:
             if lease_left <= 0:
                 # The loop was blocked (or the process paused) past the lease:
                 # another worker may own the run already.
+                self._renewal_failed()
                 self._give_up("expired")
                 return
             try:
@@ -113,9 +117,12 @@ class LeaseKeeper:
                 if await self._read_canceled(self._loop.time() + self._lease_s / 4):
                     self._stop_canceled()
                 else:
+                    if not self._execution.finishing:  # else: refused as the final write landed
+                        self._renewal_failed()
                     self._give_up("was lost")
                 return
             except Exception as error:
+                self._renewal_failed()
                 if isinstance(error, BackendError | TimeoutError):
                     logger.warning("Heartbeat for workflow run %s failed: %s", self._run.id, error)
                 else:
@@ -179,6 +186,11 @@ class LeaseKeeper:
             logger.debug("Could not check workflow run %s for a cancel: %s", self._run.id, error)
             return False
         return current is not None and current.status == WorkflowRunStatus.CANCELED
+
+    def _renewal_failed(self) -> None:
+        """Count a renewal that failed, was refused (not for a cancel) or came too late."""
+        if self._metrics is not None:
+            self._metrics.lease_renewal_failed()
 
     def _stop_canceled(self) -> None:
         """The run was canceled: tell its step bodies, and stop the pass."""

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from datetime import datetime
 
 from openworkflow.core.step_attempt import StepAttempt, StepAttemptStatus, StepKind
 from openworkflow.core.waits import WAIT_KINDS, WaitContext, wait_resume_at
+from openworkflow.core.workflow_definition import DEFAULT_MAX_STEP_ATTEMPTS
 from openworkflow.errors import StepLimitExceededError
 from openworkflow.worker.failures import is_deferral
 
-WORKFLOW_STEP_LIMIT = 1000
+#: The default step limit (a workflow's ``max_step_attempts`` overrides it).
+WORKFLOW_STEP_LIMIT = DEFAULT_MAX_STEP_ATTEMPTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,11 @@ class StepHistory:
         self.unfinished_counts: dict[str, int] = {}
         self._resolved: set[str] = set()
         self._next_index: dict[str, int] = {}
+        # Running waits by resume time; an entry is stale once its attempt left
+        # ``running`` or was replaced. Every park asks for the earliest wait, so
+        # a fan-out of N children must not scan N waits N times (quadratic).
+        self._waits: list[tuple[datetime, int, StepAttempt]] = []
+        self._wait_seq = 0
         for attempt in attempts:
             if attempt.is_completed:
                 self.cache[attempt.step_name] = attempt
@@ -47,6 +55,7 @@ class StepHistory:
                 self.failed[attempt.step_name] = attempt
             else:
                 self.running[attempt.step_name] = attempt
+                self._push_wait(attempt)
                 if attempt.kind == StepKind.FUNCTION:
                     self.unfinished_counts[attempt.step_name] = (
                         self.unfinished_counts.get(attempt.step_name, 0) + 1
@@ -81,14 +90,21 @@ class StepHistory:
         """How many attempts of this step failed so far."""
         return self.failed_counts.get(step_name, 0)
 
+    def _push_wait(self, attempt: StepAttempt) -> None:
+        resume_at = wait_resume_at(attempt)
+        if resume_at is not None:
+            self._wait_seq += 1
+            heapq.heappush(self._waits, (resume_at, self._wait_seq, attempt))
+
     def earliest_running_wait(self) -> Wait | None:
-        """The running wait that resumes first."""
-        earliest: Wait | None = None
-        for attempt in self.running.values():
-            resume_at = wait_resume_at(attempt)
-            if resume_at is not None and (earliest is None or resume_at < earliest.resume_at):
-                earliest = Wait(attempt, resume_at)
-        return earliest
+        """The running wait that resumes first (the first recorded among equals)."""
+        waits = self._waits
+        while waits:
+            resume_at, _, attempt = waits[0]
+            if self.running.get(attempt.step_name) is attempt:
+                return Wait(attempt, resume_at)
+            heapq.heappop(waits)  # finished or replaced since it was pushed
+        return None
 
     def only_sleeps_running(self) -> bool:
         """Whether every running wait is a sleep (no child or signal could have answered)."""
@@ -113,11 +129,13 @@ class StepHistory:
     def record_new_attempt(self, attempt: StepAttempt) -> None:
         """Note an attempt just created."""
         self.running[attempt.step_name] = attempt
+        self._push_wait(attempt)
         self.step_count += 1
 
     def record_update(self, attempt: StepAttempt) -> None:
         """Replace a running attempt with its newer row (e.g. after linking a child)."""
         self.running[attempt.step_name] = attempt
+        self._push_wait(attempt)
 
     def running_signal_wait(self, signal: str, *, excluding: str) -> str | None:
         """The name of another running step waiting on ``signal``, if any."""

@@ -9,6 +9,7 @@ time passed) or parks again until the earliest of the run's waits.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -58,6 +59,15 @@ from openworkflow.worker.context import PassContext
 from openworkflow.worker.interrupts import ContinueAsNew, EngineFault, Suspend, engine_call
 from openworkflow.worker.step_history import Wait
 
+CHILD_CALLS_PER_PASS = 64
+"""How many child-workflow calls (create, link, read) one pass makes at a time.
+
+A fan-out starts thousands of ``step.run_workflow`` calls at once; unbounded,
+they fill the connection pool and the run's lease heartbeat (and every other
+run's) waits behind them until the lease expires. The step attempts themselves
+are inserted in group-committed batches and are not bounded.
+"""
+
 
 class WaitSteps:
     """Runs the waiting and messaging steps of one pass."""
@@ -74,6 +84,7 @@ class WaitSteps:
         self._recorder = recorder
         self._history = recorder.history
         self._spec = spec
+        self._child_calls = asyncio.Semaphore(CHILD_CALLS_PER_PASS)
 
     def start_child_body(
         self, step_name: str, spec: WorkflowSpec, input: Any
@@ -219,6 +230,16 @@ class WaitSteps:
         concurrency: tuple[str | None, int | None],
     ) -> StepAttempt:
         """Create the child (idempotently: a replay after a crash finds it again) and link it."""
+        async with self._child_calls:
+            return await self._create_and_link(attempt, spec, stored_input, concurrency)
+
+    async def _create_and_link(
+        self,
+        attempt: StepAttempt,
+        spec: WorkflowSpec,
+        stored_input: JsonValue,
+        concurrency: tuple[str | None, int | None],
+    ) -> StepAttempt:
         backend = self._context.backend
         child = await engine_call(
             backend.create_workflow_run(
@@ -251,11 +272,12 @@ class WaitSteps:
 
     async def _resolve_child(self, step_name: str, attempt: StepAttempt) -> Any:
         child_id = attempt.child_workflow_run_id
-        child = await engine_call(
-            self._context.backend.get_workflow_run(
-                GetWorkflowRunParams(workflow_run_id=child_id or "")
+        async with self._child_calls:
+            child = await engine_call(
+                self._context.backend.get_workflow_run(
+                    GetWorkflowRunParams(workflow_run_id=child_id or "")
+                )
             )
-        )
         timeout_at = wait_resume_at(attempt) or default_wait_timeout_at(attempt.created_at)
         outcome = child_outcome(step_name, child_id, child, timeout_at, clock.now())
         if outcome is None:

@@ -19,12 +19,10 @@ from openworkflow.core import clock
 from openworkflow.core.backend import (
     Backend,
     ClaimWorkflowRunsParams,
-    FailWorkflowRunParams,
     SleepWorkflowRunParams,
 )
 from openworkflow.core.duration import Duration, parse_duration_ms
-from openworkflow.core.registry import WorkflowRegistry, describe
-from openworkflow.core.retry import MISSING_DEFINITION_RETRY_POLICY
+from openworkflow.core.registry import WorkflowRegistry
 from openworkflow.core.workflow_definition import Workflow
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import BackendError, BackendUnavailableError, WriteConflictError
@@ -40,9 +38,12 @@ from openworkflow.worker.context import (
 )
 from openworkflow.worker.execution import WorkflowExecution
 from openworkflow.worker.lease import LeaseKeeper
+from openworkflow.worker.metrics import HANDED_BACK, STEP_TIMER, THROTTLED, WorkerMetrics
+from openworkflow.worker.metrics import resolve as resolve_metrics
 from openworkflow.worker.presence import WorkerPresence
 from openworkflow.worker.retention import RetentionPolicy, RetentionPruner
 from openworkflow.worker.scheduler import Scheduler
+from openworkflow.worker.unregistered import UnregisteredRuns
 
 logger = logging.getLogger("openworkflow.worker")
 
@@ -55,7 +56,10 @@ _POLL_MAX_MS = 1000.0
 
 def poll_backoff_ms(empty_polls: int) -> float:
     """Idle wait after ``empty_polls`` empty claims: 100 ms doubling to 1 s, jittered by 0.5-1."""
-    capped = min(_POLL_INITIAL_MS * 2 ** max(0, empty_polls - 1), _POLL_MAX_MS)
+    # The exponent is capped: 2 ** 1024 is past a float, and an idle worker counts
+    # empty polls for as long as it stays idle (~17 min at 1 s each).
+    doublings = min(max(0, empty_polls - 1), 16)
+    capped = min(_POLL_INITIAL_MS * 2**doublings, _POLL_MAX_MS)
     return float(max(1.0, capped * random.uniform(0.5, 1.0)))
 
 
@@ -104,6 +108,8 @@ class Worker:
             that merely shared a worker with the poison are not failed with it.
         retention: Age per finished status (``{"completed": "7d", "failed": "30d"}``):
             the worker prunes older finished runs in the background (None: never).
+        metrics: A :class:`~openworkflow.worker.metrics.WorkerMetrics` to report
+            to (True: a new one, as :attr:`metrics`; None: no metrics, no cost).
     """
 
     def __init__(
@@ -117,6 +123,7 @@ class Worker:
         shutdown_timeout: Duration = DEFAULT_SHUTDOWN_TIMEOUT,
         step_crash_limit: int = DEFAULT_STEP_CRASH_LIMIT,
         retention: RetentionPolicy | None = None,
+        metrics: WorkerMetrics | bool | None = None,
     ) -> None:
         _check_whole_number("concurrency", concurrency)
         _check_whole_number("step_crash_limit", step_crash_limit)
@@ -126,8 +133,7 @@ class Worker:
         self._last_chance = asyncio.Lock()
         self.backend = backend
         self.registry = WorkflowRegistry(workflows)
-        # (name, version) of unknown workflows already warned about: once each, not per run.
-        self._unknown_warned: set[tuple[str, str | None]] = set()
+        self._unregistered = UnregisteredRuns(backend, self.registry)
         self.concurrency = concurrency
         self.lease_duration_ms = int(parse_duration_ms(lease_duration))
         if self.lease_duration_ms < 10:
@@ -140,6 +146,10 @@ class Worker:
         self.shutdown_timeout_s = parse_duration_ms(shutdown_timeout) / 1000
         self._slots = [_Slot(str(uuid.uuid4())) for _ in range(concurrency)]
         self._thread_pool = ThreadPoolExecutor(concurrency, thread_name_prefix=STEP_THREAD_PREFIX)
+        #: Where this worker reports its metrics (None: it does not).
+        self.metrics = resolve_metrics(metrics)
+        if self.metrics is not None:
+            self.metrics.attach(concurrency, lambda: len(self.active_run_ids))
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._stop_now = asyncio.Event()
@@ -185,6 +195,8 @@ class Worker:
             self._loop_task = asyncio.create_task(self._run_loop(), name="openworkflow-worker")
             self._presence.start()
             self.pruner.start()
+            if self.metrics is not None:
+                self.metrics.start(self.backend)
 
     async def stop(self) -> None:
         """Stop gracefully: stop claiming, let passes finish, release what is left.
@@ -201,6 +213,8 @@ class Worker:
         await self._scheduler.stop()
         await self._presence.stop()
         await self.pruner.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         await cancel_and_wait(self._loop_task)
         await self._drain()
         self._thread_pool.shutdown(wait=False, cancel_futures=True)
@@ -232,7 +246,7 @@ class Worker:
             free = [slot.worker_id for slot in self._slots if slot.task is None]
             if not free:
                 return 0
-            runs = await self.backend.claim_workflow_runs(
+            claim = self.backend.claim_workflow_runs(
                 ClaimWorkflowRunsParams(
                     worker_ids=free,
                     lease_duration_ms=self.lease_duration_ms,
@@ -240,6 +254,7 @@ class Worker:
                     enforce_concurrency=self._enforce_concurrency,
                 )
             )
+            runs = await (claim if self.metrics is None else self.metrics.timed_claim(claim))
             self._start_claimed(runs)
         return len(runs)
 
@@ -304,6 +319,8 @@ class Worker:
             await asyncio.sleep(delay)
 
     def _start_slot(self, slot: _Slot, run: WorkflowRun) -> None:
+        if self.metrics is not None:
+            self.metrics.run_claimed(run)
         slot.run = run
         slot.task = asyncio.create_task(self._process(slot, run), name=f"openworkflow-run-{run.id}")
 
@@ -317,13 +334,11 @@ class Worker:
     # -- executing ---------------------------------------------------------------
 
     async def _process(self, slot: _Slot, run: WorkflowRun) -> None:
+        metrics = self.metrics
         try:
-            workflow = self.registry.get(run.workflow_name, run.version)
+            workflow = await self._startable(slot, run)
             if workflow is None:
-                await self._reschedule_unknown(slot, run)
                 return
-            if await put_back_before_start(self.backend, slot.worker_id, run, workflow.spec):
-                return  # keyed for its concurrency limit, or waiting for its start's token
             context = PassContext(
                 backend=self.backend,
                 worker_id=slot.worker_id,
@@ -333,6 +348,8 @@ class Worker:
             )
             execution = WorkflowExecution(context, run, workflow)
             slot.execution = execution
+            if metrics is not None:  # this task's context: the pass's task inherits it
+                STEP_TIMER.set(metrics.step_timer(run))
             slot.execution_task = asyncio.create_task(execution.execute())
             lease = LeaseKeeper(
                 self.backend,
@@ -342,6 +359,7 @@ class Worker:
                 slot.execution_task,
                 lease_duration_ms=self.lease_duration_ms,
                 heartbeat_interval_s=self.heartbeat_interval_s,
+                metrics=metrics,
             )
             heartbeat = asyncio.create_task(lease.keep())
             try:
@@ -351,15 +369,33 @@ class Worker:
                     raise
             finally:
                 heartbeat.cancel()
+            if metrics is not None and not slot.execution_task.cancelled():
+                metrics.pass_ended(run, execution.outcome, execution.written)
         except BackendError as error:
             # The engine could not record progress (the database is unreachable):
             # nothing was decided, so hand the run back instead of failing it.
             logger.warning("Workflow run %s paused: %s", run.id, error)
+            if metrics is not None:
+                metrics.run_rescheduled(run.workflow_name, HANDED_BACK)
             await self._release_after_fault(slot.worker_id, run, _abandoned(slot.execution))
         except Exception:
             logger.exception("Critical error while executing workflow run %s", run.id)
         finally:
             self._free_slot(slot)
+
+    async def _startable(self, slot: _Slot, run: WorkflowRun) -> Workflow | None:
+        """The run's workflow, or None when the run was put back instead of started."""
+        workflow = self.registry.get(run.workflow_name, run.version)
+        if workflow is None:
+            written = await self._unregistered.reschedule(slot.worker_id, run)
+            if self.metrics is not None:
+                self.metrics.unregistered_ended(run, written)
+            return None
+        if await put_back_before_start(self.backend, slot.worker_id, run, workflow.spec):
+            if self.metrics is not None:  # keyed for its concurrency limit, or rate limited
+                self.metrics.run_rescheduled(run.workflow_name, THROTTLED)
+            return None
+        return workflow
 
     async def _hand_back(
         self, worker_id: str, run: WorkflowRun, abandoned: tuple[str, ...] = ()
@@ -411,39 +447,6 @@ class Worker:
             logger.info("Handed workflow run %s back after a database error", run.id)
             return
 
-    async def _reschedule_unknown(self, slot: _Slot, run: WorkflowRun) -> None:
-        message = f"Workflow {describe(run.workflow_name, run.version)} is not registered"
-        self._log_unknown(message, run)
-        await self.backend.fail_workflow_run(
-            FailWorkflowRunParams(
-                workflow_run_id=run.id,
-                worker_id=slot.worker_id,
-                error={"message": message},
-                retry_policy=MISSING_DEFINITION_RETRY_POLICY,
-                attempts=run.attempts,
-                deadline_at=run.deadline_at,
-            )
-        )
-
-    def _log_unknown(self, message: str, run: WorkflowRun) -> None:
-        """Warn once per unknown (name, version), with a hint; later runs only at debug level."""
-        key = (run.workflow_name, run.version)
-        if key in self._unknown_warned:
-            logger.debug("%s on this worker; rescheduling run %s", message, run.id)
-            return
-        self._unknown_warned.add(key)
-        known = ", ".join(describe(item.name, item.version) for item in self.registry) or "none"
-        logger.warning(
-            "%s on this worker; rescheduling run %s and any later run of it (backing off up "
-            "to 5 min each) without saying so again. This worker has: %s. If it should run "
-            "here, check that its file is in the worker's workflow folders (`dirs` in "
-            "openworkflow.config.py, or the config given with --config) and that the name "
-            "and version match; otherwise a worker of another service has to run it.",
-            message,
-            run.id,
-            known,
-        )
-
     # -- stopping ----------------------------------------------------------------
 
     async def _drain(self) -> None:
@@ -492,4 +495,6 @@ class Worker:
         except Exception:
             logger.exception("Could not release the lease of workflow run %s", run.id)
             return
+        if self.metrics is not None:
+            self.metrics.run_rescheduled(run.workflow_name, HANDED_BACK)
         logger.info("Released the lease of workflow run %s", run.id)
