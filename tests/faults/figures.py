@@ -8,10 +8,17 @@ measured. The line has the same shape everywhere::
 
 ``lost`` counts runs submitted but never terminal (or terminal with a wrong
 result); ``duplicated`` counts runs or step attempts completed twice or with
-two different outputs. Both must be 0; the test asserts that itself, before
-reporting. The figure is printed in pytest's terminal summary and written as
-JSON under ``.faults-results/`` (one file per test), from which
-``python -m tests.faults.report`` writes the table in ``docs/reliability.md``.
+two different outputs; :mod:`tests.faults.ledger` counts both from the
+database. Both must be 0, and the test asserts that after reporting, so a
+failing test still leaves its figure.
+
+The figure is printed in pytest's terminal summary and written as JSON under
+``.faults-results/`` (one file per test). The hooks in ``conftest.py`` clear
+that folder when a fault run starts, stamp each figure with its test's
+``outcome`` (``passed``, ``failed`` or ``skipped``) once the test is over, and
+write a failed "no figure recorded" row for a fault test that reported none;
+``python -m tests.faults.report`` then writes the table in
+``docs/reliability.md``.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import statistics
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,7 +37,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = Path(os.environ.get("OPENWORKFLOW_FAULT_RESULTS", ROOT / ".faults-results"))
 
+SESSION_FILE = "_session.json"
+KEEP_VARIABLE = "OPENWORKFLOW_FAULTS_KEEP_RESULTS"
+
 _reported: list[Figure] = []
+# Figures reported by the test now running; the conftest hooks stamp them with its outcome.
+_pending: list[Figure] = []
 
 
 @dataclass
@@ -46,6 +60,10 @@ class Figure:
     details: str = ""
     test: str = ""
     recorded_at: float = 0.0
+    outcome: str = "passed"
+    """``passed``, ``failed``, ``skipped`` or ``unfinished``: how its test ended."""
+    failure: str = ""
+    """The first line of the failure when ``outcome`` is ``failed``."""
 
     def line(self) -> str:
         """The one-line summary, e.g. ``"60 runs, 9 faults, 0 lost, ..."``."""
@@ -58,7 +76,10 @@ class Figure:
             f"recovery {_recovery_text(self.recovery_s)}",
         ]
         text = f"{self.fault_id} {self.title}: " + ", ".join(parts)
-        return f"{text}; {self.details}" if self.details else text
+        text = f"{text}; {self.details}" if self.details else text
+        if self.outcome != "passed":
+            text = f"{self.outcome.upper()} {text}" + (f" [{self.failure}]" if self.failure else "")
+        return text
 
 
 def _recovery_text(samples: Sequence[float]) -> str:
@@ -72,16 +93,87 @@ def _seconds(value: float) -> str:
 
 
 def report(figure: Figure) -> Figure:
-    """Print-and-save ``figure``; the terminal summary shows it after the run."""
+    """Print-and-save ``figure``; the terminal summary shows it after the run.
+
+    Call it before asserting on the figure's counts: the file is written now
+    (as ``unfinished``) and rewritten with the test's real outcome when it ends.
+    """
     figure.test = figure.test or os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
     figure.recorded_at = time.time()
+    # Until the conftest hook has seen the test end, the row must not read as a pass.
+    figure.outcome = "unfinished"
     _reported.append(figure)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", figure.test or figure.title)[-150:]
-    path = RESULTS_DIR / f"{figure.fault_id}-{name}.json"
-    path.write_text(json.dumps(asdict(figure), indent=2) + "\n", encoding="utf-8")
+    _pending.append(figure)
+    save(figure)
     print(figure.line())
     return figure
+
+
+def save(figure: Figure, directory: Path | None = None) -> Path:
+    """Write ``figure`` as JSON, one file per test and figure title."""
+    directory = directory or RESULTS_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    key = f"{figure.test or figure.title}-{figure.title}"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", key)[-150:]
+    path = directory / f"{figure.fault_id}-{name}.json"
+    path.write_text(json.dumps(asdict(figure), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def take_pending() -> list[Figure]:
+    """The figures reported since the last call (by the test now ending)."""
+    taken = list(_pending)
+    _pending.clear()
+    return taken
+
+
+def start_session(test_ids: Sequence[str], directory: Path | None = None) -> None:
+    """Empty the results folder and note the commit and the fault tests about to run.
+
+    With ``OPENWORKFLOW_FAULTS_KEEP_RESULTS=1`` the folder is kept and this run
+    is added to the noted one (to finish a run in two parts); the report then
+    names both commits if they differ.
+    """
+    directory = directory or RESULTS_DIR
+    previous = load_session(directory) if os.environ.get(KEEP_VARIABLE) == "1" else {}
+    if not previous and directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    commit = git_commit()
+    earlier = str(previous.get("commit", commit))
+    listed = previous.get("tests")
+    tests = [str(test) for test in listed] if isinstance(listed, list) else []
+    session = {
+        "commit": earlier if earlier == commit else f"{earlier} and {commit}",
+        "started_at": previous.get("started_at", time.time()),
+        "tests": list(dict.fromkeys([*tests, *test_ids])),
+    }
+    (directory / SESSION_FILE).write_text(json.dumps(session, indent=2) + "\n", encoding="utf-8")
+
+
+def load_session(directory: Path | None = None) -> dict[str, object]:
+    """What :func:`start_session` noted, or ``{}`` for results saved without it."""
+    path = (directory or RESULTS_DIR) / SESSION_FILE
+    if not path.exists():
+        return {}
+    loaded: dict[str, object] = json.loads(path.read_text(encoding="utf-8"))
+    return loaded
+
+
+def git_commit() -> str:
+    """``git rev-parse HEAD`` of the checkout, with ``+dirty`` when the tree has changes."""
+    try:
+        head = _git("rev-parse", "HEAD").strip()
+        dirty = _git("status", "--porcelain", "--untracked-files=no").strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}+dirty" if dirty else head
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def reported() -> list[Figure]:
@@ -89,11 +181,13 @@ def reported() -> list[Figure]:
     return list(_reported)
 
 
-def load_results(directory: Path = RESULTS_DIR) -> list[Figure]:
+def load_results(directory: Path | None = None) -> list[Figure]:
     """Every saved figure, ordered by fault id (F1, F2, ..., F24) then title."""
+    directory = directory or RESULTS_DIR
     figures = [
         Figure(**json.loads(path.read_text(encoding="utf-8")))
         for path in sorted(directory.glob("*.json"))
+        if path.name != SESSION_FILE
     ]
     return sorted(figures, key=lambda f: (_fault_number(f.fault_id), f.fault_id, f.title))
 

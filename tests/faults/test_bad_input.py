@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -47,6 +48,7 @@ from openworkflow.payload import (
 )
 from openworkflow.settings import resolve_settings
 from tests.faults.figures import Figure, report
+from tests.faults.ledger import Expected, tally
 from tests.fixtures.clock import Clock
 from tests.support.waiting import wait_until
 
@@ -327,6 +329,8 @@ async def test_first_run_replay_and_storage_see_the_same_types(
         for i in range(len(SAMPLES))
         if not first[i] == replay[i] == stored[f"v{i}"]
     ]
+    counted = await tally(backend, {handle.id: Expected(output=len(SAMPLES))})
+    assert counted.lost == 0 and counted.duplicated == 0, counted
     assert not mismatches, mismatches
     tuple_like = first[0]
     assert tuple_like[0] == "list"  # the round-tripped value, on the first run too
@@ -338,7 +342,8 @@ async def test_first_run_replay_and_storage_see_the_same_types(
             f"first run vs replay vs stored types ({backend_kind})",
             runs=1,
             faults=0,
-            duplicated=len(mismatches),
+            lost=counted.lost,
+            duplicated=len(mismatches) + counted.duplicated,
             details=(
                 f"{len(SAMPLES)} step results (tuples, StrEnum, IntEnum, str and float "
                 "subclasses, dataclass, pydantic model, -0.0, floats of 1e16 and 1.8e308, "
@@ -411,6 +416,14 @@ async def test_huge_payloads_warn_then_are_refused_before_any_write(
     expected = {
         key: "refused" if ("2 MiB" in key or "16 MiB" in key) else "accepted" for key in outcome
     }
+    # Read back: accepted runs completed, refused ones failed, no step completed twice.
+    counted = await tally(
+        backend,
+        {
+            handle.id: Expected("failed" if expected[key] == "refused" else "completed")
+            for key, handle in handles.items()
+        },
+    )
     assert outcome == expected
     assert written_when_refused == 0
     assert len(warnings) >= 3  # the 300 KiB input, step output and workflow output
@@ -429,16 +442,19 @@ async def test_huge_payloads_warn_then_are_refused_before_any_write(
             f"huge payloads ({backend_kind})",
             runs=len(outcome),
             faults=sum(value == "refused" for value in outcome.values()),
-            lost=written_when_refused,
+            lost=written_when_refused + counted.lost,
+            duplicated=counted.duplicated,
             details=(
                 "1 KiB / 300 KiB / 2 MiB+1 / 16 MiB as input, step output and workflow output: "
                 f"warned at 300 KiB ({len(warnings)} warnings naming what), refused above "
                 "2 MiB 6/6 before any write (error names the size, the limit, and "
                 f"{MAX_SIZE_VARIABLE} / define_config(payload=...) / set_payload_limits), "
-                "0 rows written; limits changed through the API take effect"
+                f"{written_when_refused} rows written; limits changed through the API take "
+                "effect"
             ),
         )
     )
+    assert counted.lost == 0 and counted.duplicated == 0, counted
 
 
 def _check_too_large(message: str, where: str) -> None:
@@ -488,6 +504,19 @@ def test_payload_limits_come_from_environment_then_config_then_defaults(
     set_payload_limits(None)
     with pytest.raises(PayloadError, match="64 KiB"):
         untyped.spec.validate_input("q" * (100 * KIB), current_limits())
+    report(
+        Figure(
+            "F9",
+            "payload limits from environment, config file and defaults",
+            runs=0,
+            faults=4,
+            details=(
+                "precedence environment > config file > defaults holds; 4 bad settings (max "
+                "below warn, 'huge', '1 parsec', an unknown key) refused with ConfigError naming "
+                "the variable or key; lost/duplicated: not applicable (no runs)"
+            ),
+        )
+    )
 
 
 # -- F12 ---------------------------------------------------------------------------------------
@@ -558,27 +587,32 @@ async def test_unknown_workflows_are_rescheduled_until_a_capable_worker_comes(
     clock.advance(timedelta(minutes=6))  # past the longest backoff (5 min)
     async with ow.new_worker([ghost_v2], concurrency=8):
         outputs = [await handle.result(timeout="60s") for handle in ghosts]
-    assert outputs == [f"v2 {number}" for number in range(20)]
+    expected = {h.id: Expected(output=f"v2 {n}") for n, h in enumerate(ghosts)}
+    counted = await tally(backend, expected | {h.id: Expected("pending") for h in unnamed})
     still_pending = [await ow.get_run(handle.id) for handle in unnamed]
-    assert all(run is not None and run.status == "pending" for run in still_pending), [
-        (run.status, run.worker_id, run.error) if run else None for run in still_pending
-    ]
     report(
         Figure(
             "F12",
             f"unknown workflow name or version ({backend_kind})",
             runs=len(unknown_runs),
             faults=reschedules,
+            lost=counted.lost,
+            duplicated=counted.duplicated,
             details=(
                 f"20 runs of faults-ghost@2 on a worker with faults-ghost@1, 5 of an unknown "
                 f"name: worker crashes 0 (it ran other work meanwhile), step attempts 0, runs "
                 f"failed 0, {len(warnings)} warnings (one per unknown name and version), "
                 f"{reschedules} reschedules with the 5 s..5 min backoff (each claim counts in "
-                "`attempts`, as upstream); 20/20 completed once a worker with faults-ghost@2 "
-                "started"
+                f"`attempts`, as upstream); {sum(o == f'v2 {n}' for n, o in enumerate(outputs))}"
+                "/20 completed once a worker with faults-ghost@2 started"
             ),
         )
     )
+    assert counted.lost == 0 and counted.duplicated == 0, counted
+    assert outputs == [f"v2 {number}" for number in range(20)]
+    assert all(run is not None and run.status == "pending" for run in still_pending), [
+        (run.status, run.worker_id, run.error) if run else None for run in still_pending
+    ]
 
 
 def test_bad_values_from_the_command_line_are_usage_errors(tmp_path: Path) -> None:
@@ -605,17 +639,19 @@ def test_bad_values_from_the_command_line_are_usage_errors(tmp_path: Path) -> No
         assert "Traceback" not in result.stderr and result.stdout == ""
     listed = ow(tmp_path, "runs", "list", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
-    assert '"data": []' in listed.stdout
+    created = len(json.loads(listed.stdout)["data"])  # read back from the database
     report(
         Figure(
             "F8",
             "non-JSON values from the command line",
             runs=len(cases),
             faults=len(cases),
+            lost=created,
             details=(
                 f"ow run --input / ow signal send --data with NaN, Infinity, an int beyond "
                 f"2**53 and a NUL: exit 2 {len(cases)}/{len(cases)} with the JSON problem named, "
-                "no traceback, 0 runs created"
+                f"no traceback, {created} runs created (wrong acceptances counted as lost)"
             ),
         )
     )
+    assert created == 0, listed.stdout

@@ -59,6 +59,7 @@ from openworkflow.backend_common import next_fair_cursor
 from openworkflow.core.backend import ClaimWorkflowRunsParams, CreateWorkflowRunParams
 from openworkflow.postgres import PostgresBackend
 from openworkflow.postgres.runs import claimed_runs
+from tests.faults.figures import Figure, report
 from tests.fixtures.postgres import CLOCK_SCHEMA, prepare_server
 from tests.support.waiting import block_until
 
@@ -165,12 +166,36 @@ def database() -> Iterator[Database]:
     ddl = _GATE_DDL.format(gate=db.gate, lock=db.gate_lock, clock=CLOCK_SCHEMA)
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute(ddl.encode())
+    _TALLY.clear()
     try:
         yield db
     finally:
         with psycopg.connect(url, autocommit=True) as admin:
             admin.execute(f'DROP SCHEMA IF EXISTS "{db.schema}" CASCADE'.encode())
             admin.execute(f'DROP SCHEMA IF EXISTS "{db.gate}" CASCADE'.encode())
+        _report_interleavings()
+
+
+# Counted across hypothesis examples; the figure is reported when the module's schema goes.
+_TALLY: Counter[str] = Counter()
+
+
+def _report_interleavings() -> None:
+    report(
+        Figure(
+            fault_id="F6",
+            title="interleaved concurrency-key claims (PostgreSQL, paused transactions)",
+            runs=_TALLY["runs"],
+            faults=_TALLY["examples"],
+            duplicated=_TALLY["over_admitted"],
+            details=(
+                f"hypothesis: {_TALLY['examples']} interleavings of claims paused inside their "
+                f"transactions, {_TALLY['checks']} checks of the leased runs per key in the "
+                f"database: leases beyond a key's limit {_TALLY['over_admitted']}; lost: not "
+                "applicable (no run is expected to finish)"
+            ),
+        )
+    )
 
 
 @dataclass(eq=False)
@@ -390,6 +415,8 @@ class Interleaving:
                 held[(workflow_name, key)] += 1
                 limits[(workflow_name, key)] = limit
         over = {key: count for key, count in held.items() if count > limits[key]}
+        _TALLY["checks"] += 1
+        _TALLY["over_admitted"] += sum(count - limits[key] for key, count in over.items())
         assert not over, f"over-admitted keys (key: running leased runs): {over}"
 
     def close(self) -> None:
@@ -459,6 +486,8 @@ def test_interleaved_claims_never_over_admit_a_key(
     database: Database, actions: list[tuple[Any, ...]]
 ) -> None:
     interleaving = Interleaving(database)
+    _TALLY["examples"] += 1
+    _TALLY["runs"] += sum(action[2] for action in actions if action[0] == "create")
     try:
         interleaving.seed()
         for action in actions:

@@ -262,7 +262,8 @@ def test_malformed_configs_exit_2_with_one_line_naming_file_and_line(tmp_path: P
                 f"{len(CASES)} broken configs/environments through the real ow (worker start, "
                 f"dev, doctor, runs list, run, migrate): exit 2 {exit_2}/{len(CASES)}, "
                 f"file:line in the error line {located}/{with_line} (the others name the file "
-                f"or the variable), tracebacks 0 (only with --debug), secrets printed {secrets}"
+                f"or the variable), tracebacks 0 (only with --debug), secrets printed {secrets}; "
+                "lost/duplicated: not applicable (no runs)"
             ),
         )
     )

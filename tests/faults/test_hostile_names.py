@@ -39,6 +39,7 @@ from openworkflow.errors import InvalidNameError, OpenWorkflowError, WorkflowDef
 from openworkflow.postgres.schema import InvalidSchemaNameError
 from tests.cli.helpers import clean_env, ow
 from tests.faults.figures import Figure, report
+from tests.faults.ledger import Expected, tally
 from tests.fixtures.postgres import TEST_SCHEMA, prepare_server, require_server_url
 
 _random = random.Random(14)
@@ -341,9 +342,27 @@ async def test_hostile_step_and_signal_names_complete_byte_equal_or_fail_by_name
             for run_id, outcome in (await _outcomes(client, sent, caplog)).items():
                 if outcome != "completed":
                     problems.append(f"wait {run_id}: {outcome[:160]}")
+        all_ids = [h.id for h in [*steps.values(), *waits.values()]]
+        counted = await tally(backend, dict.fromkeys(all_ids, Expected(("completed", "failed"))))
     finally:
         await backend.stop()
+    report(
+        Figure(
+            "F14",
+            f"hostile step and signal names through a worker ({kind})",
+            runs=counted.runs,
+            faults=len(STEP_NAMES) * 2,
+            lost=len(problems),
+            duplicated=counted.duplicated,
+            details=(
+                f"{len(STEP_NAMES)} hostile step names and waited-on signal names: runs "
+                f"neither completed nor failed naming the field {counted.lost}, "
+                f"problems {len(problems)}" + (f" (first: {problems[0][:120]})" if problems else "")
+            ),
+        )
+    )
     assert not problems, "\n".join(problems)
+    assert counted.duplicated == 0, counted
 
 
 async def _outcomes(

@@ -346,6 +346,14 @@ async def test_a_failed_migration_keeps_the_previous_version(
     latest = len(real_sqlite()) - 1
     schemas: list[str] = []
     injected = 0
+    counts = {"lost": 0, "duplicated": 0}
+
+    def count(rows: list[tuple[int, int]], versions: int) -> None:
+        # Read from the version table: a missing version is lost, one applied twice duplicated.
+        present = {version for version, _ in rows}
+        counts["lost"] += sum(version not in present for version in range(versions))
+        counts["duplicated"] += sum(max(n - 1, 0) for _, n in rows)
+
     try:
         for step in range(latest + 1):
             if kind == "postgres":
@@ -375,6 +383,7 @@ async def test_a_failed_migration_keeps_the_previous_version(
                 _sqlite_apply(ref_path, real_sqlite()[:step])
                 left, wanted = _sqlite_objects(path), _sqlite_objects(ref_path)
             injected += 1
+            count(rows, step)
             assert rows == [(version, 1) for version in range(step)], (step, rows)
             assert left == wanted, (step, left ^ wanted)
 
@@ -385,6 +394,7 @@ async def test_a_failed_migration_keeps_the_previous_version(
             else:
                 await _open_sqlite(path)
                 rows = _sqlite_version_rows(path)
+            count(rows, latest + 1)
             assert rows == [(version, 1) for version in range(latest + 1)], (step, rows)
         report(
             Figure(
@@ -392,6 +402,8 @@ async def test_a_failed_migration_keeps_the_previous_version(
                 title=f"{kind} migration failing at step k, then a normal start",
                 runs=0,
                 faults=injected,
+                lost=counts["lost"],
+                duplicated=counts["duplicated"],
                 details=(
                     f"k = 0..{latest}: version stays k-1 {injected}/{latest + 1}, nothing of "
                     f"migration k left behind {injected}/{latest + 1}, next start reaches "

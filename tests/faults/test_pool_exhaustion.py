@@ -24,6 +24,7 @@ from psycopg import sql
 
 from openworkflow import OpenWorkflow, PostgresBackend, Step, Worker, workflow
 from tests.faults.figures import Figure, report
+from tests.faults.ledger import Expected, Tally, tally
 from tests.fixtures.postgres import require_server_url
 
 RUNS = 4
@@ -52,6 +53,7 @@ async def test_a_saturated_pool_does_not_expire_healthy_leases(
 
     backend = PostgresBackend(url, schema=schema, max_pool_size=POOL_SIZE)
     held_for: list[float] = []
+    counted = Tally()
     try:
         await backend.open()
         ow = OpenWorkflow(backend)
@@ -68,6 +70,7 @@ async def test_a_saturated_pool_does_not_expire_healthy_leases(
                     await asyncio.sleep(HOLD_SECONDS)
                 held_for.append(time.monotonic() - started)
                 outputs = [await h.result(timeout="30s") for h in handles]
+        counted = await tally(backend, {h.id: Expected(output=n) for n, h in enumerate(handles)})
     finally:
         await backend.stop()
         with psycopg.connect(url, autocommit=True) as connection:
@@ -77,15 +80,14 @@ async def test_a_saturated_pool_does_not_expire_healthy_leases(
 
     lost = [r.getMessage() for r in caplog.records if "Lease of workflow run" in r.getMessage()]
     reexecuted = sum(count - 1 for count in ran.values())
-    assert outputs == list(range(RUNS))
-    assert lost == [], lost
-    assert reexecuted == 0, ran
     report(
         Figure(
             fault_id="F20",
             title="main pool saturated while runs execute (PostgreSQL)",
             runs=RUNS,
             faults=1,
+            lost=counted.lost,
+            duplicated=counted.duplicated,
             reexecuted_steps=reexecuted,
             details=(
                 f"pool {POOL_SIZE} connections all held for {held_for[0]:.1f} s "
@@ -94,3 +96,7 @@ async def test_a_saturated_pool_does_not_expire_healthy_leases(
             ),
         )
     )
+    assert outputs == list(range(RUNS))
+    assert lost == [], lost
+    assert reexecuted == 0, ran
+    assert counted.lost == 0 and counted.duplicated == 0, counted

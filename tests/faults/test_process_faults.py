@@ -53,6 +53,7 @@ from typing import Any
 import pytest
 
 from tests.faults.figures import Figure, report
+from tests.faults.ledger import Expected, tally_rows, tally_scenario
 from tests.faults.process_app import (
     LedgerRow,
     RunRow,
@@ -706,24 +707,33 @@ def test_a_poison_run_is_quarantined_after_repeated_crashes(poison_outcome: Pois
     outcome = poison_outcome
     poison = outcome.runs[outcome.poison_id]
     executions = outcome.poison_starts
-    assert poison.status == "failed", (
-        f"poison run is {poison.status} after {len(executions)} crashes of its worker"
-    )
-    assert len(executions) <= QUARANTINE_AFTER_AT_MOST
+    expected = {
+        run_id: Expected(output=expected_chain_output(outcome.runs[run_id].input["n"], F19_STEPS))
+        for run_id in outcome.normal_ids
+    } | {outcome.poison_id: Expected("failed")}
+    stored = {run_id: (run.status, run.output) for run_id, run in outcome.runs.items()}
+    counted = tally_rows(stored, [(r, s) for r, s, _ in outcome.completed], expected)
     message = str((poison.error or {}).get("message", "")) + str((poison.error or {}).get("name"))
-    assert re.search(r"crash|lease|recover|abandon|quarantin", message, re.IGNORECASE), message
     report(
         Figure(
             fault_id="F19",
             title="poison run quarantined after K crash recoveries",
             runs=F19_NORMAL_RUNS + 1,
             faults=outcome.deaths,
+            lost=counted.lost,
+            duplicated=counted.duplicated,
             details=(
-                f"failed after {len(executions)} crashes: {(poison.error or {}).get('name')}: "
-                f"{message.split(' (')[0]}"
+                f"{poison.status} after {len(executions)} crashes: "
+                f"{(poison.error or {}).get('name')}: {message.split(' (')[0]}"
             ),
         )
     )
+    assert counted.lost == 0 and counted.duplicated == 0, counted
+    assert poison.status == "failed", (
+        f"poison run is {poison.status} after {len(executions)} crashes of its worker"
+    )
+    assert len(executions) <= QUARANTINE_AFTER_AT_MOST
+    assert re.search(r"crash|lease|recover|abandon|quarantin", message, re.IGNORECASE), message
 
 
 async def test_a_run_sharing_the_poison_runs_only_worker_completes(pg: Scenario) -> None:
@@ -749,18 +759,28 @@ async def test_a_run_sharing_the_poison_runs_only_worker_completes(pg: Scenario)
     deaths = sum(not w.is_alive() for w in pg.workers)
     if runs[poison_id].status not in ("completed", "failed"):
         await pg.client.cancel(poison_id)
-    assert runs[poison_id].status == "failed", runs[poison_id]
-    assert runs[innocent].status == "completed", (
-        f"the innocent run is {runs[innocent].status} after {deaths} crashes caused by the "
-        f"poison run: {runs[innocent].error}"
+    counted = await tally_scenario(
+        pg.db,
+        {innocent: Expected(output=expected_chain_output(7, 2)), poison_id: Expected("failed")},
     )
-    assert runs[innocent].output == expected_chain_output(7, 2)
     report(
         Figure(
             fault_id="F19",
             title="innocent run sharing the poison run's only worker",
             runs=2,
             faults=deaths,
-            details=f"poison failed after {deaths} crashes, the innocent run completed",
+            lost=counted.lost,
+            duplicated=counted.duplicated,
+            details=(
+                f"poison {runs[poison_id].status} after {deaths} crashes, "
+                f"the innocent run {runs[innocent].status}"
+            ),
         )
     )
+    assert counted.duplicated == 0, counted
+    assert runs[poison_id].status == "failed", runs[poison_id]
+    assert runs[innocent].status == "completed", (
+        f"the innocent run is {runs[innocent].status} after {deaths} crashes caused by the "
+        f"poison run: {runs[innocent].error}"
+    )
+    assert runs[innocent].output == expected_chain_output(7, 2)

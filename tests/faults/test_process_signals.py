@@ -35,6 +35,7 @@ import pytest
 
 from tests.cli.helpers import Background, Finished, clean_env, write
 from tests.faults.figures import Figure, report
+from tests.faults.ledger import Expected, tally_scenario
 from tests.faults.process_app import LedgerRow, Scenario, scenario
 from tests.fixtures.postgres import require_server_url
 from tests.support.waiting import wait_until
@@ -247,6 +248,9 @@ async def test_sigterm_finishes_short_passes_and_releases_long_ones(
         await _wait_all_completed(pg, long_ids + short_ids)
     _assert_clean_exits(workers.finished, "Shutting down worker", released=4)
     finished = workers.finished[0]
+    expected = {run_id: Expected(output={"pid": first.process.pid}) for run_id in short_ids}
+    expected |= {run_id: Expected(output={"pid": second.process.pid}) for run_id in long_ids}
+    counted = await tally_scenario(pg.db, expected)
 
     runs = await pg.db.runs()
     ledger = await pg.db.ledger()
@@ -275,8 +279,8 @@ async def test_sigterm_finishes_short_passes_and_releases_long_ones(
             title="SIGTERM during long steps (ow worker start, PostgreSQL)",
             runs=6,
             faults=1,
-            lost=sum(run.status != "completed" for run in runs.values()),
-            duplicated=0,
+            lost=counted.lost,
+            duplicated=counted.duplicated,
             reexecuted_steps=len(long_ids),
             recovery_s=recovery,
             details=(
@@ -315,6 +319,9 @@ async def test_a_second_signal_stops_the_worker_at_once(pg: Scenario) -> None:
         await _wait_all_completed(pg, run_ids)
     _assert_clean_exits(workers.finished, "Stopping now", released=3)
     finished = workers.finished[0]
+    counted = await tally_scenario(
+        pg.db, {run_id: Expected(output={"pid": second.process.pid}) for run_id in run_ids}
+    )
 
     runs = await pg.db.runs()
     ledger = await pg.db.ledger()
@@ -329,8 +336,8 @@ async def test_a_second_signal_stops_the_worker_at_once(pg: Scenario) -> None:
             title="second signal during a graceful stop (ow worker start, PostgreSQL)",
             runs=len(run_ids),
             faults=2,
-            lost=sum(run.status != "completed" for run in runs.values()),
-            duplicated=0,
+            lost=counted.lost,
+            duplicated=counted.duplicated,
             reexecuted_steps=len(run_ids),
             recovery_s=recovery,
             details=(
@@ -351,17 +358,24 @@ async def test_a_sync_step_does_not_keep_a_stopping_worker_alive(pg: Scenario) -
         await _wait_for_starts(pg, run_ids, first.process.pid)
         first.process.send_signal(signal.SIGTERM)
         await asyncio.to_thread(first.wait_for, "Worker stopped", 30)
-        runs = await pg.db.runs()
         # The leases were released: another worker could resume the runs at once.
-        assert all(runs[run_id].worker_id is None for run_id in run_ids), runs
+        runs = await pg.db.runs()
         code = await _wait_for_exit(first, 5)
-        assert code == 0, "the process is still running after 'Worker stopped'"
+    # Released, not finished: each run waits for another worker, its step not completed.
+    released = Expected(("pending", "running"))
+    counted = await tally_scenario(pg.db, dict.fromkeys(run_ids, released))
+    held = [run_id for run_id in run_ids if runs[run_id].worker_id is not None]
     report(
         Figure(
             fault_id="F2",
             title="SIGTERM during a sync step (thread), ow worker start",
             runs=len(run_ids),
             faults=1,
-            details="leases released and the process exited 0",
+            lost=counted.lost + len(held),
+            duplicated=counted.duplicated,
+            details=f"leases still held {len(held)}, exit code {code}",
         )
     )
+    assert held == [], runs
+    assert code == 0, "the process is still running after 'Worker stopped'"
+    assert counted.lost == 0 and counted.duplicated == 0, counted

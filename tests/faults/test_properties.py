@@ -332,7 +332,7 @@ def test_property_payloads_as_input_round_trip_or_are_refused(harness: Harness) 
 
 def test_property_names_round_trip_byte_equal_or_are_refused(harness: Harness) -> None:
     """Workflow names and idempotency keys: byte-equal and found again, or refused, 0 rows."""
-    tally = {"accepted": 0, "refused": 0}
+    tally = {"accepted": 0, "refused": 0, "written_when_refused": 0, "second_runs": 0}
 
     @deterministic(200)
     @given(names, names)
@@ -345,7 +345,8 @@ def test_property_names_round_trip_byte_equal_or_are_refused(harness: Harness) -
             )
         except (InvalidNameError, WorkflowDefinitionError) as error:
             assert not ok, f"refused {name!r}/{key!r}: {error}"
-            assert harness.loop.call(_run_count(harness.client)) == before
+            tally["written_when_refused"] += harness.loop.call(_run_count(harness.client)) - before
+            assert tally["written_when_refused"] == 0
             tally["refused"] += 1
             return
         assert ok, f"accepted {name!r}/{key!r}"
@@ -356,6 +357,7 @@ def test_property_names_round_trip_byte_equal_or_are_refused(harness: Harness) -
         again = harness.loop.call(
             harness.client.run(declare_workflow(name), None, idempotency_key=key)
         )
+        tally["second_runs"] += again.id != handle.id  # one key, two runs
         assert again.id == handle.id
         tally["accepted"] += 1
 
@@ -366,6 +368,8 @@ def test_property_names_round_trip_byte_equal_or_are_refused(harness: Harness) -
             f"property: names ({harness.kind})",
             runs=tally["accepted"] + tally["refused"],
             faults=tally["refused"],
+            lost=tally["written_when_refused"],
+            duplicated=tally["second_runs"],
             details=(
                 f"hypothesis, derandomized, workflow names x idempotency keys with NUL, "
                 f"surrogates, quotes, %, bidi, 512-byte edges: {tally['accepted']} stored "
@@ -380,7 +384,7 @@ def test_property_step_outputs_are_identical_on_first_run_replay_and_storage(
     harness: Harness,
 ) -> None:
     """Accepted values returned by steps: the same types on first run, on replay, as stored."""
-    tally = {"values": 0, "mismatches": 0}
+    tally = {"values": 0, "mismatches": 0, "lost": 0, "duplicated": 0}
 
     @deterministic(50)
     @given(st.lists(good_values, min_size=1, max_size=6))
@@ -389,11 +393,16 @@ def test_property_step_outputs_are_identical_on_first_run_replay_and_storage(
         REGISTRY[token] = values
         try:
             handle = harness.loop.call(harness.client.run(prop_steps, token))
-            assert _with_worker(harness, _twice(harness.client, handle.id)) == len(values)
+            result = _with_worker(harness, _twice(harness.client, handle.id))
         finally:
             REGISTRY.pop(token)
-        first, replay = SEEN.pop(handle.id)[:2]
         steps = harness.loop.call(harness.client.list_steps(handle.id, limit=100)).data
+        completed = [step.step_name for step in steps if step.is_completed]
+        tally["lost"] += result != len(values)
+        tally["duplicated"] += len(completed) - len(set(completed))
+        assert result == len(values)
+        assert len(completed) == len(set(completed)), completed
+        first, replay = SEEN.pop(handle.id)[:2]
         stored = {step.step_name: typed(step.output) for step in steps if step.kind == "function"}
         for index, value in enumerate(values):
             tally["values"] += 1
@@ -409,7 +418,8 @@ def test_property_step_outputs_are_identical_on_first_run_replay_and_storage(
             f"property: step outputs first run = replay = stored ({harness.kind})",
             runs=tally["values"],
             faults=0,
-            duplicated=tally["mismatches"],
+            lost=tally["lost"],
+            duplicated=tally["mismatches"] + tally["duplicated"],
             details=(
                 f"hypothesis, derandomized: {tally['values']} generated step results (nested "
                 "dicts/lists/tuples, enums, str subclasses, -0.0, big and tiny floats, unicode): "

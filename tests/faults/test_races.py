@@ -79,6 +79,7 @@ from openworkflow.errors import (
     WriteConflictError,
 )
 from tests.faults.figures import Figure, report
+from tests.faults.ledger import Expected, tally
 from tests.faults.pg_app import TERMINAL_STATUSES, audit_violations, install_audit
 from tests.fixtures.postgres import require_server_url
 from tests.support.proxy import ProxyBackend
@@ -608,6 +609,20 @@ async def test_a_step_failing_while_its_run_is_canceled_logs_no_unretrieved_exce
                 await handle.result(timeout="30s")
         gc.collect()  # an unretrieved exception is reported when its task is freed
         await asyncio.sleep(0)
+        counted = await tally(backend, {handle.id: Expected("canceled")})
     finally:
         await backend.stop()
-    assert not [r.getMessage() for r in caplog.records if _is_unretrieved_step_error(r)]
+    unretrieved = [r.getMessage() for r in caplog.records if _is_unretrieved_step_error(r)]
+    report(
+        Figure(
+            fault_id="F21",
+            title="a step failing while its run is canceled (SQLite, deterministic)",
+            runs=1,
+            faults=1,
+            lost=counted.lost,
+            duplicated=counted.duplicated,
+            details=f"'never retrieved' step errors logged {len(unretrieved)}",
+        )
+    )
+    assert not unretrieved
+    assert counted.lost == 0 and counted.duplicated == 0, counted

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.faults.figures import Figure, report
+from tests.faults.ledger import all_run_ids, tally
 from tests.worker.test_replay_divergence import EXPECTED, _replay_with
 
 MUTATIONS = ("reordered", "renamed", "removed", "added")
@@ -33,15 +34,16 @@ async def test_code_changes_under_a_running_workflow_are_reported(
             detected.append(mutation)
     caplog.clear()
     false_reports = await _replay_with(backend, caplog, "unchanged")
-
-    assert detected == list(MUTATIONS)
-    assert false_reports == []
+    # Every replayed run still ends completed, each step completed once.
+    counted = await tally(backend, await all_run_ids(backend))
     report(
         Figure(
             fault_id="F10",
             title=f"workflow code changed under running runs ({backend_kind})",
-            runs=len(MUTATIONS) + 1,
+            runs=counted.runs,
             faults=len(MUTATIONS),
+            lost=counted.lost,
+            duplicated=counted.duplicated,
             details=(
                 f"mutations reported on openworkflow.replay {len(detected)}/{len(MUTATIONS)} "
                 f"({', '.join(detected)}); unchanged code: {len(false_reports)} reports; "
@@ -49,3 +51,7 @@ async def test_code_changes_under_a_running_workflow_are_reported(
             ),
         )
     )
+    assert detected == list(MUTATIONS)
+    assert false_reports == []
+    assert counted.runs == len(MUTATIONS) + 1
+    assert counted.lost == 0 and counted.duplicated == 0, counted

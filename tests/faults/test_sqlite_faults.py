@@ -46,6 +46,7 @@ from pydantic import BaseModel
 
 from openworkflow import OpenWorkflow, RunInfo, SqliteBackend, Step, Worker, workflow
 from tests.faults.figures import Figure, report
+from tests.faults.ledger import Expected, tally
 from tests.support import processes
 
 pytestmark = pytest.mark.slow
@@ -304,11 +305,24 @@ async def test_a_lock_held_longer_than_the_busy_timeout_pauses_runs_without_fail
             results = await asyncio.gather(
                 *(handle.result(timeout="30s") for handle in handles), return_exceptions=True
             )
+        counted = await tally(backend, {handle.id: Expected(output=2) for handle in handles})
     finally:
         await backend.stop()
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    report(
+        Figure(
+            fault_id="F17",
+            title="SQLite write lock held 3x the busy timeout",
+            runs=len(handles),
+            faults=1,
+            lost=counted.lost,
+            duplicated=counted.duplicated,
+            details=f"lock 0.6 s, busy timeout 200 ms: ERROR lines {len(errors)}",
+        )
+    )
     assert results == [2, 2, 2, 2], results
     assert not errors, errors
+    assert counted.lost == 0 and counted.duplicated == 0, counted
 
 
 if __name__ == "__main__":
