@@ -34,11 +34,8 @@ PRESENCE_TTL_MS = 30_000
 PRESENCE_REFRESH_S = 10.0
 """How often a worker refreshes its registration."""
 
-UNROUTED_SWEEP_S = 5.0
-"""How often a worker with a free slot looks for runs that no live worker knows.
-
-(Every 2 s made this sweep half of an idle worker's queries; a run of an
-unknown workflow is an operator's error, reported a few seconds later.)"""
+UNROUTED_SWEEP_S = 2.0
+"""How often a worker with a free slot looks for runs that no live worker knows."""
 
 
 class WorkerPresence:
