@@ -1,7 +1,4 @@
-"""PostgreSQL: the oldest due pending run's age, and the time until the next run comes due.
-
-See :mod:`openworkflow.core.queue_age` and :mod:`openworkflow.core.next_due`.
-"""
+"""PostgreSQL: the age of the oldest due pending run (see :mod:`openworkflow.core.queue_age`)."""
 
 from __future__ import annotations
 
@@ -17,42 +14,18 @@ SELECT EXTRACT(EPOCH FROM (NOW() - MIN("available_at")))
 FROM {schema}."workflow_runs"
 WHERE "namespace_id" = %(ns)s AND "status" = 'pending' AND "available_at" <= NOW()"""
 
-# One index entry per claimable status (a MIN over an IN list would read a
-# range per status and sort); the database's clock, as the claim uses it.
-_NEXT_DUE_IN = """
-SELECT EXTRACT(EPOCH FROM (LEAST(
-  (SELECT MIN("available_at") FROM {schema}."workflow_runs"
-   WHERE "namespace_id" = %(ns)s AND "status" = 'pending' AND "available_at" > NOW()),
-  (SELECT MIN("available_at") FROM {schema}."workflow_runs"
-   WHERE "namespace_id" = %(ns)s AND "status" = 'running' AND "available_at" > NOW()),
-  (SELECT MIN("available_at") FROM {schema}."workflow_runs"
-   WHERE "namespace_id" = %(ns)s AND "status" = 'sleeping' AND "available_at" > NOW())
-) - NOW()))"""
-
 
 @cache
 def _query(schema: str) -> bytes:
     return render(_OLDEST_DUE_PENDING_AGE, schema).encode()
 
 
-@cache
-def _next_due_query(schema: str) -> bytes:
-    return render(_NEXT_DUE_IN, schema).encode()
-
-
 class PostgresQueueAge(PostgresBase):
-    """The age of the oldest due pending run, for worker metrics; the next due time, for idling."""
+    """The age of the oldest due pending run, for worker metrics."""
 
     async def oldest_due_pending_age_s(self) -> float | None:
         """Seconds since the oldest due pending run became due (None: no run is due)."""
         row = await self._read_one(_query(self._db.schema), self._params())
-        if row is None or row[0] is None:
-            return None
-        return max(0.0, float(row[0]))
-
-    async def next_due_in_s(self) -> float | None:
-        """Seconds until the earliest ``available_at`` still ahead (None: nothing is ahead)."""
-        row = await self._read_one(_next_due_query(self._db.schema), self._params())
         if row is None or row[0] is None:
             return None
         return max(0.0, float(row[0]))

@@ -1,7 +1,4 @@
-"""SQLite: the oldest due pending run's age, and the time until the next run comes due.
-
-See :mod:`openworkflow.core.queue_age` and :mod:`openworkflow.core.next_due`.
-"""
+"""SQLite: the age of the oldest due pending run (see :mod:`openworkflow.core.queue_age`)."""
 
 from __future__ import annotations
 
@@ -14,21 +11,9 @@ _OLDEST_DUE_PENDING = """
 SELECT MIN("available_at") FROM "workflow_runs"
 WHERE "namespace_id" = :ns AND "status" = 'pending' AND "available_at" <= :now"""
 
-# One index entry per claimable status (MIN over an IN list would scan).
-_NEXT_DUE = """
-SELECT MIN("at") FROM (
-  SELECT MIN("available_at") AS "at" FROM "workflow_runs"
-  WHERE "namespace_id" = :ns AND "status" = 'pending' AND "available_at" > :now
-  UNION ALL
-  SELECT MIN("available_at") FROM "workflow_runs"
-  WHERE "namespace_id" = :ns AND "status" = 'running' AND "available_at" > :now
-  UNION ALL
-  SELECT MIN("available_at") FROM "workflow_runs"
-  WHERE "namespace_id" = :ns AND "status" = 'sleeping' AND "available_at" > :now)"""
-
 
 class SqliteQueueAge(SqliteBase):
-    """The age of the oldest due pending run, for worker metrics; the next due time, for idling."""
+    """The age of the oldest due pending run, for worker metrics."""
 
     async def oldest_due_pending_age_s(self) -> float | None:
         """Seconds since the oldest due pending run became due (None: no run is due)."""
@@ -38,12 +23,3 @@ class SqliteQueueAge(SqliteBase):
         if row is None or row[0] is None:
             return None
         return max(0.0, (now - clock.from_iso(row[0])).total_seconds())
-
-    async def next_due_in_s(self) -> float | None:
-        """Seconds until the earliest ``available_at`` still ahead (None: nothing is ahead)."""
-        now = clock.now()
-        values = {"ns": self._namespace_id, "now": iso(now)}
-        row = await self._run(lambda c: c.execute(_NEXT_DUE, values).fetchone())
-        if row is None or row[0] is None:
-            return None
-        return max(0.0, (clock.from_iso(row[0]) - clock.now()).total_seconds())

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import random
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,8 +37,6 @@ from openworkflow.worker.context import (
     PassContext,
 )
 from openworkflow.worker.execution import WorkflowExecution
-from openworkflow.worker.idle import IdleWait
-from openworkflow.worker.idle import poll_backoff_ms as poll_backoff_ms
 from openworkflow.worker.lease import LeaseKeeper
 from openworkflow.worker.metrics import HANDED_BACK, STEP_TIMER, THROTTLED, WorkerMetrics
 from openworkflow.worker.metrics import resolve as resolve_metrics
@@ -50,6 +49,18 @@ logger = logging.getLogger("openworkflow.worker")
 
 STEP_THREAD_PREFIX = "openworkflow-step"
 """Name prefix of the threads sync step bodies run in."""
+
+_POLL_INITIAL_MS = 100.0
+_POLL_MAX_MS = 1000.0
+
+
+def poll_backoff_ms(empty_polls: int) -> float:
+    """Idle wait after ``empty_polls`` empty claims: 100 ms doubling to 1 s, jittered by 0.5-1."""
+    # The exponent is capped: 2 ** 1024 is past a float, and an idle worker counts
+    # empty polls for as long as it stays idle (~17 min at 1 s each).
+    doublings = min(max(0, empty_polls - 1), 16)
+    capped = min(_POLL_INITIAL_MS * 2**doublings, _POLL_MAX_MS)
+    return float(max(1.0, capped * random.uniform(0.5, 1.0)))
 
 
 @dataclass(eq=False)
@@ -144,7 +155,6 @@ class Worker:
         self._stop_now = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._empty_polls = 0
-        self._idle = IdleWait(backend, notifier_of(backend))
         #: This worker's id in the database's list of live workers (slots have their own).
         self.id = str(uuid.uuid4())
         # Claims take only the registered workflows' runs; one claim at a time
@@ -277,8 +287,8 @@ class Worker:
             self._start_slot(slot, run)
 
     async def _run_loop(self) -> None:
+        notifier = self._notifier
         while not self._stopping:
-            self._idle.begin()
             try:
                 claimed = await self.tick()
             except BackendUnavailableError as error:
@@ -291,15 +301,22 @@ class Worker:
                 self._empty_polls = 0
                 if any(slot.task is None for slot in self._slots):
                     # Fewer runs were due than slots were free: the queue is empty for
-                    # now, so wait for a wake-up (or the next due time) before asking again.
-                    await self._idle.wait(1, read_due=False)
+                    # now, so wait for a wake-up (or the shortest poll) before asking again.
+                    await self._wait_for_work(notifier, poll_backoff_ms(1) / 1000)
                 continue
             if all(slot.task is not None for slot in self._slots):
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
             self._empty_polls += 1
-            await self._idle.wait(self._empty_polls)
+            await self._wait_for_work(notifier, poll_backoff_ms(self._empty_polls) / 1000)
+
+    @staticmethod
+    async def _wait_for_work(notifier: ChangeNotifier | None, delay: float) -> None:
+        if notifier is not None:
+            await notifier.wait_for_work(delay)
+        else:
+            await asyncio.sleep(delay)
 
     def _start_slot(self, slot: _Slot, run: WorkflowRun) -> None:
         if self.metrics is not None:
@@ -313,7 +330,6 @@ class Worker:
         slot.execution_task = None
         slot.execution = None
         self._slot_freed.set()
-        self._idle.poke()
 
     # -- executing ---------------------------------------------------------------
 
