@@ -12,17 +12,10 @@ from __future__ import annotations
 
 from openworkflow.core.backend import Backend, GetWorkflowRunParams
 from openworkflow.core.duration import Duration, parse_duration_ms
-from openworkflow.core.events import GetRunEventParams
-from openworkflow.core.json import JsonValue, check_name, is_storable_text
+from openworkflow.core.events import GetRunEventParams, check_event_key
+from openworkflow.core.json import JsonValue, is_storable_text
 from openworkflow.errors import EventNotSetError, ResultTimeoutError, WorkflowRunNotFoundError
 from openworkflow.notifications import RunPoll
-
-
-def check_event_key(key: object) -> str:
-    """``key`` once checked like a step name (a non-empty storable name)."""
-    if not isinstance(key, str) or not key:
-        raise TypeError(f"event key must be a non-empty string, got {key!r}")
-    return check_name(key, "event key")
 
 
 async def wait_for_event(

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from openworkflow.core.json import JsonValue
+from openworkflow.core.json import JsonValue, check_name
+
+
+def check_event_key(key: object) -> str:
+    """``key`` once checked like a step name (a non-empty storable name)."""
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"event key must be a non-empty string, got {key!r}")
+    return check_name(key, "event key")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TypeVar
 from pydantic import TypeAdapter
 
 from openworkflow.core.duration import Duration, parse_duration_ms
+from openworkflow.core.events import check_event_key
 from openworkflow.core.flow_control import RateLimit
 from openworkflow.core.json import JsonConversionError, check_name
 from openworkflow.core.retry import DEFAULT_STEP_RETRY_POLICY, RetryPolicy
@@ -128,7 +129,7 @@ class StepExecutor:
 
     def set_event(self, key: str, value: Any, *, name: str | None = None) -> Awaitable[None]:
         """See :meth:`openworkflow.Step.set_event`."""
-        _check_event_key(key)
+        check_event_key(key)
         try:
             stored = to_stored_json(value, f"value of event {key[:40]!r}")
         except JsonConversionError as error:
@@ -265,12 +266,6 @@ def _check_signal(signal: object) -> None:
     if not isinstance(signal, str) or not signal:
         raise TypeError(f"signal must be a non-empty string, got {signal!r}")
     check_name(signal, "signal")
-
-
-def _check_event_key(key: object) -> None:
-    if not isinstance(key, str) or not key:
-        raise TypeError(f"event key must be a non-empty string, got {key!r}")
-    check_name(key, "event key")
 
 
 def _check_step_name(name: object) -> None:
