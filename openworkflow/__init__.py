@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from openworkflow.client import OpenWorkflow, RunHandle
+from openworkflow.client_batch import RunRequest
 from openworkflow.config import define_config
 from openworkflow.connect import connect
 from openworkflow.core.backend import Backend, StepAttemptCounts, WorkflowRunCounts
@@ -82,6 +83,7 @@ __all__ = [
     "RetryPolicy",
     "RunHandle",
     "RunInfo",
+    "RunRequest",
     "Saga",
     "Schedule",
     "SignalValidationError",

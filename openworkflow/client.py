@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
+from openworkflow.client_batch import RunRequest, run_params, schedule_run_params, start_runs
 from openworkflow.connect import connect
 from openworkflow.core.backend import (
     Backend,
     CancelWorkflowRunParams,
-    CreateWorkflowRunParams,
     FindWorkflowRunsByIdPrefixParams,
     GetWorkflowRunParams,
     ListStepAttemptsParams,
@@ -23,9 +24,8 @@ from openworkflow.core.backend import (
     StepAttemptCounts,
     WorkflowRunCounts,
 )
-from openworkflow.core.concurrency import concurrency_columns
 from openworkflow.core.cursor import Page
-from openworkflow.core.duration import Duration, resolve_time
+from openworkflow.core.duration import Duration
 from openworkflow.core.flow_control import check_priority
 from openworkflow.core.json import check_name, is_storable_text
 from openworkflow.core.schedule_store import ScheduleSnapshot, StoredSchedule
@@ -41,7 +41,7 @@ from openworkflow.errors import (
     WorkflowRunNotFoundError,
 )
 from openworkflow.notifications import RunPoll
-from openworkflow.payload import current_limits, payload_limits, to_stored_json
+from openworkflow.payload import payload_limits, to_stored_json
 from openworkflow.run_events import wait_for_event
 from openworkflow.run_forks import fork_run
 from openworkflow.run_messages import checked_signal_data, send_run_message
@@ -205,34 +205,39 @@ class OpenWorkflow:
             Exception: whatever the workflow's concurrency key function raises
                 (nothing is written).
         """
-        spec = spec_of(workflow)
-        if version is not None:
-            check_name(version, "version")
-        if idempotency_key is not None:
-            if not isinstance(idempotency_key, str):
-                raise TypeError(f"idempotency_key must be a string, got {type(idempotency_key)!r}")
-            check_name(idempotency_key, "idempotency_key", allow_empty=True)
-        run_priority = spec.priority if priority is None else check_priority(priority, "priority")
-        run_tags = check_tags(tags)
-        validated, stored_input = spec.validate_input_value(input, current_limits())
-        concurrency_key, concurrency_limit = concurrency_columns(spec.concurrency, validated)
-        created = await create_run(  # traced when tracing is on (openworkflow.tracing)
-            self.backend,
-            CreateWorkflowRunParams(
-                workflow_name=spec.name,
-                version=version if version is not None else spec.version,
-                idempotency_key=idempotency_key,
-                config={},
-                input=stored_input,
-                available_at=None if available_at is None else resolve_time(available_at),
-                deadline_at=None if deadline_at is None else resolve_time(deadline_at),
-                priority=run_priority,
-                concurrency_key=concurrency_key,
-                concurrency_limit=concurrency_limit,
-                tags=run_tags or None,
-            ),
-        )
+        request = RunRequest(input=input, idempotency_key=idempotency_key, version=version)
+        request = replace(request, available_at=available_at, deadline_at=deadline_at)
+        request = replace(request, priority=priority, tags=tags)
+        # Traced when tracing is on (openworkflow.tracing); concurrent runs share one write.
+        created = await create_run(self.backend, run_params(spec_of(workflow), request))
         return RunHandle(self, created.id, created)
+
+    async def run_many(
+        self,
+        workflow: WorkflowRef,
+        items: Iterable[Any],
+        *,
+        version: str | None = None,
+        available_at: datetime | Duration | None = None,
+        deadline_at: datetime | Duration | None = None,
+        priority: int | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> list[RunHandle]:
+        """Start one run of ``workflow`` per item; return their handles in the order of ``items``.
+
+        An item is a run's input, or a :class:`~openworkflow.client_batch.RunRequest`
+        (input, ``idempotency_key``, options; unset ones take this call's). All
+        items are checked, then all runs written in one transaction, or none;
+        keys work as in :meth:`run`, also between items (:mod:`.client_batch`).
+
+        Raises:
+            TypeError: ``items`` is a string, bytes or a dict, not a list of inputs.
+            Whatever :meth:`run` raises, noting the bad item (nothing is written).
+        """
+        defaults = RunRequest(version=version, available_at=available_at, priority=priority)
+        defaults = replace(defaults, deadline_at=deadline_at, tags=tags)
+        created = await start_runs(self.backend, workflow, items, defaults)
+        return [RunHandle(self, run.id, run) for run in created]
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle for an existing run id."""
@@ -397,15 +402,7 @@ class OpenWorkflow:
         stored = (await self.backend.list_schedules([name])).schedules
         if not stored:
             return None
-        schedule = stored[0]
-        created = await self.backend.create_workflow_run(
-            CreateWorkflowRunParams(
-                workflow_name=schedule.workflow_name,
-                version=schedule.version,
-                config={},
-                input=schedule.input,
-            )
-        )
+        created = await self.backend.create_workflow_run(schedule_run_params(stored[0]))
         return RunHandle(self, created.id, created)
 
     async def counts(self) -> WorkflowRunCounts:

@@ -43,6 +43,16 @@ class ChangeNotifier:
         """
         return bool(self._work_waiters) or self._prompt_run_waiters > 0
 
+    @property
+    def has_prompt_run_waiters(self) -> bool:
+        """Whether a ``result()`` (or another non-patient run waiter) waits (any thread)."""
+        return self._prompt_run_waiters > 0
+
+    @property
+    def has_work_waiters(self) -> bool:
+        """Whether a worker waits for work (safe to read from any thread)."""
+        return bool(self._work_waiters)
+
     def notify_external_change(self, max_run_waiters: int = 32) -> None:
         """Another process changed the database, but which runs is unknown.
 
@@ -83,6 +93,22 @@ class ChangeNotifier:
     async def wait_for_work(self, timeout: float) -> None:
         """Return when work may be available, or after ``timeout`` seconds."""
         await self._wait(self._work_waiters, timeout)
+
+    def watch_work(self) -> asyncio.Future[None]:
+        """A future resolved at the next :meth:`notify_work_available`; :meth:`unwatch_work` it.
+
+        For a waiter that must tell a wake-up from its own timeout (an idle
+        worker reads the next due time after a wake-up, not after a timer).
+        """
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._work_waiters.add(waiter)
+        if self.on_wait is not None:
+            self.on_wait()
+        return waiter
+
+    def unwatch_work(self, waiter: asyncio.Future[None]) -> None:
+        """Forget a :meth:`watch_work` future (resolved or not)."""
+        self._work_waiters.discard(waiter)
 
     async def wait_for_run(self, run_id: str, timeout: float) -> None:
         """Return when the run may have finished, or after ``timeout`` seconds."""

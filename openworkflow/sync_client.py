@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from datetime import datetime
 from types import TracebackType
@@ -130,6 +130,32 @@ class SyncOpenWorkflow:
             tags=tags,
         )
         return SyncRunHandle(self, self._call(started))
+
+    def run_many(
+        self,
+        workflow: WorkflowRef,
+        items: Iterable[Any],
+        *,
+        version: str | None = None,
+        available_at: datetime | Duration | None = None,
+        deadline_at: datetime | Duration | None = None,
+        priority: int | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> list[SyncRunHandle]:
+        """Start one run per item, all or none; handles in order (:meth:`OpenWorkflow.run_many`).
+
+        An item is an input or a :class:`~openworkflow.client_batch.RunRequest`.
+        """
+        started = self._client.run_many(
+            workflow,
+            items,
+            version=version,
+            available_at=available_at,
+            deadline_at=deadline_at,
+            priority=priority,
+            tags=tags,
+        )
+        return [SyncRunHandle(self, handle) for handle in self._call(started)]
 
     def handle(self, run_id: str) -> SyncRunHandle:
         """A handle for an existing run id."""

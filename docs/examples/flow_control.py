@@ -1,6 +1,8 @@
-"""Flow control: concurrency and rate limits, priorities, deadlines and idempotency keys."""
+"""Flow control: concurrency and rate limits, priorities, deadlines, idempotency, bulk starts."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -37,7 +39,7 @@ async def process_customer_order(input: Order, step: Step) -> str:
 
 
 async def example() -> None:
-    """Start runs with a priority, a deadline and an idempotency key."""
+    """Start runs with a priority, a deadline and an idempotency key, then many at once."""
     from openworkflow.testing import WorkflowEnvironment
 
     async with WorkflowEnvironment(workflows=[process_customer_order]) as env:
@@ -58,3 +60,27 @@ async def example() -> None:
         assert await env.result(first) == "o-1 for a gold customer"
         runs = await ow.list_runs(tags={"customer": "c-1"})
         assert [run.id for run in runs.data] == [first.id]
+        await bulk_start(ow, first.id)
+
+
+async def bulk_start(ow: Any, first_id: str) -> None:
+    """Start many runs with one call."""
+    # --8<-- [start:run_many]
+    from openworkflow import RunRequest
+
+    orders = [{"order_id": f"o-{n}", "customer_id": f"c-{n}"} for n in range(2, 5)]
+    handles = await ow.run_many(
+        process_customer_order,
+        [
+            *orders,  # an input: the run takes the options of the call
+            RunRequest(  # or a request with its own options
+                input={"order_id": "o-1", "customer_id": "c-1"},
+                idempotency_key="order:o-1",  # o-1 was started above: its run comes back
+                priority=10,
+            ),
+        ],
+        tags={"batch": "nightly"},  # options for every item (a request's own win)
+    )
+    assert len(handles) == 4  # one handle per item, in order; all written, or none
+    # --8<-- [end:run_many]
+    assert handles[3].id == first_id

@@ -32,6 +32,7 @@ from openworkflow.core.flow_control import WorkflowKey as WorkflowKey
 from openworkflow.core.json import JsonValue
 from openworkflow.core.operations import OperationsStore
 from openworkflow.core.retry import ResolvedRetryPolicy
+from openworkflow.core.run_batch import CreateWorkflowRunParams as CreateWorkflowRunParams
 from openworkflow.core.run_data import RunDataStore
 from openworkflow.core.schedule_store import ScheduleStore
 from openworkflow.core.step_attempt import StepAttempt
@@ -39,29 +40,6 @@ from openworkflow.core.workflow_run import WorkflowRun
 
 DEFAULT_NAMESPACE_ID = "default"
 RUN_IDEMPOTENCY_PERIOD_MS = 24 * 60 * 60 * 1000
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CreateWorkflowRunParams:
-    """Input of :meth:`Backend.create_workflow_run`. ``available_at=None`` means now."""
-
-    workflow_name: str
-    version: str | None = None
-    idempotency_key: str | None = None
-    config: JsonValue = field(default_factory=dict)
-    context: JsonValue = None
-    input: JsonValue = None
-    parent_step_attempt_namespace_id: str | None = None
-    parent_step_attempt_id: str | None = None
-    available_at: datetime | None = None
-    deadline_at: datetime | None = None
-    priority: int = 0
-    #: The schedule tick this run serves (this port's column); None for other runs.
-    scheduled_at: datetime | None = None
-    #: This port's columns, both set or both None (no limit); ``''`` is the shared key.
-    concurrency_key: str | None = None
-    concurrency_limit: int | None = None
-    tags: Mapping[str, str] | None = None  # checked by core.tags.check_tags; this port's table
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,6 +127,9 @@ class CompleteWorkflowRunParams:
     workflow_run_id: str
     worker_id: str
     output: JsonValue
+    claim_attempt: int | None = None
+    """The run's ``attempts`` as the writer's claim left it: the write lands only while
+    that claim still holds the run (None: fenced on ``worker_id`` alone)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,6 +145,9 @@ class FailWorkflowRunParams:
     retry_policy: ResolvedRetryPolicy
     attempts: int | None = None
     deadline_at: datetime | None = None
+    claim_attempt: int | None = None
+    """The run's ``attempts`` as the writer's claim left it: the write lands only while
+    that claim still holds the run (None: fenced on ``worker_id`` alone)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,6 +158,9 @@ class RescheduleWorkflowRunAfterFailedStepAttemptParams:
     worker_id: str
     error: JsonValue
     available_at: datetime
+    claim_attempt: int | None = None
+    """The run's ``attempts`` as the writer's claim left it: the write lands only while
+    that claim still holds the run (None: fenced on ``worker_id`` alone)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -200,6 +187,9 @@ class CreateStepAttemptParams:
     kind: str
     config: JsonValue = field(default_factory=dict)
     context: JsonValue = None
+    claim_attempt: int | None = None
+    """The run's ``attempts`` as the writer's claim left it: the write lands only while
+    that claim still holds the run (None: fenced on ``worker_id`` alone)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -213,6 +203,9 @@ class CreateCompletedStepAttemptParams:
     output: JsonValue
     config: JsonValue = field(default_factory=dict)
     context: JsonValue = None
+    claim_attempt: int | None = None
+    """The run's ``attempts`` as the writer's claim left it: the write lands only while
+    that claim still holds the run (None: fenced on ``worker_id`` alone)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -240,6 +233,9 @@ class CompleteStepAttemptParams:
     step_attempt_id: str
     worker_id: str
     output: JsonValue
+    claim_attempt: int | None = None
+    """The run's ``attempts`` as the writer's claim left it: the write lands only while
+    that claim still holds the run (None: fenced on ``worker_id`` alone)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,6 +246,9 @@ class FailStepAttemptParams:
     step_attempt_id: str
     worker_id: str
     error: JsonValue
+    claim_attempt: int | None = None
+    """The run's ``attempts`` as the writer's claim left it: the write lands only while
+    that claim still holds the run (None: fenced on ``worker_id`` alone)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -261,6 +260,9 @@ class SetStepAttemptChildWorkflowRunParams:
     worker_id: str
     child_workflow_run_namespace_id: str
     child_workflow_run_id: str
+    claim_attempt: int | None = None
+    """The run's ``attempts`` as the writer's claim left it: the write lands only while
+    that claim still holds the run (None: fenced on ``worker_id`` alone)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -85,6 +85,7 @@ class PostgresBackend(PostgresForks, PostgresQueueAge):
         self._completions: GroupCommit[Completion, WorkflowRun | None] = GroupCommit(
             self._write_completions, split_on=is_item_error
         )
+        self._start_run_creates()
 
     @property
     def namespace_id(self) -> str:

@@ -17,6 +17,7 @@ from openworkflow.postgres.claim_queries import (
     CLAIM_UNROUTED_WORKFLOW_RUNS,
     CLAIM_WORKFLOW_RUNS,
 )
+from openworkflow.postgres.create_queries import INSERT_WORKFLOW_RUNS, LOCK_IDEMPOTENCY_SCOPES
 from openworkflow.postgres.flow_queries import (
     ACQUIRE_RATE_LIMIT_TOKEN,
     DELETE_PAUSED_WORKFLOW,
@@ -283,6 +284,8 @@ class Queries:
             setattr(self, name, render(template, schema).encode())
 
     insert_workflow_run: bytes
+    insert_workflow_runs: bytes
+    lock_idempotency_scopes: bytes
     select_run_by_idempotency_key: bytes
     select_workflow_run: bytes
     count_workflow_runs: bytes
@@ -333,6 +336,8 @@ class Queries:
 
 _TEMPLATES = {
     "insert_workflow_run": INSERT_WORKFLOW_RUN,
+    "insert_workflow_runs": INSERT_WORKFLOW_RUNS,
+    "lock_idempotency_scopes": LOCK_IDEMPOTENCY_SCOPES,
     "select_run_by_idempotency_key": SELECT_RUN_BY_IDEMPOTENCY_KEY,
     "select_workflow_run": SELECT_WORKFLOW_RUN,
     "count_workflow_runs": COUNT_WORKFLOW_RUNS,

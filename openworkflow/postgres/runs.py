@@ -35,7 +35,6 @@ from openworkflow.core.workflow_run import WorkflowRun, fold_status_counts
 from openworkflow.postgres import counts
 from openworkflow.postgres.base import (
     Connection,
-    PostgresBase,
     Row,
     identity,
     jsonb,
@@ -43,7 +42,7 @@ from openworkflow.postgres.base import (
     lock_scope,
     to_run,
 )
-from openworkflow.postgres.tag_queries import tag_arrays, tag_queries
+from openworkflow.postgres.run_batches import PostgresRunBatches
 
 ROUTED_FRONT_BASE = 64
 ROUTED_FRONT_PER_RUN = 4
@@ -51,7 +50,7 @@ ROUTED_FRONT_PER_RUN = 4
 up each registered workflow's runs (see ``claim_queries``)."""
 
 
-class PostgresRuns(PostgresBase):
+class PostgresRuns(PostgresRunBatches):
     """The run reads and the run writes that do not finish a run."""
 
     #: Where the next claim's fair walk over concurrency keys starts (this
@@ -59,25 +58,14 @@ class PostgresRuns(PostgresBase):
     _fair_cursor: tuple[str, str] = ("", "")
 
     async def create_workflow_run(self, params: CreateWorkflowRunParams) -> WorkflowRun:
-        """Insert a pending run, or return the one with the same idempotency key (24 h)."""
-        values = self._create_run_values(params)
-        if params.idempotency_key is None and not params.tags:
-            return to_run(
-                require(await self._fetchone(self._q.insert_workflow_run, values), "create run")
-            )
-        async with self._connection() as connection, connection.transaction():
-            if params.idempotency_key is None:
-                row = await self._one(connection, self._q.insert_workflow_run, values)
-                created = True
-            else:
-                row, created = await self._find_or_insert_keyed_run(connection, values)
-            if created and row is not None and params.tags:
-                # In the run's transaction: a run is never seen without its tags.
-                await connection.execute(
-                    tag_queries(self._db.schema).insert_run_tags,
-                    {**values, **tag_arrays(params.tags)},
-                )
-        return to_run(require(row, "create workflow run"))
+        """Insert a pending run, or return the one with the same idempotency key (24 h).
+
+        Queued on the group commit of creates (``run_batches``): the runs that
+        concurrent callers start share one statement and one commit, and the
+        caller resumes once its run is committed. One failing run fails alone.
+        """
+        self._check_open()
+        return await self._run_creates.submit(params)
 
     def _create_run_values(self, params: CreateWorkflowRunParams) -> dict[str, Any]:
         """The values :attr:`Queries.insert_workflow_run` binds for ``params``."""
@@ -109,18 +97,11 @@ class PostgresRuns(PostgresBase):
 
     async def _insert_keyed_run(self, connection: Connection, values: dict[str, Any]) -> Row | None:
         """Inside a transaction: the run with this key (24 h), else a new one, under a lock."""
-        row, _ = await self._find_or_insert_keyed_run(connection, values)
-        return row
-
-    async def _find_or_insert_keyed_run(
-        self, connection: Connection, values: dict[str, Any]
-    ) -> tuple[Row | None, bool]:
-        """As :meth:`_insert_keyed_run`, and whether the run is new (an old one keeps its tags)."""
         await connection.execute(self._q.lock_idempotency_scope, values)
         row = await self._one(connection, self._q.select_run_by_idempotency_key, values)
         if row is not None:
-            return row, False
-        return await self._one(connection, self._q.insert_workflow_run, values), True
+            return row
+        return await self._one(connection, self._q.insert_workflow_run, values)
 
     async def get_workflow_run(self, params: GetWorkflowRunParams) -> WorkflowRun | None:
         """Return the run, or None."""

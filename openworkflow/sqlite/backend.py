@@ -75,6 +75,7 @@ class SqliteBackend(SqliteForks, SqliteQueueAge):
         self._completions: GroupCommit[Completion, WorkflowRun] = GroupCommit(
             self._write_completions, max_in_flight=1
         )
+        self._start_run_creates()
 
     @property
     def namespace_id(self) -> str:

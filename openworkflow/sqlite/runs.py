@@ -18,10 +18,8 @@ from openworkflow.backend_common import (
 from openworkflow.core import clock
 from openworkflow.core import json as ow_json
 from openworkflow.core.backend import (
-    RUN_IDEMPOTENCY_PERIOD_MS,
     ClaimWorkflowRunParams,
     ClaimWorkflowRunsParams,
-    CreateWorkflowRunParams,
     ExtendWorkflowRunLeaseParams,
     FindWorkflowRunsByIdPrefixParams,
     GetWorkflowRunParams,
@@ -33,7 +31,6 @@ from openworkflow.core.backend import (
 )
 from openworkflow.core.cursor import Page
 from openworkflow.core.id_prefix import check_prefix_limit, check_run_id_prefix, prefix_upper_bound
-from openworkflow.core.ids import new_id
 from openworkflow.core.retry import DEADLINE_EXCEEDED_MESSAGE
 from openworkflow.core.step_attempt import fold_step_attempt_counts
 from openworkflow.core.workflow_run import WorkflowRun, fold_status_counts
@@ -41,79 +38,24 @@ from openworkflow.sqlite import queries as q
 from openworkflow.sqlite.admission import Due, admit, next_pending_keys
 from openworkflow.sqlite.base import (
     Params,
-    SqliteBase,
     iso,
-    iso_or_none,
     to_claimed_run,
     wake_parent_of,
 )
 from openworkflow.sqlite.base import to_run as _to_run
 from openworkflow.sqlite.connection import transaction
-from openworkflow.sqlite.tag_queries import insert_run_tags
+from openworkflow.sqlite.run_batches import SqliteRunBatches
 
 ROUTED_FRONT_BASE = 64
 """How far a routed claim looks into the front of the queue (plus 4 per run
 wanted) before it looks up each registered workflow's runs."""
 
 
-class SqliteRuns(SqliteBase):
+class SqliteRuns(SqliteRunBatches):
     """The run reads and the run writes that do not finish a run."""
 
     #: Where the next claim's fair walk over concurrency keys starts.
     _fair_cursor: tuple[str, str] = ("", "")
-
-    async def create_workflow_run(self, params: CreateWorkflowRunParams) -> WorkflowRun:
-        """Insert a pending run, or return the one with the same idempotency key (24 h)."""
-        values = self._insert_run_values(params)
-        tags = params.tags or {}
-        if params.idempotency_key is None and not tags:
-            run = await self._run(
-                lambda c: _to_run(c.execute(q.INSERT_WORKFLOW_RUN, values).fetchone())
-            )
-            self.notifier.notify_work_available()
-            return run
-        values["cutoff"] = iso(clock.now() - timedelta(milliseconds=RUN_IDEMPOTENCY_PERIOD_MS))
-        keyed = params.idempotency_key is not None
-
-        def create(c: sqlite3.Connection) -> WorkflowRun:
-            def body() -> WorkflowRun:
-                existing = (
-                    c.execute(q.SELECT_RUN_BY_IDEMPOTENCY_KEY, values).fetchone() if keyed else None
-                )
-                if existing is not None:
-                    return _to_run(existing)  # the first run keeps its own tags
-                row = c.execute(q.INSERT_WORKFLOW_RUN, values).fetchone()
-                # In the run's transaction: a run is never seen without its tags.
-                insert_run_tags(c, self._namespace_id, values["id"], values["now"], tags)
-                return _to_run(row)
-
-            return transaction(c, body)
-
-        run = await self._run(create)
-        self.notifier.notify_work_available()
-        return run
-
-    def _insert_run_values(self, params: CreateWorkflowRunParams) -> Params:
-        now = iso(clock.now())
-        return {
-            "ns": self._namespace_id,
-            "id": new_id(),
-            "workflow_name": params.workflow_name,
-            "version": params.version,
-            "idempotency_key": params.idempotency_key,
-            "config": ow_json.dumps(params.config if params.config is not None else {}),
-            "context": ow_json.dumps_or_none(params.context),
-            "input": ow_json.dumps_or_none(params.input),
-            "parent_ns": params.parent_step_attempt_namespace_id,
-            "parent_id": params.parent_step_attempt_id,
-            "available_at": iso(params.available_at) if params.available_at else now,
-            "deadline_at": iso_or_none(params.deadline_at),
-            "priority": params.priority,
-            "scheduled_at": iso_or_none(params.scheduled_at),
-            "concurrency_key": params.concurrency_key,
-            "concurrency_limit": params.concurrency_limit,
-            "now": now,
-        }
 
     async def get_workflow_run(self, params: GetWorkflowRunParams) -> WorkflowRun | None:
         """Return the run, or None."""

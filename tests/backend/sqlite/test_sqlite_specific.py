@@ -30,7 +30,7 @@ from openworkflow.errors import (
     InvalidRunStateError,
 )
 from openworkflow.sqlite import SqliteBackend, migration_scripts, queries
-from openworkflow.sqlite import runs as sqlite_backend_module
+from openworkflow.sqlite import run_batches as sqlite_run_batches
 from openworkflow.sqlite.backend import current_migration_version, migrate
 from openworkflow.sqlite.connection import transaction as _transaction
 from tests.backend.helpers import (
@@ -258,24 +258,32 @@ async def test_run_migrations_false_leaves_the_database_empty(tmp_path: Path) ->
 async def test_keyed_create_rolls_back_and_raises_the_original_error(
     sqlite: SqliteBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_to_run = sqlite_backend_module._to_run
+    # Creates share one transaction (a group commit), each run in a savepoint
+    # of its own: a run failing after its insert (here, writing its tags) is
+    # undone alone, its caller gets the original error, and the others commit.
+    real_insert_tags = sqlite_run_batches.insert_run_tags
 
-    def broken_to_run(row: Any) -> Any:
-        raise RuntimeError("insert failed")
+    def insert_tags(c: sqlite3.Connection, ns: str, run_id: str, at: str, tags: Any) -> None:
+        if "fail" in tags:
+            raise RuntimeError("insert failed")
+        real_insert_tags(c, ns, run_id, at, tags)
 
     key = new_id()
-    monkeypatch.setattr(sqlite_backend_module, "_to_run", broken_to_run)
-    with pytest.raises(RuntimeError, match="insert failed"):
-        await create_pending_run(sqlite, workflow_name="failing-workflow", idempotency_key=key)
-    monkeypatch.setattr(sqlite_backend_module, "_to_run", real_to_run)
-
-    # The insert was rolled back and the connection is out of the transaction.
-    assert await _sql(sqlite, 'SELECT COUNT(*) FROM "workflow_runs"') == [(0,)]
-    assert await sqlite._db.run(lambda c: c.in_transaction) is False
-    created = await create_pending_run(
-        sqlite, workflow_name="failing-workflow", idempotency_key=key
+    monkeypatch.setattr(sqlite_run_batches, "insert_run_tags", insert_tags)
+    failing, kept = await asyncio.gather(
+        create_pending_run(sqlite, workflow_name="wf", idempotency_key=key, tags={"fail": "1"}),
+        create_pending_run(sqlite, workflow_name="wf", tags={"ok": "1"}),
+        return_exceptions=True,
     )
-    assert created.idempotency_key == key
+
+    assert isinstance(failing, RuntimeError) and str(failing) == "insert failed"
+    assert not isinstance(kept, BaseException)
+    assert await _sql(sqlite, 'SELECT "id" FROM "workflow_runs"') == [(kept.id,)]
+    assert await _sql(sqlite, 'SELECT "workflow_run_id" FROM "run_tags"') == [(kept.id,)]
+    # The connection is out of the transaction, and the key is still free.
+    assert await sqlite._db.run(lambda c: c.in_transaction) is False
+    created = await create_pending_run(sqlite, workflow_name="wf", idempotency_key=key)
+    assert created.idempotency_key == key and created.id != kept.id
 
 
 async def test_keyed_create_with_a_dangling_parent_rolls_back(sqlite: SqliteBackend) -> None:
