@@ -26,6 +26,8 @@ class ChangeNotifier:
         # millisecond wake-ups. The others are counted (read from any thread).
         self._patient: set[asyncio.Future[None]] = set()
         self._prompt_run_waiters = 0
+        # Called when a run was parked until a later time (idle workers re-plan).
+        self._due_watchers: set[Callable[[], None]] = set()
         self.on_wait: Callable[[], None] | None = None
         """Called (on the event loop) whenever someone starts waiting."""
 
@@ -69,6 +71,19 @@ class ChangeNotifier:
         waiters, self._work_waiters = self._work_waiters, set()
         for waiter in waiters:
             _resolve(waiter)
+
+    def watch_due_later(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the loop) whenever a run is parked until a later time."""
+        self._due_watchers.add(callback)
+
+    def unwatch_due_later(self, callback: Callable[[], None]) -> None:
+        """Forget a :meth:`watch_due_later` callback."""
+        self._due_watchers.discard(callback)
+
+    def notify_due_later(self) -> None:
+        """A run was parked until a later time: tell the idle workers to re-read."""
+        for callback in list(self._due_watchers):
+            callback()
 
     def notify_runs_finished(self, run_ids: Iterable[str]) -> None:
         """Wake every ``result()`` waiting on one of these runs."""

@@ -81,6 +81,15 @@ def _is_passing_fault(error: psycopg.OperationalError) -> bool:
     return not (error.sqlstate or "").startswith("54")
 
 
+def _fault_kind(error: psycopg.OperationalError) -> str:
+    """What a passing fault is, in words (class 53: the server ran short of a resource)."""
+    if error.sqlstate == "53100":
+        return "PostgreSQL's disk is full (free space on the server; writes resume then)"
+    if (error.sqlstate or "").startswith("53"):
+        return "PostgreSQL ran out of a resource (memory, disk or connections)"
+    return "PostgreSQL connection failed"
+
+
 class PostgresBase:
     """The state every part shares: the namespace, the pools and the plumbing."""
 
@@ -130,7 +139,7 @@ class PostgresBase:
             # connection now (no per-connection backoff), so the next call works.
             await pool.check()
             raise BackendUnavailableError(
-                f"PostgreSQL connection failed: {scrub(str(error).strip(), self._db.url)}"
+                f"{_fault_kind(error)}: {scrub(str(error).strip(), self._db.url)}"
             ) from error
         except psycopg.Error as error:
             raise BackendError(

@@ -21,7 +21,7 @@ from openworkflow.errors import BackendClosedError, BackendError, BackendUnavail
 from openworkflow.notifications import ChangeNotifier
 from openworkflow.postgres import lifecycle
 from openworkflow.postgres import queries as q
-from openworkflow.postgres.listener import NotificationListener, work_payload
+from openworkflow.postgres.listener import NotificationListener, due_payload, work_payload
 from openworkflow.postgres.schema import migrate, validate_schema_name
 from openworkflow.postgres.url import URL_EXAMPLE, check_postgres_url
 from openworkflow.redaction import redact_url, scrub
@@ -70,6 +70,7 @@ class Database:
             "channel": q.NOTIFY_CHANNEL,
             "schema_name": schema,
             "work_payload": work_payload(schema),
+            "due_payload": due_payload(schema),
         }
         self._run_migrations = run_migrations
         self._max_pool_size = max_pool_size

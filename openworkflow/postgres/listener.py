@@ -31,6 +31,11 @@ def work_payload(schema: str) -> str:
     return f"w:{schema}"
 
 
+def due_payload(schema: str) -> str:
+    """Notification payload: a run in ``schema`` was parked until a later time."""
+    return f"d:{schema}"
+
+
 def finished_payload(schema: str, workflow_run_id: str, *, wakes_parent: bool) -> str:
     """Notification payload: a run finished (and maybe woke its parent)."""
     return f"f:{schema}:{workflow_run_id}:{1 if wakes_parent else 0}"
@@ -109,6 +114,8 @@ class NotificationListener:
             return
         if kind == "w":
             self._notifier.notify_work_available()
+        elif kind == "d":  # a run parked until later: idle workers re-read the next due time
+            self._notifier.notify_due_later()
         elif kind == "s":  # a stream grew: wake its readers
             self._notifier.notify_run_changed(detail)
         elif kind == "f":

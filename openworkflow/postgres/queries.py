@@ -34,6 +34,7 @@ from openworkflow.postgres.flow_queries import (
 from openworkflow.postgres.schema import render
 from openworkflow.postgres.sql_fragments import (
     AVAILABLE_NOW,
+    NOTIFY_DUE_LATER,
     NOTIFY_FINISHED,
     NOTIFY_WORK,
     RUN_OWNED,
@@ -102,7 +103,7 @@ SET "status" = 'running', "available_at" = %(available_at)s, "worker_id" = NULL,
 WHERE "namespace_id" = %(ns)s AND "id" = %(run_id)s
   AND "status" NOT IN ('succeeded', 'completed', 'failed', 'canceled')
   AND "worker_id" = %(worker_id)s
-RETURNING *, CASE WHEN "available_at" <= NOW() THEN {NOTIFY_WORK} END"""
+RETURNING *, CASE WHEN "available_at" <= NOW() THEN {NOTIFY_WORK} ELSE {NOTIFY_DUE_LATER} END"""
 
 # Run after parking, as its own statement (a fresh snapshot): if a wait was
 # answered while the run was still owned (a child ended, a signal was delivered,

@@ -25,5 +25,9 @@ AVAILABLE_NOW = """
 # so telling listeners costs no extra round trip.
 NOTIFY_WORK = "pg_notify(%(channel)s, %(work_payload)s)"
 
+# A run parked until a later time: idle workers re-read when the next run comes
+# due (the parking worker may die or stay busy; nobody else knows the time).
+NOTIFY_DUE_LATER = "pg_notify(%(channel)s, %(due_payload)s)"
+
 NOTIFY_FINISHED = """pg_notify(%(channel)s, 'f:' || %(schema_name)s || ':' || "id" || ':'
   || CASE WHEN "parent_step_attempt_id" IS NULL THEN '0' ELSE '1' END)"""

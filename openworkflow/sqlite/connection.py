@@ -106,6 +106,14 @@ class Database:
                     f"SQLite database {self.path!r} is busy: {error}. Another process held "
                     f"its write lock longer than the busy timeout ({self._busy_timeout_ms} ms)."
                 ) from error
+            if is_disk_full(error):
+                # A full disk refuses writes until space is freed: like a lost
+                # connection, the worker backs off and hands passes back.
+                raise BackendUnavailableError(
+                    f"SQLite database {self.path!r} cannot grow: the database or disk is full "
+                    f"({error}). Free disk space (or raise max_page_count); writes resume "
+                    "once there is room, and nothing already committed is lost."
+                ) from error
             raise
 
     def share(self) -> Database:
@@ -165,7 +173,14 @@ def transaction(connection: sqlite3.Connection, body: Callable[[], T]) -> T:
         with contextlib.suppress(sqlite3.Error):
             connection.execute("ROLLBACK")
         raise
-    connection.execute("COMMIT")
+    try:
+        connection.execute("COMMIT")
+    except BaseException:
+        # A refused COMMIT (a full disk) may leave the transaction open: end it,
+        # so the next write does not run inside this one.
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
+        raise
     return result
 
 
@@ -189,6 +204,8 @@ def write_each(
             try:
                 outcomes.append(write(connection, item))
             except Exception as error:  # this item's fault only: undo it alone
+                if isinstance(error, sqlite3.OperationalError) and is_disk_full(error):
+                    raise  # the database's fault, not the item's: no item is written
                 connection.execute("ROLLBACK TO ow_item")
                 outcomes.append(error)
             connection.execute("RELEASE ow_item")
@@ -223,3 +240,9 @@ def is_busy(error: sqlite3.OperationalError) -> bool:
     """Whether SQLite gave up waiting for another connection's lock."""
     name = getattr(error, "sqlite_errorname", "") or ""
     return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in str(error)
+
+
+def is_disk_full(error: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused a write for want of space (the disk, or ``max_page_count``)."""
+    name = getattr(error, "sqlite_errorname", "") or ""
+    return name.startswith("SQLITE_FULL") or "database or disk is full" in str(error)

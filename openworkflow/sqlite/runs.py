@@ -191,6 +191,8 @@ class SqliteRuns(SqliteRunBatches):
         run = _to_run(require(row, "sleep workflow run"))
         if run.available_at is not None and run.available_at <= clock.now():
             self.notifier.notify_work_available()
+        else:  # other workers of this process re-read the next due time
+            self.notifier.notify_due_later()
         return run
 
 

@@ -8,6 +8,15 @@ small thread polls it every few milliseconds, but only while a worker or a
 ``result()`` waiters, see :meth:`ChangeNotifier.notify_external_change`),
 which then check the database as they would after a poll. Idle with nobody waiting, the thread
 sleeps on an event and costs nothing.
+
+How often it reads depends on who waits: every :data:`POLL_INTERVAL_S` for a
+``result()``; for workers waiting for work, as often just after a change
+(others are likely to follow), then less and less often, down to every
+:data:`IDLE_POLL_INTERVAL_S` while nothing changes: a worker idle for long
+costs a fraction of a percent of a core, not 2-4 %, and hears of another
+process's first run within that interval. (Timers need no wake-up from here:
+a worker knows the due times of the runs it parks, see
+:mod:`openworkflow.worker.idle`.)
 """
 
 from __future__ import annotations
@@ -16,11 +25,19 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
+import time
 
 from openworkflow.notifications import ChangeNotifier
 
 POLL_INTERVAL_S = 0.002
 """How often ``data_version`` is read while someone waits (about 2-4 % of a core)."""
+
+IDLE_POLL_INTERVAL_S = 0.05
+"""Longest interval while only workers wait for work and nothing changed lately."""
+
+BUSY_WINDOW_S = 0.1
+"""After a change, workers waiting for work are served every :data:`POLL_INTERVAL_S`
+this long; then the interval doubles per quiet read up to :data:`IDLE_POLL_INTERVAL_S`."""
 
 PATIENT_POLL_INTERVAL_S = 0.1
 """How often while only lease keepers watch their runs for a cancel: they read a
@@ -69,6 +86,8 @@ class DataVersionWatcher:
             return  # polling still wakes the waiters
         with contextlib.closing(connection):
             last = self._version(connection)
+            changed_at = time.monotonic()
+            interval = POLL_INTERVAL_S
             while not self._stopped.is_set():
                 if not self._notifier.has_waiters:
                     self._wanted.clear()
@@ -77,12 +96,25 @@ class DataVersionWatcher:
                 current = self._version(connection)
                 if current != last and current is not None:
                     last = current
+                    changed_at = time.monotonic()
                     self._notify()
-                if self._notifier.wants_prompt_wakeups:
-                    self._stopped.wait(POLL_INTERVAL_S)
+                interval = self._next_interval(interval, time.monotonic() - changed_at)
+                if interval <= POLL_INTERVAL_S:
+                    self._stopped.wait(interval)
                 else:  # someone starting to wait (wake()) cuts this short
                     self._wanted.clear()
-                    self._wanted.wait(PATIENT_POLL_INTERVAL_S)
+                    self._wanted.wait(interval)
+
+    def _next_interval(self, interval: float, quiet_for: float) -> float:
+        """The pause before the next read, given the last one and the time since a change."""
+        notifier = self._notifier
+        if notifier.has_prompt_run_waiters:
+            return POLL_INTERVAL_S
+        if not notifier.has_work_waiters:
+            return PATIENT_POLL_INTERVAL_S
+        if quiet_for < BUSY_WINDOW_S:
+            return POLL_INTERVAL_S
+        return min(IDLE_POLL_INTERVAL_S, max(interval, POLL_INTERVAL_S) * 2)
 
     @staticmethod
     def _version(connection: sqlite3.Connection) -> int | None:

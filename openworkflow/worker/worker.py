@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +36,9 @@ from openworkflow.worker.context import (
     PassContext,
 )
 from openworkflow.worker.execution import WorkflowExecution
+from openworkflow.worker.fault_backoff import FaultBackoff
+from openworkflow.worker.idle import IdleWait
+from openworkflow.worker.idle import poll_backoff_ms as poll_backoff_ms
 from openworkflow.worker.lease import LeaseKeeper
 from openworkflow.worker.metrics import HANDED_BACK, STEP_TIMER, THROTTLED, WorkerMetrics
 from openworkflow.worker.metrics import resolve as resolve_metrics
@@ -49,18 +51,6 @@ logger = logging.getLogger("openworkflow.worker")
 
 STEP_THREAD_PREFIX = "openworkflow-step"
 """Name prefix of the threads sync step bodies run in."""
-
-_POLL_INITIAL_MS = 100.0
-_POLL_MAX_MS = 1000.0
-
-
-def poll_backoff_ms(empty_polls: int) -> float:
-    """Idle wait after ``empty_polls`` empty claims: 100 ms doubling to 1 s, jittered by 0.5-1."""
-    # The exponent is capped: 2 ** 1024 is past a float, and an idle worker counts
-    # empty polls for as long as it stays idle (~17 min at 1 s each).
-    doublings = min(max(0, empty_polls - 1), 16)
-    capped = min(_POLL_INITIAL_MS * 2**doublings, _POLL_MAX_MS)
-    return float(max(1.0, capped * random.uniform(0.5, 1.0)))
 
 
 @dataclass(eq=False)
@@ -155,6 +145,8 @@ class Worker:
         self._stop_now = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._empty_polls = 0
+        self._idle = IdleWait(backend, notifier_of(backend))
+        self._faults = FaultBackoff()  # spaces claims out while the database refuses writes
         #: This worker's id in the database's list of live workers (slots have their own).
         self.id = str(uuid.uuid4())
         # Claims take only the registered workflows' runs; one claim at a time
@@ -216,6 +208,7 @@ class Worker:
         if self.metrics is not None:
             await self.metrics.stop()
         await cancel_and_wait(self._loop_task)
+        await self._idle.stop()
         await self._drain()
         self._thread_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -287,8 +280,9 @@ class Worker:
             self._start_slot(slot, run)
 
     async def _run_loop(self) -> None:
-        notifier = self._notifier
         while not self._stopping:
+            await self._faults.wait()
+            self._idle.begin()
             try:
                 claimed = await self.tick()
             except BackendUnavailableError as error:
@@ -302,25 +296,21 @@ class Worker:
                 if any(slot.task is None for slot in self._slots):
                     # Fewer runs were due than slots were free: the queue is empty for
                     # now, so wait for a wake-up (or the shortest poll) before asking again.
-                    await self._wait_for_work(notifier, poll_backoff_ms(1) / 1000)
+                    await self._idle.wait(1)
                 continue
             if all(slot.task is not None for slot in self._slots):
+                self._idle.busy()
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
             self._empty_polls += 1
-            await self._wait_for_work(notifier, poll_backoff_ms(self._empty_polls) / 1000)
-
-    @staticmethod
-    async def _wait_for_work(notifier: ChangeNotifier | None, delay: float) -> None:
-        if notifier is not None:
-            await notifier.wait_for_work(delay)
-        else:
-            await asyncio.sleep(delay)
+            # Until a wake-up, the next run known to come due, or the poll backoff.
+            await self._idle.wait(self._empty_polls)
 
     def _start_slot(self, slot: _Slot, run: WorkflowRun) -> None:
         if self.metrics is not None:
             self.metrics.run_claimed(run)
+        self._idle.claimed(run.id)
         slot.run = run
         slot.task = asyncio.create_task(self._process(slot, run), name=f"openworkflow-run-{run.id}")
 
@@ -371,16 +361,22 @@ class Worker:
                 heartbeat.cancel()
             if metrics is not None and not slot.execution_task.cancelled():
                 metrics.pass_ended(run, execution.outcome, execution.written)
+            self._faults.pass_succeeded()
         except BackendError as error:
             # The engine could not record progress (the database is unreachable):
             # nothing was decided, so hand the run back instead of failing it.
             logger.warning("Workflow run %s paused: %s", run.id, error)
+            self._faults.pass_faulted()
             if metrics is not None:
                 metrics.run_rescheduled(run.workflow_name, HANDED_BACK)
             await self._release_after_fault(slot.worker_id, run, _abandoned(slot.execution))
         except Exception:
             logger.exception("Critical error while executing workflow run %s", run.id)
         finally:
+            # Before the slot is free: the claim loop must know when the run comes due.
+            ended = slot.execution
+            written = ended.written if ended is not None else None
+            self._idle.pass_ended(run.id, written, started=ended is not None)
             self._free_slot(slot)
 
     async def _startable(self, slot: _Slot, run: WorkflowRun) -> Workflow | None:

@@ -16,3 +16,9 @@ def test_a_worker_idle_for_days_still_gets_a_wait() -> None:
     # worker left idle for about 17 minutes (1,025 empty polls of 1 s).
     for empty_polls in (1_025, 100_000, 10**9):
         assert 500 <= poll_backoff_ms(empty_polls) <= 1000
+
+
+def test_the_safety_poll_is_jittered_by_at_most_a_second() -> None:
+    for _ in range(50):
+        wait = poll_backoff_ms(60, cap_ms=10_000)
+        assert 9_000 <= wait <= 10_000, wait
