@@ -2,14 +2,27 @@
 
     .venv/bin/python -m benchmarks [--runs 1000 5000] [--backends postgres sqlite]
         [--peer openworkflow-ts] [--pickup-runs 200] [--postgres-url URL]
+        [--step-styles sync async] [--reps 3] [--json]
+
+The sync-step comparison against the original alone (its step bodies are plain
+functions too, ``() => index``)::
+
+    .venv/bin/python -m benchmarks --runs 1000 --step-styles sync --peer openworkflow-ts \
+        --pickup-runs 0 --reps 3
 
 Throughput is the original's own benchmark (``benchmarks/basic`` upstream):
 enqueue N runs of a workflow with 4 no-op steps concurrently, then one
 worker at concurrency 100 processes them; each case runs in a fresh process
 (so peak RSS is its own) in a fresh namespace, and the PostgreSQL rows are
-deleted afterwards. With ``--peer openworkflow-ts`` the npm package
-``openworkflow`` (pinned, installed into a cache folder) does the same in the
-same run and the table shows our figures as a ratio of its.
+deleted afterwards. ``--step-styles`` picks the step bodies: ``sync`` (lambdas,
+as the original's benchmark and the README write them; each runs in a worker
+thread) and ``async`` (``async def``, awaited on the loop). With ``--peer
+openworkflow-ts`` the npm package ``openworkflow`` (pinned, installed into a
+cache folder) does the same in the same run and the table shows our figures as
+a ratio of its (of the medians). Each case runs ``--reps`` times; even
+repetitions run ours first, odd ones the original first, and the table shows
+the median with the range. ``--json`` adds one JSON line at the end (every
+repetition's figures, and the medians), for a report generator.
 
 Pickup latency: an idle worker in another process, runs created one at a
 time with a pause between them; latency is "run created" to "first step
@@ -37,7 +50,7 @@ from typing import Any
 
 import psycopg
 
-from benchmarks.cases import open_backend, pickup
+from benchmarks.cases import STEP_STYLES, open_backend, pickup
 from openworkflow import OpenWorkflow
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -66,7 +79,9 @@ def _target(backend: str, postgres_url: str) -> Iterator[tuple[str, str]]:
             )
 
 
-def run_ours(backend: str, runs: int, concurrency: int, postgres_url: str) -> dict[str, Any]:
+def run_ours(
+    backend: str, runs: int, concurrency: int, postgres_url: str, step_style: str = "sync"
+) -> dict[str, Any]:
     """One throughput case of this engine, in its own process."""
     with _target(backend, postgres_url) as (url, namespace):
         command = _case_command(
@@ -77,6 +92,7 @@ def run_ours(backend: str, runs: int, concurrency: int, postgres_url: str) -> di
             f"--schema={SCHEMA}",
             f"--runs={runs}",
             f"--concurrency={concurrency}",
+            f"--step-style={step_style}",
         )
         done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
         if done.returncode != 0:
@@ -98,20 +114,41 @@ def run_peer(
     )
 
 
-def _row(label: str, figures: dict[str, Any], peer: dict[str, Any] | None) -> list[str]:
-    runs = int(figures["runs"])
-    steps = runs * int(figures["steps_per_run"])
-    rate = runs / float(figures["process_s"])
-    ratio = "" if peer is None else f"{rate / (runs / float(peer['process_s'])):.2f}x"
+def _median_range(values: list[float], digits: int = 0) -> str:
+    ordered = sorted(values)
+    middle = statistics.median(ordered)
+    if len(ordered) < 2:
+        return f"{middle:,.{digits}f}"
+    return f"{middle:,.{digits}f} ({ordered[0]:,.{digits}f}-{ordered[-1]:,.{digits}f})"
+
+
+def rate(figures: dict[str, Any]) -> float:
+    """Workflows per second of one throughput case."""
+    return int(figures["runs"]) / float(figures["process_s"])
+
+
+def cpu_ms_per_run(figures: dict[str, Any]) -> float:
+    """The worker's CPU per workflow, in ms."""
+    cpu = float(figures["cpu_user_s"]) + float(figures["cpu_sys_s"])
+    return 1000 * cpu / int(figures["runs"])
+
+
+def _row(label: str, reps: list[dict[str, Any]], peer: list[dict[str, Any]] | None) -> list[str]:
+    runs = int(reps[0]["runs"])
+    steps = int(reps[0]["steps_per_run"])
+    rates = [rate(figures) for figures in reps]
+    ratio = ""
+    if peer:
+        ratio = f"{statistics.median(rates) / statistics.median(rate(f) for f in peer):.2f}x"
     return [
         label,
         str(runs),
-        f"{runs / float(figures['enqueue_s']):,.0f}",
-        f"{rate:,.0f}",
-        f"{steps / float(figures['process_s']):,.0f}",
-        f"{float(figures['enqueue_s']) + float(figures['process_s']):.2f}",
-        f"{float(figures['cpu_user_s']) + float(figures['cpu_sys_s']):.2f}",
-        f"{float(figures['peak_rss_mb']):.0f}",
+        str(len(reps)),
+        f"{statistics.median(runs / float(f['enqueue_s']) for f in reps):,.0f}",
+        _median_range(rates),
+        f"{steps * statistics.median(rates):,.0f}",
+        _median_range([cpu_ms_per_run(f) for f in reps], 2),
+        f"{statistics.median(float(f['peak_rss_mb']) for f in reps):.0f}",
         ratio,
     ]
 
@@ -119,11 +156,11 @@ def _row(label: str, figures: dict[str, Any], peer: dict[str, Any] | None) -> li
 HEADER = [
     "engine / backend",
     "runs",
+    "reps",
     "enqueue/s",
-    "workflows/s",
+    "workflows/s median (range)",
     "steps/s",
-    "wall s",
-    "worker CPU s",
+    "worker CPU ms/workflow",
     "peak RSS MB",
     "vs peer",
 ]
@@ -205,8 +242,7 @@ async def _touch_sqlite(url: str, namespace: str) -> None:
     await open_backend("sqlite", url, namespace, SCHEMA).stop()
 
 
-def main() -> None:
-    """Run the cases and print the tables."""
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -218,8 +254,102 @@ def main() -> None:
     parser.add_argument("--peer", choices=[PEER], default=None)
     parser.add_argument("--pickup-runs", type=int, default=200, help="0 skips the latency part")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
-    args = parser.parse_args()
+    parser.add_argument("--step-styles", nargs="+", choices=STEP_STYLES, default=list(STEP_STYLES))
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of each case")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    return parser.parse_args()
 
+
+Results = dict[str, list[dict[str, Any]]]
+
+
+def run_throughput(args: argparse.Namespace, peer: Any) -> tuple[Results, Results]:
+    """Every case ``--reps`` times: ours by ``backend/style/runs``, the peer's by ``backend/runs``.
+
+    Even repetitions run ours first, odd ones the original first, so a machine
+    that slows down (or warms up) during the run does not favour one side.
+    """
+    ours: Results = {}
+    theirs: Results = {}
+    for rep in range(args.reps):
+        for backend in args.backends:
+            for runs in args.runs:
+                # A step style for ours, None for the original.
+                order: list[str | None] = list(args.step_styles)
+                if peer is not None and (backend == "postgres" or peer.sqlite_supported):
+                    order.append(None)
+                if rep % 2:
+                    order.reverse()
+                for style in order:
+                    print(
+                        f"rep {rep + 1}/{args.reps}: {backend} x {runs}, "
+                        + (f"{PEER} (sync steps)" if style is None else f"ours, {style} steps"),
+                        file=sys.stderr,
+                    )
+                    if style is None:
+                        figures = run_peer(peer, backend, runs, args.concurrency, args.postgres_url)
+                        theirs.setdefault(f"{backend}/{runs}", []).append(figures)
+                    else:
+                        figures = run_ours(
+                            backend, runs, args.concurrency, args.postgres_url, style
+                        )
+                        ours.setdefault(f"{backend}/{style}/{runs}", []).append(figures)
+    return ours, theirs
+
+
+def _table_rows(args: argparse.Namespace, ours: Results, theirs: Results) -> list[list[str]]:
+    rows = []
+    for backend in args.backends:
+        for runs in args.runs:
+            peer = theirs.get(f"{backend}/{runs}")
+            for style in args.step_styles:
+                mine = ours[f"{backend}/{style}/{runs}"]
+                rows.append(_row(f"python / {backend} / {style} steps", mine, peer))
+            if peer:
+                rows.append(_row(f"{PEER} / {backend} / sync steps", peer, None))
+    return rows
+
+
+def _summary(ours: Results, theirs: Results) -> dict[str, Any]:
+    """Medians and ranges per case, and our ratio to the original where it ran."""
+    cases: dict[str, Any] = {}
+    for key, reps in [*ours.items(), *((f"{PEER}/{k}", v) for k, v in theirs.items())]:
+        rates = [rate(figures) for figures in reps]
+        cases[key] = {
+            "workflows_per_s": {
+                "median": statistics.median(rates),
+                "min": min(rates),
+                "max": max(rates),
+            },
+            "cpu_ms_per_workflow": statistics.median(cpu_ms_per_run(f) for f in reps),
+            "reps": len(reps),
+        }
+        peer = theirs.get(f"{key.split('/')[0]}/{key.rsplit('/', 1)[-1]}")
+        if peer and not key.startswith(PEER):
+            cases[key]["vs_peer"] = statistics.median(rates) / statistics.median(
+                rate(f) for f in peer
+            )
+    return cases
+
+
+def _print_growth(args: argparse.Namespace, ours: Results) -> None:
+    style = args.step_styles[0]
+    for backend in args.backends:
+        if len(args.runs) >= 2:
+            small, large = min(args.runs), max(args.runs)
+            times = [
+                statistics.median(float(f["process_s"]) for f in ours[f"{backend}/{style}/{n}"])
+                for n in (small, large)
+            ]
+            print(
+                f"\n{backend}, {style} steps: {large} runs took {times[1] / times[0]:.2f}x the"
+                f" time of {small} (linear would be {large / small:.1f}x)"
+            )
+
+
+def main() -> None:
+    """Run the cases and print the tables (and with ``--json``, one JSON line)."""
+    args = _parse_args()
     peer = None
     if args.peer is not None:
         from benchmarks.peer.openworkflow_ts import prepare
@@ -227,41 +357,33 @@ def main() -> None:
         peer = prepare()
         print(f"peer: npm openworkflow on node {peer.node}", file=sys.stderr)
 
-    rows: list[list[str]] = []
-    ours_by_backend: dict[str, dict[int, dict[str, Any]]] = {}
-    for backend in args.backends:
-        for runs in args.runs:
-            print(f"running {backend} x {runs} ...", file=sys.stderr)
-            ours = run_ours(backend, runs, args.concurrency, args.postgres_url)
-            ours_by_backend.setdefault(backend, {})[runs] = ours
-            theirs = None
-            if peer is not None and (backend == "postgres" or peer.sqlite_supported):
-                theirs = run_peer(peer, backend, runs, args.concurrency, args.postgres_url)
-            rows.append(_row(f"python / {backend}", ours, theirs))
-            if theirs is not None:
-                rows.append(_row(f"{PEER} / {backend}", theirs, None))
+    ours, theirs = run_throughput(args, peer)
     print()
-    print_table(rows)
+    print_table(_table_rows(args, ours, theirs))
+    _print_growth(args, ours)
 
-    for backend, by_runs in ours_by_backend.items():
-        if len(by_runs) >= 2:
-            small, large = min(by_runs), max(by_runs)
-            ratio = float(by_runs[large]["process_s"]) / float(by_runs[small]["process_s"])
-            print(
-                f"\n{backend}: {large} runs took {ratio:.2f}x the time of {small} "
-                f"(linear would be {large / small:.1f}x)"
-            )
-
+    pickups: dict[str, dict[str, float]] = {}
     if args.pickup_runs > 0:
         print()
         for backend in args.backends:
             figures = run_pickup(backend, args.pickup_runs, args.postgres_url)
+            pickups[backend] = figures
             print(
                 f"pickup latency {backend:<8} p50 {figures['pickup_p50']:6.1f} ms  "
                 f"p99 {figures['pickup_p99']:6.1f} ms   result() after completion "
                 f"p50 {figures['result_p50']:6.1f} ms  p99 {figures['result_p99']:6.1f} ms  "
                 f"({args.pickup_runs} runs)"
             )
+    if args.json:
+        document = {
+            "peer": None if peer is None else f"npm openworkflow on {peer.node}",
+            "reps": args.reps,
+            "summary": _summary(ours, theirs),
+            "ours": ours,
+            "theirs": theirs,
+            "pickup": pickups,
+        }
+        print(json.dumps(document), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Python function calls and CPU per run of the benchmark workflow, in-process.
 
 ``python -m benchmarks.calls_per_run [--backend sqlite|postgres] [--runs 500]
-[--postgres-url URL] [--top N]``
+[--postgres-url URL] [--top N] [--step-style sync|async]``
 
 Enqueues ``runs`` runs of the throughput benchmark's workflow (4 no-op steps),
 then a worker at concurrency 100 executes them under cProfile. The call count
@@ -21,7 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
-from benchmarks.cases import bench
+from benchmarks.cases import STEP_STYLES, bench_workflow
 from openworkflow import OpenWorkflow, Worker, event_loop
 from openworkflow.core.backend import Backend
 from openworkflow.postgres import PostgresBackend
@@ -36,8 +36,11 @@ def _backend(kind: str, postgres_url: str, folder: Path) -> Backend:
     return PostgresBackend(postgres_url, f"calls-{uuid.uuid4()}")
 
 
-async def measure(kind: str, runs: int, postgres_url: str, top: int) -> None:
+async def measure(
+    kind: str, runs: int, postgres_url: str, top: int, step_style: str = "sync"
+) -> None:
     """Print calls and CPU milliseconds per run (and the ``top`` functions by own time)."""
+    bench = bench_workflow(step_style)
     with tempfile.TemporaryDirectory() as folder:
         backend = _backend(kind, postgres_url, Path(folder))
         try:
@@ -55,7 +58,7 @@ async def measure(kind: str, runs: int, postgres_url: str, top: int) -> None:
             await backend.stop()
     stats = pstats.Stats(profiler)
     print(
-        f"{kind}: {stats.total_calls / runs:.0f} Python calls per run, "
+        f"{kind}, {step_style} steps: {stats.total_calls / runs:.0f} Python calls per run, "
         f"{1000 * cpu / runs:.2f} ms CPU per run (profiled), {runs} runs"
     )
     if top:
@@ -69,8 +72,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=500)
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--top", type=int, default=0, help="list the N costliest functions")
+    parser.add_argument("--step-style", choices=STEP_STYLES, default="sync")
     args = parser.parse_args()
-    event_loop.run(measure(args.backend, args.runs, args.postgres_url, args.top))
+    event_loop.run(measure(args.backend, args.runs, args.postgres_url, args.top, args.step_style))
 
 
 if __name__ == "__main__":

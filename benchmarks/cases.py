@@ -36,13 +36,36 @@ STEPS = 4
 """No-op steps per run, as in the original's benchmark."""
 
 
+STEP_STYLES = ("sync", "async")
+"""``sync``: plain ``def`` bodies (lambdas, as the README writes them), run in a thread;
+``async``: ``async def`` bodies, awaited on the event loop."""
+
+
+async def _async_noop(index: int) -> int:
+    return index
+
+
 @workflow(name="bench")
 async def bench(step: Step, input: Any) -> int:
-    """The original benchmark's workflow: four steps that do nothing."""
+    """The original benchmark's workflow: four steps that do nothing (sync lambdas, in a thread)."""
     total = 0
     for index in range(STEPS):
         total += await step.run(f"step-{index}", lambda index=index: index)
     return total
+
+
+@workflow(name="bench")
+async def bench_async(step: Step, input: Any) -> int:
+    """Four no-op ``async def`` steps, awaited on the event loop (no thread)."""
+    total = 0
+    for index in range(STEPS):
+        total += await step.run(f"step-{index}", _async_noop, index)
+    return total
+
+
+def bench_workflow(style: str) -> Any:
+    """The benchmark workflow whose step bodies are of ``style`` (see :data:`STEP_STYLES`)."""
+    return bench_async if style == "async" else bench
 
 
 @workflow(name="pickup")
@@ -79,10 +102,11 @@ async def throughput(args: argparse.Namespace) -> dict[str, Any]:
     observer = open_backend(args.backend, args.url, args.namespace, args.schema, 2)
     try:
         started = time.perf_counter()
-        await asyncio.gather(*(client.run(bench, index) for index in range(args.runs)))
+        workflow_ = bench_workflow(args.step_style)
+        await asyncio.gather(*(client.run(workflow_, index) for index in range(args.runs)))
         enqueue_s = time.perf_counter() - started
 
-        worker = Worker(backend, [bench], concurrency=args.concurrency)
+        worker = Worker(backend, [workflow_], concurrency=args.concurrency)
         cpu_before = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
         await worker.start()
@@ -100,6 +124,7 @@ async def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "backend": args.backend,
         "runs": args.runs,
         "steps_per_run": STEPS,
+        "step_style": args.step_style,
         "concurrency": args.concurrency,
         "enqueue_s": enqueue_s,
         "process_s": process_s,
@@ -147,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--pool-size", type=int, default=None, help="PostgreSQL pool size")
+    parser.add_argument("--step-style", choices=STEP_STYLES, default="sync")
     args = parser.parse_args(argv)
     if args.case == "throughput":
         print(json.dumps(event_loop.run(throughput(args))), flush=True)

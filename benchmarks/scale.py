@@ -2,7 +2,14 @@
 
     .venv/bin/python -m benchmarks.scale --backend postgres|sqlite [--runs 1000000]
         [--postgres-url URL] [--repeat 5] [--bench-runs 2000] [--prune-batch 500]
-        [--prune-pause 0.1] [--keep]
+        [--prune-pause 0.1] [--keep] [--compare-runs 1000] [--compare-repeat 3]
+        [--claim-runs 9] [--big-table-only]
+
+Big tables first (``benchmarks/scale_claims.py``): the throughput workload
+(``--compare-runs`` runs, ``--compare-repeat`` times) on the empty tables and,
+on PostgreSQL, ``EXPLAIN ANALYZE`` of the claim in the scale namespace; then
+the same after the generation, with the median and the change against the
+empty tables. ``--big-table-only`` stops there.
 
 Generates a realistic namespace (``benchmarks/scale_data.py``: finished runs
 over 90 days with 4 step attempts and 2 tags each, 10,000 pending and 1,000
@@ -42,6 +49,7 @@ import psycopg
 from psycopg import sql
 
 from benchmarks.cases import open_backend
+from benchmarks.scale_claims import claim_costs, compare_lines, repeated_throughput
 from benchmarks.scale_data import REGIONS, Shape, generate_postgres, generate_sqlite
 from openworkflow import OpenWorkflow
 from openworkflow.core.backend import Backend
@@ -184,23 +192,45 @@ async def measure_prune_concurrent(
     return lines
 
 
-def _prepare_postgres(args: argparse.Namespace, schema: str, shape: Shape) -> float:
+def _migrate_postgres(args: argparse.Namespace, schema: str) -> None:
     async def migrate() -> None:
         backend = open_backend("postgres", args.postgres_url, NAMESPACE, schema)
         await backend.open()  # type: ignore[attr-defined]
         await backend.stop()
 
     asyncio.run(migrate())
+
+
+def _generate_postgres(args: argparse.Namespace, schema: str, shape: Shape) -> float:
     started = time.perf_counter()
     generate_postgres(args.postgres_url, schema, NAMESPACE, shape)
     return time.perf_counter() - started
 
 
 def _prepare_sqlite(path: str, shape: Shape) -> float:
-    asyncio.run(open_backend("sqlite", path, NAMESPACE, "").stop())
     started = time.perf_counter()
     generate_sqlite(path, NAMESPACE, shape)
     return time.perf_counter() - started
+
+
+def _with_and_without(
+    args: argparse.Namespace, url: str, schema: str, generate: Callable[[], float]
+) -> None:
+    """Throughput (and the PostgreSQL claim) on the empty tables, generate, then again."""
+    postgres = args.backend == "postgres"
+    empty = asyncio.run(repeated_throughput(args, url, schema))
+    claims = asyncio.run(claim_costs(url, schema, NAMESPACE, args.claim_runs)) if postgres else []
+    print(f"generated in {generate():.1f} s" + (f" (schema {schema})" if postgres else f" ({url})"))
+    big = asyncio.run(repeated_throughput(args, url, schema))
+    if postgres:
+        runs = args.claim_runs
+        print(f"\nclaim, EXPLAIN ANALYZE median (min-max) of {runs} rolled-back runs, ms")
+        print("empty namespace:")
+        print("\n".join(claims))
+        print(f"with the generated runs ({args.runs:,} finished, pending and parked as above):")
+        print("\n".join(asyncio.run(claim_costs(url, schema, NAMESPACE, runs))))
+    print()
+    print("\n".join(compare_lines(empty, big, args.compare_runs)))
 
 
 async def _measure(args: argparse.Namespace, url: str, schema: str) -> None:
@@ -238,6 +268,12 @@ def main() -> None:
         "--prune-pause", type=float, default=0.1, help="seconds between the paused pruner's batches"
     )
     parser.add_argument("--keep", action="store_true", help="keep the schema or file")
+    parser.add_argument("--compare-runs", type=int, default=1000)
+    parser.add_argument("--compare-repeat", type=int, default=3)
+    parser.add_argument("--claim-runs", type=int, default=9)
+    parser.add_argument(
+        "--big-table-only", action="store_true", help="skip the reads and the pruning"
+    )
     args = parser.parse_args()
     shape = Shape(runs=args.runs)
     print(
@@ -247,8 +283,11 @@ def main() -> None:
     if args.backend == "postgres":
         schema = f"ow_scale_{uuid.uuid4().hex[:8]}"
         try:
-            print(f"generated in {_prepare_postgres(args, schema, shape):.1f} s (schema {schema})")
-            asyncio.run(_measure(args, args.postgres_url, schema))
+            _migrate_postgres(args, schema)
+            url = args.postgres_url
+            _with_and_without(args, url, schema, lambda: _generate_postgres(args, schema, shape))
+            if not args.big_table_only:
+                asyncio.run(_measure(args, url, schema))
         finally:
             if not args.keep:
                 with psycopg.connect(args.postgres_url, autocommit=True) as connection:
@@ -258,8 +297,10 @@ def main() -> None:
     folder = tempfile.mkdtemp(prefix="ow-scale-")
     path = str(Path(folder) / "scale.db")
     try:
-        print(f"generated in {_prepare_sqlite(path, shape):.1f} s ({path})")
-        asyncio.run(_measure(args, path, ""))
+        asyncio.run(open_backend("sqlite", path, NAMESPACE, "").stop())
+        _with_and_without(args, path, "", lambda: _prepare_sqlite(path, shape))
+        if not args.big_table_only:
+            asyncio.run(_measure(args, path, ""))
     finally:
         if not args.keep:
             for suffix in ("", "-wal", "-shm"):

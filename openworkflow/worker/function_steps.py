@@ -60,6 +60,7 @@ from openworkflow.worker.failures import (
 )
 from openworkflow.worker.interrupts import RateLimited, StepRetry, engine_call
 from openworkflow.worker.metrics import STEP_TIMER, StepTimer
+from openworkflow.worker.step_threads import StepThreads
 
 logger = logging.getLogger("openworkflow.worker")
 
@@ -330,11 +331,14 @@ class FunctionSteps:
             # not hold one of the pool's, or its retry would wait behind it.
             result = await _in_own_thread(fn)
         else:
-            loop = asyncio.get_running_loop()
+            pool = self._context.thread_pool
             # A thread does not inherit context variables: hand it a copy of ours.
-            result = await loop.run_in_executor(
-                self._context.thread_pool, _run_sync, contextvars.copy_context(), fn
-            )
+            if isinstance(pool, StepThreads):
+                result = await pool.start(_run_sync, contextvars.copy_context(), fn)
+            else:
+                result = await asyncio.get_running_loop().run_in_executor(
+                    pool, _run_sync, contextvars.copy_context(), fn
+                )
         if inspect.isawaitable(result):
             return await result
         return result

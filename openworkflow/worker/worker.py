@@ -8,7 +8,6 @@ import functools
 import logging
 import uuid
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
@@ -45,6 +44,7 @@ from openworkflow.worker.metrics import resolve as resolve_metrics
 from openworkflow.worker.presence import WorkerPresence
 from openworkflow.worker.retention import RetentionPolicy, RetentionPruner
 from openworkflow.worker.scheduler import Scheduler
+from openworkflow.worker.step_threads import step_thread_pool
 from openworkflow.worker.unregistered import UnregisteredRuns
 
 logger = logging.getLogger("openworkflow.worker")
@@ -135,7 +135,7 @@ class Worker:
         ) / 1000
         self.shutdown_timeout_s = parse_duration_ms(shutdown_timeout) / 1000
         self._slots = [_Slot(str(uuid.uuid4())) for _ in range(concurrency)]
-        self._thread_pool = ThreadPoolExecutor(concurrency, thread_name_prefix=STEP_THREAD_PREFIX)
+        self._thread_pool = step_thread_pool(concurrency, STEP_THREAD_PREFIX)
         #: Where this worker reports its metrics (None: it does not).
         self.metrics = resolve_metrics(metrics)
         if self.metrics is not None:
