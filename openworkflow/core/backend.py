@@ -5,8 +5,9 @@ bound to one namespace; every method reads and writes only that namespace.
 Writes that advance a run or its steps are *fenced*: they take effect only
 while the run is ``running`` and owned by ``worker_id``, and raise
 :class:`~openworkflow.errors.WriteConflictError` (message ``Failed to ...``)
-when no such row exists. Decisions that are not SQL (retry, counts folding,
-cancel conflicts) live in :mod:`openworkflow.core` and are shared.
+when no such row exists (given a claim, :class:`ClaimFenced`, also once a
+newer claim has bumped the run's ``attempts``). Decisions that are not SQL
+(retry, counts folding, cancel conflicts) live in :mod:`openworkflow.core`.
 """
 
 from __future__ import annotations
@@ -108,7 +109,19 @@ class ExtendWorkflowRunLeaseParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SleepWorkflowRunParams:
+class ClaimFenced:
+    """Base of the fenced writes' params: they may carry the writer's claim.
+
+    ``claim_attempt`` is the run's ``attempts`` as that claim left it (every
+    claim bumps it): the write lands only while it is unchanged. None fences
+    on ``worker_id`` alone, as TypeScript workers' writes are.
+    """
+
+    claim_attempt: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SleepWorkflowRunParams(ClaimFenced):
     """Input of :meth:`Backend.sleep_workflow_run`."""
 
     workflow_run_id: str
@@ -121,19 +134,16 @@ class SleepWorkflowRunParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CompleteWorkflowRunParams:
+class CompleteWorkflowRunParams(ClaimFenced):
     """Input of :meth:`Backend.complete_workflow_run`."""
 
     workflow_run_id: str
     worker_id: str
     output: JsonValue
-    claim_attempt: int | None = None
-    """The run's ``attempts`` as the writer's claim left it: the write lands only while
-    that claim still holds the run (None: fenced on ``worker_id`` alone)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FailWorkflowRunParams:
+class FailWorkflowRunParams(ClaimFenced):
     """Input of :meth:`Backend.fail_workflow_run`.
 
     When ``attempts`` is None, both it and ``deadline_at`` are read from the row.
@@ -145,22 +155,16 @@ class FailWorkflowRunParams:
     retry_policy: ResolvedRetryPolicy
     attempts: int | None = None
     deadline_at: datetime | None = None
-    claim_attempt: int | None = None
-    """The run's ``attempts`` as the writer's claim left it: the write lands only while
-    that claim still holds the run (None: fenced on ``worker_id`` alone)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RescheduleWorkflowRunAfterFailedStepAttemptParams:
+class RescheduleWorkflowRunAfterFailedStepAttemptParams(ClaimFenced):
     """Input of :meth:`Backend.reschedule_workflow_run_after_failed_step_attempt`."""
 
     workflow_run_id: str
     worker_id: str
     error: JsonValue
     available_at: datetime
-    claim_attempt: int | None = None
-    """The run's ``attempts`` as the writer's claim left it: the write lands only while
-    that claim still holds the run (None: fenced on ``worker_id`` alone)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,7 +182,7 @@ class RetryWorkflowRunParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CreateStepAttemptParams:
+class CreateStepAttemptParams(ClaimFenced):
     """Input of :meth:`Backend.create_step_attempt`."""
 
     workflow_run_id: str
@@ -187,13 +191,10 @@ class CreateStepAttemptParams:
     kind: str
     config: JsonValue = field(default_factory=dict)
     context: JsonValue = None
-    claim_attempt: int | None = None
-    """The run's ``attempts`` as the writer's claim left it: the write lands only while
-    that claim still holds the run (None: fenced on ``worker_id`` alone)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CreateCompletedStepAttemptParams:
+class CreateCompletedStepAttemptParams(ClaimFenced):
     """Input of :meth:`Backend.create_completed_step_attempt`."""
 
     workflow_run_id: str
@@ -203,9 +204,6 @@ class CreateCompletedStepAttemptParams:
     output: JsonValue
     config: JsonValue = field(default_factory=dict)
     context: JsonValue = None
-    claim_attempt: int | None = None
-    """The run's ``attempts`` as the writer's claim left it: the write lands only while
-    that claim still holds the run (None: fenced on ``worker_id`` alone)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -226,33 +224,27 @@ class ListStepAttemptsParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CompleteStepAttemptParams:
+class CompleteStepAttemptParams(ClaimFenced):
     """Input of :meth:`Backend.complete_step_attempt`."""
 
     workflow_run_id: str
     step_attempt_id: str
     worker_id: str
     output: JsonValue
-    claim_attempt: int | None = None
-    """The run's ``attempts`` as the writer's claim left it: the write lands only while
-    that claim still holds the run (None: fenced on ``worker_id`` alone)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FailStepAttemptParams:
+class FailStepAttemptParams(ClaimFenced):
     """Input of :meth:`Backend.fail_step_attempt`."""
 
     workflow_run_id: str
     step_attempt_id: str
     worker_id: str
     error: JsonValue
-    claim_attempt: int | None = None
-    """The run's ``attempts`` as the writer's claim left it: the write lands only while
-    that claim still holds the run (None: fenced on ``worker_id`` alone)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SetStepAttemptChildWorkflowRunParams:
+class SetStepAttemptChildWorkflowRunParams(ClaimFenced):
     """Input of :meth:`Backend.set_step_attempt_child_workflow_run`."""
 
     workflow_run_id: str
@@ -260,9 +252,6 @@ class SetStepAttemptChildWorkflowRunParams:
     worker_id: str
     child_workflow_run_namespace_id: str
     child_workflow_run_id: str
-    claim_attempt: int | None = None
-    """The run's ``attempts`` as the writer's claim left it: the write lands only while
-    that claim still holds the run (None: fenced on ``worker_id`` alone)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

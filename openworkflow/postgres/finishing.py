@@ -3,6 +3,12 @@
 Every terminal transition closes the run's running step attempts and wakes a
 parent waiting on it, in the transaction that finishes the run. Completions
 of runs without a parent are group-committed: one statement for a batch.
+
+Writes given a ``claim_attempt`` are fenced on it too (see
+:data:`~openworkflow.postgres.step_queries.CLAIM_HELD`): inside the batch
+statement for group-committed completions; otherwise the run row is checked
+and locked first, in the write's transaction (an extra statement, on the
+rarer paths: a child's completion, a failure, a reschedule).
 """
 
 from __future__ import annotations
@@ -28,9 +34,15 @@ from openworkflow.core.workflow_run import (
     resolve_cancel_conflict,
     resolve_retry_conflict,
 )
+from openworkflow.errors import WriteConflictError
 from openworkflow.group_commit import GroupCommit
 from openworkflow.postgres.base import Connection, jsonb, load_time, to_run
+from openworkflow.postgres.counts import rendered
 from openworkflow.postgres.runs import PostgresRuns
+from openworkflow.postgres.step_queries import (
+    COMPLETE_CLAIMED_RUNS_WITHOUT_PARENT,
+    LOCK_CLAIMED_RUN,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +53,7 @@ class Completion:
     run_id: str
     worker_id: str
     output: Jsonb | None
+    claim_attempt: int | None
 
 
 class PostgresFinishing(PostgresRuns):
@@ -61,6 +74,7 @@ class PostgresFinishing(PostgresRuns):
                 run_id=params.workflow_run_id,
                 worker_id=params.worker_id,
                 output=jsonb(params.output),
+                claim_attempt=params.claim_attempt,
             )
         )
         return completed or await self._complete_workflow_run_alone(params)
@@ -69,21 +83,43 @@ class PostgresFinishing(PostgresRuns):
         self, items: Sequence[Completion]
     ) -> list[WorkflowRun | BaseException | None]:
         rows = await self._fetchall(
-            self._q.complete_workflow_runs_without_parent,
+            self._claim_sql(COMPLETE_CLAIMED_RUNS_WITHOUT_PARENT),
             self._params(
                 namespace_ids=[item.namespace_id for item in items],
                 run_ids=[item.run_id for item in items],
                 worker_ids=[item.worker_id for item in items],
                 outputs=[item.output for item in items],
+                claim_attempts=[item.claim_attempt for item in items],
                 closed_error=jsonb(closed_step_attempt_error("completed")),
             ),
         )
         completed = {(run.namespace_id, run.id): run for run in map(to_run, rows)}
         return [completed.get((item.namespace_id, item.run_id)) for item in items]
 
+    def _claim_sql(self, template: str) -> bytes:
+        """A claim-fence statement rendered for this backend's schema."""
+        return rendered(template, self._q.schema)
+
+    async def _check_claim(
+        self, connection: Connection, run_id: str, worker_id: str, claim_attempt: int | None
+    ) -> None:
+        """In the caller's transaction: refuse unless ``claim_attempt`` still holds the run.
+
+        Locks the run until the transaction ends. Nothing to check without a claim.
+        """
+        if claim_attempt is None:
+            return
+        values = self._owned(run_id, worker_id, claim_attempt=claim_attempt)
+        cursor = await connection.execute(self._claim_sql(LOCK_CLAIMED_RUN), values)
+        if await cursor.fetchone() is None:
+            raise WriteConflictError(f"workflow run {run_id} is no longer held by this claim")
+
     async def _complete_workflow_run_alone(self, params: CompleteWorkflowRunParams) -> WorkflowRun:
         values = self._owned(params.workflow_run_id, params.worker_id, output=jsonb(params.output))
         async with self._connection() as connection, connection.transaction():
+            await self._check_claim(
+                connection, params.workflow_run_id, params.worker_id, params.claim_attempt
+            )
             row = require(
                 await self._one(connection, self._q.complete_workflow_run, values),
                 "mark workflow run completed",
@@ -97,6 +133,9 @@ class PostgresFinishing(PostgresRuns):
         """Fenced: apply the retry decision at database time; failing for good wakes the parent."""
         values = self._owned(params.workflow_run_id, params.worker_id)
         async with self._connection() as connection, connection.transaction():
+            await self._check_claim(
+                connection, params.workflow_run_id, params.worker_id, params.claim_attempt
+            )
             current = require(
                 await self._one(connection, self._q.select_owned_run_for_failure, values),
                 "mark workflow run failed",
@@ -129,15 +168,20 @@ class PostgresFinishing(PostgresRuns):
         self, params: RescheduleWorkflowRunAfterFailedStepAttemptParams
     ) -> WorkflowRun:
         """Fenced: send the run back to pending until ``available_at``."""
-        row = await self._fetchone(
-            self._q.reschedule_after_failed_step,
-            self._owned(
-                params.workflow_run_id,
-                params.worker_id,
-                available_at=params.available_at,
-                error=jsonb(params.error),
-            ),
+        values = self._owned(
+            params.workflow_run_id,
+            params.worker_id,
+            available_at=params.available_at,
+            error=jsonb(params.error),
         )
+        if params.claim_attempt is None:
+            row = await self._fetchone(self._q.reschedule_after_failed_step, values)
+        else:
+            async with self._connection() as connection, connection.transaction():
+                await self._check_claim(
+                    connection, params.workflow_run_id, params.worker_id, params.claim_attempt
+                )
+                row = await self._one(connection, self._q.reschedule_after_failed_step, values)
         return to_run(require(row, "reschedule workflow run after failed step attempt"))
 
     async def cancel_workflow_run(self, params: CancelWorkflowRunParams) -> WorkflowRun:

@@ -103,6 +103,7 @@ SET "status" = 'running', "available_at" = %(available_at)s, "worker_id" = NULL,
 WHERE "namespace_id" = %(ns)s AND "id" = %(run_id)s
   AND "status" NOT IN ('succeeded', 'completed', 'failed', 'canceled')
   AND "worker_id" = %(worker_id)s
+  AND (%(claim_attempt)s::integer IS NULL OR "attempts" = %(claim_attempt)s::integer)
 RETURNING *, CASE WHEN "available_at" <= NOW() THEN {NOTIFY_WORK} ELSE {NOTIFY_DUE_LATER} END"""
 
 # Run after parking, as its own statement (a fresh snapshot): if a wait was

@@ -262,6 +262,7 @@ class PostgresRuns(PostgresRunBatches):
             params.workflow_run_id,
             params.worker_id,
             available_at=params.available_at,
+            claim_attempt=params.claim_attempt,
             step_ids=list(params.abandoned_step_attempt_ids),
         )
         async with self._connection() as connection:

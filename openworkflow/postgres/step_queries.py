@@ -5,11 +5,77 @@ Rendered for a schema with the others by :class:`openworkflow.postgres.queries.Q
 
 from __future__ import annotations
 
-from openworkflow.postgres.sql_fragments import OWNED_RUN_LOCKED, STEP_BY_ID
+from openworkflow.postgres.sql_fragments import (
+    NOTIFY_FINISHED,
+    RUN_OWNED,
+    STEP_BY_ID,
+)
+
+# The claim fence, beside the worker id: the run's attempts as the writer's
+# claim left it. Every claim bumps attempts, so a write a pass queued before
+# its lease was lost is refused even when the same worker id claimed the run
+# again (the worker id alone cannot tell the two passes apart). NULL fences on
+# the worker id alone, as TypeScript workers (and older callers) do.
+CLAIM_HELD = '(%(claim_attempt)s::integer IS NULL OR "attempts" = %(claim_attempt)s::integer)'
+
+CLAIMED_RUN_LOCKED = f"""
+WITH owned_workflow_run AS (
+  SELECT 1 FROM {{schema}}."workflow_runs"
+  WHERE {RUN_OWNED} AND {CLAIM_HELD}
+  FOR NO KEY UPDATE
+)"""
+
+# Taken first in the transaction of a fenced run write whose own statement
+# (in queries.py) fences on the worker id alone: it checks the claim and holds
+# the row until the write commits.
+LOCK_CLAIMED_RUN = f"""
+SELECT 1 FROM {{schema}}."workflow_runs"
+WHERE {RUN_OWNED} AND {CLAIM_HELD}
+FOR NO KEY UPDATE"""
+
+# Group commit of completions, each under its own fence (worker id and claim):
+# the runs without a parent, completed in one statement. A run with a parent
+# (or one not held) is left alone here; the caller completes it alone, which
+# wakes the parent in the same transaction, or reports the conflict. (The
+# claim-less ``complete_workflow_runs_without_parent`` of queries.py, plus the claim.)
+COMPLETE_CLAIMED_RUNS_WITHOUT_PARENT = f"""
+WITH item AS (
+  SELECT * FROM unnest(
+    %(namespace_ids)s::text[], %(run_ids)s::text[], %(worker_ids)s::text[], %(outputs)s::jsonb[],
+    %(claim_attempts)s::integer[]
+  ) AS i("namespace_id", "run_id", "worker_id", "output", "claim_attempt")
+),
+owned AS (
+  SELECT wr."namespace_id" AS "owned_namespace_id", wr."id" AS "owned_id",
+         item."output" AS "new_output"
+  FROM item
+  JOIN {{schema}}."workflow_runs" wr
+    ON wr."namespace_id" = item."namespace_id" AND wr."id" = item."run_id"
+   AND wr."status" = 'running' AND wr."worker_id" = item."worker_id"
+   AND (item."claim_attempt" IS NULL OR wr."attempts" = item."claim_attempt")
+   AND wr."parent_step_attempt_id" IS NULL
+  ORDER BY wr."namespace_id", wr."id"
+  FOR NO KEY UPDATE OF wr
+),
+-- In the same statement: a completed run keeps no attempt running.
+closed_attempts AS (
+  UPDATE {{schema}}."step_attempts" sa
+  SET "status" = 'failed', "error" = %(closed_error)s, "finished_at" = NOW(),
+      "updated_at" = NOW()
+  FROM owned
+  WHERE sa."namespace_id" = owned."owned_namespace_id" AND sa."workflow_run_id" = owned."owned_id"
+    AND sa."status" = 'running'
+)
+UPDATE {{schema}}."workflow_runs"
+SET "status" = 'completed', "output" = owned."new_output", "error" = NULL,
+    "available_at" = NULL, "finished_at" = NOW(), "updated_at" = NOW()
+FROM owned
+WHERE "namespace_id" = owned."owned_namespace_id" AND "id" = owned."owned_id"
+RETURNING {{schema}}."workflow_runs".*, {NOTIFY_FINISHED}"""
 
 # Group commit: the step attempts of many executions in one statement. Each
-# item carries its own fence (namespace, run, worker); an item whose run is
-# not owned by its worker is simply not inserted, and its caller is told.
+# item carries its own fence (namespace, run, worker, claim); an item whose run
+# is not held by its worker's claim is simply not inserted, and its caller is told.
 # Runs are locked in id order so two batches never wait on each other in a
 # cycle. Ids come from the caller, so results map back to items by id.
 INSERT_STEP_ATTEMPTS = """
@@ -17,15 +83,16 @@ WITH item AS (
   SELECT * FROM unnest(
     %(namespace_ids)s::text[], %(ids)s::text[], %(run_ids)s::text[], %(worker_ids)s::text[],
     %(step_names)s::text[], %(kinds)s::text[], %(statuses)s::text[], %(configs)s::jsonb[],
-    %(contexts)s::jsonb[], %(outputs)s::jsonb[]
+    %(contexts)s::jsonb[], %(outputs)s::jsonb[], %(claim_attempts)s::integer[]
   ) AS i("namespace_id", "id", "run_id", "worker_id", "step_name", "kind", "status", "config",
-         "context", "output")
+         "context", "output", "claim_attempt")
 ),
 owned AS (
   SELECT item.* FROM item
   JOIN {schema}."workflow_runs" wr
     ON wr."namespace_id" = item."namespace_id" AND wr."id" = item."run_id"
    AND wr."status" = 'running' AND wr."worker_id" = item."worker_id"
+   AND (item."claim_attempt" IS NULL OR wr."attempts" = item."claim_attempt")
   ORDER BY wr."namespace_id", wr."id"
   FOR NO KEY UPDATE OF wr
 )
@@ -42,7 +109,7 @@ RETURNING *"""
 # A pass handing its run back deletes the function attempts it abandoned
 # (fenced: only while it still owns the run; only attempts still running).
 DELETE_ABANDONED_STEP_ATTEMPTS = f"""
-{OWNED_RUN_LOCKED}
+{CLAIMED_RUN_LOCKED}
 DELETE FROM {{schema}}."step_attempts" sa
 USING owned_workflow_run
 WHERE sa."namespace_id" = %(ns)s AND sa."workflow_run_id" = %(run_id)s
@@ -52,7 +119,7 @@ SELECT_STEP_ATTEMPT = """
 SELECT * FROM {schema}."step_attempts" WHERE "namespace_id" = %(ns)s AND "id" = %(step_id)s"""
 
 SET_STEP_CHILD = f"""
-{OWNED_RUN_LOCKED}
+{CLAIMED_RUN_LOCKED}
 UPDATE {{schema}}."step_attempts" sa
 SET "child_workflow_run_namespace_id" = %(child_ns)s, "child_workflow_run_id" = %(child_id)s,
     "updated_at" = NOW()
@@ -63,7 +130,7 @@ RETURNING sa.*"""
 # Completing twice keeps the first output (an acknowledgement lost after the
 # commit is retried).
 COMPLETE_STEP_ATTEMPT = f"""
-{OWNED_RUN_LOCKED}
+{CLAIMED_RUN_LOCKED}
 UPDATE {{schema}}."step_attempts" sa
 SET "status" = 'completed',
     "output" = CASE WHEN sa."status" = 'running' THEN %(output)s ELSE sa."output" END,
@@ -75,7 +142,7 @@ WHERE sa."status" IN ('running', 'completed') AND {STEP_BY_ID}
 RETURNING sa.*"""
 
 FAIL_STEP_ATTEMPT = f"""
-{OWNED_RUN_LOCKED}
+{CLAIMED_RUN_LOCKED}
 UPDATE {{schema}}."step_attempts" sa
 SET "status" = 'failed',
     "output" = NULL,

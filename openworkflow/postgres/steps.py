@@ -44,6 +44,7 @@ class StepInsert:
     config: Jsonb | None
     context: Jsonb | None
     output: Jsonb | None
+    claim_attempt: int | None
 
 
 class PostgresSteps(PostgresFinishing):
@@ -80,13 +81,17 @@ class PostgresSteps(PostgresFinishing):
                 config=jsonb(params.config if params.config is not None else {}),
                 context=jsonb(params.context),
                 output=output,
+                claim_attempt=params.claim_attempt,
             )
         )
 
     async def _write_step_inserts(
         self, items: Sequence[StepInsert]
     ) -> list[StepAttempt | BaseException]:
-        """Write a batch of step attempts in one statement; a refused item fails alone."""
+        """Write a batch of step attempts in one statement; a refused item fails alone.
+
+        Each item is fenced on its run, worker id and (when given) claim.
+        """
         rows = await self._fetchall(
             self._q.insert_step_attempts,
             {
@@ -100,6 +105,7 @@ class PostgresSteps(PostgresFinishing):
                 "configs": [item.config for item in items],
                 "contexts": [item.context for item in items],
                 "outputs": [item.output for item in items],
+                "claim_attempts": [item.claim_attempt for item in items],
             },
         )
         inserted = {attempt.id: attempt for attempt in map(to_step, rows)}
@@ -139,6 +145,7 @@ class PostgresSteps(PostgresFinishing):
                 params.worker_id,
                 step_id=params.step_attempt_id,
                 output=jsonb(params.output),
+                claim_attempt=params.claim_attempt,
             ),
         )
         return to_step(require(row, "mark step attempt completed"))
@@ -152,6 +159,7 @@ class PostgresSteps(PostgresFinishing):
                 params.worker_id,
                 step_id=params.step_attempt_id,
                 error=jsonb(params.error),
+                claim_attempt=params.claim_attempt,
             ),
         )
         return to_step(require(row, "mark step attempt failed"))
@@ -168,6 +176,7 @@ class PostgresSteps(PostgresFinishing):
                 step_id=params.step_attempt_id,
                 child_ns=params.child_workflow_run_namespace_id,
                 child_id=params.child_workflow_run_id,
+                claim_attempt=params.claim_attempt,
             ),
         )
         return to_step(require(row, "set step attempt child workflow run"))

@@ -9,9 +9,9 @@ transaction.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from openworkflow.backend_common import decide_conflict, require
 from openworkflow.core import clock
@@ -35,6 +35,7 @@ from openworkflow.errors import WriteConflictError
 from openworkflow.group_commit import GroupCommit
 from openworkflow.sqlite import queries as q
 from openworkflow.sqlite.base import (
+    Params,
     close_open_step_attempts,
     iso,
     iso_or_none,
@@ -43,6 +44,39 @@ from openworkflow.sqlite.base import (
 )
 from openworkflow.sqlite.connection import transaction, write_each
 from openworkflow.sqlite.runs import SqliteRuns
+
+T = TypeVar("T")
+
+
+# The claim fence (:data:`queries.CLAIM_HELD`) for the writes that end a run,
+# whose statements fence on the worker id alone (step writes carry it in their
+# statement): checked first inside the write's transaction (BEGIN IMMEDIATE
+# holds the database's write lock, so no claim can slip in between).
+_CLAIM_HELD = f"""
+SELECT 1 FROM "workflow_runs" WHERE {q.RUN_OWNED} AND "attempts" = :claim_attempt"""
+
+
+def check_claim(c: sqlite3.Connection, values: Params) -> None:
+    """Refuse the write unless its claim still holds the run (no claim: nothing to check).
+
+    Call inside the write's transaction; ``values`` holds the fence's names.
+    """
+    if values.get("claim_attempt") is None:
+        return
+    if c.execute(_CLAIM_HELD, values).fetchone() is None:
+        raise WriteConflictError(f"workflow run {values['run_id']} is no longer held by this claim")
+
+
+def fenced_write(c: sqlite3.Connection, values: Params, write: Callable[[], T]) -> T:
+    """Run one write statement under ``values``' fence: with a claim, in a transaction."""
+    if values.get("claim_attempt") is None:
+        return write()  # the statement's own fence on the worker id suffices
+
+    def body() -> T:
+        check_claim(c, values)
+        return write()
+
+    return transaction(c, body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +100,7 @@ class SqliteFinishing(SqliteRuns):
             params.worker_id,
             output=ow_json.dumps_or_none(params.output),
             now=now,
+            claim_attempt=params.claim_attempt,
         )
         run = await self._completions.submit(Completion(values, now))
         self._notify_finished(run)
@@ -77,6 +112,7 @@ class SqliteFinishing(SqliteRuns):
         """Group commit: the completions of concurrent executions in one transaction."""
 
         def complete(c: sqlite3.Connection, item: Completion) -> WorkflowRun:
+            check_claim(c, item.values)
             row = require(
                 c.execute(q.COMPLETE_WORKFLOW_RUN, item.values).fetchone(),
                 "mark workflow run completed",
@@ -120,10 +156,12 @@ class SqliteFinishing(SqliteRuns):
             finished_at=iso_or_none(update.finished_at),
             error=ow_json.dumps_or_none(update.error),
             now=now,
+            claim_attempt=params.claim_attempt,
         )
 
         def fail(c: sqlite3.Connection) -> WorkflowRun:
             def body() -> WorkflowRun:
+                check_claim(c, values)
                 row = require(
                     c.execute(q.FAIL_WORKFLOW_RUN, values).fetchone(), "mark workflow run failed"
                 )
@@ -150,9 +188,12 @@ class SqliteFinishing(SqliteRuns):
             available_at=iso(params.available_at),
             error=ow_json.dumps_or_none(params.error),
             now=iso(clock.now()),
+            claim_attempt=params.claim_attempt,
         )
         row = await self._run(
-            lambda c: c.execute(q.RESCHEDULE_AFTER_FAILED_STEP, values).fetchone()
+            lambda c: fenced_write(
+                c, values, lambda: c.execute(q.RESCHEDULE_AFTER_FAILED_STEP, values).fetchone()
+            )
         )
         return to_run(require(row, "reschedule workflow run after failed step attempt"))
 

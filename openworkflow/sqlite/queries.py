@@ -13,22 +13,28 @@ from openworkflow.sqlite.admission import HAS_ROOM
 RUN_OWNED = """
   "namespace_id" = :ns AND "id" = :run_id AND "status" = 'running' AND "worker_id" = :worker_id"""
 
+# The claim fence, beside the worker id: the run's attempts as the writer's
+# claim left it (NULL: the worker id alone, as TypeScript workers write). Every
+# claim bumps attempts, so a write queued by a pass that lost its lease is
+# refused even once the same worker id has claimed the run again.
+CLAIM_HELD = '(:claim_attempt IS NULL OR "attempts" = :claim_attempt)'
+
 # A pass handing its run back deletes one function attempt it abandoned
 # (fenced: only while it still owns the run; only if still running).
 DELETE_ABANDONED_STEP_ATTEMPT = f"""
 DELETE FROM "step_attempts"
 WHERE "namespace_id" = :ns AND "workflow_run_id" = :run_id AND "id" = :step_id
   AND "status" = 'running' AND "kind" = 'function'
-  AND EXISTS (SELECT 1 FROM "workflow_runs" WHERE {RUN_OWNED})"""
+  AND EXISTS (SELECT 1 FROM "workflow_runs" WHERE {RUN_OWNED} AND {CLAIM_HELD})"""
 
-# A step attempt whose run is running and owned: binds ns, run_id, step_id
-# and worker_id.
-STEP_OWNED = """
+# A step attempt whose run is running and held by the claim: binds ns, run_id,
+# step_id, worker_id and claim_attempt.
+STEP_OWNED = f"""
   "namespace_id" = :ns AND "workflow_run_id" = :run_id AND "id" = :step_id
   AND EXISTS (
     SELECT 1 FROM "workflow_runs" wr
     WHERE wr."namespace_id" = :ns AND wr."id" = :run_id AND wr."status" = 'running'
-      AND wr."worker_id" = :worker_id
+      AND wr."worker_id" = :worker_id AND {CLAIM_HELD}
   )"""
 
 MIGRATIONS_TABLE_EXISTS = """
@@ -205,7 +211,7 @@ RETURNING *"""
 # Parking: if a wait already has its answer (terminal child, delivered
 # signal, a message to the run), the run becomes available now so the wake-up
 # cannot be missed.
-SLEEP_WORKFLOW_RUN = """
+SLEEP_WORKFLOW_RUN = f"""
 UPDATE "workflow_runs"
 SET
   "status" = 'running',
@@ -246,7 +252,7 @@ SET
   "updated_at" = :now
 WHERE "namespace_id" = :ns AND "id" = :run_id
   AND "status" NOT IN ('succeeded', 'completed', 'failed', 'canceled')
-  AND "worker_id" = :worker_id
+  AND "worker_id" = :worker_id AND {CLAIM_HELD}
 RETURNING *"""
 
 COMPLETE_WORKFLOW_RUN = f"""
@@ -331,7 +337,7 @@ INSERT INTO "step_attempts" (
 )
 SELECT :ns, :id, :run_id, :step_name, :kind, 'running', :config, :context, :now, :now, :now
 FROM "workflow_runs"
-WHERE {RUN_OWNED}
+WHERE {RUN_OWNED} AND {CLAIM_HELD}
 RETURNING *"""
 
 INSERT_COMPLETED_STEP_ATTEMPT = f"""
@@ -342,7 +348,7 @@ INSERT INTO "step_attempts" (
 SELECT :ns, :id, :run_id, :step_name, :kind, 'completed', :config, :context, :output,
   :now, :now, :now, :now
 FROM "workflow_runs"
-WHERE {RUN_OWNED}
+WHERE {RUN_OWNED} AND {CLAIM_HELD}
 RETURNING *"""
 
 SELECT_STEP_ATTEMPT = """

@@ -173,6 +173,7 @@ class SqliteRuns(SqliteRunBatches):
             params.workflow_run_id,
             params.worker_id,
             resume_at=iso(params.available_at),
+            claim_attempt=params.claim_attempt,
             now=iso(clock.now()),
         )
         abandoned = [

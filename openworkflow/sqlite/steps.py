@@ -75,7 +75,7 @@ class SqliteSteps(SqliteFinishing):
     def _new_step_values(
         self, params: CreateStepAttemptParams | CreateCompletedStepAttemptParams
     ) -> Params:
-        """The owner fence and the id, name, kind, config and context of a new step attempt."""
+        """The owner and claim fences, and the id, name, kind, config and context of an attempt."""
         return self._owned(
             params.workflow_run_id,
             params.worker_id,
@@ -85,6 +85,7 @@ class SqliteSteps(SqliteFinishing):
             config=ow_json.dumps(params.config if params.config is not None else {}),
             context=ow_json.dumps_or_none(params.context),
             now=iso(clock.now()),
+            claim_attempt=params.claim_attempt,
         )
 
     async def get_step_attempt(self, params: GetStepAttemptParams) -> StepAttempt | None:
@@ -114,6 +115,7 @@ class SqliteSteps(SqliteFinishing):
             step_id=params.step_attempt_id,
             output=ow_json.dumps_or_none(params.output),
             now=iso(clock.now()),
+            claim_attempt=params.claim_attempt,
         )
         row = await self._run(lambda c: c.execute(q.COMPLETE_STEP_ATTEMPT, values).fetchone())
         return to_step(require(row, "mark step attempt completed"))
@@ -126,6 +128,7 @@ class SqliteSteps(SqliteFinishing):
             step_id=params.step_attempt_id,
             error=ow_json.dumps_or_none(params.error),
             now=iso(clock.now()),
+            claim_attempt=params.claim_attempt,
         )
         row = await self._run(lambda c: c.execute(q.FAIL_STEP_ATTEMPT, values).fetchone())
         return to_step(require(row, "mark step attempt failed"))
@@ -141,6 +144,7 @@ class SqliteSteps(SqliteFinishing):
             child_ns=params.child_workflow_run_namespace_id,
             child_id=params.child_workflow_run_id,
             now=iso(clock.now()),
+            claim_attempt=params.claim_attempt,
         )
         row = await self._run(lambda c: c.execute(q.SET_STEP_CHILD, values).fetchone())
         return to_step(require(row, "set step attempt child workflow run"))

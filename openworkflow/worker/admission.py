@@ -143,5 +143,6 @@ async def _fail(backend: Backend, worker_id: str, run: WorkflowRun, message: str
             retry_policy=DEFAULT_WORKFLOW_RETRY_POLICY,
             attempts=run.attempts,
             deadline_at=run.deadline_at,
+            claim_attempt=run.attempts,
         )
     )

@@ -34,7 +34,12 @@ T = TypeVar("T")
 
 
 class AttemptRecorder:
-    """Writes the step attempts of one pass (fenced on the lease) and keeps its books."""
+    """Writes the step attempts of one pass (fenced on its claim) and keeps its books.
+
+    Every write carries the run's ``attempts`` as this pass's claim left it, so
+    a write still queued when the lease was lost never lands, even once the
+    same worker id has claimed the run again (each claim bumps ``attempts``).
+    """
 
     def __init__(
         self,
@@ -66,6 +71,7 @@ class AttemptRecorder:
                 CreateStepAttemptParams(
                     workflow_run_id=self._run.id,
                     worker_id=self._context.worker_id,
+                    claim_attempt=self._run.attempts,
                     step_name=step_name,
                     kind=kind,
                     config={},
@@ -85,6 +91,7 @@ class AttemptRecorder:
                 CreateCompletedStepAttemptParams(
                     workflow_run_id=self._run.id,
                     worker_id=self._context.worker_id,
+                    claim_attempt=self._run.attempts,
                     step_name=step_name,
                     kind=StepKind.FUNCTION,
                     output=output,
@@ -103,6 +110,7 @@ class AttemptRecorder:
                     workflow_run_id=self._run.id,
                     step_attempt_id=attempt.id,
                     worker_id=self._context.worker_id,
+                    claim_attempt=self._run.attempts,
                     output=output,
                 )
             )
@@ -128,6 +136,7 @@ class AttemptRecorder:
                     workflow_run_id=self._run.id,
                     step_attempt_id=attempt.id,
                     worker_id=self._context.worker_id,
+                    claim_attempt=self._run.attempts,
                     error=serialize_error(error) if stored is None else stored,
                 )
             )

@@ -171,6 +171,7 @@ class WorkflowExecution:
                     workflow_run_id=self.run.id,
                     step_attempt_id=attempt.id,
                     worker_id=self.context.worker_id,
+                    claim_attempt=self.run.attempts,
                     output=None,
                 )
             )
@@ -182,6 +183,7 @@ class WorkflowExecution:
     async def _write(self, outcome: PassOutcome) -> None:
         """Make the write ``outcome`` needs: one fenced transition, or none."""
         backend, run_id, worker_id = self.context.backend, self.run.id, self.context.worker_id
+        claim = self.run.attempts  # the claim fence: refused once a newer claim holds the run
         self.outcome = outcome
         match outcome:
             case Dropped(reason):
@@ -192,7 +194,10 @@ class WorkflowExecution:
                 await self._transition(
                     backend.complete_workflow_run(
                         CompleteWorkflowRunParams(
-                            workflow_run_id=run_id, worker_id=worker_id, output=output
+                            workflow_run_id=run_id,
+                            worker_id=worker_id,
+                            claim_attempt=claim,
+                            output=output,
                         )
                     )
                 )
@@ -202,7 +207,10 @@ class WorkflowExecution:
                 await self._transition(
                     backend.sleep_workflow_run(
                         SleepWorkflowRunParams(
-                            workflow_run_id=run_id, worker_id=worker_id, available_at=until
+                            workflow_run_id=run_id,
+                            worker_id=worker_id,
+                            claim_attempt=claim,
+                            available_at=until,
                         )
                     )
                 )
@@ -212,6 +220,7 @@ class WorkflowExecution:
                         RescheduleWorkflowRunAfterFailedStepAttemptParams(
                             workflow_run_id=run_id,
                             worker_id=worker_id,
+                            claim_attempt=claim,
                             error=error,
                             available_at=available_at,
                         )
@@ -223,6 +232,7 @@ class WorkflowExecution:
                         FailWorkflowRunParams(
                             workflow_run_id=run_id,
                             worker_id=worker_id,
+                            claim_attempt=claim,
                             error=error,
                             retry_policy=policy,
                             attempts=self.run.attempts,
@@ -258,7 +268,9 @@ class WorkflowExecution:
             )
         )
         return await backend.complete_workflow_run(
-            CompleteWorkflowRunParams(workflow_run_id=run.id, worker_id=worker_id, output=None)
+            CompleteWorkflowRunParams(
+                workflow_run_id=run.id, worker_id=worker_id, claim_attempt=run.attempts, output=None
+            )
         )
 
     async def _transition(self, write: Awaitable[WorkflowRun]) -> None:
@@ -273,7 +285,8 @@ class WorkflowExecution:
             if (
                 current is None
                 or current.status != WorkflowRunStatus.RUNNING
-                or (current.worker_id != self.context.worker_id)
+                or current.worker_id != self.context.worker_id
+                or current.attempts != self.run.attempts  # the same worker id claimed it again
             ):
                 logger.debug(
                     "run %s moved on (canceled or reclaimed); dropping the transition", self.run.id

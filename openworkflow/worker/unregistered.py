@@ -33,6 +33,7 @@ class UnregisteredRuns:
                 retry_policy=MISSING_DEFINITION_RETRY_POLICY,
                 attempts=run.attempts,
                 deadline_at=run.deadline_at,
+                claim_attempt=run.attempts,
             )
         )
 

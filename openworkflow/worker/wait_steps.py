@@ -262,6 +262,7 @@ class WaitSteps:
                     workflow_run_id=self._run.id,
                     step_attempt_id=attempt.id,
                     worker_id=self._context.worker_id,
+                    claim_attempt=self._run.attempts,
                     child_workflow_run_namespace_id=child.namespace_id,
                     child_workflow_run_id=child.id,
                 )

@@ -406,6 +406,7 @@ class Worker:
             SleepWorkflowRunParams(
                 workflow_run_id=run.id,
                 worker_id=worker_id,
+                claim_attempt=run.attempts,
                 available_at=clock.now() - timedelta(milliseconds=1),
                 abandoned_step_attempt_ids=abandoned,
             )
