@@ -151,43 +151,6 @@ SET "status" = 'completed', "output" = %(output)s, "error" = NULL,
 WHERE {RUN_OWNED}
 RETURNING *, {NOTIFY_FINISHED}"""
 
-# Group commit of completions: the runs without a parent, completed in one
-# statement, each under its own fence. A run with a parent (or one not owned)
-# is left alone here; the caller completes it with COMPLETE_WORKFLOW_RUN,
-# which wakes the parent in the same transaction, or reports the conflict.
-COMPLETE_WORKFLOW_RUNS_WITHOUT_PARENT = f"""
-WITH item AS (
-  SELECT * FROM unnest(
-    %(namespace_ids)s::text[], %(run_ids)s::text[], %(worker_ids)s::text[], %(outputs)s::jsonb[]
-  ) AS i("namespace_id", "run_id", "worker_id", "output")
-),
-owned AS (
-  SELECT wr."namespace_id" AS "owned_namespace_id", wr."id" AS "owned_id",
-         item."output" AS "new_output"
-  FROM item
-  JOIN {{schema}}."workflow_runs" wr
-    ON wr."namespace_id" = item."namespace_id" AND wr."id" = item."run_id"
-   AND wr."status" = 'running' AND wr."worker_id" = item."worker_id"
-   AND wr."parent_step_attempt_id" IS NULL
-  ORDER BY wr."namespace_id", wr."id"
-  FOR NO KEY UPDATE OF wr
-),
--- In the same statement: a completed run keeps no attempt running.
-closed_attempts AS (
-  UPDATE {{schema}}."step_attempts" sa
-  SET "status" = 'failed', "error" = %(closed_error)s, "finished_at" = NOW(),
-      "updated_at" = NOW()
-  FROM owned
-  WHERE sa."namespace_id" = owned."owned_namespace_id" AND sa."workflow_run_id" = owned."owned_id"
-    AND sa."status" = 'running'
-)
-UPDATE {{schema}}."workflow_runs"
-SET "status" = 'completed', "output" = owned."new_output", "error" = NULL,
-    "available_at" = NULL, "finished_at" = NOW(), "updated_at" = NOW()
-FROM owned
-WHERE "namespace_id" = owned."owned_namespace_id" AND "id" = owned."owned_id"
-RETURNING {{schema}}."workflow_runs".*, {NOTIFY_FINISHED}"""
-
 SELECT_OWNED_RUN_FOR_FAILURE = f"""
 SELECT NOW(), "attempts", "deadline_at" FROM {{schema}}."workflow_runs"
 WHERE {RUN_OWNED}
@@ -312,7 +275,6 @@ class Queries:
     sleep_workflow_run: bytes
     reconcile_parked_run: bytes
     complete_workflow_run: bytes
-    complete_workflow_runs_without_parent: bytes
     select_owned_run_for_failure: bytes
     fail_workflow_run: bytes
     reschedule_after_failed_step: bytes
@@ -364,7 +326,6 @@ _TEMPLATES = {
     "sleep_workflow_run": SLEEP_WORKFLOW_RUN,
     "reconcile_parked_run": RECONCILE_PARKED_RUN,
     "complete_workflow_run": COMPLETE_WORKFLOW_RUN,
-    "complete_workflow_runs_without_parent": COMPLETE_WORKFLOW_RUNS_WITHOUT_PARENT,
     "select_owned_run_for_failure": SELECT_OWNED_RUN_FOR_FAILURE,
     "fail_workflow_run": FAIL_WORKFLOW_RUN,
     "reschedule_after_failed_step": RESCHEDULE_AFTER_FAILED_STEP,

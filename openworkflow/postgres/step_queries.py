@@ -36,8 +36,8 @@ FOR NO KEY UPDATE"""
 # Group commit of completions, each under its own fence (worker id and claim):
 # the runs without a parent, completed in one statement. A run with a parent
 # (or one not held) is left alone here; the caller completes it alone, which
-# wakes the parent in the same transaction, or reports the conflict. (The
-# claim-less ``complete_workflow_runs_without_parent`` of queries.py, plus the claim.)
+# wakes the parent in the same transaction, or reports the conflict. An item
+# without a claim (NULL) is fenced on its worker id alone.
 COMPLETE_CLAIMED_RUNS_WITHOUT_PARENT = f"""
 WITH item AS (
   SELECT * FROM unnest(

@@ -98,7 +98,7 @@ def report(figure: Figure) -> Figure:
     Call it before asserting on the figure's counts: the file is written now
     (as ``unfinished``) and rewritten with the test's real outcome when it ends.
     """
-    figure.test = figure.test or os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+    figure.test = figure.test or os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
     figure.recorded_at = time.time()
     # Until the conftest hook has seen the test end, the row must not read as a pass.
     figure.outcome = "unfinished"
