@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -49,7 +47,7 @@ import psycopg
 from psycopg import sql
 
 from benchmarks.cases import open_backend
-from benchmarks.scale_claims import claim_costs, compare_lines, repeated_throughput
+from benchmarks.scale_claims import claim_costs, compare_lines, repeated_throughput, throughput
 from benchmarks.scale_data import REGIONS, Shape, generate_postgres, generate_sqlite
 from openworkflow import OpenWorkflow
 from openworkflow.core.backend import Backend
@@ -125,25 +123,8 @@ async def measure_prune_alone(args: argparse.Namespace, backend: Backend) -> tup
 
 
 async def _throughput_case(args: argparse.Namespace, url: str, schema: str) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        "-m",
-        "benchmarks.cases",
-        "throughput",
-        f"--backend={args.backend}",
-        f"--url={url}",
-        f"--namespace=bench-{uuid.uuid4()}",
-        f"--schema={schema}",
-        f"--runs={args.bench_runs}",
-    ]
-    process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await process.communicate()
-    if process.returncode != 0:
-        raise RuntimeError(f"throughput case failed:\n{err.decode()[-4000:]}")
-    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    return result
+    """The throughput workload of ``--bench-runs`` runs, in its own process."""
+    return await throughput(args.backend, url, schema, args.bench_runs)
 
 
 async def _beside_pruner(

@@ -126,11 +126,6 @@ class IdleWait:
         if notifier is not None:  # another worker parked a run: its due time is news
             notifier.watch_due_later(self._parked_elsewhere)
 
-    @property
-    def known_due_times(self) -> int:
-        """How many due instants the worker holds (for tests and diagnostics)."""
-        return len(self._due)
-
     async def stop(self) -> None:
         """Cancel a read under way (the worker stops)."""
         self._unwatch()

@@ -37,7 +37,6 @@ from openworkflow.worker.context import (
 from openworkflow.worker.execution import WorkflowExecution
 from openworkflow.worker.fault_backoff import FaultBackoff
 from openworkflow.worker.idle import IdleWait
-from openworkflow.worker.idle import poll_backoff_ms as poll_backoff_ms
 from openworkflow.worker.lease import LeaseKeeper
 from openworkflow.worker.metrics import HANDED_BACK, STEP_TIMER, THROTTLED, WorkerMetrics
 from openworkflow.worker.metrics import resolve as resolve_metrics

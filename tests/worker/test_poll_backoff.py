@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from openworkflow.worker.worker import poll_backoff_ms
+from openworkflow.worker.idle import poll_backoff_ms
 
 
 def test_the_wait_doubles_up_to_a_second() -> None:
