@@ -70,7 +70,9 @@ def test_run_priority_and_runs_priority(project: Path) -> None:
     assert started.returncode == 0, started.stderr
     run_id = started.stdout.strip()
     assert _run_status(project, run_id) == ("pending", 7)
-    default = ow(project, "run", "send-invoice", "--input", "1").stdout.strip()
+    second = ow(project, "run", "send-invoice", "--input", "1")
+    assert second.returncode == 0, second.stderr
+    default = second.stdout.strip()
     assert _run_status(project, default) == ("pending", 2)  # the workflow's own priority
 
     changed = ow(project, "runs", "priority", run_id[:-4], "-3")  # a prefix works too

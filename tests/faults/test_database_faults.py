@@ -48,20 +48,18 @@ fixed in the engine since):
   running attempts that database faults leave behind (the run is handed back)
   are not crashes; only passes recovering an expired lease count them.
 
-The scenarios restart the cluster the test URL points at; it is found from
-the URL's port with ``pg_lsclusters``. Without ``pg_ctlcluster`` (or the right
+Every test here runs in a throwaway cluster of its own
+(:mod:`tests.faults.private_cluster`, created in a few seconds and dropped
+at the end), never in the shared server, so restarting it disturbs no other
+test and the suite can run in parallel. Without ``pg_createcluster`` (or the right
 to use it) they are skipped locally and fail under ``CI``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import getpass
-import os
 import random
 import re
-import shutil
-import subprocess
 import threading
 import time
 import uuid
@@ -99,7 +97,7 @@ from tests.faults.pg_app import (
     with_application_name,
 )
 from tests.faults.pg_ledger import drop_schema
-from tests.fixtures.postgres import require_server_url
+from tests.faults.private_cluster import PrivateCluster
 from tests.support.processes import assert_alive, stop_all
 from tests.support.proxy import ProxyBackend
 
@@ -114,111 +112,11 @@ MAX_RESTARTS = 3
 OUTAGE_SECONDS = 12.0
 DEADLINE_SECONDS = 90.0
 DUMMY_PASSWORD = "s3cr3t"
-LOCAL_HOSTS = {"", "127.0.0.1", "localhost", "::1"}
 FAULT_LOG = re.compile(
     r"backing off|paused|Heartbeat .* failed|Could not hand back|handed .* back", re.I
 )
 
-# -- controlling the cluster ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """The local cluster serving the test URL, controlled with ``pg_ctlcluster``."""
-
-    version: str
-    name: str
-    host: str
-    port: int
-
-    def ctl(self, *action: str) -> None:
-        """Run ``pg_ctlcluster VERSION NAME ACTION...``; raise if it fails."""
-        command = [
-            "pg_ctlcluster",
-            "--skip-systemctl-redirect",
-            self.version,
-            self.name,
-            *action,
-        ]
-        result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
-        if result.returncode != 0:
-            raise AssertionError(
-                f"{' '.join(command)} exited with {result.returncode}: "
-                f"{result.stdout}{result.stderr}"
-            )
-
-    def is_ready(self) -> bool:
-        """Whether the server accepts connections (``pg_isready``)."""
-        result = subprocess.run(
-            ["pg_isready", "-h", self.host, "-p", str(self.port)],
-            capture_output=True,
-            check=False,
-            timeout=30,
-        )
-        return result.returncode == 0
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Block until the server accepts connections."""
-        deadline = time.monotonic() + timeout
-        while not self.is_ready():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"PostgreSQL on port {self.port} not ready after {timeout}s")
-            time.sleep(0.05)
-
-    def ensure_running(self) -> None:
-        """Whatever happened, leave the cluster running and accepting connections."""
-        if not self.is_ready():
-            subprocess.run(
-                [
-                    "pg_ctlcluster",
-                    "--skip-systemctl-redirect",
-                    self.version,
-                    self.name,
-                    "start",
-                ],
-                capture_output=True,
-                check=False,
-                timeout=60,
-            )
-        self.wait_ready()
-
-
-def _local_cluster(url: str) -> Cluster | str:
-    """The cluster behind ``url``, or why it cannot be restarted from here."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if host not in LOCAL_HOSTS:
-        return f"the test URL's host {host!r} is not local"
-    missing = [
-        tool
-        for tool in ("pg_ctlcluster", "pg_lsclusters", "pg_isready")
-        if shutil.which(tool) is None
-    ]
-    if missing:
-        return f"{', '.join(missing)} not found"
-    listing = subprocess.run(
-        ["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=False, timeout=30
-    )
-    port = parts.port or 5432
-    for line in listing.stdout.splitlines():
-        fields = line.split()
-        if len(fields) >= 5 and fields[2] == str(port) and fields[3].startswith("online"):
-            # pg_ctlcluster needs root or the cluster's owner.
-            if os.geteuid() == 0 or fields[4] == getpass.getuser():
-                return Cluster(fields[0], fields[1], host or "127.0.0.1", port)
-            return f"cluster {fields[0]}/{fields[1]} belongs to {fields[4]}"
-    return f"pg_lsclusters lists no online cluster on port {port}"
-
-
-def require_cluster(url: str) -> Cluster:
-    """The restartable cluster behind ``url``; skips locally, fails under CI, without one."""
-    found = _local_cluster(url)
-    if isinstance(found, Cluster):
-        return found
-    message = f"the PostgreSQL cluster behind the test URL cannot be restarted: {found}"
-    if os.environ.get("CI"):
-        pytest.fail(message + " (CI must run the database fault tests)")
-    pytest.skip(message)
+# -- the private cluster ----------------------------------------------------------------------
 
 
 # -- reading the database ------------------------------------------------------------------
@@ -406,7 +304,7 @@ def _terminate_storm(
         connection.close()
 
 
-def _restarts_and_storm(cluster: Cluster, target: Target, log: FaultLog) -> None:
+def _restarts_and_storm(cluster: PrivateCluster, target: Target, log: FaultLog) -> None:
     """Immediate restarts at random gaps while a terminate storm runs, as long as work is left."""
     rng = random.Random(log.seed)
     stop = threading.Event()
@@ -424,8 +322,7 @@ def _restarts_and_storm(cluster: Cluster, target: Target, log: FaultLog) -> None
                 break  # no work left to disturb
             log.unfinished_at_restart.append(unfinished or -1)
             began = time.time()
-            cluster.ctl("restart", "-m", "immediate")
-            cluster.wait_ready()
+            cluster.restart("immediate")
             log.restarts.append((began, time.time()))
         time.sleep(0.5)
     finally:
@@ -433,14 +330,13 @@ def _restarts_and_storm(cluster: Cluster, target: Target, log: FaultLog) -> None
         storm.join()
 
 
-def _long_outage(cluster: Cluster, target: Target, log: FaultLog) -> None:
+def _long_outage(cluster: PrivateCluster, target: Target, log: FaultLog) -> None:
     """Stop the server (immediate) for longer than the pool's wait, then start it."""
     log.unfinished_at_restart.append(_unfinished(target.url, target.schema, target.namespace) or -1)
     began = time.time()
-    cluster.ctl("stop", "-m", "immediate")
+    cluster.stop("immediate")
     time.sleep(OUTAGE_SECONDS)
-    cluster.ctl("start")
-    cluster.wait_ready()
+    cluster.start()
     log.restarts.append((began, time.time()))
 
 
@@ -463,10 +359,13 @@ def _url_with_dummy_password(url: str) -> tuple[str, str | None]:
 # -- the scenarios -------------------------------------------------------------------------
 
 
-async def test_immediate_restarts_and_terminated_connections(tmp_path: Path) -> None:
+async def test_immediate_restarts_and_terminated_connections(
+    tmp_path: Path, cluster: PrivateCluster
+) -> None:
     """Up to 3 ``restart -m immediate`` while engine connections are terminated at random."""
     figure = await _survive(
         tmp_path,
+        cluster=cluster,
         label="restarts",
         runs=RESTART_RUNS,
         strike=_restarts_and_storm,
@@ -474,7 +373,7 @@ async def test_immediate_restarts_and_terminated_connections(tmp_path: Path) -> 
     report(figure)
 
 
-async def test_outage_longer_than_the_pool_wait(tmp_path: Path) -> None:
+async def test_outage_longer_than_the_pool_wait(tmp_path: Path, cluster: PrivateCluster) -> None:
     """Stopped (immediate) for 12 s: backend calls outlast the pool's 10 s wait and raise.
 
     A quick restart is mostly absorbed by the connection pool (calls wait for
@@ -482,7 +381,9 @@ async def test_outage_longer_than_the_pool_wait(tmp_path: Path) -> None:
     ``BackendUnavailableError`` in the middle of steps, so the workers' fault
     handling (pause the run, back off, resume after the lease) is exercised.
     """
-    figure = await _survive(tmp_path, label="outage", runs=OUTAGE_RUNS, strike=_long_outage)
+    figure = await _survive(
+        tmp_path, label="outage", runs=OUTAGE_RUNS, cluster=cluster, strike=_long_outage
+    )
     report(figure)
 
 
@@ -491,10 +392,10 @@ async def _survive(
     *,
     label: str,
     runs: int,
-    strike: Callable[[Cluster, Target, FaultLog], None],
+    cluster: PrivateCluster,
+    strike: Callable[[PrivateCluster, Target, FaultLog], None],
 ) -> Figure:
-    base_url = require_server_url()
-    cluster = require_cluster(base_url)
+    base_url = cluster.url
     url, secret = _url_with_dummy_password(base_url)
     schema = new_schema_name()
     target = Target(url, schema, f"{label}-{uuid.uuid4().hex[:8]}", f"owf-{schema}")
@@ -656,9 +557,11 @@ BASELINE_CONCURRENCY = 4
 BASELINE_RUNS = 300
 
 
-async def test_three_worker_processes_claim_every_run_exactly_once(tmp_path: Path) -> None:
+async def test_three_worker_processes_claim_every_run_exactly_once(
+    tmp_path: Path, cluster: PrivateCluster
+) -> None:
     """Three processes share one schema and namespace: 300 runs, each run and step once."""
-    url = require_server_url()
+    url = cluster.url
     schema = new_schema_name()
     namespace = f"many-{uuid.uuid4().hex[:8]}"
     target = Target(url, schema, namespace, f"owf-{schema}")
@@ -823,7 +726,9 @@ async def _idle_kill_workflow(step: Step) -> list[Any]:
     return [killed, await step.run("two", _second_step)]
 
 
-async def test_idle_engine_connections_terminated_between_steps_cost_no_reexecution() -> None:
+async def test_idle_engine_connections_terminated_between_steps_cost_no_reexecution(
+    cluster: PrivateCluster,
+) -> None:
     """Idle pool connections killed by the server must be replaced, not used for a write.
 
     The first step terminates every idle connection of the engine (its own test's
@@ -833,7 +738,7 @@ async def test_idle_engine_connections_terminated_between_steps_cost_no_reexecut
     without it the write fails on a dead connection, the worker pauses the run,
     and step one runs again.
     """
-    base_url = require_server_url()
+    base_url = cluster.url
     schema = new_schema_name()
     _idle_kill.app_name = f"owf-{schema}"
     _idle_kill.admin_url = with_application_name(base_url, f"owf-{schema}-admin")

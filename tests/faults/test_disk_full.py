@@ -1,9 +1,10 @@
 """F23: the SQLite file's disk fills up in the middle of a run, then space is freed.
 
 A worker (4 slots, lease 2 s) executes 40 runs of a five-step workflow whose
-steps each return about 2 KiB, so every step write grows the database. Once a
-quarter of the runs completed, the disk is filled; after a few seconds of
-refused writes the space is freed again. Two ways to fill it:
+steps each return about 2 KiB, so every step write grows the database. The
+first runs' last steps wait until the disk is filled, so their results are
+written to a full disk; after a few seconds of refused writes the space is
+freed again. Two ways to fill it:
 
 - ``tmpfs``: the database lives on a tmpfs of 8 MiB mounted for the test
   (needs root, or the right to mount); a filler file takes every free byte,
@@ -29,6 +30,7 @@ import logging
 import os
 import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,13 +51,27 @@ STEPS = 5
 FILESYSTEM_MIB = 8
 FULL_SECONDS = 4.0
 FULL_MARKERS = ("database or disk is full", "SQLITE_FULL", "disk is full")
+LAST_STEP = f"s{STEPS - 1}"
 
 _executions: dict[tuple[str, str], int] = {}
 
 
+_disk_filled = threading.Event()
+"""Set once the disk is full: until then a run's last step waits, so that the
+writes refused are the ones the test means, however fast the worker runs
+compared with the filler (on a busy machine it once finished 36 of 40 runs
+before the disk was full, and nothing was refused)."""
+
+
 def _padded(run_id: str, name: str) -> str:
     _executions[(run_id, name)] = _executions.get((run_id, name), 0) + 1
+    if name == LAST_STEP:
+        _disk_filled.wait(timeout=60)
     return f"{run_id}:{name}:" + "x" * 2048
+
+
+def _waiting_at_last_step() -> int:
+    return sum(1 for (_, name) in _executions if name == LAST_STEP)
 
 
 @workflow(name="fault-disk-fill-steps")
@@ -199,9 +215,13 @@ class Episode:
 
 
 async def _fill_and_free(backend: SqliteBackend, filler: Filler) -> Episode:
-    """Fill the disk once a quarter of the runs are done; free it after FULL_SECONDS."""
-    episode = Episode(done_before=await _wait_completed(backend, RUNS // 4, 60))
+    """Fill the disk once every slot's run waits at its last step; free it after FULL_SECONDS."""
+    deadline = time.monotonic() + 60
+    while _waiting_at_last_step() < CONCURRENCY and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    episode = Episode(done_before=await _completed(backend))
     await asyncio.to_thread(filler.fill)
+    _disk_filled.set()
     filled_at = time.monotonic()
     await asyncio.sleep(FULL_SECONDS)
     at_free = await _completed(backend)
@@ -226,6 +246,7 @@ async def test_sqlite_disk_full_mid_run_then_freed(
     """The disk fills while runs execute; nothing lost, nothing corrupted, work resumes."""
     caplog.set_level(logging.WARNING, logger="openworkflow")
     _executions.clear()
+    _disk_filled.clear()
     with small_filesystem(tmp_path / "small") as mounted:
         if mode == "tmpfs" and mounted is None:
             pytest.skip("no right to mount a tmpfs here (the max_page_count case covers it)")

@@ -13,10 +13,13 @@ The dashboard answers such names in URLs with 404/400, never 500.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import string
 import urllib.parse
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -431,22 +434,35 @@ def _catalog(url: str) -> set[tuple[str, str]]:
     return {(str(schema), str(name)) for schema, name in rows}
 
 
-def _drop(url: str, schemas: list[str]) -> None:
-    with psycopg.connect(url, autocommit=True) as connection:
-        for schema in schemas:
-            connection.execute(
-                psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                    psycopg.sql.Identifier(schema)
+@contextlib.contextmanager
+def _scratch_database(server: str) -> Iterator[str]:
+    """A new empty database on the test server, dropped afterwards.
+
+    The test compares the whole catalog before and after: in the shared test
+    database, tests running in parallel create schemas of their own meanwhile.
+    """
+    name = f"ow_f14_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    try:
+        yield urllib.parse.urlsplit(server)._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(
+                psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    psycopg.sql.Identifier(name)
                 )
             )
 
 
 async def test_hostile_schema_names_are_refused_before_any_sql(tmp_path: Path) -> None:
     """F14: Invalid identifiers: InvalidSchemaNameError; valid ones: tables only inside them."""
-    url = require_server_url()
-    prepare_server()
+    with _scratch_database(require_server_url()) as url:
+        await _try_hostile_schema_names(url, tmp_path)
+
+
+async def _try_hostile_schema_names(url: str, tmp_path: Path) -> None:
     legal = [name for name, ok in SCHEMA_NAMES.values() if ok]
-    _drop(url, legal)
     before = _catalog(url)
     refused = created = 0
     problems = []
@@ -485,9 +501,6 @@ async def test_hostile_schema_names_are_refused_before_any_sql(tmp_path: Path) -
         problems.append(f"ow migrate --schema: {cli.returncode} {cli.stderr}")
     after = _catalog(url)
     outside = sorted((schema, name) for schema, name in after - before if schema not in legal)
-    _drop(url, legal)
-    assert not problems, "\n".join(problems)
-    assert outside == []
     report(
         Figure(
             "F14",
@@ -504,6 +517,8 @@ async def test_hostile_schema_names_are_refused_before_any_sql(tmp_path: Path) -
             ),
         )
     )
+    assert not problems, "\n".join(problems)
+    assert outside == []
 
 
 def _params(run_id: str) -> Any:

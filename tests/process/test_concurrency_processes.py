@@ -32,7 +32,7 @@ from openworkflow import Concurrency, OpenWorkflow, connect, declare_workflow
 from openworkflow.core.backend import Backend
 from openworkflow.core.workflow_run import WorkflowRun
 from tests.cli.helpers import Background, clean_env, write
-from tests.fixtures.postgres import prepare_server
+from tests.fixtures.postgres import per_worker, prepare_server
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,7 @@ WORKFLOW = "one-per-key"
 KEYS = ("A", "B", "C", "D")
 RUNS_PER_KEY = 12
 WORKERS = 3
-SCHEMA = "ow_concurrency_processes"
+SCHEMA = per_worker("ow_concurrency_processes")
 BOOT_TIMEOUT_S = 60.0
 """Far above the few seconds a worker needs, even with three booting at once on two cores."""
 RUNS_TIMEOUT_S = 60.0

@@ -35,14 +35,14 @@ from openworkflow.core import clock as clock_module
 from openworkflow.core.backend import Backend, ListWorkflowRunsParams
 from openworkflow.core.schedule_store import ScheduleDefinition
 from tests.cli.helpers import Background, clean_env, write
-from tests.fixtures.postgres import prepare_server, set_database_clock
+from tests.fixtures.postgres import per_worker, prepare_server, set_database_clock
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
 KINDS = ("sqlite", "postgres")
 WORKERS_PER_BACKEND = 3
-SCHEMA = "ow_schedule_processes"
+SCHEMA = per_worker("ow_schedule_processes")
 DOWNTIME = timedelta(minutes=30)
 SCHEDULE = Schedule("* * * * *", overlap="allow", catchup="all")
 BOOT_TIMEOUT_S = 60.0
