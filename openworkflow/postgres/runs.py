@@ -134,7 +134,7 @@ class PostgresRuns(PostgresRunBatches):
     async def count_workflow_runs(self) -> WorkflowRunCounts:
         """Runs per status: exact up to a cap per status, estimated beyond (see ``counts``)."""
         schema = self._db.schema
-        values = self._params(statuses=list(counts.RUN_STATUSES), cap=counts.EXACT_COUNT_CAP)
+        values = self._params(cap=counts.EXACT_COUNT_CAP)
         rows = await self._read_all(counts.rendered(counts.CAPPED_RUN_COUNTS, schema), values)
         found = [(str(row[0]), int(row[1])) for row in rows]
         for index, (status, count) in enumerate(found):
