@@ -32,6 +32,9 @@ LEASE_POOL_SIZE = 2
 IDLE_CHECK_S = 1.0
 """A pooled connection idle longer than this is pinged before it is handed out."""
 
+MIGRATION_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0)
+"""Waits before opening again after the connection was lost while migrating."""
+
 Pool = psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 
 
@@ -110,6 +113,24 @@ class Database:
         return self._pool
 
     async def _open(self) -> None:
+        # A connection lost while migrating (a server restart, a terminated
+        # backend) is retried with a fresh one: each migration commits whole
+        # under its lock, so starting over is safe.
+        for delay in (*MIGRATION_RETRY_DELAYS_S, None):
+            try:
+                await self._connect_and_migrate()
+                break
+            except psycopg.Error as error:  # only a lost connection gets here
+                if delay is None:
+                    raise BackendUnavailableError(
+                        f"PostgreSQL backend lost its connection while migrating schema "
+                        f"{self.schema!r}: {scrub(str(error).strip(), self.url)}. Check that "
+                        "the server is running and try again."
+                    ) from None
+                await asyncio.sleep(delay)
+        await self._open_pools()
+
+    async def _connect_and_migrate(self) -> None:
         # One direct connection first: a wrong URL, a refused connection or a
         # missing permission fails here with one clear message.
         try:
@@ -124,14 +145,21 @@ class Database:
             ) from None
         async with connection:
             if self._run_migrations:
-                try:
-                    await migrate(connection, self.schema)
-                except psycopg.Error as error:
-                    raise BackendError(
-                        f"PostgreSQL backend could not migrate schema {self.schema!r}: "
-                        f"{scrub(str(error).strip(), self.url)}. Grant this user CREATE on the "
-                        "database, or migrate as an owner and pass run_migrations=False."
-                    ) from None
+                await self._migrate(connection)
+
+    async def _migrate(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        try:
+            await migrate(connection, self.schema)
+        except psycopg.Error as error:
+            if connection.broken or connection.closed:
+                raise  # the connection was lost: _open tries again with a new one
+            raise BackendError(
+                f"PostgreSQL backend could not migrate schema {self.schema!r}: "
+                f"{scrub(str(error).strip(), self.url)}. Grant this user CREATE on the "
+                "database, or migrate as an owner and pass run_migrations=False."
+            ) from None
+
+    async def _open_pools(self) -> None:
         if self.closed:
             return
         # Opened lazily (no connection until the first renewal): clients and the
