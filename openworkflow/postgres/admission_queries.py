@@ -200,7 +200,10 @@ _WALK = """WITH RECURSIVE key_walk("workflow_name", "concurrency_key", "room", "
           SELECT k."workflow_name", k."concurrency_key", k."room", key_walk."step" + 1,
                  key_walk."found" + k."room"::int
           FROM key_walk CROSS JOIN LATERAL <<next>> AS k
-          WHERE key_walk."step" < %(fair_steps)s AND key_walk."found" < %(fair_keys)s
+          -- Twice the runs wanted is enough keys (a racing claim may lock a
+          -- head first); more would only cost index descents.
+          WHERE key_walk."step" < %(fair_steps)s
+            AND key_walk."found" < LEAST(%(fair_keys)s, 2 * %(claim_limit)s)
         )
         SELECT key_head."id" FROM key_walk CROSS JOIN LATERAL (
           SELECT r."id" FROM {schema}."workflow_runs" r
@@ -253,7 +256,8 @@ def fair_pending_branch(*, routed: bool, columns: str, locked: str, filters: str
     key's backlog would otherwise hide every other key behind it). A loose
     index scan walks the distinct (workflow, key) pairs of pending limited runs
     after the worker's cursor, one index descent per key, passing over full
-    keys, until it has found %(fair_keys)s keys with room or taken
+    keys, until it has found %(fair_keys)s keys with room (at most twice the
+    runs wanted) or taken
     %(fair_steps)s steps, whatever the backlog; it takes each such key's head
     run. The cursor moves on with every claim, so keys take turns (round
     robin); within a key the order is still priority, then due time. A routed

@@ -21,6 +21,7 @@ already running is unaffected.
 from __future__ import annotations
 
 from openworkflow.postgres.admission_queries import ADMISSION, HAS_ROOM, fair_pending_branch
+from openworkflow.postgres.flow_queries import pending_walk
 from openworkflow.postgres.sql_fragments import NOTIFY_WORK
 
 # Runs of paused workflows are skipped. The paused names are read once per
@@ -43,7 +44,8 @@ _ROUTED = """
 # Append runs a later branch only when the earlier ones fell short, so a claim
 # reads a handful of index entries, never the whole backlog. Pending runs go
 # highest priority first (then due time), on the partial index
-# workflow_runs_pending_priority_idx. Running runs (expired leases, parked
+# workflow_runs_pending_priority_idx walked one priority level at a time
+# (flow_queries.pending_walk, which says why). Running runs (expired leases, parked
 # runs whose wait was answered) and due sleeping runs stay in due order on the
 # original's (namespace_id, status, available_at, created_at) index: they
 # already started, and finishing them frees what they hold.
@@ -73,14 +75,28 @@ def _room(run: str, limited: bool) -> str:
     return HAS_ROOM.format(run=run) if limited else ""
 
 
+_NOT_EXPIRED = '\n          AND (wr."deadline_at" IS NULL OR wr."deadline_at" > NOW())'
+
+
 def _claim_branch(
     status: str, filters: str, alias: str | None = None, limited: bool = False
 ) -> str:
-    order = _PENDING_ORDER if status == "pending" else _DUE_ORDER
+    if status == "pending":
+        walk = pending_walk(
+            _LOCKED_COLUMNS,
+            "%(claim_limit)s",
+            run="wr",
+            filters=_NOT_EXPIRED + filters + _room("wr", limited),
+            lock=True,
+        )
+        return (
+            f"""  SELECT "id", 'pending' AS "claimed_from", {_POOL_COLUMNS} FROM (\n"""
+            f"""    {walk}) AS "{alias or status}"\n"""
+        )
     return _CLAIM_BRANCH.format(
         status=status,
         filters=filters + _room("wr", limited),
-        order=order,
+        order=_DUE_ORDER,
         columns=_POOL_COLUMNS,
         locked=_LOCKED_COLUMNS,
         alias=alias or status,
@@ -147,6 +163,15 @@ def _fair_branch(filters: str, *, routed: bool = False) -> str:
     )
 
 
+# The front of the queue: the first %(front_limit)s due pending runs in claim
+# order, unlocked (the claims lock the few they pick).
+_FRONT_WALK = pending_walk(
+    'r."id", r."workflow_name", r."version", COALESCE(r."priority", 0) AS "priority",'
+    ' r."available_at", r."created_at", r."concurrency_key", r."concurrency_limit"',
+    "%(front_limit)s",
+)
+
+
 # The enforcing any-workflow claim's pending runs: those with room among the
 # first %(front_limit)s in claim order (a bounded walk, so a full key's backlog
 # at the front costs the same as any other); the fair branch finds limited
@@ -154,24 +179,21 @@ def _fair_branch(filters: str, *, routed: bool = False) -> str:
 # full keys wait for them to shrink: workers claim routed, whose per-workflow
 # branch finds them.)
 _ANY_FRONT = f"""  SELECT "id", 'pending' AS "claimed_from", {_POOL_COLUMNS} FROM (
-    SELECT {_LOCKED_COLUMNS}
-    FROM {{schema}}."workflow_runs" wr
-    WHERE wr."namespace_id" = %(ns)s AND wr."id" = ANY (ARRAY(
-        SELECT front."id" FROM (
-          SELECT r."id", r."workflow_name", r."concurrency_key", r."concurrency_limit",
-                 COALESCE(r."priority", 0) AS "priority", r."available_at", r."created_at"
-          FROM {{schema}}."workflow_runs" r
-          WHERE r."namespace_id" = %(ns)s AND r."status" = 'pending' AND r."available_at" <= NOW()
-          ORDER BY COALESCE(r."priority", 0) DESC, r."available_at", r."created_at"
-          LIMIT %(front_limit)s) AS front
-        -- Every one with room, not just the first few: racing claims lock
-        -- their own among them (SKIP LOCKED below) instead of coming back short.
-        WHERE TRUE<<room:front>>))
-      AND wr."status" = 'pending' AND wr."available_at" <= NOW()
-      AND (wr."deadline_at" IS NULL OR wr."deadline_at" > NOW()){_NOT_PAUSED}
-    ORDER BY {_PENDING_ORDER}
-    LIMIT %(claim_limit)s
-    FOR UPDATE SKIP LOCKED) AS "pending_front"
+    SELECT picked.* FROM (
+      {_FRONT_WALK}) AS front
+    -- Front runs in claim order, each looked up and locked as it comes (runs
+    -- other workers hold are passed over, so racing claims do not come back
+    -- short), until enough are found: no more rows are read than taken.
+    CROSS JOIN LATERAL (
+      SELECT {_LOCKED_COLUMNS}
+      FROM {{schema}}."workflow_runs" wr
+      WHERE wr."namespace_id" = %(ns)s AND wr."id" = front."id"
+        -- Checked again on the locked row: another worker may have taken it.
+        AND wr."status" = 'pending' AND wr."available_at" <= NOW()
+        AND (wr."deadline_at" IS NULL OR wr."deadline_at" > NOW()){_NOT_PAUSED}
+      FOR UPDATE SKIP LOCKED) AS picked
+    WHERE TRUE<<room:front>>
+    LIMIT %(claim_limit)s) AS "pending_front"
 """
 
 
@@ -210,12 +232,7 @@ def _any_candidates(limited: bool) -> str:
 # branches filter the due-order walk as above.
 _ROUTED_FRONT = f"""
 front AS MATERIALIZED (
-  SELECT wr."id", wr."workflow_name", wr."version", COALESCE(wr."priority", 0) AS "priority",
-         wr."available_at", wr."created_at", wr."concurrency_key", wr."concurrency_limit"
-  FROM {{schema}}."workflow_runs" wr
-  WHERE wr."namespace_id" = %(ns)s AND wr."status" = 'pending' AND wr."available_at" <= NOW()
-  ORDER BY {_PENDING_ORDER}
-  LIMIT %(front_limit)s
+      {_FRONT_WALK}
 ),
 -- Only the first few of the worker's runs are fetched and locked: if other
 -- workers hold them, the per-workflow branch below makes up the difference.
@@ -224,9 +241,13 @@ front_claimed AS MATERIALIZED (
   FROM {{schema}}."workflow_runs" wr
   WHERE wr."namespace_id" = %(ns)s
     AND wr."id" IN (
-      SELECT front."id" FROM front
-      WHERE TRUE{_ROUTED.format(run="front")}<<room:front>>
-      ORDER BY front."priority" DESC, front."available_at", front."created_at"
+      -- front holds its rows in claim order (the order the walk found them):
+      -- no ORDER BY, so the filters stop at the first matches. The cheap
+      -- routing test first (OFFSET 0 keeps it apart), the room hint after.
+      SELECT front."id" FROM (
+        SELECT * FROM front WHERE TRUE{_ROUTED.format(run="front")}
+        OFFSET 0) AS front
+      WHERE TRUE<<room:front>>
       LIMIT 2 * %(claim_limit)s)
     -- Checked again on the locked row: another worker may have taken it.
     AND wr."status" = 'pending' AND wr."available_at" <= NOW()

@@ -138,3 +138,52 @@ WITH free AS MATERIALIZED (
 SELECT (SELECT "granted_at" FROM granted),
        held.oldest + %(per_ms)s * INTERVAL '1 millisecond', held.tokens, NOW()
 FROM held"""
+
+
+# Due pending runs in claim order, at most {limit}: one index range per
+# priority level, highest first (a loose index scan over the levels of
+# workflow_runs_pending_priority_idx, then ORDER BY available_at within the
+# level), stopping as soon as enough runs are found. Not one walk ordered by
+# (priority, available_at) filtered on the due time: with many finished runs
+# (available_at NULL) the planner takes "pending and due" for a few rows and
+# sorts the whole backlog found on the status index instead. Here each level
+# is an equality on priority and a range on the due time, which only this
+# index serves in order, and runs not due yet are never read. The rows come
+# out level by level (the recursive CTE is read lazily, in the order it
+# produces them): no ORDER BY over the levels, which would read them all.
+_PENDING_WALK = """WITH RECURSIVE "priority_level"("priority") AS (
+        (SELECT COALESCE(lv."priority", 0) FROM {{schema}}."workflow_runs" lv
+         WHERE lv."namespace_id" = %(ns)s AND lv."status" = 'pending'
+         ORDER BY COALESCE(lv."priority", 0) DESC LIMIT 1)
+        UNION ALL
+        SELECT (SELECT COALESCE(lv."priority", 0) FROM {{schema}}."workflow_runs" lv
+                WHERE lv."namespace_id" = %(ns)s AND lv."status" = 'pending'
+                  AND COALESCE(lv."priority", 0) < "priority_level"."priority"
+                ORDER BY COALESCE(lv."priority", 0) DESC LIMIT 1)
+        FROM "priority_level" WHERE "priority_level"."priority" IS NOT NULL)
+      SELECT "in_level".* FROM "priority_level" CROSS JOIN LATERAL (
+        SELECT {columns}
+        FROM {{schema}}."workflow_runs" {run}
+        WHERE {run}."namespace_id" = %(ns)s AND {run}."status" = 'pending'
+          AND COALESCE({run}."priority", 0) = "priority_level"."priority"
+          AND {run}."available_at" <= NOW(){filters}
+        ORDER BY {run}."available_at", {run}."created_at"
+        LIMIT {limit}{lock}) AS "in_level"
+      LIMIT {limit}"""
+
+
+def pending_walk(
+    columns: str, limit: str, *, run: str = "r", filters: str = "", lock: bool = False
+) -> str:
+    """Due pending runs in claim order (see ``_PENDING_WALK``), ``{schema}`` left in.
+
+    With ``lock``, each row is locked as it is found, skipping rows other
+    workers hold (the walk goes on past them).
+    """
+    return _PENDING_WALK.format(
+        columns=columns,
+        limit=limit,
+        run=run,
+        filters=filters,
+        lock="\n        FOR UPDATE SKIP LOCKED" if lock else "",
+    )

@@ -275,6 +275,39 @@ async def test_pending_runs_are_claimed_highest_priority_first(backend, routed: 
     assert order == [runs[name].id for name in expected]
 
 
+@pytest.mark.parametrize("limited", [False, True], ids=["free", "concurrency-keyed"])
+@pytest.mark.parametrize("routed", [False, True], ids=["any", "routed"])
+async def test_one_claim_of_many_slots_takes_the_due_runs_by_priority_then_due_time(
+    backend, routed: bool, limited: bool
+) -> None:
+    # The claim walks the pending runs one priority level at a time: a run of a
+    # higher level that is not due yet must neither be taken nor stop the walk.
+    workflows = [("job", None)] if routed else None
+    keys = iter(f"key-{n}" for n in range(10))
+
+    async def pending(priority: int, due_in: timedelta = timedelta(0)) -> str:
+        extra = {"concurrency_key": next(keys), "concurrency_limit": 1} if limited else {}
+        run = await create_pending_run(
+            backend,
+            workflow_name="job",
+            priority=priority,
+            available_at=now() + due_in if due_in else None,
+            **extra,
+        )
+        return run.id
+
+    later_high = await pending(9, timedelta(hours=1))
+    due = [await pending(priority) for priority in (0, -2, 5, 1)]
+    later_zero = await pending(0, timedelta(hours=1))
+    older_five = due[2]
+    newer_five = await pending(5)
+
+    claimed = [run.id for run in await claim_runs(backend, 10, workflows)]
+
+    assert claimed == [older_five, newer_five, due[3], due[0], due[1]]
+    assert later_high not in claimed and later_zero not in claimed
+
+
 async def test_set_priority_reorders_a_queued_run(backend) -> None:
     first = await create_pending_run(backend)
     second = await create_pending_run(backend)
