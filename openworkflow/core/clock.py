@@ -5,21 +5,73 @@ Timestamps are stored at millisecond precision as ``YYYY-MM-DDTHH:MM:SS.mmmZ``
 Tests move time by patching :func:`now`; the testing kit
 (:class:`openworkflow.testing.WorkflowEnvironment`) moves it with
 :func:`set_offset`, which every reader of the engine's time sees.
+
+On PostgreSQL the database's clock rules (leases, claims and due times are
+compared with its ``NOW()``), so a worker runs its claim loop and its passes in
+a context where :func:`now` is corrected by its estimate of how far the
+database's clock is from its own (:func:`corrected_context`): the due times it
+writes (a sleep's wake-up, a retry's backoff, a wait's timeout) are then
+database times, whatever its own clock says. Everything else (clients, SQLite
+workers, whose own clock rules) reads the uncorrected engine clock.
 """
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 _offset: timedelta | None = None
 """How far the engine's clock is ahead of the real one (None: not at all)."""
 
+_correction: contextvars.ContextVar[Callable[[], timedelta] | None] = contextvars.ContextVar(
+    "openworkflow_clock_correction", default=None
+)
+"""In a worker's tasks on PostgreSQL: how far the database's clock is ahead of the engine's."""
+
 
 def now() -> datetime:
-    """Return the engine's current UTC time truncated to whole milliseconds."""
+    """Return the engine's current UTC time truncated to whole milliseconds.
+
+    In a context made by :func:`corrected_context`, the database's time as
+    the correction estimates it.
+    """
+    correction = _correction.get()
+    if correction is None:
+        return truncate_ms(_local_now())
+    return truncate_ms(_local_now() + correction())
+
+
+def _local_now() -> datetime:
+    """The engine's own clock, not corrected and not truncated."""
     if _offset is None:
-        return truncate_ms(datetime.now(UTC))
-    return truncate_ms(datetime.now(UTC) + _offset)
+        return datetime.now(UTC)
+    return datetime.now(UTC) + _offset
+
+
+def uncorrected_now() -> datetime:
+    """:func:`now` as it reads outside a worker's corrected context (to time a round trip).
+
+    Read through :func:`now` itself, so a test that moves the engine's clock
+    by patching it moves this reading too.
+    """
+    token = _correction.set(None)
+    try:
+        return now()
+    finally:
+        _correction.reset(token)
+
+
+def corrected_context(correction: Callable[[], timedelta]) -> contextvars.Context:
+    """A copy of the current context in which :func:`now` adds ``correction()``.
+
+    For the tasks of a worker whose database's clock rules (one copy per task:
+    a context cannot run in two tasks at once). ``correction`` is called at
+    every reading, so an estimate that improves is seen at once.
+    """
+    context = contextvars.copy_context()
+    context.run(_correction.set, correction)
+    return context
 
 
 def offset() -> timedelta | None:

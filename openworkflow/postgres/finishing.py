@@ -9,12 +9,17 @@ Writes given a ``claim_attempt`` are fenced on it too (see
 statement for group-committed completions; otherwise the run row is checked
 and locked first, in the write's transaction (an extra statement, on the
 rarer paths: a child's completion, a failure, a reschedule).
+
+A retry sent back until later (a step's or the run's backoff) tells idle
+workers with the due-later notification, as a parked sleep does: the worker
+that failed may die or stay busy, and nobody else knows the due time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from psycopg.types.json import Jsonb
 
@@ -38,11 +43,23 @@ from openworkflow.errors import WriteConflictError
 from openworkflow.group_commit import GroupCommit
 from openworkflow.postgres.base import Connection, jsonb, load_time, to_run
 from openworkflow.postgres.counts import rendered
+from openworkflow.postgres.queries import FAIL_WORKFLOW_RUN, RESCHEDULE_AFTER_FAILED_STEP
 from openworkflow.postgres.runs import PostgresRuns
+from openworkflow.postgres.sql_fragments import NOTIFY_DUE_LATER
 from openworkflow.postgres.step_queries import (
     COMPLETE_CLAIMED_RUNS_WITHOUT_PARENT,
     LOCK_CLAIMED_RUN,
 )
+
+# One more trailing column (rows map by position): the notification costs no round trip.
+_DUE_LATER_IF_RETRYING = f"""
+  , CASE WHEN "status" = 'pending' AND "available_at" > NOW() THEN {NOTIFY_DUE_LATER} END"""
+
+FAIL_OR_RETRY_LATER = FAIL_WORKFLOW_RUN + _DUE_LATER_IF_RETRYING
+"""Fail the run for good, or send it back to pending until its retry (then say so)."""
+
+RESCHEDULE_LATER = RESCHEDULE_AFTER_FAILED_STEP + _DUE_LATER_IF_RETRYING
+"""Send the run back to pending until a failed step's retry (saying so if that is later)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +75,10 @@ class Completion:
 
 class PostgresFinishing(PostgresRuns):
     """Completing, failing, rescheduling, canceling and retrying runs."""
+
+    stamps_database_time: ClassVar[bool] = True
+    """Every time this backend stores or compares is the database's ``NOW()``; workers read
+    that clock (:mod:`openworkflow.worker.db_clock`), not their own."""
 
     _completions: GroupCommit[Completion, WorkflowRun | None]
 
@@ -155,7 +176,9 @@ class PostgresFinishing(PostgresRuns):
             )
             run = to_run(
                 require(
-                    await self._one(connection, self._q.fail_workflow_run, values),
+                    await self._one(
+                        connection, rendered(FAIL_OR_RETRY_LATER, self._q.schema), values
+                    ),
                     "mark workflow run failed",
                 )
             )
@@ -174,14 +197,15 @@ class PostgresFinishing(PostgresRuns):
             available_at=params.available_at,
             error=jsonb(params.error),
         )
+        statement = rendered(RESCHEDULE_LATER, self._q.schema)
         if params.claim_attempt is None:
-            row = await self._fetchone(self._q.reschedule_after_failed_step, values)
+            row = await self._fetchone(statement, values)
         else:
             async with self._connection() as connection, connection.transaction():
                 await self._check_claim(
                     connection, params.workflow_run_id, params.worker_id, params.claim_attempt
                 )
-                row = await self._one(connection, self._q.reschedule_after_failed_step, values)
+                row = await self._one(connection, statement, values)
         return to_run(require(row, "reschedule workflow run after failed step attempt"))
 
     async def cancel_workflow_run(self, params: CancelWorkflowRunParams) -> WorkflowRun:

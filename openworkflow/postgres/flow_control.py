@@ -137,7 +137,7 @@ class PostgresFlowControl(PostgresSteps):
         insert, acquire = self._q.insert_rate_limit_tokens, self._q.acquire_rate_limit_token
         values = await self._rate_limit_values(params)
         room_at: datetime | None = None
-        now = clock.now()
+        now: datetime | None = None  # the database's NOW(), never this host's clock
         for _ in range(_RATE_LIMIT_TRIES):
             row = await self._fetchone(acquire, values)
             assert row is not None  # the statement always returns one row
@@ -149,6 +149,7 @@ class PostgresFlowControl(PostgresSteps):
             elif room_at is not None and room_at > now:
                 break
             # Else every free token was locked by racing callers: ask again.
+        assert now is not None  # the loop read at least one row
         retry_at = room_at if room_at is not None and room_at > now else now
         return RateLimitGrant(granted=False, retry_at=_ceil_ms(retry_at))
 

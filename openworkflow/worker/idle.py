@@ -30,6 +30,9 @@ so when in doubt the worker claims again):
 A pass of its own that ends with a nearer due time shortens a wait under way.
 Known instants are wall-clock times (as stored), re-read at least every
 :data:`CLOCK_CHECK_S`, so a clock set forward (or moved by a test) is seen.
+On PostgreSQL they are the database's times, and so is ``clock.now()`` in
+the claim loop (:mod:`openworkflow.worker.db_clock`): a worker whose clock is
+off still wakes when the database says a run is due.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -104,8 +108,16 @@ def due_after_pass(written: WorkflowRun | None) -> tuple[bool, datetime | None]:
 class IdleWait:
     """The claim loop's waits: :meth:`begin` before each claim, :meth:`wait` after it."""
 
-    def __init__(self, backend: object, notifier: ChangeNotifier | None) -> None:
+    def __init__(
+        self,
+        backend: object,
+        notifier: ChangeNotifier | None,
+        clock_uncertainty: Callable[[], timedelta] | None = None,
+    ) -> None:
         self._reader = backend if isinstance(backend, NextDueReader) else None
+        # On PostgreSQL clock.now() is the database's time estimated late (see
+        # db_clock): a wait for a known instant adds how early it may really be.
+        self._clock_uncertainty = clock_uncertainty
         self._notifier = notifier
         self._due = DueTimes()
         self._changed = asyncio.Event()  # a pass ended: recompute the wait (or end it)
@@ -218,7 +230,7 @@ class IdleWait:
             if self._read_wanted and self._reading is None:  # spaced out: read when allowed
                 delay = min(delay, self._last_read + DUE_READ_SPACING_S - loop.time())
             if due is not None:
-                due_in = (due - clock.now()).total_seconds() + DUE_MARGIN_S
+                due_in = (due - clock.now()).total_seconds() + self._margin_s()
                 if due_in <= 0:
                     return
                 delay = min(delay, due_in, CLOCK_CHECK_S)
@@ -227,6 +239,12 @@ class IdleWait:
                 return
             if delay > 0:
                 await self._sleep(delay, due)  # a wake-up or a pass ending: see the top
+
+    def _margin_s(self) -> float:
+        """How long after a known due time the wait ends: the claim must find the run due."""
+        if self._clock_uncertainty is None:
+            return DUE_MARGIN_S
+        return DUE_MARGIN_S + self._clock_uncertainty().total_seconds()
 
     def _settle_passed(self) -> None:
         """Drop the instants the claim covered; ask the backend if one was not claimed here.

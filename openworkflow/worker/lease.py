@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from openworkflow.core import clock
 from openworkflow.core.backend import (
     Backend,
     ExtendWorkflowRunLeaseParams,
@@ -21,6 +22,7 @@ from openworkflow.core.backend import (
 from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
 from openworkflow.errors import BackendError, WriteConflictError
 from openworkflow.notifications import ChangeNotifier
+from openworkflow.worker.db_clock import DatabaseClock
 from openworkflow.worker.execution import WorkflowExecution
 from openworkflow.worker.metrics import WorkerMetrics
 
@@ -52,8 +54,11 @@ class LeaseKeeper:
         lease_duration_ms: int,
         heartbeat_interval_s: float,
         metrics: WorkerMetrics | None = None,
+        database_clock: DatabaseClock | None = None,
     ) -> None:
         self._backend = backend
+        # Renewals come back stamped with the database's NOW(): samples of its clock.
+        self._database_clock = database_clock
         self._metrics = metrics  # counts renewals that failed (None: not counted)
         self._notifier = notifier
         self._worker_id = worker_id
@@ -103,13 +108,7 @@ class LeaseKeeper:
                 # lease. (asyncio.timeout, unlike wait_for, leaves no orphan task
                 # with an unread error when the heartbeat itself is cancelled.)
                 async with asyncio.timeout(lease_left):
-                    await self._backend.extend_workflow_run_lease(
-                        ExtendWorkflowRunLeaseParams(
-                            workflow_run_id=self._run.id,
-                            worker_id=self._worker_id,
-                            lease_duration_ms=self._lease_duration_ms,
-                        )
-                    )
+                    await self._renew()
                 last_renewed = self._loop.time()
             except WriteConflictError:
                 # Refused: the run was canceled (a wake-up we had not read yet,
@@ -130,6 +129,19 @@ class LeaseKeeper:
                 if self._loop.time() - last_renewed >= self._lease_s:
                     self._give_up("expired")
                     return
+
+    async def _renew(self) -> None:
+        """Extend the lease; its reply's timestamp is a sample of the database's clock."""
+        sent_at = clock.uncorrected_now()
+        renewed = await self._backend.extend_workflow_run_lease(
+            ExtendWorkflowRunLeaseParams(
+                workflow_run_id=self._run.id,
+                worker_id=self._worker_id,
+                lease_duration_ms=self._lease_duration_ms,
+            )
+        )
+        if self._database_clock is not None:
+            self._database_clock.observe(sent_at, [renewed])
 
     async def _watch_until(self, until: float) -> bool:
         """Wait until loop time ``until``; True as soon as the run is seen canceled.

@@ -165,6 +165,8 @@ class WaitSteps:
                 await self._recorder.complete(attempt, None)
                 return
         else:
+            # In a worker on PostgreSQL, clock.now() (under resolve_time) is the
+            # database's time: the wake-up is compared with its NOW() by the claim.
             resume_at = resolve_time(duration)
             attempt = await self._recorder.create_wait(
                 step_name, StepKind.SLEEP, sleep_context(resume_at)

@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import contextvars
 import functools
 import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
 from openworkflow.core import clock
-from openworkflow.core.backend import (
-    Backend,
-    ClaimWorkflowRunsParams,
-    SleepWorkflowRunParams,
-)
+from openworkflow.core.backend import Backend, ClaimWorkflowRunsParams
 from openworkflow.core.duration import Duration, parse_duration_ms
 from openworkflow.core.registry import WorkflowRegistry
 from openworkflow.core.workflow_definition import Workflow
 from openworkflow.core.workflow_run import WorkflowRun
-from openworkflow.errors import BackendError, BackendUnavailableError, WriteConflictError
+from openworkflow.errors import BackendError, BackendUnavailableError
 from openworkflow.event_loop import cancel_and_wait
 from openworkflow.notifications import ChangeNotifier, notifier_of
 from openworkflow.worker.admission import put_back_before_start
@@ -34,8 +29,10 @@ from openworkflow.worker.context import (
     DEFAULT_STEP_CRASH_LIMIT,
     PassContext,
 )
+from openworkflow.worker.db_clock import DatabaseClock, stamps_database_time
 from openworkflow.worker.execution import WorkflowExecution
 from openworkflow.worker.fault_backoff import FaultBackoff
+from openworkflow.worker.hand_back import HandBack
 from openworkflow.worker.idle import IdleWait
 from openworkflow.worker.lease import LeaseKeeper
 from openworkflow.worker.metrics import HANDED_BACK, STEP_TIMER, THROTTLED, WorkerMetrics
@@ -66,10 +63,6 @@ class _Slot:
 def _check_whole_number(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
-
-
-def _abandoned(execution: WorkflowExecution | None) -> tuple[str, ...]:
-    return execution.abandoned_attempt_ids() if execution is not None else ()
 
 
 class Worker:
@@ -144,7 +137,12 @@ class Worker:
         self._stop_now = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._empty_polls = 0
-        self._idle = IdleWait(backend, notifier_of(backend))
+        database_clock = self._database_clock
+        self._idle = IdleWait(
+            backend,
+            notifier_of(backend),
+            clock_uncertainty=None if database_clock is None else database_clock.uncertainty,
+        )
         self._faults = FaultBackoff()  # spaces claims out while the database refuses writes
         #: This worker's id in the database's list of live workers (slots have their own).
         self.id = str(uuid.uuid4())
@@ -168,6 +166,25 @@ class Worker:
         return any(item.spec.concurrency is not None for item in self.registry)
 
     @functools.cached_property
+    def _database_clock(self) -> DatabaseClock | None:
+        """On PostgreSQL, the database's clock (estimated from claims and renewals), which rules.
+
+        The claim loop and the passes read it as ``clock.now()``, not this host's clock.
+        """
+        return DatabaseClock() if stamps_database_time(self.backend) else None
+
+    @functools.cached_property
+    def _hand_back(self) -> HandBack:
+        """Hands runs back as due now (after a database fault, and at shutdown)."""
+        return HandBack(
+            self.backend,
+            self._database_clock,
+            lease_duration_ms=self.lease_duration_ms,
+            stop_now=self._stop_now,
+            metrics=self.metrics,
+        )
+
+    @functools.cached_property
     def _notifier(self) -> ChangeNotifier | None:
         """The backend's wake-ups, looked up once (not per claim loop or per pass)."""
         return notifier_of(self.backend)
@@ -183,7 +200,9 @@ class Worker:
         """Start claiming runs in the background (idempotent)."""
         if self._loop_task is None:
             self._scheduler.start()  # first: a schedule input its schema rejects raises here
-            self._loop_task = asyncio.create_task(self._run_loop(), name="openworkflow-worker")
+            self._loop_task = asyncio.create_task(
+                self._run_loop(), name="openworkflow-worker", context=self._task_context()
+            )
             self._presence.start()
             self.pruner.start()
             if self.metrics is not None:
@@ -246,7 +265,10 @@ class Worker:
                     enforce_concurrency=self._enforce_concurrency,
                 )
             )
+            sent_at = clock.uncorrected_now()
             runs = await (claim if self.metrics is None else self.metrics.timed_claim(claim))
+            if self._database_clock is not None:
+                self._database_clock.observe(sent_at, runs)
             self._start_claimed(runs)
         return len(runs)
 
@@ -311,7 +333,15 @@ class Worker:
             self.metrics.run_claimed(run)
         self._idle.claimed(run.id)
         slot.run = run
-        slot.task = asyncio.create_task(self._process(slot, run), name=f"openworkflow-run-{run.id}")
+        slot.task = asyncio.create_task(
+            self._process(slot, run),
+            name=f"openworkflow-run-{run.id}",
+            context=self._task_context(),
+        )
+
+    def _task_context(self) -> contextvars.Context | None:
+        """A task's context: there ``clock.now()`` reads the database's clock when it rules."""
+        return None if self._database_clock is None else self._database_clock.context()
 
     def _free_slot(self, slot: _Slot) -> None:
         slot.run = None
@@ -349,6 +379,7 @@ class Worker:
                 lease_duration_ms=self.lease_duration_ms,
                 heartbeat_interval_s=self.heartbeat_interval_s,
                 metrics=metrics,
+                database_clock=self._database_clock,
             )
             heartbeat = asyncio.create_task(lease.keep())
             try:
@@ -368,7 +399,7 @@ class Worker:
             self._faults.pass_faulted()
             if metrics is not None:
                 metrics.run_rescheduled(run.workflow_name, HANDED_BACK)
-            await self._release_after_fault(slot.worker_id, run, _abandoned(slot.execution))
+            await self._hand_back.after_fault(slot.worker_id, run, slot.execution)
         except Exception:
             logger.exception("Critical error while executing workflow run %s", run.id)
         finally:
@@ -391,57 +422,6 @@ class Worker:
                 self.metrics.run_rescheduled(run.workflow_name, THROTTLED)
             return None
         return workflow
-
-    async def _hand_back(
-        self, worker_id: str, run: WorkflowRun, abandoned: tuple[str, ...] = ()
-    ) -> None:
-        """Park the run as due now, so any worker (this one too) picks it up at once.
-
-        The function attempts the pass abandoned are deleted with it: the pass
-        was interrupted on purpose (or by a database fault), not by a crash,
-        so they must not count towards the step's crash limit.
-        """
-        await self.backend.sleep_workflow_run(
-            SleepWorkflowRunParams(
-                workflow_run_id=run.id,
-                worker_id=worker_id,
-                claim_attempt=run.attempts,
-                available_at=clock.now() - timedelta(milliseconds=1),
-                abandoned_step_attempt_ids=abandoned,
-            )
-        )
-
-    async def _release_after_fault(
-        self, worker_id: str, run: WorkflowRun, abandoned: tuple[str, ...] = ()
-    ) -> None:
-        """Hand the run back for immediate pickup, retrying until its lease would expire.
-
-        If the database stays unreachable, the lease simply expires and any
-        worker resumes the run then.
-        """
-        loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + self.lease_duration_ms / 1000
-        delay = 0.1
-        while not self._stop_now.is_set():
-            try:
-                # A call blocked on an unreachable database must not outlive the lease.
-                remaining = max(give_up_at - loop.time(), 0.001)
-                await asyncio.wait_for(self._hand_back(worker_id, run, abandoned), remaining)
-            except WriteConflictError:
-                return  # finished, canceled or reclaimed meanwhile
-            except (BackendError, TimeoutError) as error:
-                if loop.time() + delay >= give_up_at:
-                    logger.warning(
-                        "Could not hand back run %s (%s); it resumes when its lease expires",
-                        run.id,
-                        error,
-                    )
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            logger.info("Handed workflow run %s back after a database error", run.id)
-            return
 
     # -- stopping ----------------------------------------------------------------
 
@@ -468,29 +448,4 @@ class Worker:
             stop_now.cancel()
         for slot, run, task, execution_task, execution in busy:
             if run is not None and task is not None and not task.done():
-                await self._release(slot.worker_id, run, task, execution_task, execution)
-
-    async def _release(
-        self,
-        worker_id: str,
-        run: WorkflowRun,
-        task: asyncio.Task[None],
-        execution_task: asyncio.Task[None] | None,
-        execution: WorkflowExecution | None,
-    ) -> None:
-        """Cancel a pass still running and hand its run back for immediate pickup."""
-        if execution_task is not None:
-            execution_task.cancel()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        try:
-            await self._hand_back(worker_id, run, _abandoned(execution))
-        except WriteConflictError:
-            return  # finished, canceled or reclaimed meanwhile: nothing to release
-        except Exception:
-            logger.exception("Could not release the lease of workflow run %s", run.id)
-            return
-        if self.metrics is not None:
-            self.metrics.run_rescheduled(run.workflow_name, HANDED_BACK)
-        logger.info("Released the lease of workflow run %s", run.id)
+                await self._hand_back.release(slot.worker_id, run, task, execution_task, execution)

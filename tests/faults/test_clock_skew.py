@@ -238,14 +238,6 @@ async def test_postgres_skewed_workers_never_take_over_a_live_lease(pg_fleet: Fl
     assert len(holders) == 3, f"every worker must hold a run while it is renewed: {holders}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine bug: a sleep's wake-up time is the worker's clock.now() + duration "
-        "(openworkflow/worker/wait_steps.py sleep -> core/duration.resolve_time), stored as "
-        "available_at: a worker behind makes sleeps end early, one ahead makes them end late"
-    ),
-)
 async def test_postgres_sleeps_follow_the_database_clock(pg_fleet: Fleet) -> None:
     """F7: 5 min ahead and 5 min behind: a durable sleep ends by the database clock."""
     fleet = pg_fleet

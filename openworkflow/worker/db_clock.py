@@ -1,0 +1,106 @@
+"""A worker's estimate of the database's clock, from the timestamps its writes return.
+
+On PostgreSQL every lease, claim and due time is compared with the
+database's ``NOW()``. A worker whose own clock runs minutes ahead or behind
+would otherwise write a durable sleep's wake-up (``now + duration``), a
+retry's backoff or a wait's timeout that many minutes late or early. No
+extra query is made: a claim and a lease renewal already return the run
+stamped with the statement's ``NOW()`` (``updated_at``); timing the call on
+the worker's own clock bounds the offset between the two clocks:
+
+    updated_at - (clock when the reply came) <= offset <= updated_at - (clock when sent)
+
+The correction is the smallest upper bound seen lately, so it errs late,
+never early: a sleep computed with it never ends before its time by the
+database's clock, and ends late by at most the tightest round trip seen
+(milliseconds). Samples older than :data:`WINDOW_S` are dropped, so a
+worker's clock set by NTP is followed within that window.
+
+SQLite stamps times with each process's own clock: there the engine clock is
+the database's, and no correction is made (:func:`stamps_database_time`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections import deque
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from openworkflow.core import clock
+from openworkflow.core.workflow_run import WorkflowRun
+
+WINDOW_S = 60.0
+"""Seconds a sample counts towards the estimate (the newest one always does)."""
+
+MAX_SAMPLES = 64
+"""Samples kept: enough for a tight round trip among them, cheap to scan."""
+
+_STORED_PRECISION = timedelta(milliseconds=1)
+"""Stored timestamps are truncated to the millisecond: the true one is up to 1 ms later."""
+
+
+def stamps_database_time(backend: object) -> bool:
+    """Whether ``backend`` stamps times with its database server's clock (PostgreSQL).
+
+    Backends say so with a ``stamps_database_time = True`` attribute; without
+    it (SQLite, test doubles) the engine's own clock is the database's.
+    """
+    return getattr(backend, "stamps_database_time", False) is True
+
+
+class DatabaseClock:
+    """How far the database's clock is ahead of this worker's (negative: behind)."""
+
+    def __init__(self) -> None:
+        # (monotonic time, upper bound, lower bound) of each sample.
+        self._samples: deque[tuple[float, timedelta, timedelta]] = deque(maxlen=MAX_SAMPLES)
+        self._upper: timedelta = timedelta(0)
+        self._lower: timedelta = timedelta(0)
+
+    def offset(self) -> timedelta:
+        """The correction :func:`openworkflow.core.clock.now` adds: errs late, never early."""
+        return self._upper
+
+    def now(self) -> datetime:
+        """The database's time as estimated (late by at most a round trip), in milliseconds."""
+        return clock.truncate_ms(clock.uncorrected_now() + self._upper)
+
+    def earliest_now(self) -> datetime:
+        """The database's time estimated early: for a run handed back as due at once."""
+        return clock.truncate_ms(clock.uncorrected_now() + self._lower)
+
+    def uncertainty(self) -> timedelta:
+        """How much earlier than :meth:`now` the database's time may be (about a round trip).
+
+        A wait for a due time written in database time ends this much later
+        than ``clock.now()`` says, so it never ends before the database agrees
+        the run is due (a claim too early finds nothing, and the time is lost).
+        """
+        return self._upper - self._lower
+
+    def context(self) -> contextvars.Context:
+        """A context for one of the worker's tasks, where ``clock.now()`` is the database's."""
+        return clock.corrected_context(self.offset)
+
+    def observe(self, sent_at: datetime, runs: Sequence[WorkflowRun]) -> None:
+        """Learn from runs a statement sent at ``sent_at`` (engine clock) stamped with ``NOW()``.
+
+        ``sent_at`` is :func:`openworkflow.core.clock.uncorrected_now` read just
+        before the call; the reply's time is read here, so call this at once.
+        """
+        if not runs:
+            return
+        received_at = clock.uncorrected_now()
+        stamped = min(run.updated_at for run in runs)
+        # Every reading is truncated to the millisecond: widen each bound by one.
+        upper = stamped + _STORED_PRECISION - sent_at
+        lower = stamped - _STORED_PRECISION - received_at
+        now = time.monotonic()
+        self._samples.append((now, upper, lower))
+        while len(self._samples) > 1 and self._samples[0][0] < now - WINDOW_S:
+            self._samples.popleft()
+        self._upper = min(sample[1] for sample in self._samples)
+        # A clock stepped within the window can cross the bounds: never above the upper one.
+        self._lower = min(max(sample[2] for sample in self._samples), self._upper)
