@@ -137,12 +137,7 @@ class Worker:
         self._stop_now = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._empty_polls = 0
-        database_clock = self._database_clock
-        self._idle = IdleWait(
-            backend,
-            notifier_of(backend),
-            clock_uncertainty=None if database_clock is None else database_clock.uncertainty,
-        )
+        self._idle = self._new_idle_wait()
         self._faults = FaultBackoff()  # spaces claims out while the database refuses writes
         #: This worker's id in the database's list of live workers (slots have their own).
         self.id = str(uuid.uuid4())
@@ -172,6 +167,15 @@ class Worker:
         The claim loop and the passes read it as ``clock.now()``, not this host's clock.
         """
         return DatabaseClock() if stamps_database_time(self.backend) else None
+
+    def _new_idle_wait(self) -> IdleWait:
+        """The waits between claims; on PostgreSQL they allow for the database clock's estimate."""
+        database_clock = self._database_clock
+        return IdleWait(
+            self.backend,
+            notifier_of(self.backend),
+            clock_uncertainty=None if database_clock is None else database_clock.uncertainty,
+        )
 
     @functools.cached_property
     def _hand_back(self) -> HandBack:
