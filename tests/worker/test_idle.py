@@ -28,24 +28,13 @@ from openworkflow.core.next_due import DueTimes
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.notifications import ChangeNotifier
 from openworkflow.sqlite import watcher
-from openworkflow.worker import idle
 from openworkflow.worker.idle import IdleWait
 from tests.fixtures.backends import _open_backend
 from tests.support.waiting import wait_until
 from tests.worker.helpers import get_run, new_id, now, running_worker, wait_for_parked
 
-SAFETY_POLL_S = 60.0
-"""The poll backoff and safety poll where a test stretches them: far past every wait."""
-
 WAKE_TIMEOUT_S = 2.0
 """Generous bound for a wait that a race must not stretch to the poll."""
-
-
-@pytest.fixture
-def slow_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No poll ends an idle wait before a minute: only a wake-up or a due time can."""
-    monkeypatch.setattr(idle, "SAFETY_POLL_S", SAFETY_POLL_S)
-    monkeypatch.setattr(idle, "poll_backoff_ms", lambda _polls, cap_ms=0.0: SAFETY_POLL_S * 1000)
 
 
 _gate = threading.Event()

@@ -17,25 +17,15 @@ from typing import Any
 import pytest
 
 from openworkflow import OpenWorkflow, RetryPolicy, Step, workflow
-from openworkflow.worker import idle
 from tests.fixtures.backends import _open_backend
 from tests.support.waiting import wait_until
 from tests.worker.helpers import running_worker
 
 RETRY_MS = 300
 
-SAFETY_POLL_S = 60.0
-"""The poll backoff and safety poll, stretched far past every wait."""
 
 WAKE_TIMEOUT_S = 2.0
 """Generous bound for a wake-up that must not wait for the poll."""
-
-
-@pytest.fixture
-def slow_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No poll ends an idle wait before a minute: only a wake-up or a due time can."""
-    monkeypatch.setattr(idle, "SAFETY_POLL_S", SAFETY_POLL_S)
-    monkeypatch.setattr(idle, "poll_backoff_ms", lambda _polls, cap_ms=0.0: SAFETY_POLL_S * 1000)
 
 
 _blocker_gate = threading.Event()

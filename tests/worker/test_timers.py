@@ -23,25 +23,14 @@ from typing import Any
 import pytest
 
 from openworkflow import OpenWorkflow, RetryPolicy, Schedule, Step, workflow
-from openworkflow.worker import idle
 from tests.support.proxy import ProxyBackend
 from tests.worker.helpers import new_id, now, running_worker, wait_for_parked
-
-SAFETY_POLL_S = 60.0
-"""The poll backoff and safety poll in these tests: far past every wait below."""
 
 WAKE_TIMEOUT_S = 5.0
 """Generous bound for a timer of at most 300 ms: well short of the poll, not a figure."""
 
 REPEATS = 6
 """Timers per test, one after another: a race that loses one timer in a few is caught."""
-
-
-@pytest.fixture
-def slow_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No poll ends an idle wait before a minute: only a wake-up or a due time can."""
-    monkeypatch.setattr(idle, "SAFETY_POLL_S", SAFETY_POLL_S)
-    monkeypatch.setattr(idle, "poll_backoff_ms", lambda _polls, cap_ms=0.0: SAFETY_POLL_S * 1000)
 
 
 class SlowDueReads(ProxyBackend):
