@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-pytest_plugins = ["tests.fixtures.backends", "tests.fixtures.clock"]
+pytest_plugins = ["tests.fixtures.backends", "tests.fixtures.clock", "tests.faults.parallel"]

@@ -14,7 +14,6 @@ import pytest
 
 from tests.faults.figures import (
     Figure,
-    load_results,
     reported,
     save,
     start_session,
@@ -24,7 +23,6 @@ from tests.faults.private_cluster import private_cluster_fixture  # noqa: F401 -
 
 _OUTCOME = pytest.StashKey[dict[str, str]]()
 _missing: list[Figure] = []
-_session_started = False
 
 
 def _is_fault_test(item: pytest.Item) -> bool:
@@ -36,19 +34,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in fault_tests:
         item.add_marker(pytest.mark.faults)
     # Under pytest-xdist every worker collects the same tests: the controller
-    # starts the session once (below), before it hands any test out.
+    # starts the session once (tests/faults/parallel.py), before it hands any test out.
     if fault_tests and not config.option.collectonly and not hasattr(config, "workerinput"):
         start_session([item.nodeid for item in fault_tests])
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
-    """The controller of a parallel run: empty the results folder once, for the first worker."""
-    global _session_started
-    fault_ids = [test_id for test_id in ids if "tests/faults/" in test_id.replace("\\", "/")]
-    if fault_ids and not _session_started:
-        _session_started = True
-        start_session(fault_ids)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -107,8 +95,8 @@ def _finish(item: pytest.Item, outcome: str, failure: str) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    # A parallel run's figures were reported in its workers: the controller reads them back.
-    figures = load_results() if _session_started else reported() + _missing
+    # In a parallel run this prints nothing: tests/faults/parallel.py prints what the workers saved.
+    figures = reported() + _missing
     if figures:
         terminalreporter.section("fault suite figures")
         for figure in figures:
