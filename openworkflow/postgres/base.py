@@ -11,7 +11,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import psycopg_pool
@@ -92,6 +92,10 @@ def _fault_kind(error: psycopg.OperationalError) -> str:
 
 class PostgresBase:
     """The state every part shares: the namespace, the pools and the plumbing."""
+
+    stamps_database_time: ClassVar[bool] = True
+    """Every time this backend stores or compares is the database's ``NOW()``; workers read
+    that clock (:mod:`openworkflow.worker.db_clock`), not their own."""
 
     _namespace_id: str
     _db: Database

@@ -10,16 +10,14 @@ statement for group-committed completions; otherwise the run row is checked
 and locked first, in the write's transaction (an extra statement, on the
 rarer paths: a child's completion, a failure, a reschedule).
 
-A retry sent back until later (a step's or the run's backoff) tells idle
-workers with the due-later notification, as a parked sleep does: the worker
-that failed may die or stay busy, and nobody else knows the due time.
+A retry sent back until later tells idle workers with the due-later
+notification (``queries.FAIL_WORKFLOW_RUN``, ``RESCHEDULE_AFTER_FAILED_STEP``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 from psycopg.types.json import Jsonb
 
@@ -43,23 +41,11 @@ from openworkflow.errors import WriteConflictError
 from openworkflow.group_commit import GroupCommit
 from openworkflow.postgres.base import Connection, jsonb, load_time, to_run
 from openworkflow.postgres.counts import rendered
-from openworkflow.postgres.queries import FAIL_WORKFLOW_RUN, RESCHEDULE_AFTER_FAILED_STEP
 from openworkflow.postgres.runs import PostgresRuns
-from openworkflow.postgres.sql_fragments import NOTIFY_DUE_LATER
 from openworkflow.postgres.step_queries import (
     COMPLETE_CLAIMED_RUNS_WITHOUT_PARENT,
     LOCK_CLAIMED_RUN,
 )
-
-# One more trailing column (rows map by position): the notification costs no round trip.
-_DUE_LATER_IF_RETRYING = f"""
-  , CASE WHEN "status" = 'pending' AND "available_at" > NOW() THEN {NOTIFY_DUE_LATER} END"""
-
-FAIL_OR_RETRY_LATER = FAIL_WORKFLOW_RUN + _DUE_LATER_IF_RETRYING
-"""Fail the run for good, or send it back to pending until its retry (then say so)."""
-
-RESCHEDULE_LATER = RESCHEDULE_AFTER_FAILED_STEP + _DUE_LATER_IF_RETRYING
-"""Send the run back to pending until a failed step's retry (saying so if that is later)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +61,6 @@ class Completion:
 
 class PostgresFinishing(PostgresRuns):
     """Completing, failing, rescheduling, canceling and retrying runs."""
-
-    stamps_database_time: ClassVar[bool] = True
-    """Every time this backend stores or compares is the database's ``NOW()``; workers read
-    that clock (:mod:`openworkflow.worker.db_clock`), not their own."""
 
     _completions: GroupCommit[Completion, WorkflowRun | None]
 
@@ -176,9 +158,7 @@ class PostgresFinishing(PostgresRuns):
             )
             run = to_run(
                 require(
-                    await self._one(
-                        connection, rendered(FAIL_OR_RETRY_LATER, self._q.schema), values
-                    ),
+                    await self._one(connection, self._q.fail_workflow_run, values),
                     "mark workflow run failed",
                 )
             )
@@ -197,7 +177,7 @@ class PostgresFinishing(PostgresRuns):
             available_at=params.available_at,
             error=jsonb(params.error),
         )
-        statement = rendered(RESCHEDULE_LATER, self._q.schema)
+        statement = self._q.reschedule_after_failed_step
         if params.claim_attempt is None:
             row = await self._fetchone(statement, values)
         else:

@@ -156,19 +156,26 @@ SELECT NOW(), "attempts", "deadline_at" FROM {{schema}}."workflow_runs"
 WHERE {RUN_OWNED}
 FOR NO KEY UPDATE"""
 
+# A run sent back to pending until a retry (a step's or the run's backoff) tells
+# idle workers with the due-later notification, as a parked sleep does: the
+# worker that failed may die or stay busy, and nobody else knows the due time.
+# One more trailing column (rows map by position): no extra round trip.
+_DUE_LATER_IF_RETRYING = f"""
+  , CASE WHEN "status" = 'pending' AND "available_at" > NOW() THEN {NOTIFY_DUE_LATER} END"""
+
 FAIL_WORKFLOW_RUN = f"""
 UPDATE {{schema}}."workflow_runs"
 SET "status" = %(status)s, "available_at" = %(available_at)s, "finished_at" = %(finished_at)s,
     "error" = %(error)s, "worker_id" = NULL, "started_at" = NULL, "updated_at" = NOW()
 WHERE {RUN_OWNED}
-RETURNING *, CASE WHEN "status" = 'failed' THEN {NOTIFY_FINISHED} END"""
+RETURNING *, CASE WHEN "status" = 'failed' THEN {NOTIFY_FINISHED} END{_DUE_LATER_IF_RETRYING}"""
 
 RESCHEDULE_AFTER_FAILED_STEP = f"""
 UPDATE {{schema}}."workflow_runs"
 SET "status" = 'pending', "available_at" = %(available_at)s, "finished_at" = NULL,
     "error" = %(error)s, "worker_id" = NULL, "started_at" = NULL, "updated_at" = NOW()
 WHERE {RUN_OWNED}
-RETURNING *"""
+RETURNING *{_DUE_LATER_IF_RETRYING}"""
 
 CANCEL_WORKFLOW_RUN = f"""
 UPDATE {{schema}}."workflow_runs"
