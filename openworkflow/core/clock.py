@@ -42,6 +42,28 @@ def now() -> datetime:
     return truncate_ms(_local_now() + correction())
 
 
+_UNPATCHED_NOW = now
+
+
+def reads_precisely() -> bool:
+    """Whether the precise readings are to the microsecond: not while a test patches :func:`now`.
+
+    Tests move the engine's clock by patching :func:`now`; the precise
+    readings then follow it, truncated to the millisecond like it.
+    """
+    return now is _UNPATCHED_NOW
+
+
+def precise_now() -> datetime:
+    """:func:`now` to the microsecond: how long to wait for a due time, to the microsecond."""
+    if not reads_precisely():
+        return now()
+    correction = _correction.get()
+    if correction is None:
+        return _local_now()
+    return _local_now() + correction()
+
+
 def _local_now() -> datetime:
     """The engine's own clock, not corrected and not truncated."""
     if _offset is None:
@@ -60,6 +82,18 @@ def uncorrected_now() -> datetime:
         return now()
     finally:
         _correction.reset(token)
+
+
+def precise_uncorrected_now() -> datetime:
+    """The engine's own clock to the microsecond, not corrected: to time a round trip.
+
+    A worker's estimate of the database's clock compares it with ``NOW()``
+    stamps to the microsecond; a truncated reading would widen the estimate
+    by up to a millisecond on each side.
+    """
+    if not reads_precisely():
+        return uncorrected_now()
+    return _local_now()
 
 
 def corrected_context(correction: Callable[[], timedelta]) -> contextvars.Context:

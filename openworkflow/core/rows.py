@@ -33,6 +33,7 @@ def workflow_run_from_row(
     load_time: TimeDecoder,
     has_step_attempts: bool | None = None,
     lease_expired: bool = False,
+    stamped_at: datetime | None = None,
 ) -> WorkflowRun:
     """Map a ``workflow_runs`` row to a :class:`WorkflowRun`."""
     return WorkflowRun(
@@ -66,6 +67,7 @@ def workflow_run_from_row(
         continued_as_id=row[26],
         has_step_attempts=has_step_attempts,
         lease_expired=lease_expired,
+        stamped_at=stamped_at,
     )
 
 

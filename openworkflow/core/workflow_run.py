@@ -125,6 +125,11 @@ class WorkflowRun:
     #: Not a column: set by a claim when the run was taken over from a worker
     #: whose lease expired (it crashed, hung or lost the database mid-pass).
     lease_expired: bool = field(default=False, compare=False, repr=False)
+    #: Not a column: the database's ``NOW()`` to the microsecond when the
+    #: statement that returned the run began (``updated_at`` before it is
+    #: truncated to milliseconds); set by PostgreSQL claims and lease renewals,
+    #: which time it against the worker's clock (``worker/db_clock.py``).
+    stamped_at: datetime | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_terminal(self) -> bool:

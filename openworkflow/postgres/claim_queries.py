@@ -167,9 +167,30 @@ def _fair_branch(filters: str, *, routed: bool = False) -> str:
 # order, unlocked (the claims lock the few they pick).
 _FRONT_WALK = pending_walk(
     'r."id", r."workflow_name", r."version", COALESCE(r."priority", 0) AS "priority",'
-    ' r."available_at", r."created_at", r."concurrency_key", r."concurrency_limit"',
+    ' r."available_at", r."created_at", r."concurrency_key", r."concurrency_limit",'
+    ' r."namespace_id", r."status" AS "front_status"',
     "%(front_limit)s",
 )
+
+# Each front run looked up and locked as it comes (runs other workers hold are
+# passed over, so racing claims do not come back short) until enough are
+# found. The run is matched on the front's columns, not on constants: every
+# lookup is then a primary key probe whatever the statistics say. Matched on
+# ``%(ns)s`` and ``'pending'``, a planner whose statistics missed this
+# namespace's pending runs (a new namespace, or a backlog grown since the last
+# ANALYZE) took any index on the namespace for as good and filtered it.
+_FRONT_LOOKUP = f"""
+    CROSS JOIN LATERAL (
+      SELECT {_LOCKED_COLUMNS}
+      FROM {{schema}}."workflow_runs" wr
+      WHERE wr."namespace_id" = front."namespace_id" AND wr."id" = front."id"
+        -- Checked again on the locked row: another worker may have taken it.
+        -- (IS NOT DISTINCT FROM: never an index condition, so no index on
+        -- the namespace and status competes with the primary key.)
+        AND wr."status" IS NOT DISTINCT FROM front."front_status"
+        AND wr."available_at" <= NOW()
+        AND (wr."deadline_at" IS NULL OR wr."deadline_at" > NOW()){_NOT_PAUSED}
+      FOR UPDATE SKIP LOCKED) AS picked"""
 
 
 # The enforcing any-workflow claim's pending runs: those with room among the
@@ -179,19 +200,9 @@ _FRONT_WALK = pending_walk(
 # full keys wait for them to shrink: workers claim routed, whose per-workflow
 # branch finds them.)
 _ANY_FRONT = f"""  SELECT "id", 'pending' AS "claimed_from", {_POOL_COLUMNS} FROM (
+    -- Front runs in claim order: no more rows are read than taken.
     SELECT picked.* FROM (
-      {_FRONT_WALK}) AS front
-    -- Front runs in claim order, each looked up and locked as it comes (runs
-    -- other workers hold are passed over, so racing claims do not come back
-    -- short), until enough are found: no more rows are read than taken.
-    CROSS JOIN LATERAL (
-      SELECT {_LOCKED_COLUMNS}
-      FROM {{schema}}."workflow_runs" wr
-      WHERE wr."namespace_id" = %(ns)s AND wr."id" = front."id"
-        -- Checked again on the locked row: another worker may have taken it.
-        AND wr."status" = 'pending' AND wr."available_at" <= NOW()
-        AND (wr."deadline_at" IS NULL OR wr."deadline_at" > NOW()){_NOT_PAUSED}
-      FOR UPDATE SKIP LOCKED) AS picked
+      {_FRONT_WALK}) AS front{_FRONT_LOOKUP}
     WHERE TRUE<<room:front>>
     LIMIT %(claim_limit)s) AS "pending_front"
 """
@@ -237,24 +248,16 @@ front AS MATERIALIZED (
 -- Only the first few of the worker's runs are fetched and locked: if other
 -- workers hold them, the per-workflow branch below makes up the difference.
 front_claimed AS MATERIALIZED (
-  SELECT {_LOCKED_COLUMNS}
-  FROM {{schema}}."workflow_runs" wr
-  WHERE wr."namespace_id" = %(ns)s
-    AND wr."id" IN (
-      -- front holds its rows in claim order (the order the walk found them):
-      -- no ORDER BY, so the filters stop at the first matches. The cheap
-      -- routing test first (OFFSET 0 keeps it apart), the room hint after.
-      SELECT front."id" FROM (
-        SELECT * FROM front WHERE TRUE{_ROUTED.format(run="front")}
-        OFFSET 0) AS front
-      WHERE TRUE<<room:front>>
-      LIMIT 2 * %(claim_limit)s)
-    -- Checked again on the locked row: another worker may have taken it.
-    AND wr."status" = 'pending' AND wr."available_at" <= NOW()
-    AND (wr."deadline_at" IS NULL OR wr."deadline_at" > NOW()){_NOT_PAUSED}
-  ORDER BY {_PENDING_ORDER}
+  SELECT picked.* FROM (
+    -- front holds its rows in claim order (the order the walk found them):
+    -- no ORDER BY, so the filters stop at the first matches. The cheap
+    -- routing test first (OFFSET 0 keeps it apart), the room hint after.
+    SELECT front.* FROM (
+      SELECT * FROM front WHERE TRUE{_ROUTED.format(run="front")}
+      OFFSET 0) AS front
+    WHERE TRUE<<room:front>>
+    LIMIT 2 * %(claim_limit)s) AS front{_FRONT_LOOKUP}
   LIMIT %(claim_limit)s
-  FOR UPDATE SKIP LOCKED
 ),"""
 
 _ROUTED_BY_ROUTE = f"""  SELECT "id", 'pending' AS "claimed_from", {_POOL_COLUMNS} FROM (
@@ -398,7 +401,7 @@ _DEADLINE_SWEEP = """
 -- statement's snapshot blind to that step, which closed_attempts must see. The
 -- next claim fails them.
 WITH due_to_expire AS (
-  SELECT "id" FROM {schema}."workflow_runs"
+  SELECT "namespace_id", "id" FROM {schema}."workflow_runs"
   WHERE "namespace_id" = %(ns)s AND "status" IN ('pending', 'running', 'sleeping')
     AND "deadline_at" IS NOT NULL AND "deadline_at" <= NOW()
   FOR NO KEY UPDATE SKIP LOCKED
@@ -407,7 +410,10 @@ expired AS (
   UPDATE {schema}."workflow_runs"
   SET "status" = 'failed', "error" = %(deadline_error)s, "worker_id" = NULL,
       "available_at" = NULL, "finished_at" = NOW(), "updated_at" = NOW()
-  WHERE "namespace_id" = %(ns)s AND "id" IN (SELECT "id" FROM due_to_expire)
+  -- Matched on both key columns of the (materialized) CTE, not on %(ns)s: with
+  -- the namespace a constant, a planner whose statistics miss this namespace
+  -- (new, or grown since the last ANALYZE) walks all its runs for each claim.
+  WHERE ("namespace_id", "id") IN (SELECT "namespace_id", "id" FROM due_to_expire)
   RETURNING "namespace_id", "id", "parent_step_attempt_namespace_id", "parent_step_attempt_id"
 ),
 -- A finished run keeps no attempt running (waits and sleeps included).
@@ -439,9 +445,13 @@ woken_parents AS (
 ),"""
 
 _LEASE = """,
-assigned AS (
-  SELECT candidate."id", candidate."claimed_from", candidate."lease_expired", owner."worker_id",
-         candidate."position"
+-- Materialized, with the namespace as a column: the lease below then looks up
+-- each run by its primary key whatever the statistics say of the namespace
+-- (joined to a constant namespace that they miss, the planner took it for one
+-- run and compared every run of the namespace with every candidate).
+assigned AS MATERIALIZED (
+  SELECT %(ns)s::text AS "namespace_id", candidate."id", candidate."claimed_from",
+         candidate."lease_expired", owner."worker_id", candidate."position"
   FROM candidate
   JOIN unnest(%(worker_ids)s::text[]) WITH ORDINALITY AS owner("worker_id", "position")
     USING ("position")
@@ -451,7 +461,7 @@ SET "status" = 'running', "attempts" = wr."attempts" + 1, "worker_id" = assigned
     "available_at" = NOW() + %(lease_ms)s * INTERVAL '1 millisecond',
     "started_at" = COALESCE(wr."started_at", NOW()), "updated_at" = NOW()
 FROM assigned
-WHERE wr."namespace_id" = %(ns)s AND wr."id" = assigned."id"
+WHERE wr."namespace_id" = assigned."namespace_id" AND wr."id" = assigned."id"
 RETURNING wr.*,
   -- Whether a worker still held the run (its lease expired: it crashed or hung).
   assigned."lease_expired",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from openworkflow.backend_common import (
@@ -48,6 +49,9 @@ ROUTED_FRONT_BASE = 64
 ROUTED_FRONT_PER_RUN = 4
 """How far a routed claim looks into the front of the queue before it looks
 up each registered workflow's runs (see ``claim_queries``)."""
+
+UPDATED_AT = 20
+"""Position of ``updated_at`` in a ``workflow_runs`` row (``RETURNING *``)."""
 
 
 class PostgresRuns(PostgresRunBatches):
@@ -254,7 +258,8 @@ class PostgresRuns(PostgresRunBatches):
         )
         async with self._connection(lease=True) as connection:
             row = await self._one(connection, self._q.extend_lease, values)
-        return to_run(require(row, "extend lease for workflow run"))
+        renewed = require(row, "extend lease for workflow run")
+        return workflow_run_from_row(renewed, identity, load_time, stamped_at=stamp(renewed))
 
     async def sleep_workflow_run(self, params: SleepWorkflowRunParams) -> WorkflowRun:
         """Fenced: park the run until ``available_at`` (or now if a wait is already answered)."""
@@ -281,6 +286,12 @@ _GENERIC_PLANS = b"SET plan_cache_mode = force_generic_plan"
 _DEFAULT_PLANS = b"RESET plan_cache_mode"
 
 
+def stamp(row: Row) -> datetime:
+    """The ``updated_at`` a claim or renewal just wrote (``NOW()``), to the microsecond."""
+    stamped: datetime = row[UPDATED_AT].astimezone(UTC)
+    return stamped
+
+
 def claimed_runs(rows: list[Row]) -> list[WorkflowRun]:
     """The runs a claim statement leased, in claim order.
 
@@ -290,7 +301,12 @@ def claimed_runs(rows: list[Row]) -> list[WorkflowRun]:
     """
     return [
         workflow_run_from_row(
-            row, identity, load_time, has_step_attempts=row[-2], lease_expired=row[-3]
+            row,
+            identity,
+            load_time,
+            has_step_attempts=row[-2],
+            lease_expired=row[-3],
+            stamped_at=stamp(row),
         )
         for row in sorted(rows, key=lambda row: int(row[-1]))
     ]

@@ -38,7 +38,7 @@ MAX_SAMPLES = 64
 """Samples kept: enough for a tight round trip among them, cheap to scan."""
 
 _STORED_PRECISION = timedelta(milliseconds=1)
-"""Stored timestamps are truncated to the millisecond: the true one is up to 1 ms later."""
+"""A run's ``updated_at`` is truncated to the millisecond: the true one is up to 1 ms later."""
 
 
 def stamps_database_time(backend: object) -> bool:
@@ -87,16 +87,25 @@ class DatabaseClock:
     def observe(self, sent_at: datetime, runs: Sequence[WorkflowRun]) -> None:
         """Learn from runs a statement sent at ``sent_at`` (engine clock) stamped with ``NOW()``.
 
-        ``sent_at`` is :func:`openworkflow.core.clock.uncorrected_now` read just
-        before the call; the reply's time is read here, so call this at once.
+        ``sent_at`` is :func:`openworkflow.core.clock.precise_uncorrected_now`
+        read just before the call; the reply's time is read here, so call
+        this at once. The stamp is the runs' ``stamped_at`` (to the
+        microsecond) where the backend gives it, else their ``updated_at``.
         """
         if not runs:
             return
-        received_at = clock.uncorrected_now()
-        stamped = min(run.updated_at for run in runs)
-        # Every reading is truncated to the millisecond: widen each bound by one.
-        upper = stamped + _STORED_PRECISION - sent_at
-        lower = stamped - _STORED_PRECISION - received_at
+        received_at = clock.precise_uncorrected_now()
+        precise = [run.stamped_at for run in runs if run.stamped_at is not None]
+        if len(precise) == len(runs):
+            # NOW() to the microsecond: the true stamp, read between send and reply.
+            stamped, late_by = min(precise), timedelta(0)
+        else:
+            # Truncated to the millisecond: the true stamp is up to 1 ms later.
+            stamped, late_by = min(run.updated_at for run in runs), _STORED_PRECISION
+        # Readings truncated like now() (a test patching it) may be up to 1 ms early.
+        early_by = timedelta(0) if clock.reads_precisely() else _STORED_PRECISION
+        upper = stamped + late_by - sent_at
+        lower = stamped - early_by - received_at
         now = time.monotonic()
         self._samples.append((now, upper, lower))
         while len(self._samples) > 1 and self._samples[0][0] < now - WINDOW_S:

@@ -65,7 +65,9 @@ runs its own passes park, so this only bounds how late a lost wake-up, or a
 run parked by a worker that died, is noticed."""
 
 DUE_MARGIN_S = 0.001
-"""Waking a hair after the due time, so the claim's ``available_at <= now`` holds."""
+"""Waking a hair after the due time, so the claim's ``available_at <= now`` holds
+(where the engine's clock is the database's; on PostgreSQL the estimate's
+uncertainty is the margin)."""
 
 CLOCK_CHECK_S = 1.0
 """Longest single sleep towards a known due time: then the wall clock is read again."""
@@ -230,7 +232,7 @@ class IdleWait:
             if self._read_wanted and self._reading is None:  # spaced out: read when allowed
                 delay = min(delay, self._last_read + DUE_READ_SPACING_S - loop.time())
             if due is not None:
-                due_in = (due - clock.now()).total_seconds() + self._margin_s()
+                due_in = (due - clock.precise_now()).total_seconds() + self._margin_s()
                 if due_in <= 0:
                     return
                 delay = min(delay, due_in, CLOCK_CHECK_S)
@@ -244,7 +246,10 @@ class IdleWait:
         """How long after a known due time the wait ends: the claim must find the run due."""
         if self._clock_uncertainty is None:
             return DUE_MARGIN_S
-        return DUE_MARGIN_S + self._clock_uncertainty().total_seconds()
+        # The corrected clock errs late by at most the uncertainty, to the
+        # microsecond (db_clock): waiting that much longer than the due time,
+        # the database's clock has reached it before the claim is even sent.
+        return self._clock_uncertainty().total_seconds()
 
     def _settle_passed(self) -> None:
         """Drop the instants the claim covered; ask the backend if one was not claimed here.

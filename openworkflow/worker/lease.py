@@ -132,7 +132,7 @@ class LeaseKeeper:
 
     async def _renew(self) -> None:
         """Extend the lease; its reply's timestamp is a sample of the database's clock."""
-        sent_at = clock.uncorrected_now()
+        sent_at = clock.precise_uncorrected_now()
         renewed = await self._backend.extend_workflow_run_lease(
             ExtendWorkflowRunLeaseParams(
                 workflow_run_id=self._run.id,

@@ -269,7 +269,7 @@ class Worker:
                     enforce_concurrency=self._enforce_concurrency,
                 )
             )
-            sent_at = clock.uncorrected_now()
+            sent_at = clock.precise_uncorrected_now()
             runs = await (claim if self.metrics is None else self.metrics.timed_claim(claim))
             if self._database_clock is not None:
                 self._database_clock.observe(sent_at, runs)

@@ -22,6 +22,7 @@ import pytest
 
 from openworkflow import OpenWorkflow, SqliteBackend, Step, workflow
 from openworkflow.core import clock
+from openworkflow.core.backend import ClaimWorkflowRunsParams, ExtendWorkflowRunLeaseParams
 from openworkflow.core.waits import WaitContext
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.postgres import PostgresBackend
@@ -90,6 +91,43 @@ def test_the_estimate_is_the_tightest_upper_bound_seen() -> None:
     # The early bound (the reply's time) never passes the late one.
     assert estimate.earliest_now() <= estimate.now()
     assert estimate.now() - clock.now() >= timedelta(seconds=10) - timedelta(milliseconds=1)
+
+
+def test_a_stamp_to_the_microsecond_narrows_the_estimate_to_the_round_trip() -> None:
+    truncated, precise = DatabaseClock(), DatabaseClock()
+    sent = clock.truncate_ms(clock.precise_uncorrected_now())
+    at = sent + timedelta(seconds=10, microseconds=400)
+    truncated.observe(sent, [_stamped(clock.truncate_ms(at))])
+    precise.observe(sent, [dataclasses.replace(_stamped(clock.truncate_ms(at)), stamped_at=at)])
+    # The true offset is 10 s 0.4 ms less the trip there: the stamp to the
+    # microsecond is an upper bound within the trip, the truncated one within
+    # the trip and a millisecond more; both bounds are true ones.
+    assert precise.offset() == timedelta(seconds=10, microseconds=400)
+    assert truncated.offset() == timedelta(seconds=10, milliseconds=1)
+    assert precise.uncertainty() < truncated.uncertainty()
+    assert precise.uncertainty() < timedelta(milliseconds=50)  # the trip, on any machine
+
+
+async def test_postgres_claims_and_renewals_carry_the_microsecond_stamp(
+    backend: Any, backend_kind: str
+) -> None:
+    _require_postgres(backend_kind)
+    client = OpenWorkflow(backend)
+    await client.run(nap, None)
+    sent = clock.precise_uncorrected_now()
+    (claimed,) = await backend.claim_workflow_runs(
+        ClaimWorkflowRunsParams(worker_ids=["slot-1"], lease_duration_ms=30_000)
+    )
+    assert claimed.stamped_at is not None
+    assert clock.truncate_ms(claimed.stamped_at) == claimed.updated_at
+    renewed = await backend.extend_workflow_run_lease(
+        ExtendWorkflowRunLeaseParams(
+            workflow_run_id=claimed.id, worker_id="slot-1", lease_duration_ms=30_000
+        )
+    )
+    assert renewed.stamped_at is not None and renewed.stamped_at >= claimed.stamped_at
+    # Same machine, same clock: the stamp falls within the round trip.
+    assert sent <= claimed.stamped_at <= clock.precise_uncorrected_now()
 
 
 def test_old_samples_stop_counting(monkeypatch: pytest.MonkeyPatch) -> None:
