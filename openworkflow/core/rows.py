@@ -34,6 +34,7 @@ def workflow_run_from_row(
     has_step_attempts: bool | None = None,
     lease_expired: bool = False,
     stamped_at: datetime | None = None,
+    returned_at: datetime | None = None,
 ) -> WorkflowRun:
     """Map a ``workflow_runs`` row to a :class:`WorkflowRun`."""
     return WorkflowRun(
@@ -68,6 +69,7 @@ def workflow_run_from_row(
         has_step_attempts=has_step_attempts,
         lease_expired=lease_expired,
         stamped_at=stamped_at,
+        returned_at=returned_at,
     )
 
 

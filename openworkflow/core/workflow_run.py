@@ -130,11 +130,18 @@ class WorkflowRun:
     #: truncated to milliseconds); set by PostgreSQL claims and lease renewals,
     #: which time it against the worker's clock (``worker/db_clock.py``).
     stamped_at: datetime | None = field(default=None, compare=False, repr=False)
+    #: Not a column: the database's clock to the microsecond as that statement
+    #: returned the run (``clock_timestamp()``), set by the same statements.
+    returned_at: datetime | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_terminal(self) -> bool:
         """Whether the run has finished for good (completed, failed or canceled)."""
         return is_terminal_status(self.status)
+
+
+NOT_COLUMNS = frozenset({"has_step_attempts", "lease_expired", "stamped_at", "returned_at"})
+"""The fields of :class:`WorkflowRun` a backend sets from a claim, not stored in a column."""
 
 
 def is_terminal_status(status: str) -> bool:

@@ -472,10 +472,13 @@ RETURNING wr.*,
     SELECT 1 FROM {schema}."step_attempts" sa
     WHERE sa."namespace_id" = wr."namespace_id" AND sa."workflow_run_id" = wr."id"
   ) END,
-  assigned."position"
+  assigned."position",
+  -- The database's clock as the reply leaves, for the worker's estimate of it (db_clock).
+  clock_timestamp()
 """
 """Leases each candidate to the worker id at its position; the row ends with
-(lease expired, has step attempts or NULL, position), read from the end."""
+(lease expired, has step attempts or NULL, position, the database's clock),
+read from the end."""
 
 
 def _claim(candidates: str) -> str:

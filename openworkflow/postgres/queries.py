@@ -94,7 +94,8 @@ EXTEND_LEASE = f"""
 UPDATE {{schema}}."workflow_runs"
 SET "available_at" = NOW() + %(lease_ms)s * INTERVAL '1 millisecond', "updated_at" = NOW()
 WHERE {RUN_OWNED}
-RETURNING *"""
+-- clock_timestamp(): the database's clock as the reply leaves (db_clock).
+RETURNING *, clock_timestamp()"""
 
 SLEEP_WORKFLOW_RUN = f"""
 UPDATE {{schema}}."workflow_runs"

@@ -185,21 +185,21 @@ class PostgresRuns(PostgresRunBatches):
         statement = self.claim_statement(params)
         if statement is None:
             return []
-        if params.enforce_concurrency:
-            rows = await self._fetchall_planned_once(*statement)
-        else:
-            rows = await self._fetchall(*statement)
+        rows = await self._fetchall_planned_once(*statement)
         claimed = claimed_runs(rows)
         self._fair_cursor = next_fair_cursor(self._fair_cursor, claimed, len(params.worker_ids))
         return claimed
 
     async def _fetchall_planned_once(self, query: bytes, values: dict[str, Any]) -> list[Row]:
-        """Run a claim that enforces concurrency limits on a generic (cached) plan.
+        """Run a claim on a generic (cached) plan.
 
-        Planning it costs several milliseconds, more than running it, and
-        PostgreSQL never switches it to its cached generic plan on its own (its
-        cost estimates are pessimistic), though that plan runs as fast and is
-        as index-driven (benchmarks/claim_plan.py measures both). So the
+        Planning a claim costs 2-5 milliseconds, several times more than
+        running it (an idle worker's wake-up for a timer paid it on every
+        claim), and PostgreSQL never switches it to its cached generic plan on
+        its own (its cost estimates are pessimistic), though that plan runs as
+        fast and is as index-driven (benchmarks/claim_plan.py measures both;
+        the claims look runs up by key whatever the statistics, see
+        claim_queries). So the
         session asks for the generic plan around this one statement: the three
         commands go out in one pipeline (one round trip) and form one implicit
         transaction, so if the claim fails the setting is rolled back with it.
@@ -259,7 +259,13 @@ class PostgresRuns(PostgresRunBatches):
         async with self._connection(lease=True) as connection:
             row = await self._one(connection, self._q.extend_lease, values)
         renewed = require(row, "extend lease for workflow run")
-        return workflow_run_from_row(renewed, identity, load_time, stamped_at=stamp(renewed))
+        return workflow_run_from_row(
+            renewed,
+            identity,
+            load_time,
+            stamped_at=stamp(renewed),
+            returned_at=renewed[-1].astimezone(UTC),
+        )
 
     async def sleep_workflow_run(self, params: SleepWorkflowRunParams) -> WorkflowRun:
         """Fenced: park the run until ``available_at`` (or now if a wait is already answered)."""
@@ -296,17 +302,19 @@ def claimed_runs(rows: list[Row]) -> list[WorkflowRun]:
     """The runs a claim statement leased, in claim order.
 
     After the run's columns: whether its lease had expired, whether it has
-    step attempts (or NULL), then the claim position (RETURNING order is
-    unspecified); all read from the end of the row.
+    step attempts (or NULL), the claim position (RETURNING order is
+    unspecified), then the database's clock as the row was returned; all
+    read from the end of the row.
     """
     return [
         workflow_run_from_row(
             row,
             identity,
             load_time,
-            has_step_attempts=row[-2],
-            lease_expired=row[-3],
+            has_step_attempts=row[-3],
+            lease_expired=row[-4],
             stamped_at=stamp(row),
+            returned_at=row[-1].astimezone(UTC),
         )
-        for row in sorted(rows, key=lambda row: int(row[-1]))
+        for row in sorted(rows, key=lambda row: int(row[-2]))
     ]

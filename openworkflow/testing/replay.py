@@ -41,7 +41,7 @@ from openworkflow.core.backend import Backend, GetWorkflowRunParams
 from openworkflow.core.duration import Duration
 from openworkflow.core.step_attempt import StepAttempt, StepKind
 from openworkflow.core.workflow_definition import Workflow, WorkflowRef, spec_of
-from openworkflow.core.workflow_run import WorkflowRun, WorkflowRunStatus
+from openworkflow.core.workflow_run import NOT_COLUMNS, WorkflowRun, WorkflowRunStatus
 from openworkflow.errors import ReplayDivergenceError
 from openworkflow.sqlite import SqliteBackend
 from openworkflow.testing.history import HistorySource, RunHistory, load_run_history
@@ -307,14 +307,13 @@ async def _load(backend: SqliteBackend, history: RunHistory) -> WorkflowRun:
 
 
 _JSON_COLUMNS = frozenset({"config", "context", "input", "output", "error"})
-_NOT_COLUMNS = frozenset({"has_step_attempts", "lease_expired"})
 
 
 def _columns(record: WorkflowRun | StepAttempt) -> dict[str, Any]:
     """A run's or attempt's stored columns, by name (JSON as text, times as ISO)."""
     values: dict[str, Any] = {}
     for item in fields(record):
-        if item.name in _NOT_COLUMNS:
+        if item.name in NOT_COLUMNS:
             continue
         value = getattr(record, item.name)
         if item.name == "config":

@@ -10,6 +10,11 @@ the worker's own clock bounds the offset between the two clocks:
 
     updated_at - (clock when the reply came) <= offset <= updated_at - (clock when sent)
 
+PostgreSQL gives both to the microsecond: ``NOW()`` as the statement began
+(``stamped_at``) for the upper bound, and ``clock_timestamp()`` as the row
+was returned (``returned_at``) for the lower one, so the two bounds are
+apart by little more than the network's round trip, not the statement's time.
+
 The correction is the smallest upper bound seen lately, so it errs late,
 never early: a sleep computed with it never ends before its time by the
 database's clock, and ends late by at most the tightest round trip seen
@@ -95,17 +100,21 @@ class DatabaseClock:
         if not runs:
             return
         received_at = clock.precise_uncorrected_now()
-        precise = [run.stamped_at for run in runs if run.stamped_at is not None]
-        if len(precise) == len(runs):
-            # NOW() to the microsecond: the true stamp, read between send and reply.
-            stamped, late_by = min(precise), timedelta(0)
+        started = [run.stamped_at for run in runs if run.stamped_at is not None]
+        if len(started) == len(runs):
+            # NOW() to the microsecond: the statement's start, after it was sent.
+            stamped, late_by = min(started), timedelta(0)
         else:
             # Truncated to the millisecond: the true stamp is up to 1 ms later.
             stamped, late_by = min(run.updated_at for run in runs), _STORED_PRECISION
+        # The latest database reading before the reply: as it left, when given
+        # (the lower bound then spans only the way back, not the statement).
+        returned = [run.returned_at for run in runs if run.returned_at is not None]
+        last_read = max(returned, default=stamped)
         # Readings truncated like now() (a test patching it) may be up to 1 ms early.
         early_by = timedelta(0) if clock.reads_precisely() else _STORED_PRECISION
         upper = stamped + late_by - sent_at
-        lower = stamped - early_by - received_at
+        lower = last_read - early_by - received_at
         now = time.monotonic()
         self._samples.append((now, upper, lower))
         while len(self._samples) > 1 and self._samples[0][0] < now - WINDOW_S:

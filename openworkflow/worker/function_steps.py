@@ -133,8 +133,8 @@ class FunctionSteps:
             timer = _AttemptTimer(timeout_ms)
             body = self._call if self._timer is None else self._timed_call
             call = asyncio.ensure_future(body(fn, self._step_context(step_name, timer)))
+            ended_at = await _quick_end(call, timer) if attempt is None else None
             if attempt is None:
-                await asyncio.wait({call}, timeout=timer.quick_wait(QUICK_STEP_S))
                 if call.done() and not call.cancelled() and call.exception() is None:
                     output = _json_output_or_none(
                         adapter, call.result(), self._output_label(step_name)
@@ -144,7 +144,7 @@ class FunctionSteps:
                         stored = await self._recorder.create_completed(step_name, output[0])
                         return typed_result(adapter, stored, step_name)
                 attempt = await self._recorder.create(step_name, StepKind.FUNCTION, None)
-            return await self._finish(step_name, attempt, call, policy, timer, adapter)
+            return await self._finish(step_name, attempt, call, policy, timer, adapter, ended_at)
         except BaseException:
             if call is not None and not call.done():
                 call.cancel()  # the pass is ending (lease lost, stop): do not leave it running
@@ -177,12 +177,18 @@ class FunctionSteps:
         policy: ResolvedRetryPolicy,
         timer: _AttemptTimer,
         adapter: TypeAdapter[Any] | None,
+        ended_at: datetime | None = None,
     ) -> Any:
-        """Await the body and record its output, or its failure under ``policy``."""
+        """Await the body and record its output, or its failure under ``policy``.
+
+        ``ended_at``: when the body was seen to end, if before the attempt was
+        written; a retry's backoff counts from the failure, not from the write.
+        """
         try:
             value = await timer.bound(call)
         except Exception as error:
-            await self._retry_or_fail(step_name, attempt, timer.failure(step_name, error), policy)
+            failure = timer.failure(step_name, error)
+            await self._retry_or_fail(step_name, attempt, failure, policy, ended_at or clock.now())
         try:
             label = self._output_label(step_name)
             output_value = stored_output(adapter, value, label, to_stored_json)
@@ -228,11 +234,13 @@ class FunctionSteps:
         attempt: StepAttempt,
         error: Exception,
         policy: ResolvedRetryPolicy,
+        failed_at: datetime,
     ) -> NoReturn:
         """Record the failure; retry the step by its policy, or fail it for good.
 
         A retry ends the pass (:class:`StepRetry`) without the workflow seeing
         the error; a final failure is memoized and raised into workflow code.
+        The backoff counts from ``failed_at``, when the body was seen to fail.
         """
         if isinstance(error, NonRetryableError):
             raise await self._fail_for_good(step_name, attempt, error) from None
@@ -244,7 +252,7 @@ class FunctionSteps:
             self._history.failed_attempt_count(step_name) + 1,
             self._run.deadline_at,
             serialized,
-            clock.now(),
+            failed_at,
         )
         if decision.status == WorkflowRunStatus.FAILED or decision.available_at is None:
             raise await self._fail_for_good(step_name, attempt, error) from None
@@ -385,6 +393,12 @@ class _AttemptTimer:
         if self.timeout_ms is not None and self._timeout is not None and self._timeout.expired():
             return StepTimeoutError(step_name, self.timeout_ms)
         return error
+
+
+async def _quick_end(call: asyncio.Future[Any], timer: _AttemptTimer) -> datetime | None:
+    """Wait up to :data:`QUICK_STEP_S` for the body; when it ended (a retry counts from it)."""
+    await asyncio.wait({call}, timeout=timer.quick_wait(QUICK_STEP_S))
+    return clock.now() if call.done() else None
 
 
 def _no_input() -> Any:

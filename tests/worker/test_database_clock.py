@@ -126,8 +126,14 @@ async def test_postgres_claims_and_renewals_carry_the_microsecond_stamp(
         )
     )
     assert renewed.stamped_at is not None and renewed.stamped_at >= claimed.stamped_at
-    # Same machine, same clock: the stamp falls within the round trip.
-    assert sent <= claimed.stamped_at <= clock.precise_uncorrected_now()
+    # Same machine, same clock: both readings fall within the round trip, in order.
+    assert claimed.returned_at is not None and renewed.returned_at is not None
+    assert sent <= claimed.stamped_at <= claimed.returned_at <= renewed.stamped_at
+    assert renewed.stamped_at <= renewed.returned_at <= clock.precise_uncorrected_now()
+    estimate = DatabaseClock()
+    estimate.observe(sent, [claimed])
+    # The bounds are apart by the claim's round trip less its time in the database.
+    assert estimate.uncertainty() < clock.precise_uncorrected_now() - sent
 
 
 def test_old_samples_stop_counting(monkeypatch: pytest.MonkeyPatch) -> None:

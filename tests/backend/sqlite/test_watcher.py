@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from openworkflow import OpenWorkflow
 from openworkflow.core.backend import CompleteWorkflowRunParams
 from openworkflow.notifications import notifier_of
-from openworkflow.sqlite import SqliteBackend
+from openworkflow.sqlite import SqliteBackend, file_events, watcher
 from tests.backend.helpers import claim
 
 NEVER_S = 60.0  # a wait that only a wake-up can end within the test's time
@@ -103,5 +109,150 @@ async def test_lease_keepers_alone_do_not_ask_for_millisecond_polling(tmp_path: 
         await asyncio.wait_for(keeper, 5)
         notifier.unwatch_run("run-b", keeper)
         assert not notifier.wants_prompt_wakeups
+    finally:
+        await backend.stop()
+
+
+# Idle phase: file events (inotify) instead of timed polls.
+
+_COMMIT_IN_A_PROCESS = (
+    "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+    "c.execute('CREATE TABLE IF NOT EXISTS other_process (x INTEGER)'); "
+    "c.execute('INSERT INTO other_process VALUES (1)'); c.commit(); c.close()"
+)
+
+
+def _commit_from_another_process(path: Path) -> None:
+    subprocess.run([sys.executable, "-c", _COMMIT_IN_A_PROCESS, str(path)], check=True)
+
+
+def _inotify_available() -> bool:
+    try:
+        inotify_simple = importlib.import_module("inotify_simple")
+        inotify_simple.INotify().close()
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+needs_inotify = pytest.mark.skipif(not _inotify_available(), reason="no inotify here")
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+    """The times the watcher read ``data_version``."""
+    times: list[float] = []
+    read = watcher.DataVersionWatcher._version
+
+    def counted(connection: sqlite3.Connection) -> int | None:
+        times.append(time.monotonic())
+        return read(connection)
+
+    monkeypatch.setattr(watcher.DataVersionWatcher, "_version", staticmethod(counted))
+    yield times
+
+
+def _reads_over(reads: list[float], seconds: float) -> int:
+    return sum(1 for at in reads if at >= time.monotonic() - seconds)
+
+
+def _watch_thread_alive() -> bool:
+    return any(t.name == "openworkflow-sqlite-watch" for t in threading.enumerate())
+
+
+@needs_inotify
+async def test_an_idle_worker_s_watcher_sleeps_till_another_process_commits(
+    tmp_path: Path, reads: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No fallback read within the test: only the file event can end the wait.
+    monkeypatch.setattr(watcher, "IDLE_FALLBACK_INTERVAL_S", NEVER_S)
+    monkeypatch.chdir(tmp_path)  # a relative path is watched too
+    path = Path("idle.db")
+    backend = SqliteBackend(str(path))
+    try:
+        notifier = notifier_of(backend)
+        assert notifier is not None
+        waiting = asyncio.ensure_future(notifier.wait_for_work(NEVER_S))
+        await asyncio.sleep(watcher.BUSY_WINDOW_S + 0.2)  # idle-waiting now
+        await asyncio.sleep(1.0)
+        assert _reads_over(reads, 1.0) <= 3  # polling would read ~20 times
+        await asyncio.to_thread(_commit_from_another_process, path)
+        await asyncio.wait_for(waiting, NEVER_S / 2)
+        # Stopping interrupts the idle wait (no fallback read to wait for).
+        waiting = asyncio.ensure_future(notifier.wait_for_work(NEVER_S))
+        await asyncio.sleep(watcher.BUSY_WINDOW_S + 0.3)  # idle-waiting again
+        assert _reads_over(reads, 0.2) == 0
+        stopping = time.monotonic()
+        await backend.stop()
+        while _watch_thread_alive() and time.monotonic() - stopping < 2.0:
+            await asyncio.sleep(0.01)
+        assert not _watch_thread_alive()
+        waiting.cancel()
+    finally:
+        await backend.stop()
+
+
+@needs_inotify
+async def test_a_result_waiter_ends_the_idle_wait_and_is_polled_for(
+    tmp_path: Path, reads: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(watcher, "IDLE_FALLBACK_INTERVAL_S", NEVER_S)
+    backend = SqliteBackend(str(tmp_path / "prompt.db"))
+    try:
+        notifier = notifier_of(backend)
+        assert notifier is not None
+        work = asyncio.ensure_future(notifier.wait_for_work(NEVER_S))
+        await asyncio.sleep(watcher.BUSY_WINDOW_S + 0.3)  # idle-waiting now
+        assert _reads_over(reads, 0.2) == 0
+        run = asyncio.ensure_future(notifier.wait_for_run("run-a", NEVER_S))
+        await asyncio.sleep(0.3)
+        assert _reads_over(reads, 0.3) >= 10  # every POLL_INTERVAL_S again
+        run.cancel()
+        work.cancel()
+    finally:
+        await backend.stop()
+
+
+@needs_inotify
+def test_file_events_are_the_database_s_own(tmp_path: Path) -> None:
+    events = file_events.open_file_events(str(tmp_path / "own.db"))
+    assert events is not None
+    try:
+        (tmp_path / "unrelated.txt").write_text("x")
+        (tmp_path / "own.db-shm").write_text("x")
+        assert events.wait(0.3) == "timeout"
+        (tmp_path / "own.db-wal").write_text("x")
+        assert events.wait(NEVER_S) == "file"
+        (tmp_path / "own.db").write_text("x")
+        events.drain()  # stale: forgotten
+        events.interrupt()
+        assert events.wait(NEVER_S) == "wake"
+        assert events.wait(0.1) == "timeout"
+    finally:
+        events.close()
+    events.interrupt()  # after close: nothing, no error
+
+
+def test_an_in_memory_database_has_no_file_events() -> None:
+    assert file_events.open_file_events(":memory:") is None
+    assert file_events.open_file_events("file::memory:?cache=shared") is None
+
+
+async def test_without_inotify_an_idle_worker_s_watcher_polls(
+    tmp_path: Path, reads: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "inotify_simple", None)  # the import fails
+    path = tmp_path / "polled.db"
+    backend = SqliteBackend(str(path))
+    try:
+        notifier = notifier_of(backend)
+        assert notifier is not None
+        waiting = asyncio.ensure_future(notifier.wait_for_work(NEVER_S))
+        await asyncio.sleep(watcher.BUSY_WINDOW_S + 0.3)
+        await asyncio.sleep(1.0)
+        # Every IDLE_POLL_INTERVAL_S, as before inotify.
+        assert _reads_over(reads, 1.0) >= 0.5 / watcher.IDLE_POLL_INTERVAL_S
+        await asyncio.to_thread(_commit_from_another_process, path)
+        await asyncio.wait_for(waiting, NEVER_S / 2)
     finally:
         await backend.stop()
