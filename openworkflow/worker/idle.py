@@ -282,7 +282,7 @@ class IdleWait:
         finally:
             self._reading = None
         if due_in is not None:
-            self._due.add(clock.now() + timedelta(seconds=due_in))
+            self._due.add(clock.precise_now() + timedelta(seconds=due_in))
             self._changed.set()
 
     async def _sleep(self, delay: float, aiming_at: datetime | None) -> None:
