@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from openworkflow.backend_common import (
     FAIR_KEYS_PER_CLAIM,
@@ -263,8 +263,7 @@ class PostgresRuns(PostgresRunBatches):
             renewed,
             identity,
             load_time,
-            stamped_at=stamp(renewed),
-            returned_at=renewed[-1].astimezone(UTC),
+            **database_clock_readings(renewed),
         )
 
     async def sleep_workflow_run(self, params: SleepWorkflowRunParams) -> WorkflowRun:
@@ -292,10 +291,24 @@ _GENERIC_PLANS = b"SET plan_cache_mode = force_generic_plan"
 _DEFAULT_PLANS = b"RESET plan_cache_mode"
 
 
-def stamp(row: Row) -> datetime:
-    """The ``updated_at`` a claim or renewal just wrote (``NOW()``), to the microsecond."""
-    stamped: datetime = row[UPDATED_AT].astimezone(UTC)
-    return stamped
+class ClockReadings(TypedDict):
+    """A statement's readings of the database's clock (``WorkflowRun`` fields of the same names)."""
+
+    stamped_at: datetime
+    returned_at: datetime
+
+
+def database_clock_readings(row: Row) -> ClockReadings:
+    """A claim's or renewal's readings of the database's clock, to the microsecond.
+
+    ``stamped_at``: the ``updated_at`` it just wrote (``NOW()``, the
+    statement's start); ``returned_at``: its last column (``clock_timestamp()``
+    as the row was returned). See ``worker/db_clock.py``.
+    """
+    return {
+        "stamped_at": row[UPDATED_AT].astimezone(UTC),
+        "returned_at": row[-1].astimezone(UTC),
+    }
 
 
 def claimed_runs(rows: list[Row]) -> list[WorkflowRun]:
@@ -313,8 +326,7 @@ def claimed_runs(rows: list[Row]) -> list[WorkflowRun]:
             load_time,
             has_step_attempts=row[-3],
             lease_expired=row[-4],
-            stamped_at=stamp(row),
-            returned_at=row[-1].astimezone(UTC),
+            **database_clock_readings(row),
         )
         for row in sorted(rows, key=lambda row: int(row[-2]))
     ]

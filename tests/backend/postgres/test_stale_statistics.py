@@ -30,6 +30,7 @@ from openworkflow.core.backend import (
     CreateCompletedStepAttemptParams,
 )
 from openworkflow.core.ids import new_id
+from openworkflow.core.workflow_run import WorkflowRun
 from tests.backend.helpers import create_pending_run
 
 on_postgres = pytest.mark.parametrize("backend_kind", ["postgres"], indirect=True)
@@ -96,6 +97,13 @@ async def history(backend: Any) -> AsyncIterator[str]:
             connection.execute(delete.format(sql.Identifier(db.schema, table)), [namespace])
 
 
+async def _step_then_complete(backend: Any, run: WorkflowRun) -> None:
+    fence = {"workflow_run_id": run.id, "worker_id": run.worker_id, "claim_attempt": run.attempts}
+    step = CreateCompletedStepAttemptParams(step_name="one", kind="function", output=1, **fence)
+    await backend.create_completed_step_attempt(step)
+    await backend.complete_workflow_run(CompleteWorkflowRunParams(output="done", **fence))
+
+
 @on_postgres
 @pytest.mark.parametrize("enforce", [False, True], ids=["plain", "enforcing"])
 async def test_claims_and_step_writes_stay_key_lookups(
@@ -114,34 +122,8 @@ async def test_claims_and_step_writes_stay_key_lookups(
             )
         )
         assert len(claimed) == SLOTS
-        await asyncio.gather(
-            *(
-                backend.create_completed_step_attempt(
-                    CreateCompletedStepAttemptParams(
-                        workflow_run_id=run.id,
-                        worker_id=run.worker_id,
-                        step_name="one",
-                        kind="function",
-                        output=1,
-                        claim_attempt=run.attempts,
-                    )
-                )
-                for run in claimed
-            )
-        )
-        await asyncio.gather(
-            *(
-                backend.complete_workflow_run(
-                    CompleteWorkflowRunParams(
-                        workflow_run_id=run.id,
-                        worker_id=run.worker_id,
-                        output="done",
-                        claim_attempt=run.attempts,
-                    )
-                )
-                for run in claimed
-            )
-        )
+        # Each run writes a step, then completes: concurrently, so both group commit.
+        await asyncio.gather(*(_step_then_complete(backend, run) for run in claimed))
     finally:
         explained.close()
     statements = {text for _, _, text in explained.worst}
