@@ -12,7 +12,7 @@ What differs is how the runs are picked:
 Each admits limited runs into their concurrency keys (``admission_queries``)
 but the ``UNLIMITED`` variants, which a worker none of whose workflows has a
 ``Concurrency`` limit sends: they are the statements from before limits
-existed, and plan in a third of the time.
+existed, and run in about a third of the time (``benchmarks/claim_plan.py``).
 
 None of them takes a run of a paused workflow (``paused_workflows``); a pass
 already running is unaffected.
@@ -143,8 +143,8 @@ pool AS MATERIALIZED (
 
 def _plain_candidates(branches: list[str]) -> str:
     # The claim of a worker none of whose workflows has a concurrency limit:
-    # no admission, the statement the original's order gives (it plans in a
-    # third of the time).
+    # no admission, the statement the original's order gives (it runs in about
+    # a third of the time).
     joined = "  UNION ALL\n".join(branches).rstrip("\n")
     return f"""
 candidate AS (
