@@ -28,9 +28,12 @@ class Proc:
         """``(pid, start_ticks)``: unique for the life of the machine."""
         return (self.pid, self.start_ticks)
 
-    def started_after(self, ticks: int) -> bool:
-        """Whether the process started after ``ticks`` (see :func:`now_ticks`)."""
-        return self.start_ticks > ticks
+    def started_since(self, ticks: int) -> bool:
+        """Whether the process started at or after ``ticks`` (see :func:`now_ticks`).
+
+        A tick is 10 ms: a process started in the same tick counts.
+        """
+        return self.start_ticks >= ticks
 
 
 def read(pid: int) -> Proc | None:

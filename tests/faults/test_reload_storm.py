@@ -155,7 +155,7 @@ def _save_at(index: int) -> float:
 async def _storm(client: OpenWorkflow, source: Path) -> tuple[list[str], int]:
     """Save ``source`` :data:`SAVES` times in :data:`STORM_S` s while starting runs.
 
-    Returns the ids of the runs started, and the uptime ticks of the last save.
+    Returns the ids of the runs started, and the uptime ticks just before the last save.
     """
     run_ids: list[str] = []
     started = time.monotonic()
@@ -163,8 +163,10 @@ async def _storm(client: OpenWorkflow, source: Path) -> tuple[list[str], int]:
     last_save = 0
     for index in range(1, SAVES + 1):
         await asyncio.sleep(max(0.0, started + _save_at(index - 1) - time.monotonic()))
-        _save(source, FINAL if index == SAVES else f"v{index}")
+        # Read before the write: a worker spawned right after it (a restart already under way)
+        # may start within the same clock tick (10 ms), and it still imports the saved code.
         last_save = proc_tree.now_ticks()
+        _save(source, FINAL if index == SAVES else f"v{index}")
         if time.monotonic() >= next_tick:
             handles = [await client.run("storm") for _ in range(RUNS_PER_TICK)]
             run_ids += [handle.id for handle in handles]
@@ -217,7 +219,7 @@ async def _run_the_storm(project: Path, ledger: Path, client: OpenWorkflow, seen
 
             def final_worker() -> bool:
                 found = _workers(project, dev.pid)
-                return any(p.ppid == dev.pid and p.started_after(last_save) for p in found)
+                return any(p.ppid == dev.pid and p.started_since(last_save) for p in found)
 
             with contextlib.suppress(TimeoutError, AssertionError):
                 await wait_until(final_worker, timeout=30, message="a worker of the final code")
