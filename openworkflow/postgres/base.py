@@ -11,7 +11,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import psycopg
 import psycopg_pool
@@ -31,6 +31,9 @@ from openworkflow.notifications import ChangeNotifier
 from openworkflow.postgres import queries as q
 from openworkflow.postgres.connection import Database
 from openworkflow.redaction import redact_url, scrub
+
+PoolKind = Literal["main", "lease", "claim"]
+"""Which pool a statement's connection comes from (see :class:`Database`)."""
 
 Row = Sequence[Any]
 Connection = psycopg.AsyncConnection[Any]
@@ -118,11 +121,13 @@ class PostgresBase:
         return self._params(run_id=workflow_run_id, worker_id=worker_id, **values)
 
     @asynccontextmanager
-    async def _connection(self, *, lease: bool = False) -> AsyncIterator[Connection]:
+    async def _connection(self, *, kind: PoolKind = "main") -> AsyncIterator[Connection]:
+        """A live connection from the main pool, the lease pool or the claim pool."""
         self._check_open()
-        pool = await (self._db.lease_pool() if lease else self._db.pool())
+        pools = {"main": self._db.pool, "lease": self._db.lease_pool, "claim": self._db.claim_pool}
+        pool = await pools[kind]()
         try:
-            connection = await self._db.live_connection(pool, ping_idle=not lease)
+            connection = await self._db.live_connection(pool, ping_idle=kind != "lease")
             try:
                 yield connection
             finally:

@@ -1,7 +1,7 @@
 """The PostgreSQL connections: the pools, the listener and the statements they share.
 
 Statements run on a ``psycopg_pool`` pool in autocommit mode; lease renewals
-have a small pool of their own. The pools open (and migrations run, under an
+and claims have small pools of their own. The pools open (and migrations run, under an
 advisory lock) on first use; :mod:`~openworkflow.postgres.lifecycle` ends
 their workers when the backend stops or the event loop shuts down.
 """
@@ -12,6 +12,7 @@ import asyncio
 import select
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -28,6 +29,9 @@ from openworkflow.redaction import redact_url, scrub
 
 LEASE_POOL_SIZE = 2
 """Connections reserved for lease renewals (heartbeats), beside the main pool."""
+
+CLAIM_POOL_SIZE = 2
+"""Connections for claims, whose sessions run prepared statements on their generic plans."""
 
 IDLE_CHECK_S = 1.0
 """A pooled connection idle longer than this is pinged before it is handed out."""
@@ -80,9 +84,8 @@ class Database:
         self._connect_kwargs: dict[str, Any] = {"connect_timeout": max(1, round(connect_timeout))}
         self._listen = listen
         self._pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
-        self._lease_pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = (
-            None
-        )
+        self._lease_pool: Pool | None = None
+        self._claim_pool: Pool | None = None
         self._returned_at: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
             weakref.WeakKeyDictionary()
         )
@@ -167,6 +170,10 @@ class Database:
         # opens, so close() finds it whatever happens next.
         self._lease_pool = self._new_pool("openworkflow-leases", LEASE_POOL_SIZE, min_size=0)
         self._pool_tasks += await lifecycle.open_pool(self._lease_pool)
+        self._claim_pool = self._new_pool(
+            "openworkflow-claims", CLAIM_POOL_SIZE, min_size=0, configure=_configure_claims
+        )
+        self._pool_tasks += await lifecycle.open_pool(self._claim_pool)
         pool = self._new_pool("openworkflow", self._max_pool_size)
         self._pool_tasks += await lifecycle.open_pool(pool)
         self._pool = pool
@@ -182,14 +189,18 @@ class Database:
             self._listener.start()
 
     def _new_pool(
-        self, name: str, max_size: int, min_size: int = 1
-    ) -> psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        self,
+        name: str,
+        max_size: int,
+        min_size: int = 1,
+        configure: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]] | None = None,
+    ) -> Pool:
         return psycopg_pool.AsyncConnectionPool(
             self.url,
             min_size=min_size,
             max_size=max_size,
             kwargs={"autocommit": True, **self._connect_kwargs},
-            configure=_configure_connection,
+            configure=configure or _configure_connection,
             reset=self._note_returned,
             timeout=10.0,
             open=False,
@@ -241,6 +252,21 @@ class Database:
         await self.pool()
         assert self._lease_pool is not None
         return self._lease_pool
+
+    async def claim_pool(self) -> Pool:
+        """The pool for claims: its sessions use cached generic plans.
+
+        Planning a claim costs 2-5 milliseconds, several times more than
+        running it, and PostgreSQL never switches a claim to its cached generic
+        plan on its own (its cost estimates are pessimistic), though that plan
+        runs as fast and is as index-driven (benchmarks/claim_plan.py measures
+        both; the claims look runs up by key whatever the statistics, see
+        claim_queries). A session setting, rather than a SET around each claim,
+        keeps an idle worker's wake-up to one statement.
+        """
+        await self.pool()
+        assert self._claim_pool is not None
+        return self._claim_pool
 
     async def wait_listening(self, timeout: float = 5.0) -> None:
         """Wait until the LISTEN connection is up (tests and latency-sensitive callers)."""
@@ -296,7 +322,7 @@ class Database:
         if self._listener is not None:
             await self._listener.stop(grace_s=grace_s)
         tasks, self._pool_tasks = self._pool_tasks, []
-        for pool in (self._pool, self._lease_pool):
+        for pool in (self._pool, self._lease_pool, self._claim_pool):
             if pool is not None:
                 await lifecycle.close_pool(pool, abandoning=abandoning)
         # Closed pools have sent their workers a stop; after a loop shutdown's
@@ -311,4 +337,13 @@ async def _configure_connection(connection: psycopg.AsyncConnection[Any]) -> Non
     # 340 ms compiling a claim that runs in 3 ms (benchmarks/claim_plan.py).
     await connection.execute(
         "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED; SET jit = off"
+    )
+
+
+async def _configure_claims(connection: psycopg.AsyncConnection[Any]) -> None:
+    # Only claims run on these sessions (see Database.claim_pool): every
+    # statement prepared here runs on its generic plan, planned once.
+    await connection.execute(
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED; SET jit = off; "
+        "SET plan_cache_mode = force_generic_plan"
     )

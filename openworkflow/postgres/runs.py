@@ -191,24 +191,12 @@ class PostgresRuns(PostgresRunBatches):
         return claimed
 
     async def _fetchall_planned_once(self, query: bytes, values: dict[str, Any]) -> list[Row]:
-        """Run a claim on a generic (cached) plan.
+        """Run a claim on its cached generic plan (a session of the claim pool).
 
-        Planning a claim costs 2-5 milliseconds, several times more than
-        running it (an idle worker's wake-up for a timer paid it on every
-        claim), and PostgreSQL never switches it to its cached generic plan on
-        its own (its cost estimates are pessimistic), though that plan runs as
-        fast and is as index-driven (benchmarks/claim_plan.py measures both;
-        the claims look runs up by key whatever the statistics, see
-        claim_queries). So the
-        session asks for the generic plan around this one statement: the three
-        commands go out in one pipeline (one round trip) and form one implicit
-        transaction, so if the claim fails the setting is rolled back with it.
+        See :meth:`Database.claim_pool` for why: planning costs more than running.
         """
-        async with self._connection() as connection:
-            async with connection.pipeline():
-                await connection.execute(_GENERIC_PLANS)
-                cursor = await connection.execute(query, values, prepare=True)
-                await connection.execute(_DEFAULT_PLANS)
+        async with self._connection(kind="claim") as connection:
+            cursor = await connection.execute(query, values, prepare=True)
             return await cursor.fetchall()
 
     def claim_statement(
@@ -256,7 +244,7 @@ class PostgresRuns(PostgresRunBatches):
         values = self._owned(
             params.workflow_run_id, params.worker_id, lease_ms=params.lease_duration_ms
         )
-        async with self._connection(lease=True) as connection:
+        async with self._connection(kind="lease") as connection:
             row = await self._one(connection, self._q.extend_lease, values)
         renewed = require(row, "extend lease for workflow run")
         return workflow_run_from_row(
@@ -285,10 +273,6 @@ class PostgresRuns(PostgresRunBatches):
             # A separate statement, so it sees answers committed while we parked.
             reconciled = await self._one(connection, self._q.reconcile_parked_run, values)
         return to_run(reconciled or parked)
-
-
-_GENERIC_PLANS = b"SET plan_cache_mode = force_generic_plan"
-_DEFAULT_PLANS = b"RESET plan_cache_mode"
 
 
 class ClockReadings(TypedDict):
