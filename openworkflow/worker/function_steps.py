@@ -132,9 +132,9 @@ class FunctionSteps:
             # The attempt's time starts with its body (after the write above).
             timer = _AttemptTimer(timeout_ms)
             body = self._call if self._timer is None else self._timed_call
-            call = asyncio.ensure_future(body(fn, self._step_context(step_name, timer)))
-            ended_at = await _quick_end(call, timer) if attempt is None else None
+            call = asyncio.ensure_future(body(fn, self._step_context(step_name, timer), timer))
             if attempt is None:
+                await asyncio.wait({call}, timeout=timer.quick_wait(QUICK_STEP_S))
                 if call.done() and not call.cancelled() and call.exception() is None:
                     output = _json_output_or_none(
                         adapter, call.result(), self._output_label(step_name)
@@ -144,7 +144,7 @@ class FunctionSteps:
                         stored = await self._recorder.create_completed(step_name, output[0])
                         return typed_result(adapter, stored, step_name)
                 attempt = await self._recorder.create(step_name, StepKind.FUNCTION, None)
-            return await self._finish(step_name, attempt, call, policy, timer, adapter, ended_at)
+            return await self._finish(step_name, attempt, call, policy, timer, adapter)
         except BaseException:
             if call is not None and not call.done():
                 call.cancel()  # the pass is ending (lease lost, stop): do not leave it running
@@ -177,18 +177,18 @@ class FunctionSteps:
         policy: ResolvedRetryPolicy,
         timer: _AttemptTimer,
         adapter: TypeAdapter[Any] | None,
-        ended_at: datetime | None = None,
     ) -> Any:
         """Await the body and record its output, or its failure under ``policy``.
 
-        ``ended_at``: when the body was seen to end, if before the attempt was
-        written; a retry's backoff counts from the failure, not from the write.
+        A retry's backoff counts from the moment the body ended (in its thread,
+        for a sync body), not from the write of the attempt or its failure.
         """
         try:
             value = await timer.bound(call)
         except Exception as error:
             failure = timer.failure(step_name, error)
-            await self._retry_or_fail(step_name, attempt, failure, policy, ended_at or clock.now())
+            failed_at = timer.ended_at or clock.now()  # None: it timed out, still running
+            await self._retry_or_fail(step_name, attempt, failure, policy, failed_at)
         try:
             label = self._output_label(step_name)
             output_value = stored_output(adapter, value, label, to_stored_json)
@@ -319,53 +319,72 @@ class FunctionSteps:
         attempt = await self._recorder.create(step_name, StepKind.FUNCTION, None)
         raise await self._fail_for_good(step_name, attempt, failure)
 
-    async def _timed_call(self, fn: Callable[[], Any], context: StepContext) -> Any:
+    async def _timed_call(
+        self, fn: Callable[[], Any], context: StepContext, timer: _AttemptTimer
+    ) -> Any:
         """:meth:`_call`, its duration observed however the body ends (metrics on)."""
-        timer: StepTimer | None = self._timer
+        step_timer: StepTimer | None = self._timer
         started = time.perf_counter()
         try:
-            return await self._call(fn, context)
+            return await self._call(fn, context, timer)
         finally:
-            if timer is not None:
-                timer.observe(context.step_name, time.perf_counter() - started)
+            if step_timer is not None:
+                step_timer.observe(context.step_name, time.perf_counter() - started)
 
-    async def _call(self, fn: Callable[[], Any], context: StepContext) -> Any:
+    async def _call(self, fn: Callable[[], Any], context: StepContext, timer: _AttemptTimer) -> Any:
+        """Run the body; ``timer`` notes when it ended (a sync body's, in its thread)."""
         # Runs in its own task, so the step context set here is the body's alone.
         enter_step_context(context)
         if _is_async_callable(fn):
-            return await fn()
+            try:
+                return await fn()
+            finally:
+                timer.mark_end()
         if context.deadline is not None:
             # A body past its timeout keeps its thread until it returns: it must
             # not hold one of the pool's, or its retry would wait behind it.
-            result = await _in_own_thread(fn)
+            result = await _in_own_thread(fn, timer)
         else:
             pool = self._context.thread_pool
             # A thread does not inherit context variables: hand it a copy of ours.
             if isinstance(pool, StepThreads):
-                result = await pool.start(_run_sync, contextvars.copy_context(), fn)
+                result = await pool.start(_run_sync, contextvars.copy_context(), fn, timer)
             else:
                 result = await asyncio.get_running_loop().run_in_executor(
-                    pool, _run_sync, contextvars.copy_context(), fn
+                    pool, _run_sync, contextvars.copy_context(), fn, timer
                 )
         if inspect.isawaitable(result):
-            return await result
+            try:
+                return await result
+            finally:
+                timer.mark_end()
         return result
 
 
 class _AttemptTimer:
     """The ``timeout`` of one attempt: when it runs out, and how to bound the body by it."""
 
-    __slots__ = ("_loop_deadline", "_timeout", "deadline", "timeout_ms")
+    __slots__ = ("_loop_deadline", "_timeout", "deadline", "ended_at", "timeout_ms")
 
     def __init__(self, timeout_ms: int | None) -> None:
         self.timeout_ms = timeout_ms
         self._timeout: asyncio.Timeout | None = None
+        #: When the body ended (returned or raised), by the engine's clock.
+        self.ended_at: datetime | None = None
         if timeout_ms is None:
             self.deadline: datetime | None = None
             self._loop_deadline: float | None = None
         else:
             self.deadline = clock.now() + timedelta(milliseconds=timeout_ms)
             self._loop_deadline = asyncio.get_running_loop().time() + timeout_ms / 1000
+
+    def mark_end(self) -> None:
+        """Note that the body ended now (called in a sync body's thread, as it ends).
+
+        Under load the event loop may see a thread's result tens of
+        milliseconds later; a retry's backoff counts from this moment.
+        """
+        self.ended_at = clock.now()
 
     def quick_wait(self, quick_s: float) -> float:
         """How long to wait for a quick result: never past the deadline."""
@@ -395,17 +414,11 @@ class _AttemptTimer:
         return error
 
 
-async def _quick_end(call: asyncio.Future[Any], timer: _AttemptTimer) -> datetime | None:
-    """Wait up to :data:`QUICK_STEP_S` for the body; when it ended (a retry counts from it)."""
-    await asyncio.wait({call}, timeout=timer.quick_wait(QUICK_STEP_S))
-    return clock.now() if call.done() else None
-
-
 def _no_input() -> Any:
     return None
 
 
-def _in_own_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
+def _in_own_thread(fn: Callable[[], Any], timer: _AttemptTimer) -> asyncio.Future[Any]:
     """Run a sync body in a new daemon thread (with our context); its result as a future.
 
     A result arriving after the future was cancelled (the attempt timed out)
@@ -427,7 +440,7 @@ def _in_own_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
         result: Any = None
         error: BaseException | None = None
         try:
-            result = _run_sync(context, fn)
+            result = _run_sync(context, fn, timer)
         except BaseException as raised:  # handed to the awaiting task, as an executor does
             error = raised
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
@@ -437,14 +450,16 @@ def _in_own_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
     return future
 
 
-def _run_sync(context: contextvars.Context, fn: Callable[[], Any]) -> Any:
-    """Call a sync body in ``context`` (in its thread)."""
+def _run_sync(context: contextvars.Context, fn: Callable[[], Any], timer: _AttemptTimer) -> Any:
+    """Call a sync body in ``context`` (in its thread); note in ``timer`` when it ended."""
     try:
         return context.run(fn)
     except StopIteration as error:
         # A future refuses StopIteration (it would end the awaiting coroutine):
         # the step would wait forever. Generators turn it into this error too.
         raise RuntimeError(f"step body raised StopIteration: {error!r}") from error
+    finally:
+        context.run(timer.mark_end)  # the engine's clock may be corrected by a context variable
 
 
 def _json_output_or_none(
