@@ -35,6 +35,7 @@ def workflow_run_from_row(
     lease_expired: bool = False,
     stamped_at: datetime | None = None,
     returned_at: datetime | None = None,
+    sent_at: datetime | None = None,
 ) -> WorkflowRun:
     """Map a ``workflow_runs`` row to a :class:`WorkflowRun`."""
     return WorkflowRun(
@@ -70,6 +71,7 @@ def workflow_run_from_row(
         lease_expired=lease_expired,
         stamped_at=stamped_at,
         returned_at=returned_at,
+        sent_at=sent_at,
     )
 
 

@@ -133,6 +133,10 @@ class WorkflowRun:
     #: Not a column: the database's clock to the microsecond as that statement
     #: returned the run (``clock_timestamp()``), set by the same statements.
     returned_at: datetime | None = field(default=None, compare=False, repr=False)
+    #: Not a column: the worker's own clock (uncorrected, to the microsecond)
+    #: as the same statement went out on its connection, after any wait for
+    #: one: the database's ``stamped_at`` is later than this by the way there.
+    sent_at: datetime | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_terminal(self) -> bool:
@@ -140,7 +144,9 @@ class WorkflowRun:
         return is_terminal_status(self.status)
 
 
-NOT_COLUMNS = frozenset({"has_step_attempts", "lease_expired", "stamped_at", "returned_at"})
+NOT_COLUMNS = frozenset(
+    {"has_step_attempts", "lease_expired", "stamped_at", "returned_at", "sent_at"}
+)
 """The fields of :class:`WorkflowRun` a backend sets from a claim, not stored in a column."""
 
 

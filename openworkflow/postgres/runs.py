@@ -13,6 +13,7 @@ from openworkflow.backend_common import (
     next_fair_cursor,
     require,
 )
+from openworkflow.core import clock
 from openworkflow.core.backend import (
     RUN_IDEMPOTENCY_PERIOD_MS,
     ClaimWorkflowRunParams,
@@ -185,19 +186,24 @@ class PostgresRuns(PostgresRunBatches):
         statement = self.claim_statement(params)
         if statement is None:
             return []
-        rows = await self._fetchall_planned_once(*statement)
-        claimed = claimed_runs(rows)
+        rows, sent_at = await self._fetchall_planned_once(*statement)
+        claimed = claimed_runs(rows, sent_at)
         self._fair_cursor = next_fair_cursor(self._fair_cursor, claimed, len(params.worker_ids))
         return claimed
 
-    async def _fetchall_planned_once(self, query: bytes, values: dict[str, Any]) -> list[Row]:
+    async def _fetchall_planned_once(
+        self, query: bytes, values: dict[str, Any]
+    ) -> tuple[list[Row], datetime]:
         """Run a claim on its cached generic plan (a session of the claim pool).
 
         See :meth:`Database.claim_pool` for why: planning costs more than running.
+        Also returns when the claim went out on its connection (the engine's
+        own clock), after any wait for that connection.
         """
         async with self._connection(kind="claim") as connection:
+            sent_at = clock.precise_uncorrected_now()
             cursor = await connection.execute(query, values, prepare=True)
-            return await cursor.fetchall()
+            return await cursor.fetchall(), sent_at
 
     def claim_statement(
         self, params: ClaimWorkflowRunsParams
@@ -245,13 +251,14 @@ class PostgresRuns(PostgresRunBatches):
             params.workflow_run_id, params.worker_id, lease_ms=params.lease_duration_ms
         )
         async with self._connection(kind="lease") as connection:
+            sent_at = clock.precise_uncorrected_now()
             row = await self._one(connection, self._q.extend_lease, values)
         renewed = require(row, "extend lease for workflow run")
         return workflow_run_from_row(
             renewed,
             identity,
             load_time,
-            **database_clock_readings(renewed),
+            **database_clock_readings(renewed, sent_at),
         )
 
     async def sleep_workflow_run(self, params: SleepWorkflowRunParams) -> WorkflowRun:
@@ -280,22 +287,25 @@ class ClockReadings(TypedDict):
 
     stamped_at: datetime
     returned_at: datetime
+    sent_at: datetime | None
 
 
-def database_clock_readings(row: Row) -> ClockReadings:
+def database_clock_readings(row: Row, sent_at: datetime | None) -> ClockReadings:
     """A claim's or renewal's readings of the database's clock, to the microsecond.
 
     ``stamped_at``: the ``updated_at`` it just wrote (``NOW()``, the
     statement's start); ``returned_at``: its last column (``clock_timestamp()``
-    as the row was returned). See ``worker/db_clock.py``.
+    as the row was returned); ``sent_at``: the engine's clock as the statement
+    went out, when known. See ``worker/db_clock.py``.
     """
     return {
         "stamped_at": row[UPDATED_AT].astimezone(UTC),
         "returned_at": row[-1].astimezone(UTC),
+        "sent_at": sent_at,
     }
 
 
-def claimed_runs(rows: list[Row]) -> list[WorkflowRun]:
+def claimed_runs(rows: list[Row], sent_at: datetime | None = None) -> list[WorkflowRun]:
     """The runs a claim statement leased, in claim order.
 
     After the run's columns: whether its lease had expired, whether it has
@@ -310,7 +320,7 @@ def claimed_runs(rows: list[Row]) -> list[WorkflowRun]:
             load_time,
             has_step_attempts=row[-3],
             lease_expired=row[-4],
-            **database_clock_readings(row),
+            **database_clock_readings(row, sent_at),
         )
         for row in sorted(rows, key=lambda row: int(row[-2]))
     ]

@@ -96,10 +96,15 @@ class DatabaseClock:
         read just before the call; the reply's time is read here, so call
         this at once. The stamp is the runs' ``stamped_at`` (to the
         microsecond) where the backend gives it, else their ``updated_at``.
+        A backend that also gives the runs' ``sent_at`` (the statement went
+        out on its connection then) narrows the bounds: a wait for a pooled
+        connection, or a busy event loop before it, is not taken for the way
+        to the database (a worker's first claim opens a connection).
         """
         if not runs:
             return
         received_at = clock.precise_uncorrected_now()
+        sent_at = max([sent_at, *(run.sent_at for run in runs if run.sent_at is not None)])
         started = [run.stamped_at for run in runs if run.stamped_at is not None]
         if len(started) == len(runs):
             # NOW() to the microsecond: the statement's start, after it was sent.

@@ -108,6 +108,20 @@ def test_a_stamp_to_the_microsecond_narrows_the_estimate_to_the_round_trip() -> 
     assert precise.uncertainty() < timedelta(milliseconds=50)  # the trip, on any machine
 
 
+def test_a_wait_before_the_statement_went_out_is_not_taken_for_the_trip() -> None:
+    plain, told = DatabaseClock(), DatabaseClock()
+    called = clock.precise_uncorrected_now() - timedelta(milliseconds=100)
+    went_out = called + timedelta(milliseconds=90)  # a pooled connection was opened first
+    at = went_out + timedelta(seconds=10, microseconds=300)
+    stamped = dataclasses.replace(_stamped(clock.truncate_ms(at)), stamped_at=at)
+    plain.observe(called, [stamped])
+    told.observe(called, [dataclasses.replace(stamped, sent_at=went_out)])
+    # Without the send time the 90 ms wait widens the bounds (and the late estimate).
+    assert plain.offset() >= timedelta(seconds=10, milliseconds=90)
+    assert told.offset() == timedelta(seconds=10, microseconds=300)
+    assert told.uncertainty() < plain.uncertainty() - timedelta(milliseconds=80)
+
+
 async def test_postgres_claims_and_renewals_carry_the_microsecond_stamp(
     backend: Any, backend_kind: str
 ) -> None:
@@ -130,6 +144,10 @@ async def test_postgres_claims_and_renewals_carry_the_microsecond_stamp(
     assert claimed.returned_at is not None and renewed.returned_at is not None
     assert sent <= claimed.stamped_at <= claimed.returned_at <= renewed.stamped_at
     assert renewed.stamped_at <= renewed.returned_at <= clock.precise_uncorrected_now()
+    # The statements' own send times: after the call began, before the database stamped.
+    assert claimed.sent_at is not None and renewed.sent_at is not None
+    assert sent <= claimed.sent_at <= claimed.stamped_at
+    assert claimed.returned_at <= renewed.sent_at <= renewed.stamped_at
     estimate = DatabaseClock()
     estimate.observe(sent, [claimed])
     # The bounds are apart by the claim's round trip less its time in the database.
