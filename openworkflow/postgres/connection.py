@@ -343,7 +343,14 @@ async def _configure_connection(connection: psycopg.AsyncConnection[Any]) -> Non
 async def _configure_claims(connection: psycopg.AsyncConnection[Any]) -> None:
     # Only claims run on these sessions (see Database.claim_pool): every
     # statement prepared here runs on its generic plan, planned once.
+    # A claim does not wait for its commit to reach the disk (a flush behind
+    # other writers' stalled for 20-70 ms on a busy machine, the whole tail of
+    # timer wake-ups). Safe because the WAL is written in order: the run's
+    # next write (a step, its completion, a park) commits synchronously and so
+    # makes the claim durable first, and a claim lost with a server crash
+    # before any such write is a claim that never happened (the run is due
+    # again; the worker's fenced writes for it fail on the old attempt count).
     await connection.execute(
         "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED; SET jit = off; "
-        "SET plan_cache_mode = force_generic_plan"
+        "SET plan_cache_mode = force_generic_plan; SET synchronous_commit = off"
     )

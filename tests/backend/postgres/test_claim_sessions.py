@@ -4,7 +4,8 @@ Planning a claim costs more than running it, so claims use the claim pool,
 whose sessions set ``plan_cache_mode = force_generic_plan``: each claim is one
 statement (no SET and RESET around it, which an idle worker's wake-ups paid as
 two extra statements), and every other statement keeps the server's default
-planning on the main pool.
+planning on the main pool. Those sessions also commit without waiting for the
+disk (see ``postgres/connection.py``); every other write waits for it.
 """
 
 from __future__ import annotations
@@ -73,5 +74,7 @@ async def test_each_claim_is_one_statement_on_a_generic_plan(
     assert (generic, custom) == (CLAIMS + 1, 0)
     assert await _setting(claim_pool, "plan_cache_mode") == "force_generic_plan"
     assert await _setting(claim_pool, "transaction_isolation") == "read committed"
-    # Every other statement plans as the server decides.
+    assert await _setting(claim_pool, "synchronous_commit") == "off"
+    # Every other statement plans as the server decides and commits to the disk.
     assert await _setting(await backend._db.pool(), "plan_cache_mode") == "auto"
+    assert await _setting(await backend._db.pool(), "synchronous_commit") == "on"
