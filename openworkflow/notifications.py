@@ -210,10 +210,10 @@ class NotifyingBackend(Protocol):
 
 
 def notifier_of(backend: object) -> ChangeNotifier | None:
-    """The backend's notifier, when it offers in-process wake-ups."""
-    if not isinstance(backend, NotifyingBackend):
-        return None
-    notifier = backend.notifier
+    """The backend's notifier, when it offers in-process wake-ups (:class:`NotifyingBackend`)."""
+    # An attribute lookup, not isinstance() against the runtime-checkable
+    # protocol: that walks the protocol's members, and every result waiter asks.
+    notifier = getattr(backend, "notifier", None)
     return notifier if isinstance(notifier, ChangeNotifier) else None
 
 

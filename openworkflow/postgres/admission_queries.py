@@ -216,7 +216,7 @@ _WALK = """WITH RECURSIVE key_walk("workflow_name", "concurrency_key", "room", "
         WHERE key_walk."room" """
 
 _ROUTED_HEADS = """SELECT head."id"
-      FROM unnest(%(route_names)s::text[], %(route_versions)s::text[]) AS route("name", "version")
+      FROM unnest(%(route_names)b::text[], %(route_versions)b::text[]) AS route("name", "version")
       CROSS JOIN LATERAL (
         <<walk>>
       ) AS head"""

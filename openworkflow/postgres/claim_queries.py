@@ -35,7 +35,7 @@ _NOT_PAUSED = """
 # version matches unversioned runs only (IS NOT DISTINCT FROM).
 _ROUTED = """
       AND EXISTS (
-        SELECT 1 FROM unnest(%(route_names)s::text[], %(route_versions)s::text[])
+        SELECT 1 FROM unnest(%(route_names)b::text[], %(route_versions)b::text[])
           AS route("name", "version")
         WHERE route."name" = {run}."workflow_name"
           AND route."version" IS NOT DISTINCT FROM {run}."version")"""
@@ -270,7 +270,7 @@ _ROUTED_BY_ROUTE = f"""  SELECT "id", 'pending' AS "claimed_from", {_POOL_COLUMN
       -- walk of the pending index filtered by them.
       AND wr."id" = ANY (ARRAY(
         SELECT pick."id"
-        FROM unnest(%(route_names)s::text[], %(route_versions)s::text[])
+        FROM unnest(%(route_names)b::text[], %(route_versions)b::text[])
           AS route("name", "version")
         CROSS JOIN LATERAL (
           SELECT r."id", COALESCE(r."priority", 0) AS "priority", r."available_at",
@@ -453,7 +453,7 @@ assigned AS MATERIALIZED (
   SELECT %(ns)s::text AS "namespace_id", candidate."id", candidate."claimed_from",
          candidate."lease_expired", owner."worker_id", candidate."position"
   FROM candidate
-  JOIN unnest(%(worker_ids)s::text[]) WITH ORDINALITY AS owner("worker_id", "position")
+  JOIN unnest(%(worker_ids)b::text[]) WITH ORDINALITY AS owner("worker_id", "position")
     USING ("position")
 )
 UPDATE {schema}."workflow_runs" AS wr

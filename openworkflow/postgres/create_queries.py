@@ -15,7 +15,7 @@ LOCK_IDEMPOTENCY_SCOPES = """
 SELECT pg_advisory_xact_lock("key")
 FROM (
   SELECT DISTINCT hashtextextended("scope", 0::bigint) AS "key"
-  FROM unnest(%(scopes)s::text[]) AS s("scope")
+  FROM unnest(%(scopes)b::text[]) AS s("scope")
   ORDER BY 1
 ) AS ordered"""
 
@@ -29,12 +29,12 @@ FROM (
 INSERT_WORKFLOW_RUNS = f"""
 WITH item AS (
   SELECT * FROM unnest(
-    %(ids)s::text[], %(workflow_names)s::text[], %(versions)s::text[],
-    %(idempotency_keys)s::text[], %(configs)s::jsonb[], %(contexts)s::jsonb[],
-    %(inputs)s::jsonb[], %(parent_nss)s::text[], %(parent_ids)s::text[],
-    %(available_ats)s::timestamptz[], %(deadline_ats)s::timestamptz[], %(priorities)s::integer[],
-    %(scheduled_ats)s::timestamptz[], %(concurrency_keys)s::text[],
-    %(concurrency_limits)s::integer[]
+    %(ids)b::text[], %(workflow_names)b::text[], %(versions)b::text[],
+    %(idempotency_keys)b::text[], %(configs)b::jsonb[], %(contexts)b::jsonb[],
+    %(inputs)b::jsonb[], %(parent_nss)b::text[], %(parent_ids)b::text[],
+    %(available_ats)b::timestamptz[], %(deadline_ats)b::timestamptz[], %(priorities)b::integer[],
+    %(scheduled_ats)b::timestamptz[], %(concurrency_keys)b::text[],
+    %(concurrency_limits)b::integer[]
   ) WITH ORDINALITY AS i(
     "id", "workflow_name", "version", "idempotency_key", "config", "context", "input",
     "parent_ns", "parent_id", "available_at", "deadline_at", "priority", "scheduled_at",
@@ -72,7 +72,7 @@ tagged AS (
     "namespace_id", "workflow_run_id", "key", "value", "created_at"
   )
   SELECT inserted."namespace_id", inserted."id", t."key", t."value", inserted."created_at"
-  FROM unnest(%(tag_run_ids)s::text[], %(tag_keys)s::text[], %(tag_values)s::text[])
+  FROM unnest(%(tag_run_ids)b::text[], %(tag_keys)b::text[], %(tag_values)b::text[])
     AS t("run_id", "key", "value")
   JOIN inserted ON inserted."id" = t."run_id"
 )

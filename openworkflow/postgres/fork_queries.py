@@ -42,7 +42,7 @@ copied AS (
     sa."config", sa."context", sa."output", sa."error", sa."child_workflow_run_namespace_id",
     sa."child_workflow_run_id", sa."started_at", sa."finished_at", sa."created_at", sa."updated_at"
   FROM fork
-  JOIN unnest(%(old_ids)s::text[], %(new_ids)s::text[]) AS pair("old_id", "new_id") ON TRUE
+  JOIN unnest(%(old_ids)b::text[], %(new_ids)b::text[]) AS pair("old_id", "new_id") ON TRUE
   JOIN {{schema}}."step_attempts" sa
     ON sa."namespace_id" = %(ns)s AND sa."workflow_run_id" = %(source_id)s
     AND sa."id" = pair."old_id"

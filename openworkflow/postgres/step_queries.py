@@ -48,8 +48,8 @@ FOR NO KEY UPDATE"""
 COMPLETE_CLAIMED_RUNS_WITHOUT_PARENT = f"""
 WITH item AS MATERIALIZED (
   SELECT *, 'running'::text AS "held_status" FROM unnest(
-    %(namespace_ids)s::text[], %(run_ids)s::text[], %(worker_ids)s::text[], %(outputs)s::jsonb[],
-    %(claim_attempts)s::integer[]
+    %(namespace_ids)b::text[], %(run_ids)b::text[], %(worker_ids)b::text[], %(outputs)b::jsonb[],
+    %(claim_attempts)b::integer[]
   ) AS i("namespace_id", "run_id", "worker_id", "output", "claim_attempt")
 ),
 owned AS (
@@ -88,9 +88,9 @@ RETURNING {{schema}}."workflow_runs".*, {NOTIFY_FINISHED}"""
 INSERT_STEP_ATTEMPTS = """
 WITH item AS MATERIALIZED (
   SELECT *, 'running'::text AS "held_status" FROM unnest(
-    %(namespace_ids)s::text[], %(ids)s::text[], %(run_ids)s::text[], %(worker_ids)s::text[],
-    %(step_names)s::text[], %(kinds)s::text[], %(statuses)s::text[], %(configs)s::jsonb[],
-    %(contexts)s::jsonb[], %(outputs)s::jsonb[], %(claim_attempts)s::integer[]
+    %(namespace_ids)b::text[], %(ids)b::text[], %(run_ids)b::text[], %(worker_ids)b::text[],
+    %(step_names)b::text[], %(kinds)b::text[], %(statuses)b::text[], %(configs)b::jsonb[],
+    %(contexts)b::jsonb[], %(outputs)b::jsonb[], %(claim_attempts)b::integer[]
   ) AS i("namespace_id", "id", "run_id", "worker_id", "step_name", "kind", "status", "config",
          "context", "output", "claim_attempt")
 ),
@@ -120,7 +120,7 @@ DELETE_ABANDONED_STEP_ATTEMPTS = f"""
 DELETE FROM {{schema}}."step_attempts" sa
 USING owned_workflow_run
 WHERE sa."namespace_id" = %(ns)s AND sa."workflow_run_id" = %(run_id)s
-  AND sa."id" = ANY(%(step_ids)s::text[]) AND sa."status" = 'running' AND sa."kind" = 'function'"""
+  AND sa."id" = ANY(%(step_ids)b::text[]) AND sa."status" = 'running' AND sa."kind" = 'function'"""
 
 SELECT_STEP_ATTEMPT = """
 SELECT * FROM {schema}."step_attempts" WHERE "namespace_id" = %(ns)s AND "id" = %(step_id)s"""

@@ -21,7 +21,7 @@ INSERT INTO {schema}."run_tags" (
 )
 SELECT wr."namespace_id", wr."id", t."key", t."value", wr."created_at"
 FROM {schema}."workflow_runs" wr,
-  unnest(%(tag_keys)s::text[], %(tag_values)s::text[]) AS t("key", "value")
+  unnest(%(tag_keys)b::text[], %(tag_values)b::text[]) AS t("key", "value")
 WHERE wr."namespace_id" = %(ns)s AND wr."id" = %(run_id)s"""
 
 SELECT_RUN_TAGS = """
