@@ -59,6 +59,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -193,8 +194,11 @@ class StatementRecorder(PostgresBackend):
         self.recorded.append(Statement(query, dict(params)))
         return []
 
-    async def _fetchall_planned_once(self, query: bytes, params: dict[str, Any]) -> list[Row]:
-        return await self._fetchall(query, params)  # the claims that enforce limits
+    async def _fetchall_planned_once(
+        self, query: bytes, params: dict[str, Any]
+    ) -> tuple[list[Row], datetime]:
+        # Every claim (rows, and when it would have gone out).
+        return await self._fetchall(query, params), datetime.now(UTC)
 
     async def statement(self, claim: Awaitable[object]) -> Statement:
         """The one statement ``claim`` (a call of one of the claim methods) sends."""
