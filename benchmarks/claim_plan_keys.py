@@ -199,7 +199,7 @@ def node_loops(node: dict[str, Any], alias: str) -> tuple[int, int]:
     return 0, 0
 
 
-_PLACEHOLDER = re.compile(rb"%%|%\((\w+)\)s")
+_PLACEHOLDER = re.compile(rb"%%|%\((\w+)\)[sbt]")
 
 
 def positional(query: bytes) -> tuple[str, list[str]]:
