@@ -214,7 +214,9 @@ async def test_a_client_span_around_run_continues_into_the_run(
     ow = OpenWorkflow(backend)
     with PROVIDER.get_tracer("test").start_as_current_span("http-request") as outer:
         handle = await ow.run(two_steps, 1)
-    async with running_worker(backend, [two_steps]):
+    # A long lease: on a loaded machine the tests' short one can expire, and a second
+    # pass (a takeover) is not what this test is about.
+    async with running_worker(backend, [two_steps], lease_duration="30s"):
         assert await handle.result(timeout="10s") == 3
         await passes_ended(spans, handle.id, 1)
     (create,) = named(spans, CREATE)
