@@ -194,9 +194,7 @@ class StatementRecorder(PostgresBackend):
         self.recorded.append(Statement(query, dict(params)))
         return []
 
-    async def _fetchall_planned_once(
-        self, query: bytes, params: dict[str, Any]
-    ) -> tuple[list[Row], datetime]:
+    async def _send_claim(self, query: bytes, params: dict[str, Any]) -> tuple[list[Row], datetime]:
         # Every claim (rows, and when it would have gone out).
         return await self._fetchall(query, params), datetime.now(UTC)
 

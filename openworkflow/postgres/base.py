@@ -11,7 +11,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import psycopg
 import psycopg_pool
@@ -29,11 +29,8 @@ from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import BackendClosedError, BackendError, BackendUnavailableError
 from openworkflow.notifications import ChangeNotifier
 from openworkflow.postgres import queries as q
-from openworkflow.postgres.connection import Database
+from openworkflow.postgres.connection import Database, PoolKind
 from openworkflow.redaction import redact_url, scrub
-
-PoolKind = Literal["main", "lease", "claim"]
-"""Which pool a statement's connection comes from (see :class:`Database`)."""
 
 Row = Sequence[Any]
 Connection = psycopg.AsyncConnection[Any]
@@ -124,8 +121,7 @@ class PostgresBase:
     async def _connection(self, *, kind: PoolKind = "main") -> AsyncIterator[Connection]:
         """A live connection from the main pool, the lease pool or the claim pool."""
         self._check_open()
-        pools = {"main": self._db.pool, "lease": self._db.lease_pool, "claim": self._db.claim_pool}
-        pool = await pools[kind]()
+        pool = await self._db.pool_for(kind)
         try:
             connection = await self._db.live_connection(pool, ping_idle=kind != "lease")
             try:

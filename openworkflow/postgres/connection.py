@@ -13,7 +13,7 @@ import select
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 import psycopg_pool
@@ -40,6 +40,9 @@ MIGRATION_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0)
 """Waits before opening again after the connection was lost while migrating."""
 
 Pool = psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+
+PoolKind = Literal["main", "lease", "claim"]
+"""Which pool a statement's connection comes from (see :meth:`Database.pool_for`)."""
 
 
 def _has_unread_input(connection: psycopg.AsyncConnection[Any]) -> bool:
@@ -267,6 +270,14 @@ class Database:
         await self.pool()
         assert self._claim_pool is not None
         return self._claim_pool
+
+    async def pool_for(self, kind: PoolKind) -> Pool:
+        """The main pool, the lease pool or the claim pool (each opened on first use)."""
+        if kind == "lease":
+            return await self.lease_pool()
+        if kind == "claim":
+            return await self.claim_pool()
+        return await self.pool()
 
     async def wait_listening(self, timeout: float = 5.0) -> None:
         """Wait until the LISTEN connection is up (tests and latency-sensitive callers)."""

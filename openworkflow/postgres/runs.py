@@ -186,19 +186,17 @@ class PostgresRuns(PostgresRunBatches):
         statement = self.claim_statement(params)
         if statement is None:
             return []
-        rows, sent_at = await self._fetchall_planned_once(*statement)
+        rows, sent_at = await self._send_claim(*statement)
         claimed = claimed_runs(rows, sent_at)
         self._fair_cursor = next_fair_cursor(self._fair_cursor, claimed, len(params.worker_ids))
         return claimed
 
-    async def _fetchall_planned_once(
-        self, query: bytes, values: dict[str, Any]
-    ) -> tuple[list[Row], datetime]:
-        """Run a claim on its cached generic plan (a session of the claim pool).
+    async def _send_claim(self, query: bytes, values: dict[str, Any]) -> tuple[list[Row], datetime]:
+        """Run a claim on a session of the claim pool; its rows, and when it went out.
 
-        See :meth:`Database.claim_pool` for why: planning costs more than running.
-        Also returns when the claim went out on its connection (the engine's
-        own clock), after any wait for that connection.
+        Those sessions run it on its cached generic plan (see
+        :meth:`Database.claim_pool`). The send time is the engine's own clock,
+        read after any wait for the connection (the database clock's bound).
         """
         async with self._connection(kind="claim") as connection:
             sent_at = clock.precise_uncorrected_now()

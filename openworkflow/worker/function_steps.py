@@ -187,7 +187,7 @@ class FunctionSteps:
             value = await timer.bound(call)
         except Exception as error:
             failure = timer.failure(step_name, error)
-            failed_at = timer.ended_at or clock.now()  # None: it timed out, still running
+            failed_at = timer.ended_at() or clock.now()
             await self._retry_or_fail(step_name, attempt, failure, policy, failed_at)
         try:
             label = self._output_label(step_name)
@@ -364,13 +364,12 @@ class FunctionSteps:
 class _AttemptTimer:
     """The ``timeout`` of one attempt: when it runs out, and how to bound the body by it."""
 
-    __slots__ = ("_loop_deadline", "_timeout", "deadline", "ended_at", "timeout_ms")
+    __slots__ = ("_ended", "_loop_deadline", "_timeout", "deadline", "timeout_ms")
 
     def __init__(self, timeout_ms: int | None) -> None:
         self.timeout_ms = timeout_ms
         self._timeout: asyncio.Timeout | None = None
-        #: When the body ended (returned or raised), by the engine's clock.
-        self.ended_at: datetime | None = None
+        self._ended: float | None = None  # time.monotonic() as the body ended
         if timeout_ms is None:
             self.deadline: datetime | None = None
             self._loop_deadline: float | None = None
@@ -382,9 +381,16 @@ class _AttemptTimer:
         """Note that the body ended now (called in a sync body's thread, as it ends).
 
         Under load the event loop may see a thread's result tens of
-        milliseconds later; a retry's backoff counts from this moment.
+        milliseconds later; a retry's backoff counts from this moment. Only a
+        monotonic reading here: every body ends, few fail (see :meth:`ended_at`).
         """
-        self.ended_at = clock.now()
+        self._ended = time.monotonic()
+
+    def ended_at(self) -> datetime | None:
+        """When the body ended by the engine's clock; None if it has not (it timed out)."""
+        if self._ended is None:
+            return None
+        return clock.now() - timedelta(seconds=time.monotonic() - self._ended)
 
     def quick_wait(self, quick_s: float) -> float:
         """How long to wait for a quick result: never past the deadline."""
@@ -459,7 +465,7 @@ def _run_sync(context: contextvars.Context, fn: Callable[[], Any], timer: _Attem
         # the step would wait forever. Generators turn it into this error too.
         raise RuntimeError(f"step body raised StopIteration: {error!r}") from error
     finally:
-        context.run(timer.mark_end)  # the engine's clock may be corrected by a context variable
+        timer.mark_end()
 
 
 def _json_output_or_none(

@@ -61,7 +61,7 @@ class _Explained:
     def __init__(self, backend: Any, url: str) -> None:
         self._connection = psycopg.connect(url, prepare_threshold=None)
         self.worst: list[tuple[int, str, str]] = []
-        for name in ("_fetchall", "_fetchall_planned_once"):
+        for name in ("_fetchall", "_send_claim"):
             send = getattr(backend, name)
             setattr(backend, name, self._explaining(send))
 
