@@ -172,8 +172,9 @@ async def test_racing_reservations_queue_in_a_strict_window(instances: list[Any]
     for earlier, later in zip(instants, instants[limit:], strict=False):
         assert later - earlier >= per, f"{limit + 1} starts within {later - earlier} < {per}"
     # Queued closely: 12 starts need 5 windows after the first; racing callers that
-    # waited for the same token may leave a gap or two, never an overfull window.
-    assert instants[-1] - instants[0] < per * 8
+    # waited for the same token may leave a few gaps (three on a loaded CI machine),
+    # never an overfull window.
+    assert instants[-1] - instants[0] < per * 9
     # Reservations and calls share one window: a call now is refused until after the last.
     later_call = await instances[0].acquire_rate_limit(params)
     assert not later_call.granted and later_call.retry_at is not None
