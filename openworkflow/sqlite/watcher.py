@@ -37,7 +37,7 @@ import threading
 import time
 
 from openworkflow.notifications import ChangeNotifier
-from openworkflow.sqlite.file_events import FileEvents, open_file_events
+from openworkflow.sqlite.file_events import FileEvents, Woken, open_file_events
 
 POLL_INTERVAL_S = 0.002
 """How often ``data_version`` is read while someone waits (about 2-4 % of a core)."""
@@ -133,6 +133,7 @@ class DataVersionWatcher:
                 continue
             quiet_for = time.monotonic() - changed_at
             idle = events if events is not None and self._is_idle(quiet_for) else None
+            woken: Woken | None = None
             if idle is not None:
                 if drained:
                     woken = idle.wait(read_at + IDLE_FALLBACK_INTERVAL_S - time.monotonic())
@@ -146,6 +147,12 @@ class DataVersionWatcher:
                 last = current
                 changed_at = read_at
                 self._notify()
+            elif woken == "file":
+                # A write with no commit to show yet: SQLite publishes a commit in
+                # the WAL index (-shm, mapped memory, which sends no event) after
+                # its last write to the WAL. Poll through the busy window, as after
+                # a change, or that commit waits for the fallback read.
+                changed_at = read_at
             if idle is None or changed_at == read_at:  # polling, or others may follow a change
                 interval = self._pause(interval, read_at - changed_at)
 
