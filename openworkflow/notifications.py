@@ -28,6 +28,8 @@ class ChangeNotifier:
         self._prompt_run_waiters = 0
         # Called when a run was parked until a later time (idle workers re-plan).
         self._due_watchers: set[Callable[[], None]] = set()
+        # Called whenever work may have become available (the unrouted sweep).
+        self._work_watchers: set[Callable[[], None]] = set()
         self.on_wait: Callable[[], None] | None = None
         """Called (on the event loop) whenever someone starts waiting."""
 
@@ -68,9 +70,24 @@ class ChangeNotifier:
 
     def notify_work_available(self) -> None:
         """Wake every worker waiting for work."""
+        for callback in list(self._work_watchers):
+            callback()
         waiters, self._work_waiters = self._work_waiters, set()
         for waiter in waiters:
             _resolve(waiter)
+
+    def watch_work_announced(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` at every :meth:`notify_work_available`, waiting or not.
+
+        It may be called from any thread and must only take note (set a flag).
+        Unlike :meth:`watch_work`, it makes nobody a waiter, so a database
+        watcher does not read more often for it.
+        """
+        self._work_watchers.add(callback)
+
+    def unwatch_work_announced(self, callback: Callable[[], None]) -> None:
+        """Forget a :meth:`watch_work_announced` callback."""
+        self._work_watchers.discard(callback)
 
     def watch_due_later(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (on the loop) whenever a run is parked until a later time."""

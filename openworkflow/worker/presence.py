@@ -4,10 +4,18 @@ Claims are routed: a worker claims only runs of the (name, version) pairs it
 registered, inside the claim statement, so workers with different workflow
 sets share one database without taking each other's runs. A run that no
 worker knows would then wait silently, so each worker records itself and its
-workflows (refreshed well within :data:`PRESENCE_TTL_MS`), and every
-:data:`UNROUTED_SWEEP_S` a worker with a free slot claims the due runs that no
-live worker registered; its usual path then warns about them and reschedules
-them with a growing delay, as the original does for an unknown workflow.
+workflows (refreshed well within :data:`PRESENCE_TTL_MS`), and a worker with a
+free slot sweeps: it claims the due runs that no live worker registered; its
+usual path then warns about them and reschedules them with a growing delay, as
+the original does for an unknown workflow.
+
+A new run announces itself (a wake-up: this process's writes, NOTIFY, the
+SQLite watcher), so sweeps follow wake-ups, at most every
+:data:`UNROUTED_SWEEP_S`; with none, each empty sweep doubles the pause before
+the next, up to :data:`UNROUTED_SWEEP_MAX_S` (a wake-up lost, or a worker that
+stopped registering a workflow). An idle worker then costs a query every few
+seconds, not one every two. A backend without wake-ups is swept every
+:data:`UNROUTED_SWEEP_S`.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from openworkflow.core.backend import (
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import BackendError
 from openworkflow.event_loop import cancel_and_wait
+from openworkflow.notifications import notifier_of
 
 logger = logging.getLogger("openworkflow.worker")
 
@@ -35,7 +44,10 @@ PRESENCE_REFRESH_S = 10.0
 """How often a worker refreshes its registration."""
 
 UNROUTED_SWEEP_S = 2.0
-"""How often a worker with a free slot looks for runs that no live worker knows."""
+"""Shortest pause between two sweeps for runs that no live worker knows."""
+
+UNROUTED_SWEEP_MAX_S = 8.0
+"""Longest pause between two sweeps, after empty sweeps with no wake-up between them."""
 
 
 class WorkerPresence:
@@ -66,15 +78,22 @@ class WorkerPresence:
         self._start_runs = start_runs
         self._task: asyncio.Task[None] | None = None
         self._registered_at: float | None = None
+        self._notifier = notifier_of(backend)
+        # Set (from any thread) when work was announced since the last sweep.
+        self._work_announced = True
 
     def start(self) -> None:
         """Register and sweep in the background (idempotent)."""
         if self._task is None:
+            if self._notifier is not None:
+                self._notifier.watch_work_announced(self._note_work)
             self._task = asyncio.create_task(self._run(), name="openworkflow-worker-presence")
 
     async def stop(self) -> None:
         """Stop sweeping and remove the registration (a failure to remove is only logged)."""
         task, self._task = self._task, None
+        if self._notifier is not None:
+            self._notifier.unwatch_work_announced(self._note_work)
         await cancel_and_wait(task)
         if self._registered_at is None:
             return
@@ -84,10 +103,24 @@ class WorkerPresence:
         except Exception as error:  # it expires on its own
             logger.debug("Could not unregister worker %s: %s", self._worker_id, error)
 
+    def _note_work(self) -> None:
+        self._work_announced = True  # a plain store: called from any thread
+
     async def _run(self) -> None:
+        pause = UNROUTED_SWEEP_S
         while True:
-            await self.sweep()
-            await asyncio.sleep(UNROUTED_SWEEP_S)
+            self._work_announced = self._notifier is None  # no wake-ups: sweep every time
+            claimed = await self.sweep()
+            pause = UNROUTED_SWEEP_S if claimed else min(2 * pause, UNROUTED_SWEEP_MAX_S)
+            # Sleep in steps of the shortest pause: a wake-up ends the pause at
+            # the next step, and the registration is refreshed on time.
+            waited = 0.0
+            while True:
+                await asyncio.sleep(UNROUTED_SWEEP_S)
+                waited += UNROUTED_SWEEP_S
+                if self._work_announced or waited >= pause:
+                    break
+                await self._refresh_registration()
 
     async def sweep(self) -> int:
         """Refresh the registration when due, then claim unrouted runs; how many were claimed.
@@ -95,13 +128,16 @@ class WorkerPresence:
         Nothing is swept before this worker is registered: its own workflows
         would look unknown to the database.
         """
+        await self._refresh_registration()
+        if self._registered_at is None:
+            return 0
+        return await self._sweep()
+
+    async def _refresh_registration(self) -> None:
         now = asyncio.get_running_loop().time()
         due = self._registered_at is None or now - self._registered_at >= PRESENCE_REFRESH_S
         if due and await self._register():
             self._registered_at = now
-        if self._registered_at is None:
-            return 0
-        return await self._sweep()
 
     async def _register(self) -> bool:
         try:
