@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from openworkflow.event_loop import cancel_and_wait
+from openworkflow.event_loop import cancel_and_wait, set_result_once
 from openworkflow.notifications import ChangeNotifier
 
 logger = logging.getLogger("openworkflow.postgres")
@@ -104,8 +104,31 @@ class NotificationListener:
             # Anything sent while we were not listening is lost: workers, running
             # passes (a cancel) and result() waiters look once.
             self._notifier.notify_external_change()
-            async for notification in connection.notifies():
-                self._dispatch(notification.payload)
+            await self._relay(connection)
+
+    async def _relay(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        """Hand on notifications as they arrive; return only by raising (connection lost).
+
+        psycopg's ``notifies()`` wakes the event loop every 100 ms while it
+        waits (its interrupt check), and an idle worker did little else: most
+        of its CPU. Here the loop watches the socket itself and reads what
+        arrived through libpq (``pgconn``), so an idle listener costs nothing
+        until the server sends something (a notification, or the end of the
+        connection, which ``consume_input`` raises as an OperationalError).
+        """
+        loop = asyncio.get_running_loop()
+        pgconn = connection.pgconn
+        encoding = connection.info.encoding
+        while True:
+            readable: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(pgconn.socket, set_result_once, readable)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(pgconn.socket)
+            pgconn.consume_input()
+            while (notification := pgconn.notifies()) is not None:
+                self._dispatch(notification.extra.decode(encoding))
 
     def _dispatch(self, payload: str) -> None:
         kind, _, rest = payload.partition(":")

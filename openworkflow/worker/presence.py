@@ -21,6 +21,7 @@ seconds, not one every two. A backend without wake-ups is swept every
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
@@ -32,7 +33,7 @@ from openworkflow.core.backend import (
 )
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import BackendError
-from openworkflow.event_loop import cancel_and_wait
+from openworkflow.event_loop import cancel_and_wait, set_result_once
 from openworkflow.notifications import notifier_of
 
 logger = logging.getLogger("openworkflow.worker")
@@ -81,6 +82,8 @@ class WorkerPresence:
         self._notifier = notifier_of(backend)
         # Set (from any thread) when work was announced since the last sweep.
         self._work_announced = True
+        # While the loop sleeps through a long pause, the first announcement wakes it.
+        self._sleeping: asyncio.Future[None] | None = None
 
     def start(self) -> None:
         """Register and sweep in the background (idempotent)."""
@@ -104,7 +107,14 @@ class WorkerPresence:
             logger.debug("Could not unregister worker %s: %s", self._worker_id, error)
 
     def _note_work(self) -> None:
-        self._work_announced = True  # a plain store: called from any thread
+        # Called from any thread, often under load: a plain store, and a
+        # thread-safe wake-up only for a loop asleep in a long pause.
+        self._work_announced = True
+        sleeping, self._sleeping = self._sleeping, None
+        if sleeping is not None:
+            loop = sleeping.get_loop()
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(set_result_once, sleeping)
 
     async def _run(self) -> None:
         pause = UNROUTED_SWEEP_S
@@ -112,15 +122,29 @@ class WorkerPresence:
             self._work_announced = self._notifier is None  # no wake-ups: sweep every time
             claimed = await self.sweep()
             pause = UNROUTED_SWEEP_S if claimed else min(2 * pause, UNROUTED_SWEEP_MAX_S)
-            # Sleep in steps of the shortest pause: a wake-up ends the pause at
-            # the next step, and the registration is refreshed on time.
-            waited = 0.0
-            while True:
-                await asyncio.sleep(UNROUTED_SWEEP_S)
-                waited += UNROUTED_SWEEP_S
-                if self._work_announced or waited >= pause:
+            # The shortest pause in any case; then, unless work was announced
+            # meanwhile, the rest of the pause or the first announcement. The
+            # registration is refreshed on time in between.
+            await asyncio.sleep(UNROUTED_SWEEP_S)
+            slept = UNROUTED_SWEEP_S
+            while slept < pause:
+                nap = min(pause - slept, self._registration_due_in())
+                if await self._sleep_unless_work(nap):
                     break
+                slept += nap
                 await self._refresh_registration()
+
+    async def _sleep_unless_work(self, seconds: float) -> bool:
+        """Sleep ``seconds``, or less if work is announced; whether it was."""
+        sleeping = asyncio.get_running_loop().create_future()
+        self._sleeping = sleeping  # first, then the check: _note_work sees one or the other
+        try:
+            if not self._work_announced:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sleeping, seconds)
+        finally:
+            self._sleeping = None
+        return self._work_announced
 
     async def sweep(self) -> int:
         """Refresh the registration when due, then claim unrouted runs; how many were claimed.
@@ -132,6 +156,12 @@ class WorkerPresence:
         if self._registered_at is None:
             return 0
         return await self._sweep()
+
+    def _registration_due_in(self) -> float:
+        if self._registered_at is None:
+            return UNROUTED_SWEEP_S  # not registered yet: try again soon
+        elapsed = asyncio.get_running_loop().time() - self._registered_at
+        return max(0.01, PRESENCE_REFRESH_S - elapsed)
 
     async def _refresh_registration(self) -> None:
         now = asyncio.get_running_loop().time()

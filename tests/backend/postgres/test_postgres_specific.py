@@ -1480,6 +1480,34 @@ async def test_notifications_from_another_schema_are_ignored(
     assert await waiter >= 0.5
 
 
+async def test_an_idle_listener_leaves_the_event_loop_asleep(
+    backends: MakeBackend, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # psycopg's notifies() woke the loop every 100 ms while it waited (a timer
+    # each time): ten wake-ups a second for every idle worker, most of its CPU.
+    listener = backends(schema)
+    await listener.open()
+    writer = backends(schema, listen=False)
+    await writer.open()
+    await asyncio.sleep(0.2)  # listening by now
+    loop = asyncio.get_running_loop()
+    timers: list[float] = []
+    call_later = loop.call_later
+
+    def counted(delay: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        timers.append(delay)
+        return call_later(delay, callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_later", counted)
+    await asyncio.sleep(1.0)  # one timer: this sleep's own
+    assert len(timers) <= 2, timers
+    # And it still hears of new work at once.
+    waiter = asyncio.create_task(_timed(listener.notifier.wait_for_work(5)))
+    await asyncio.sleep(0.05)
+    await create_pending_run(writer)
+    assert await waiter < PROMPT_SECONDS
+
+
 async def test_the_listener_reconnects_after_its_connection_is_killed(
     backends: MakeBackend, schema: str, admin: Connection
 ) -> None:
