@@ -11,7 +11,8 @@ event and costs nothing.
 
 How often it reads depends on who waits: every :data:`POLL_INTERVAL_S` for a
 ``result()``; for workers waiting for work, as often just after a change
-(others are likely to follow) for :data:`BUSY_WINDOW_S`. Past that quiet
+(others are likely to follow) for :data:`BUSY_WINDOW_S` (with file events,
+only :data:`LONE_CHANGE_WINDOW_S` after a lone change). Past that quiet
 window (the idle phase), on Linux with the package ``inotify_simple``, the
 thread sleeps until one of the database's files is written (see
 :mod:`openworkflow.sqlite.file_events`), or at most
@@ -55,6 +56,15 @@ BUSY_WINDOW_S = 0.1
 """After a change, workers waiting for work are served every :data:`POLL_INTERVAL_S`
 this long; then the interval doubles per quiet read up to :data:`IDLE_POLL_INTERVAL_S`."""
 
+LONE_CHANGE_WINDOW_S = 0.01
+"""With file events, the busy window after a lone change (none in the
+:data:`BURST_GAP_S` before it): an idle worker's own registration every few
+seconds would otherwise cost 50 reads each. Changes in a burst get the full
+:data:`BUSY_WINDOW_S`, and file events cover what the short window misses."""
+
+BURST_GAP_S = 1.0
+"""A change within this long of the one before is part of a burst."""
+
 PATIENT_POLL_INTERVAL_S = 0.1
 """How often while only lease keepers watch their runs for a cancel: they read a
 run at most every 200 ms anyway, and a thread waking every 2 ms while passes
@@ -72,6 +82,7 @@ class DataVersionWatcher:
         self._wanted = threading.Event()
         self._stopped = threading.Event()
         self._events: FileEvents | None = None  # set by the thread while it runs
+        self._window = BUSY_WINDOW_S  # the busy window after the last change
 
     def wake(self) -> None:
         """Someone started waiting: make sure the thread runs and polls (event loop only)."""
@@ -122,7 +133,7 @@ class DataVersionWatcher:
         self, connection: sqlite3.Connection, events: FileEvents | None
     ) -> None:
         last = self._version(connection)
-        changed_at = read_at = time.monotonic()
+        changed_at = read_at = last_change_at = time.monotonic()
         interval = POLL_INTERVAL_S
         drained = False  # file events drained before the last read: the queue holds all since
         while not self._stopped.is_set():
@@ -145,7 +156,10 @@ class DataVersionWatcher:
             read_at = time.monotonic()
             if current != last and current is not None:
                 last = current
-                changed_at = read_at
+                if events is not None:
+                    lone = read_at - last_change_at >= BURST_GAP_S
+                    self._window = LONE_CHANGE_WINDOW_S if lone else BUSY_WINDOW_S
+                changed_at = last_change_at = read_at
                 self._notify()
             elif woken == "file":
                 # A write with no commit to show yet: SQLite publishes a commit in
@@ -162,7 +176,7 @@ class DataVersionWatcher:
         return (
             notifier.has_work_waiters
             and not notifier.has_prompt_run_waiters
-            and quiet_for >= BUSY_WINDOW_S
+            and quiet_for >= self._window
         )
 
     def _pause(self, interval: float, quiet_for: float) -> float:
@@ -182,7 +196,7 @@ class DataVersionWatcher:
             return POLL_INTERVAL_S
         if not notifier.has_work_waiters:
             return PATIENT_POLL_INTERVAL_S
-        if quiet_for < BUSY_WINDOW_S:
+        if quiet_for < self._window:
             return POLL_INTERVAL_S
         return min(IDLE_POLL_INTERVAL_S, max(interval, POLL_INTERVAL_S) * 2)
 

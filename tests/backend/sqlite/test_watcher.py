@@ -290,3 +290,31 @@ async def test_a_commit_published_after_its_last_file_write_is_still_heard_of(
     finally:
         watching.stop()
         await asyncio.to_thread(watching.join)
+
+
+@needs_inotify
+async def test_a_lone_commit_costs_an_idle_watcher_a_few_reads(
+    tmp_path: Path, reads: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An idle worker's own registration commits every few seconds; after each,
+    # 100 ms of reads every 2 ms (the busy window) were most of its idle reads.
+    monkeypatch.setattr(watcher, "IDLE_FALLBACK_INTERVAL_S", NEVER_S)
+    path = tmp_path / "lone.db"
+    backend = SqliteBackend(str(path))
+    try:
+        notifier = notifier_of(backend)
+        assert notifier is not None
+        waiting = asyncio.ensure_future(notifier.wait_for_work(NEVER_S))
+        await asyncio.sleep(watcher.BURST_GAP_S + 0.2)  # idle, and no change for a while
+        started = len(reads)
+        await asyncio.to_thread(_commit_from_another_connection, path)
+        await asyncio.wait_for(waiting, NEVER_S / 2)
+        waiting = asyncio.ensure_future(notifier.wait_for_work(NEVER_S))
+        await asyncio.sleep(0.3)
+        assert len(reads) - started <= 12, "polled through the whole busy window"
+        # A second change soon after: a burst, served every POLL_INTERVAL_S again.
+        await asyncio.to_thread(_commit_from_another_connection, path)
+        await asyncio.wait_for(waiting, NEVER_S / 2)
+        waiting.cancel()
+    finally:
+        await backend.stop()
