@@ -20,7 +20,7 @@ import pytest
 
 from openworkflow import OpenWorkflow, Step, workflow
 from openworkflow.worker.step_threads import StepThreads, step_thread_pool
-from tests.worker.helpers import running_worker
+from tests.worker.helpers import FAST_RETRY, running_worker
 
 PREFIX = "openworkflow-step"
 REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("REQUEST", default="unset")
@@ -211,3 +211,43 @@ async def test_a_slow_sync_step_does_not_hold_up_other_runs(backend: Any) -> Non
     assert [r["request"] for r in results] == [f"run-{i}" for i in range(5)]
     assert all(r["thread"].startswith(f"{PREFIX}_") for r in results)
     assert elapsed < 1.8, f"quick runs took {elapsed:.2f} s next to a 2 s step"
+
+
+async def _doubled_later(value: int) -> int:
+    await asyncio.sleep(0.01)
+    return value * 2
+
+
+_flaky_calls: list[int] = []
+
+
+async def _fails_once(value: int) -> int:
+    _flaky_calls.append(value)
+    if len(_flaky_calls) == 1:
+        raise RuntimeError("first call fails")
+    return value + 1
+
+
+@workflow(name="step-threads-awaitable")
+async def awaitable_workflow(step: Step, input: int) -> list[int]:
+    """Sync step bodies (lambdas) that return coroutines: their results are awaited."""
+    doubled = await step.run("doubled", lambda: _doubled_later(input))
+    retried = await step.run("retried", lambda: _fails_once(input), retry_policy=FAST_RETRY)
+    return [doubled, retried]
+
+
+async def test_a_sync_body_returning_a_coroutine_has_it_awaited(backend: Any) -> None:
+    # A plain sync body runs straight on a step thread (no task of its own);
+    # what it returns may still be an awaitable, which the loop then awaits.
+    _flaky_calls.clear()
+    client = OpenWorkflow(backend)
+    async with running_worker(backend, [awaitable_workflow]):
+        handle = await client.run(awaitable_workflow, 5)
+        assert await handle.result(timeout="10s") == [10, 6]
+    assert _flaky_calls == [5, 5]  # failed once, retried once
+    steps = (await client.list_steps(handle.id)).data
+    assert sorted((s.step_name, s.status) for s in steps) == [
+        ("doubled", "completed"),
+        ("retried", "completed"),
+        ("retried", "failed"),
+    ]
