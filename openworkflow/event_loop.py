@@ -38,9 +38,3 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-def set_result_once(future: asyncio.Future[None]) -> None:
-    """Resolve ``future`` unless it is done (a callback for ``add_reader`` and ``call_soon``)."""
-    if not future.done():
-        future.set_result(None)

@@ -28,8 +28,9 @@ class ChangeNotifier:
         self._prompt_run_waiters = 0
         # Called when a run was parked until a later time (idle workers re-plan).
         self._due_watchers: set[Callable[[], None]] = set()
-        # Called whenever work may have become available (the unrouted sweep).
-        self._work_watchers: set[Callable[[], None]] = set()
+        # Called whenever work may have become available (the unrouted sweep). A
+        # tuple, replaced on change: read on every notify, from any thread.
+        self._work_watchers: tuple[Callable[[], None], ...] = ()
         self.on_wait: Callable[[], None] | None = None
         """Called (on the event loop) whenever someone starts waiting."""
 
@@ -70,11 +71,11 @@ class ChangeNotifier:
 
     def notify_work_available(self) -> None:
         """Wake every worker waiting for work."""
-        for callback in list(self._work_watchers):
+        for callback in self._work_watchers:
             callback()
         waiters, self._work_waiters = self._work_waiters, set()
         for waiter in waiters:
-            _resolve(waiter)
+            resolve_waiter(waiter)
 
     def watch_work_announced(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` at every :meth:`notify_work_available`, waiting or not.
@@ -83,11 +84,12 @@ class ChangeNotifier:
         Unlike :meth:`watch_work`, it makes nobody a waiter, so a database
         watcher does not read more often for it.
         """
-        self._work_watchers.add(callback)
+        if callback not in self._work_watchers:
+            self._work_watchers = (*self._work_watchers, callback)
 
     def unwatch_work_announced(self, callback: Callable[[], None]) -> None:
         """Forget a :meth:`watch_work_announced` callback."""
-        self._work_watchers.discard(callback)
+        self._work_watchers = tuple(c for c in self._work_watchers if c != callback)
 
     def watch_due_later(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (on the loop) whenever a run is parked until a later time."""
@@ -107,7 +109,7 @@ class ChangeNotifier:
         for run_id in run_ids:
             for waiter in self._run_waiters.pop(run_id, ()):
                 self._forget(waiter)
-                _resolve(waiter)
+                resolve_waiter(waiter)
 
     def notify_run_changed(self, run_id: str) -> None:
         """Wake the readers of a run that goes on (a new stream item), not its lease keepers.
@@ -120,7 +122,7 @@ class ChangeNotifier:
             return
         for waiter in [waiter for waiter in waiters if waiter not in self._patient]:
             self.unwatch_run(run_id, waiter)
-            _resolve(waiter)
+            resolve_waiter(waiter)
 
     async def wait_for_work(self, timeout: float) -> None:
         """Return when work may be available, or after ``timeout`` seconds."""
@@ -198,7 +200,9 @@ class ChangeNotifier:
             waiters.discard(waiter)
 
 
-def _resolve(waiter: asyncio.Future[None]) -> None:
+def resolve_waiter(waiter: asyncio.Future[None]) -> None:
+    """Resolve ``waiter`` on its own loop, from any thread (nothing if done or its loop closed)."""
+
     def set_done() -> None:
         if not waiter.done():
             waiter.set_result(None)

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from openworkflow.event_loop import cancel_and_wait, set_result_once
+from openworkflow.event_loop import cancel_and_wait
 from openworkflow.notifications import ChangeNotifier
 
 logger = logging.getLogger("openworkflow.postgres")
@@ -119,16 +119,17 @@ class NotificationListener:
         loop = asyncio.get_running_loop()
         pgconn = connection.pgconn
         encoding = connection.info.encoding
-        while True:
-            readable: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(pgconn.socket, set_result_once, readable)
-            try:
-                await readable
-            finally:
-                loop.remove_reader(pgconn.socket)
-            pgconn.consume_input()
-            while (notification := pgconn.notifies()) is not None:
-                self._dispatch(notification.extra.decode(encoding))
+        readable = asyncio.Event()
+        loop.add_reader(pgconn.socket, readable.set)
+        try:
+            while True:
+                await readable.wait()
+                readable.clear()
+                pgconn.consume_input()
+                while (notification := pgconn.notifies()) is not None:
+                    self._dispatch(notification.extra.decode(encoding))
+        finally:
+            loop.remove_reader(pgconn.socket)
 
     def _dispatch(self, payload: str) -> None:
         kind, _, rest = payload.partition(":")

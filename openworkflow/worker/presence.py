@@ -33,8 +33,8 @@ from openworkflow.core.backend import (
 )
 from openworkflow.core.workflow_run import WorkflowRun
 from openworkflow.errors import BackendError
-from openworkflow.event_loop import cancel_and_wait, set_result_once
-from openworkflow.notifications import notifier_of
+from openworkflow.event_loop import cancel_and_wait
+from openworkflow.notifications import notifier_of, resolve_waiter
 
 logger = logging.getLogger("openworkflow.worker")
 
@@ -112,9 +112,7 @@ class WorkerPresence:
         self._work_announced = True
         sleeping, self._sleeping = self._sleeping, None
         if sleeping is not None:
-            loop = sleeping.get_loop()
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(set_result_once, sleeping)
+            resolve_waiter(sleeping)
 
     async def _run(self) -> None:
         pause = UNROUTED_SWEEP_S

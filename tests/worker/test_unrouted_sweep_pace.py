@@ -25,8 +25,12 @@ async def known(step: Step, input: None) -> None:
     """Registered, never started: the worker needs one workflow."""
 
 
-def _count_sweeps(backend: Any) -> list[float]:
-    """Record when each sweep went out (a spy on the real backend's method)."""
+def _paced_sweeps(
+    backend: Any, monkeypatch: pytest.MonkeyPatch, *, shortest: float, longest: float
+) -> list[float]:
+    """Shorten the sweep's pauses; record when each sweep went out (a spy on the backend)."""
+    monkeypatch.setattr(presence, "UNROUTED_SWEEP_S", shortest)
+    monkeypatch.setattr(presence, "UNROUTED_SWEEP_MAX_S", longest)
     times: list[float] = []
     claim = backend.claim_unrouted_workflow_runs
 
@@ -34,16 +38,14 @@ def _count_sweeps(backend: Any) -> list[float]:
         times.append(time.monotonic())
         return await claim(params)
 
-    backend.claim_unrouted_workflow_runs = counted
+    monkeypatch.setattr(backend, "claim_unrouted_workflow_runs", counted)
     return times
 
 
 async def test_an_idle_worker_sweeps_less_and_less_often(
     backend: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(presence, "UNROUTED_SWEEP_S", 0.05)
-    monkeypatch.setattr(presence, "UNROUTED_SWEEP_MAX_S", 0.4)
-    sweeps = _count_sweeps(backend)
+    sweeps = _paced_sweeps(backend, monkeypatch, shortest=0.05, longest=0.4)
     async with running_worker(backend, [known]):
         await asyncio.sleep(2.0)
     # Every 0.05 s that would be about 40 sweeps; pauses of 0.1, 0.2, 0.4, 0.4...
@@ -56,9 +58,7 @@ async def test_an_idle_worker_sweeps_less_and_less_often(
 async def test_a_new_run_nobody_knows_is_swept_soon_after_its_wake_up(
     backend: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(presence, "UNROUTED_SWEEP_S", 0.02)
-    monkeypatch.setattr(presence, "UNROUTED_SWEEP_MAX_S", 30.0)
-    sweeps = _count_sweeps(backend)
+    sweeps = _paced_sweeps(backend, monkeypatch, shortest=0.02, longest=30.0)
     ow = OpenWorkflow(backend)
     async with running_worker(backend, [known]):
         # Sweeps at about 0, 0.04, 0.12, 0.28, 0.6, 1.24, 2.52 s: the next
