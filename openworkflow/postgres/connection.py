@@ -22,6 +22,7 @@ from openworkflow.errors import BackendClosedError, BackendError, BackendUnavail
 from openworkflow.notifications import ChangeNotifier
 from openworkflow.postgres import lifecycle
 from openworkflow.postgres import queries as q
+from openworkflow.postgres.attempt import EngineConnection
 from openworkflow.postgres.listener import NotificationListener, due_payload, work_payload
 from openworkflow.postgres.schema import migrate, validate_schema_name
 from openworkflow.postgres.url import URL_EXAMPLE, check_postgres_url
@@ -140,7 +141,7 @@ class Database:
         # One direct connection first: a wrong URL, a refused connection or a
         # missing permission fails here with one clear message.
         try:
-            connection = await psycopg.AsyncConnection.connect(
+            connection = await EngineConnection.connect(
                 self.url, autocommit=True, **self._connect_kwargs
             )
         except psycopg.Error as error:
@@ -200,6 +201,7 @@ class Database:
     ) -> Pool:
         return psycopg_pool.AsyncConnectionPool(
             self.url,
+            connection_class=EngineConnection,
             min_size=min_size,
             max_size=max_size,
             kwargs={"autocommit": True, **self._connect_kwargs},

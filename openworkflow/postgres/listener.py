@@ -20,6 +20,7 @@ from psycopg import sql
 
 from openworkflow.event_loop import cancel_and_wait
 from openworkflow.notifications import ChangeNotifier
+from openworkflow.postgres.attempt import EngineConnection
 
 logger = logging.getLogger("openworkflow.postgres")
 
@@ -95,7 +96,7 @@ class NotificationListener:
             backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
 
     async def _listen(self) -> None:
-        connection = await psycopg.AsyncConnection.connect(
+        connection = await EngineConnection.connect(
             self._conninfo, autocommit=True, **self._connect_kwargs
         )
         async with connection:
