@@ -13,9 +13,7 @@ Each admits limited runs into their concurrency keys (``admission_queries``)
 but the ``UNLIMITED`` variants, which a worker none of whose workflows has a
 ``Concurrency`` limit sends: they are the statements from before limits
 existed, and run in about a third of the time (``benchmarks/claim_plan.py``).
-
-None of them takes a run of a paused workflow (``paused_workflows``); a pass
-already running is unaffected.
+None takes a run of a paused workflow; a pass already running is unaffected.
 """
 
 from __future__ import annotations
@@ -233,17 +231,20 @@ def _any_candidates(limited: bool) -> str:
 #   worker's. When its workflows make up a fair share of the queue, this
 #   finds every run wanted and is the globally right pick.
 # - otherwise (only then: the Append stops early), the top runs of each
-#   registered (name, version) on workflow_runs_pending_route_idx, merged in
-#   claim order. Every one of them ranks after the runs the first step took
-#   (those it passed over are held by other workers), so the two together
-#   are the best runs the worker can take.
-# Under contention either step may take fewer runs than wanted (rows other
-# workers hold are skipped, not waited for); the worker claims again.
-# Running and sleeping runs are few and drained as they fall due, so their
-# branches filter the due-order walk as above.
+#   registered (name, version) on workflow_runs_pending_route_idx from the
+#   front's last run on (_PAST_FRONT: the front saw the ones before, took
+#   those with room and passed over full or held ones; at, not after it, as
+#   runs tied with it may lie beyond), merged in claim order.
+# Under contention either step may take fewer runs than wanted (held rows are
+# skipped, not waited for); the worker claims again. Running and sleeping runs
+# are few and drained as they fall due: their branches filter the due order.
 _ROUTED_FRONT = f"""
 front AS MATERIALIZED (
       {_FRONT_WALK}
+),
+front_end AS MATERIALIZED (  -- the front's last run in claim order
+  SELECT "priority", "available_at", "created_at" FROM front
+  ORDER BY "priority", "available_at" DESC, "created_at" DESC LIMIT 1
 ),
 -- Only the first few of the worker's runs are fetched and locked: if other
 -- workers hold them, the per-workflow branch below makes up the difference.
@@ -259,6 +260,12 @@ front_claimed AS MATERIALIZED (
     LIMIT 2 * %(claim_limit)s) AS front{_FRONT_LOOKUP}
   LIMIT %(claim_limit)s
 ),"""
+
+_PAST_FRONT = """
+            AND (COALESCE(r."priority", 0) < (SELECT "priority" FROM front_end)
+                 OR (COALESCE(r."priority", 0) = (SELECT "priority" FROM front_end)
+                     AND (r."available_at", r."created_at")
+                         >= (SELECT "available_at", "created_at" FROM front_end)))"""
 
 _ROUTED_BY_ROUTE = f"""  SELECT "id", 'pending' AS "claimed_from", {_POOL_COLUMNS} FROM (
     SELECT {_LOCKED_COLUMNS}
@@ -281,7 +288,7 @@ _ROUTED_BY_ROUTE = f"""  SELECT "id", 'pending' AS "claimed_from", {_POOL_COLUMN
             AND COALESCE(r."version", '') = COALESCE(route."version", '')
             AND r."version" IS NOT DISTINCT FROM route."version"
             AND r."available_at" <= NOW()
-            AND (r."deadline_at" IS NULL OR r."deadline_at" > NOW())
+            AND (r."deadline_at" IS NULL OR r."deadline_at" > NOW()){_PAST_FRONT}
           ORDER BY COALESCE(r."priority", 0) DESC, r."available_at", r."created_at"
           LIMIT %(claim_limit)s) AS pick
         WHERE route."name" <> ALL (ARRAY(
