@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 
 _lock = threading.Lock()
 _last_ms = 0
@@ -34,4 +33,7 @@ def new_id() -> str:
         ms, sequence = _last_ms, _sequence
     tail = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
     value = (ms << 80) | (0x7 << 76) | (sequence << 64) | (0b10 << 62) | tail
-    return str(uuid.UUID(int=value))
+    # The canonical 8-4-4-4-12 form, as str(uuid.UUID(int=value)) writes it
+    # without building the UUID (a third of the cost; a few ids per run).
+    digits = f"{value:032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"

@@ -38,7 +38,9 @@ Connection = psycopg.AsyncConnection[Any]
 
 def load_time(value: datetime) -> datetime:
     """A database timestamp as the clock's UTC time with milliseconds."""
-    return clock.truncate_ms(value.astimezone(UTC))
+    if value.tzinfo is not UTC:  # the engine's sessions are in UTC (connection.py)
+        value = value.astimezone(UTC)
+    return clock.truncate_ms(value)
 
 
 def identity(value: Any) -> Any:

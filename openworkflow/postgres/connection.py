@@ -343,14 +343,23 @@ class Database:
         await lifecycle.end_tasks(tasks, grace_s=grace_s)
 
 
+# Time zone UTC: psycopg then hands timestamps over in datetime.UTC itself, which
+# base.load_time passes through as they are (in the server's zone, even
+# Etc/UTC, each was converted: a datetime made twice per timestamp, and a
+# worker reads about 28 of them per run). No statement depends on the session
+# time zone; timestamps are stored and compared as instants.
+_SESSION_SETTINGS = (
+    "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED; SET jit = off; "
+    "SET TIME ZONE 'UTC'"
+)
+
+
 async def _configure_connection(connection: psycopg.AsyncConnection[Any]) -> None:
     # The fences and row locks assume READ COMMITTED whatever the server default.
     # JIT off: the claims' cost estimates (index walks under LIMITs, scalar
     # subplans) pass jit_above_cost on a stock server, which then spent about
     # 340 ms compiling a claim that runs in 3 ms (benchmarks/claim_plan.py).
-    await connection.execute(
-        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED; SET jit = off"
-    )
+    await connection.execute(_SESSION_SETTINGS)
 
 
 async def _configure_claims(connection: psycopg.AsyncConnection[Any]) -> None:
@@ -364,6 +373,6 @@ async def _configure_claims(connection: psycopg.AsyncConnection[Any]) -> None:
     # before any such write is a claim that never happened (the run is due
     # again; the worker's fenced writes for it fail on the old attempt count).
     await connection.execute(
-        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED; SET jit = off; "
-        "SET plan_cache_mode = force_generic_plan; SET synchronous_commit = off"
+        f"{_SESSION_SETTINGS}; SET plan_cache_mode = force_generic_plan; "
+        "SET synchronous_commit = off"
     )

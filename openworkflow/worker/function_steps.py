@@ -18,6 +18,7 @@ import inspect
 import logging
 import threading
 import time
+import types
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
@@ -484,6 +485,8 @@ def _json_output_or_none(
 def _is_async_callable(fn: Callable[..., Any]) -> bool:
     while isinstance(fn, functools.partial):
         fn = fn.func
+    if isinstance(fn, types.FunctionType):  # most bodies: a plain __call__, never async
+        return inspect.iscoroutinefunction(fn)
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - async __call__ objects
     )
