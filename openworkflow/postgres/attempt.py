@@ -22,6 +22,7 @@ as the error leaves psycopg.
 
 from __future__ import annotations
 
+import sys
 import traceback
 from typing import Any, Self
 
@@ -34,24 +35,27 @@ class EngineConnection(psycopg.AsyncConnection[Any]):
     @classmethod
     async def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
         """Connect as psycopg does; on failure, free what the attempt held, then raise."""
+        handled = sys.exception()  # the caller's, if it connects while handling one
         try:
             return await super().connect(conninfo, **kwargs)
         except BaseException as error:
-            release_frames(error)
+            release_frames(error, stop_at=handled)
             raise
 
 
-def release_frames(error: BaseException) -> None:
-    """Clear the locals of every frame in ``error``'s tracebacks, its causes' included.
+def release_frames(error: BaseException, *, stop_at: BaseException | None = None) -> None:
+    """Clear the locals of the frames in ``error``'s tracebacks, its causes' included.
 
-    The tracebacks still print (file, line, function); only the objects the
-    frames held are let go. Frames still running (ours) are left alone.
+    The walk stops at ``stop_at`` (the exception the caller was handling, which
+    is not the attempt's to clear). The tracebacks still print (file, line,
+    function); only the objects the frames held are let go. A running frame
+    (ours) is left alone; the others are finished frames of the attempt.
     """
     seen: set[int] = set()
     pending: list[BaseException | None] = [error]
     while pending:
         current = pending.pop()
-        if current is None or id(current) in seen:
+        if current is None or current is stop_at or id(current) in seen:
             continue
         seen.add(id(current))
         traceback.clear_frames(current.__traceback__)

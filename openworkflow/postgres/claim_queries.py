@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from openworkflow.postgres.admission_queries import ADMISSION, HAS_ROOM, fair_pending_branch
 from openworkflow.postgres.flow_queries import pending_walk
-from openworkflow.postgres.sql_fragments import NOTIFY_WORK
+from openworkflow.postgres.sql_fragments import DEADLINE_SWEEP
 
 # Runs of paused workflows are skipped. The paused names are read once per
 # branch (an InitPlan over a tiny table), then compared per row in memory.
@@ -231,38 +231,47 @@ def _any_candidates(limited: bool) -> str:
 #   worker's. When its workflows make up a fair share of the queue, this
 #   finds every run wanted and is the globally right pick.
 # - otherwise (only then: the Append stops early), the top runs of each
-#   registered (name, version) on workflow_runs_pending_route_idx from the
-#   front's last run on (_PAST_FRONT: the front saw the ones before, took
-#   those with room and passed over full or held ones; at, not after it, as
-#   runs tied with it may lie beyond), merged in claim order.
+#   registered (name, version) on workflow_runs_pending_route_idx, merged in
+#   claim order; from the front's last run on (at, not after it: ties) when
+#   the front's slice of the worker's runs was not cut short, since every one
+#   of them was then looked up (taken, or held, paused, past its deadline or
+#   full, which this step would pass over again). A slice cut at its limit
+#   leaves runs of the front unseen: then from the start.
 # Under contention either step may take fewer runs than wanted (held rows are
 # skipped, not waited for); the worker claims again. Running and sleeping runs
 # are few and drained as they fall due: their branches filter the due order.
+
+# The worker's runs in the front, in claim order (front holds its rows in the
+# order the walk found them: no ORDER BY, so the filters stop at the first
+# matches). The cheap routing test first (OFFSET 0 keeps it apart), the room
+# hint after.
+_FRONT_SLICE = f"""SELECT front.* FROM (
+      SELECT * FROM front WHERE TRUE{_ROUTED.format(run="front")}
+      OFFSET 0) AS front
+    WHERE TRUE<<room:front>>
+    LIMIT 2 * %(claim_limit)s"""
+
 _ROUTED_FRONT = f"""
 front AS MATERIALIZED (
       {_FRONT_WALK}
-),
-front_end AS MATERIALIZED (  -- the front's last run in claim order
-  SELECT "priority", "available_at", "created_at" FROM front
-  ORDER BY "priority", "available_at" DESC, "created_at" DESC LIMIT 1
 ),
 -- Only the first few of the worker's runs are fetched and locked: if other
 -- workers hold them, the per-workflow branch below makes up the difference.
 front_claimed AS MATERIALIZED (
   SELECT picked.* FROM (
-    -- front holds its rows in claim order (the order the walk found them):
-    -- no ORDER BY, so the filters stop at the first matches. The cheap
-    -- routing test first (OFFSET 0 keeps it apart), the room hint after.
-    SELECT front.* FROM (
-      SELECT * FROM front WHERE TRUE{_ROUTED.format(run="front")}
-      OFFSET 0) AS front
-    WHERE TRUE<<room:front>>
-    LIMIT 2 * %(claim_limit)s) AS front{_FRONT_LOOKUP}
+    {_FRONT_SLICE}) AS front{_FRONT_LOOKUP}
   LIMIT %(claim_limit)s
+),
+-- Where the per-workflow branch starts: no row, from the start (see above).
+front_end AS MATERIALIZED (
+  SELECT "priority", "available_at", "created_at" FROM front
+  WHERE (SELECT COUNT(*) FROM ({_FRONT_SLICE}) AS slice) < 2 * %(claim_limit)s
+  ORDER BY "priority", "available_at" DESC, "created_at" DESC LIMIT 1
 ),"""
 
 _PAST_FRONT = """
-            AND (COALESCE(r."priority", 0) < (SELECT "priority" FROM front_end)
+            AND (NOT EXISTS (SELECT FROM front_end)
+                 OR COALESCE(r."priority", 0) < (SELECT "priority" FROM front_end)
                  OR (COALESCE(r."priority", 0) = (SELECT "priority" FROM front_end)
                      AND (r."available_at", r."created_at")
                          >= (SELECT "available_at", "created_at" FROM front_end)))"""
@@ -402,55 +411,6 @@ pool AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED) AS due
 )"""
 
-_DEADLINE_SWEEP = """
--- Runs past their deadline are failed here, except those another transaction
--- holds right now (an owner recording a step): waiting for it would leave this
--- statement's snapshot blind to that step, which closed_attempts must see. The
--- next claim fails them.
-WITH due_to_expire AS (
-  SELECT "namespace_id", "id" FROM {schema}."workflow_runs"
-  WHERE "namespace_id" = %(ns)s AND "status" IN ('pending', 'running', 'sleeping')
-    AND "deadline_at" IS NOT NULL AND "deadline_at" <= NOW()
-  FOR NO KEY UPDATE SKIP LOCKED
-),
-expired AS (
-  UPDATE {schema}."workflow_runs"
-  SET "status" = 'failed', "error" = %(deadline_error)s, "worker_id" = NULL,
-      "available_at" = NULL, "finished_at" = NOW(), "updated_at" = NOW()
-  -- Matched on both key columns of the (materialized) CTE, not on %(ns)s: with
-  -- the namespace a constant, a planner whose statistics miss this namespace
-  -- (new, or grown since the last ANALYZE) walks all its runs for each claim.
-  WHERE ("namespace_id", "id") IN (SELECT "namespace_id", "id" FROM due_to_expire)
-  RETURNING "namespace_id", "id", "parent_step_attempt_namespace_id", "parent_step_attempt_id"
-),
--- A finished run keeps no attempt running (waits and sleeps included).
-closed_attempts AS (
-  UPDATE {schema}."step_attempts" sa
-  SET "status" = 'failed', "error" = %(deadline_error)s, "finished_at" = NOW(),
-      "updated_at" = NOW()
-  FROM expired
-  WHERE sa."namespace_id" = expired."namespace_id" AND sa."workflow_run_id" = expired."id"
-    AND sa."status" = 'running'
-),
--- Unlike the original, a child failed by its deadline wakes its parked parent too.
-woken_parents AS (
-  UPDATE {schema}."workflow_runs" parent
-  SET "available_at" = CASE WHEN parent."available_at" IS NULL OR parent."available_at" > NOW()
-                            THEN NOW() ELSE parent."available_at" END,
-      "updated_at" = NOW()
-  FROM expired, {schema}."step_attempts" sa
-  WHERE expired."parent_step_attempt_id" IS NOT NULL
-    AND sa."namespace_id" = expired."parent_step_attempt_namespace_id"
-    AND sa."id" = expired."parent_step_attempt_id"
-    AND sa."kind" = 'workflow' AND sa."status" = 'running'
-    AND sa."child_workflow_run_namespace_id" = expired."namespace_id"
-    AND sa."child_workflow_run_id" = expired."id"
-    AND parent."namespace_id" = sa."namespace_id" AND parent."id" = sa."workflow_run_id"
-    AND (parent."status" = 'sleeping'
-         OR (parent."status" = 'running' AND parent."worker_id" IS NULL))
-  RETURNING parent."id", {notify_work}
-),"""
-
 _LEASE = """,
 -- Materialized, with the namespace as a column: the lease below then looks up
 -- each run by its primary key whatever the statistics say of the namespace
@@ -490,7 +450,7 @@ read from the end."""
 
 def _claim(candidates: str) -> str:
     # Plain concatenation: {schema} is filled once, when the statement is rendered.
-    return _DEADLINE_SWEEP.replace("{notify_work}", NOTIFY_WORK) + candidates + _LEASE
+    return DEADLINE_SWEEP + candidates + _LEASE
 
 
 CLAIM_WORKFLOW_RUNS = _claim(_any_candidates(limited=True))

@@ -346,8 +346,9 @@ class Database:
 # Time zone UTC: psycopg then hands timestamps over in datetime.UTC itself, which
 # base.load_time passes through as they are (in the server's zone, even
 # Etc/UTC, each was converted: a datetime made twice per timestamp, and a
-# worker reads about 28 of them per run). No statement depends on the session
-# time zone; timestamps are stored and compared as instants.
+# worker reads about 28 of them per run). Timestamps are stored and compared as
+# instants; no statement buckets them by day (the one INTERVAL '1 day', for old
+# registrations, is now always 24 hours, also across a daylight-saving change).
 _SESSION_SETTINGS = (
     "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED; SET jit = off; "
     "SET TIME ZONE 'UTC'"

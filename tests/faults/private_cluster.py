@@ -119,18 +119,19 @@ class PrivateCluster:
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``immediate``: a crash, recovered at the next start)."""
-        try:
-            self.ctl("stop", "-m", mode)
-        except subprocess.TimeoutExpired as error:
-            raise AssertionError(self._diagnosis(f"stop -m {mode}", error)) from error
+        self._diagnosed("stop", "-m", mode)
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
-        try:
-            self.ctl("start")
-        except subprocess.TimeoutExpired as error:
-            raise AssertionError(self._diagnosis("start", error)) from error
+        self._diagnosed("start")
         self.wait_ready()
+
+    def _diagnosed(self, *action: str) -> None:
+        """:meth:`ctl`; if it fails or runs out of time, say what the server was doing."""
+        try:
+            self.ctl(*action)
+        except (AssertionError, subprocess.TimeoutExpired) as error:
+            raise AssertionError(self._diagnosis(" ".join(action), error)) from error
 
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` of the server's log (Debian's per-cluster log file)."""
@@ -142,12 +143,23 @@ class PrivateCluster:
         except OSError as error:
             return f"(no log: {error})"
 
-    def _diagnosis(self, action: str, error: subprocess.TimeoutExpired) -> str:
-        output = b"".join(part for part in (error.stdout, error.stderr) if isinstance(part, bytes))
+    def _diagnosis(self, action: str, error: Exception) -> str:
+        if isinstance(error, subprocess.TimeoutExpired):
+            output = b"".join(
+                part for part in (error.stdout, error.stderr) if isinstance(part, bytes)
+            )
+            what = (
+                f"ran past {error.timeout:.0f} s; its output: {output.decode(errors='replace')!r}"
+            )
+        else:
+            what = f"failed: {error}"
+        try:
+            answers = str(self.is_ready())
+        except subprocess.TimeoutExpired:
+            answers = "unknown (pg_isready ran out of time)"
         return (
-            f"pg_ctlcluster {action} of cluster {self.name} (port {self.port}) ran past "
-            f"{error.timeout:.0f} s; its output: {output.decode(errors='replace')!r}; "
-            f"server answers now: {self.is_ready()}; its processes:\n{self.processes()}\n"
+            f"pg_ctlcluster {action} of cluster {self.name} (port {self.port}) {what}; "
+            f"server answers now: {answers}; its processes:\n{self.processes()}\n"
             f"server log:\n{self.log_tail()}"
         )
 

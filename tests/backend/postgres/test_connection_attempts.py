@@ -127,3 +127,18 @@ async def test_an_attempt_whose_socket_the_loop_lost_closes_it(
         await EngineConnection.connect(silent.url, connect_timeout=CONNECT_TIMEOUT_S)
     closed = await asyncio.to_thread(silent.closed_by_client.wait, CLOSED_WITHIN_S)
     assert closed, "the failed attempt's socket was left open"
+
+
+async def test_an_exception_the_caller_is_handling_keeps_its_frames(silent: SilentServer) -> None:
+    def failing() -> None:
+        marker = "the caller's local"  # noqa: F841 (read back from the frame)
+        raise ValueError("handled by the caller")
+
+    try:
+        failing()
+    except ValueError as handled:
+        with pytest.raises(psycopg.OperationalError):
+            await EngineConnection.connect(silent.url, connect_timeout=CONNECT_TIMEOUT_S)
+        trace = handled.__traceback__
+        assert trace is not None and trace.tb_next is not None
+        assert trace.tb_next.tb_frame.f_locals.get("marker") == "the caller's local"

@@ -2,16 +2,20 @@
 
 A routed claim first looks at the first ``front_limit`` due pending runs in
 claim order, then, when those held too few of the worker's runs, at each
-registered workflow's own runs from the front's last run on (``_PAST_FRONT``
-in ``openworkflow/postgres/claim_queries.py``). A queue of a few runs never
-reaches past a front of 64, so these tests shrink the front to three runs.
+registered workflow's own runs: from the front's last run on when every run
+of the worker's in the front was looked up, from the start when the front's
+slice was cut short (``_PAST_FRONT`` in ``openworkflow/postgres/claim_queries.py``).
+A queue of a few runs never reaches past a front of 64, so these tests shrink
+the front to a few runs.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from openworkflow.postgres import runs
 from tests.backend.concurrency_helpers import claim_slots
@@ -53,6 +57,44 @@ async def test_the_front_run_and_the_next_ones_past_it_are_taken_together(
     assert sorted(run.id for run in claimed) == sorted([ids[2], ids[5]])
 
 
-async def test_a_routed_claim_with_nothing_due_takes_nothing(backend: Any) -> None:
+async def test_a_routed_claim_with_none_of_its_runs_queued_takes_nothing(backend: Any) -> None:
     await _queue(backend, ["other"] * 2)
     assert await claim_slots(backend, 2, workflows=[("mine", None)]) == []
+
+
+@pytest.mark.parametrize("enforce", [True, False], ids=["enforcing", "plain"])
+async def test_a_paused_workflow_at_the_head_does_not_hide_the_others(
+    backend: Any, monkeypatch: pytest.MonkeyPatch, enforce: bool
+) -> None:
+    # The front's slice of the worker's runs is the two paused ones; the
+    # lookup drops both, so the rest of the front was never looked at.
+    monkeypatch.setattr(runs, "ROUTED_FRONT_BASE", 4)
+    ids = await _queue(backend, ["paused", "paused", "mine", "other"])
+    await backend.pause_workflow("paused")
+    routes = [("paused", None), ("mine", None)]
+    claimed = await claim_slots(backend, 1, workflows=routes, enforce=enforce)
+    assert [run.id for run in claimed] == [ids[2]]
+
+
+@pytest.mark.parametrize("enforce", [True, False], ids=["enforcing", "plain"])
+async def test_front_runs_held_by_another_claim_do_not_skip_the_free_ones(
+    backend: Any, monkeypatch: pytest.MonkeyPatch, enforce: bool
+) -> None:
+    monkeypatch.setattr(runs, "ROUTED_FRONT_BASE", 5)
+    urgent = [
+        (await create_pending_run(backend, workflow_name="mine", priority=10)).id for _ in range(4)
+    ]
+    await create_pending_run(backend, workflow_name="other", priority=10)
+    await create_pending_run(backend, workflow_name="mine")  # priority 0, past the front
+    table = sql.Identifier(backend._db.schema, "workflow_runs")
+    async with await psycopg.AsyncConnection.connect(backend._db.url) as holder:
+        # Another worker's claim in flight: it holds the first two urgent runs.
+        await holder.execute(
+            sql.SQL('SELECT 1 FROM {} WHERE "id" = ANY(%s) FOR UPDATE').format(table),
+            (urgent[:2],),
+        )
+        claimed = await claim_slots(backend, 1, workflows=[("mine", None)], enforce=enforce)
+    # Never the run of priority 0 while two of priority 10 are free. (Taking
+    # none is allowed: under contention a claim may come back short, and the
+    # worker claims again.)
+    assert all(run.id in urgent[2:] for run in claimed), claimed
