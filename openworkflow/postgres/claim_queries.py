@@ -13,7 +13,9 @@ Each admits limited runs into their concurrency keys (``admission_queries``)
 but the ``UNLIMITED`` variants, which a worker none of whose workflows has a
 ``Concurrency`` limit sends: they are the statements from before limits
 existed, and run in about a third of the time (``benchmarks/claim_plan.py``).
-None takes a run of a paused workflow; a pass already running is unaffected.
+
+None of them takes a run of a paused workflow (``paused_workflows``); a pass
+already running is unaffected.
 """
 
 from __future__ import annotations
@@ -232,25 +234,13 @@ def _any_candidates(limited: bool) -> str:
 #   finds every run wanted and is the globally right pick.
 # - otherwise (only then: the Append stops early), the top runs of each
 #   registered (name, version) on workflow_runs_pending_route_idx, merged in
-#   claim order; from the front's last run on (at, not after it: ties) when
-#   the front's slice of the worker's runs was not cut short, since every one
-#   of them was then looked up (taken, or held, paused, past its deadline or
-#   full, which this step would pass over again). A slice cut at its limit
-#   leaves runs of the front unseen: then from the start.
-# Under contention either step may take fewer runs than wanted (held rows are
-# skipped, not waited for); the worker claims again. Running and sleeping runs
-# are few and drained as they fall due: their branches filter the due order.
-
-# The worker's runs in the front, in claim order (front holds its rows in the
-# order the walk found them: no ORDER BY, so the filters stop at the first
-# matches). The cheap routing test first (OFFSET 0 keeps it apart), the room
-# hint after.
-_FRONT_SLICE = f"""SELECT front.* FROM (
-      SELECT * FROM front WHERE TRUE{_ROUTED.format(run="front")}
-      OFFSET 0) AS front
-    WHERE TRUE<<room:front>>
-    LIMIT 2 * %(claim_limit)s"""
-
+#   claim order. Every one of them ranks after the runs the first step took
+#   (those it passed over are held by other workers), so the two together
+#   are the best runs the worker can take.
+# Under contention either step may take fewer runs than wanted (rows other
+# workers hold are skipped, not waited for); the worker claims again.
+# Running and sleeping runs are few and drained as they fall due, so their
+# branches filter the due-order walk as above.
 _ROUTED_FRONT = f"""
 front AS MATERIALIZED (
       {_FRONT_WALK}
@@ -259,22 +249,16 @@ front AS MATERIALIZED (
 -- workers hold them, the per-workflow branch below makes up the difference.
 front_claimed AS MATERIALIZED (
   SELECT picked.* FROM (
-    {_FRONT_SLICE}) AS front{_FRONT_LOOKUP}
+    -- front holds its rows in claim order (the order the walk found them):
+    -- no ORDER BY, so the filters stop at the first matches. The cheap
+    -- routing test first (OFFSET 0 keeps it apart), the room hint after.
+    SELECT front.* FROM (
+      SELECT * FROM front WHERE TRUE{_ROUTED.format(run="front")}
+      OFFSET 0) AS front
+    WHERE TRUE<<room:front>>
+    LIMIT 2 * %(claim_limit)s) AS front{_FRONT_LOOKUP}
   LIMIT %(claim_limit)s
-),
--- Where the per-workflow branch starts: no row, from the start (see above).
-front_end AS MATERIALIZED (
-  SELECT "priority", "available_at", "created_at" FROM front
-  WHERE (SELECT COUNT(*) FROM ({_FRONT_SLICE}) AS slice) < 2 * %(claim_limit)s
-  ORDER BY "priority", "available_at" DESC, "created_at" DESC LIMIT 1
 ),"""
-
-_PAST_FRONT = """
-            AND (NOT EXISTS (SELECT FROM front_end)
-                 OR COALESCE(r."priority", 0) < (SELECT "priority" FROM front_end)
-                 OR (COALESCE(r."priority", 0) = (SELECT "priority" FROM front_end)
-                     AND (r."available_at", r."created_at")
-                         >= (SELECT "available_at", "created_at" FROM front_end)))"""
 
 _ROUTED_BY_ROUTE = f"""  SELECT "id", 'pending' AS "claimed_from", {_POOL_COLUMNS} FROM (
     SELECT {_LOCKED_COLUMNS}
@@ -297,7 +281,7 @@ _ROUTED_BY_ROUTE = f"""  SELECT "id", 'pending' AS "claimed_from", {_POOL_COLUMN
             AND COALESCE(r."version", '') = COALESCE(route."version", '')
             AND r."version" IS NOT DISTINCT FROM route."version"
             AND r."available_at" <= NOW()
-            AND (r."deadline_at" IS NULL OR r."deadline_at" > NOW()){_PAST_FRONT}
+            AND (r."deadline_at" IS NULL OR r."deadline_at" > NOW())
           ORDER BY COALESCE(r."priority", 0) DESC, r."available_at", r."created_at"
           LIMIT %(claim_limit)s) AS pick
         WHERE route."name" <> ALL (ARRAY(

@@ -2,11 +2,10 @@
 
 A routed claim first looks at the first ``front_limit`` due pending runs in
 claim order, then, when those held too few of the worker's runs, at each
-registered workflow's own runs: from the front's last run on when every run
-of the worker's in the front was looked up, from the start when the front's
-slice was cut short (``_PAST_FRONT`` in ``openworkflow/postgres/claim_queries.py``).
-A queue of a few runs never reaches past a front of 64, so these tests shrink
-the front to a few runs.
+registered workflow's own top runs (``claim_queries.py``). A queue of a few
+runs never reaches past a front of 64, so these tests shrink the front to a
+few runs. They guard claim order and progress when the front falls short: a
+paused workflow at its head, runs held by another claim.
 """
 
 from __future__ import annotations
