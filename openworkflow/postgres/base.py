@@ -38,9 +38,8 @@ Connection = psycopg.AsyncConnection[Any]
 
 def load_time(value: datetime) -> datetime:
     """A database timestamp as the clock's UTC time with milliseconds."""
-    if value.tzinfo is not UTC:  # the engine's sessions are in UTC (connection.py)
-        value = value.astimezone(UTC)
-    return clock.truncate_ms(value)
+    # In the engine's sessions (UTC, connection.py) astimezone returns the value itself.
+    return clock.truncate_ms(value.astimezone(UTC))
 
 
 def identity(value: Any) -> Any:

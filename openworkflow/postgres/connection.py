@@ -343,12 +343,11 @@ class Database:
         await lifecycle.end_tasks(tasks, grace_s=grace_s)
 
 
-# Time zone UTC: psycopg then hands timestamps over in datetime.UTC itself, which
-# base.load_time passes through as they are (in the server's zone, even
-# Etc/UTC, each was converted: a datetime made twice per timestamp, and a
-# worker reads about 28 of them per run). Timestamps are stored and compared as
-# instants; no statement buckets them by day (the one INTERVAL '1 day', for old
-# registrations, is now always 24 hours, also across a daylight-saving change).
+# Time zone UTC: psycopg then hands timestamps over in datetime.UTC itself, so
+# base.load_time's astimezone(UTC) returns each as it is (in the server's zone,
+# even Etc/UTC, it built a new datetime for each, about 28 per run). Timestamps
+# are stored and compared as instants; no statement buckets them by day (the one
+# INTERVAL '1 day', for old registrations, is always 24 hours now).
 _SESSION_SETTINGS = (
     "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED; SET jit = off; "
     "SET TIME ZONE 'UTC'"

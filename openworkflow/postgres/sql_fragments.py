@@ -1,4 +1,4 @@
-"""Fragments shared by the PostgreSQL statements: ownership fences and notifications."""
+"""Fragments shared by the PostgreSQL statements: fences, notifications, the deadline sweep."""
 
 from __future__ import annotations
 

@@ -485,8 +485,9 @@ def _json_output_or_none(
 def _is_async_callable(fn: Callable[..., Any]) -> bool:
     while isinstance(fn, functools.partial):
         fn = fn.func
-    if isinstance(fn, types.FunctionType):  # most bodies: a plain __call__, never async
-        return inspect.iscoroutinefunction(fn)
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - async __call__ objects
-    )
+    if inspect.iscoroutinefunction(fn):
+        return True
+    if isinstance(fn, types.FunctionType):  # most bodies: its __call__ is never async
+        return False
+    # An object whose __call__ is async.
+    return inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004

@@ -103,8 +103,17 @@ class PrivateCluster:
         return f"postgresql://postgres@{HOST}:{self.port}/postgres"
 
     def ctl(self, *action: str) -> None:
-        """Run ``pg_ctlcluster VERSION NAME ACTION...``; raise if it fails."""
-        _checked(["pg_ctlcluster", "--skip-systemctl-redirect", self.version, self.name, *action])
+        """Run ``pg_ctlcluster VERSION NAME ACTION...``.
+
+        Raises:
+            AssertionError: it failed or ran out of time; the message says what
+                the server was doing (its processes and the end of its log).
+        """
+        command = ["pg_ctlcluster", "--skip-systemctl-redirect", self.version, self.name, *action]
+        try:
+            _checked(command)
+        except (AssertionError, subprocess.TimeoutExpired) as error:
+            raise AssertionError(self._diagnosis(" ".join(action), error)) from error
 
     def restart(self, mode: str = "fast") -> None:
         """Restart (``smart``, ``fast`` or ``immediate``: a crash) and wait until it answers.
@@ -119,19 +128,12 @@ class PrivateCluster:
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``immediate``: a crash, recovered at the next start)."""
-        self._diagnosed("stop", "-m", mode)
+        self.ctl("stop", "-m", mode)
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
-        self._diagnosed("start")
+        self.ctl("start")
         self.wait_ready()
-
-    def _diagnosed(self, *action: str) -> None:
-        """:meth:`ctl`; if it fails or runs out of time, say what the server was doing."""
-        try:
-            self.ctl(*action)
-        except (AssertionError, subprocess.TimeoutExpired) as error:
-            raise AssertionError(self._diagnosis(" ".join(action), error)) from error
 
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` of the server's log (Debian's per-cluster log file)."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,18 @@ from openworkflow.sqlite import SqliteBackend, file_events, watcher
 from tests.backend.helpers import claim
 
 NEVER_S = 60.0  # a wait that only a wake-up can end within the test's time
+
+
+@contextlib.asynccontextmanager
+async def _watched(path: Path | str) -> AsyncIterator[ChangeNotifier]:
+    """The notifier of a SQLite backend on ``path`` (its watcher's), stopped afterwards."""
+    backend = SqliteBackend(str(path))
+    try:
+        notifier = notifier_of(backend)
+        assert notifier is not None
+        yield notifier
+    finally:
+        await backend.stop()
 
 
 def _commit_from_another_connection(path: Path) -> None:
@@ -35,18 +48,13 @@ def _commit_from_another_connection(path: Path) -> None:
 
 async def test_a_commit_by_another_connection_wakes_a_waiting_worker(tmp_path: Path) -> None:
     path = tmp_path / "watched.db"
-    backend = SqliteBackend(str(path))
-    try:
-        notifier = notifier_of(backend)
-        assert notifier is not None
+    async with _watched(path) as notifier:
         waiting = asyncio.ensure_future(notifier.wait_for_work(NEVER_S))
         await asyncio.sleep(0.05)  # the watcher is polling now
         started = time.monotonic()
         await asyncio.to_thread(_commit_from_another_connection, path)
         await asyncio.wait_for(waiting, NEVER_S / 2)
         assert time.monotonic() - started < NEVER_S / 2  # woken, not timed out
-    finally:
-        await backend.stop()
 
 
 async def test_a_commit_by_another_connection_wakes_a_result_waiter(tmp_path: Path) -> None:
@@ -88,10 +96,7 @@ async def test_the_watcher_thread_ends_with_the_backend(tmp_path: Path) -> None:
 
 async def test_lease_keepers_alone_do_not_ask_for_millisecond_polling(tmp_path: Path) -> None:
     """A pass's lease keeper watches its run patiently; a result() waiter does not."""
-    backend = SqliteBackend(str(tmp_path / "patient.db"))
-    try:
-        notifier = notifier_of(backend)
-        assert notifier is not None
+    async with _watched(tmp_path / "patient.db") as notifier:
         keeper = notifier.watch_run("run-a", patient=True)
         assert notifier.has_waiters and not notifier.wants_prompt_wakeups
         waiting = asyncio.ensure_future(notifier.wait_for_run("run-a", NEVER_S))
@@ -109,8 +114,6 @@ async def test_lease_keepers_alone_do_not_ask_for_millisecond_polling(tmp_path: 
         await asyncio.wait_for(keeper, 5)
         notifier.unwatch_run("run-b", keeper)
         assert not notifier.wants_prompt_wakeups
-    finally:
-        await backend.stop()
 
 
 # Idle phase: file events (inotify) instead of timed polls.
@@ -197,10 +200,7 @@ async def test_a_result_waiter_ends_the_idle_wait_and_is_polled_for(
     tmp_path: Path, reads: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(watcher, "IDLE_FALLBACK_INTERVAL_S", NEVER_S)
-    backend = SqliteBackend(str(tmp_path / "prompt.db"))
-    try:
-        notifier = notifier_of(backend)
-        assert notifier is not None
+    async with _watched(tmp_path / "prompt.db") as notifier:
         work = asyncio.ensure_future(notifier.wait_for_work(NEVER_S))
         await asyncio.sleep(watcher.BUSY_WINDOW_S + 0.3)  # idle-waiting now
         assert _reads_over(reads, 0.2) == 0
@@ -209,8 +209,6 @@ async def test_a_result_waiter_ends_the_idle_wait_and_is_polled_for(
         assert _reads_over(reads, 0.3) >= 10  # every POLL_INTERVAL_S again
         run.cancel()
         work.cancel()
-    finally:
-        await backend.stop()
 
 
 @needs_inotify
@@ -243,10 +241,7 @@ async def test_without_inotify_an_idle_worker_s_watcher_polls(
 ) -> None:
     monkeypatch.setitem(sys.modules, "inotify_simple", None)  # the import fails
     path = tmp_path / "polled.db"
-    backend = SqliteBackend(str(path))
-    try:
-        notifier = notifier_of(backend)
-        assert notifier is not None
+    async with _watched(path) as notifier:
         waiting = asyncio.ensure_future(notifier.wait_for_work(NEVER_S))
         await asyncio.sleep(watcher.BUSY_WINDOW_S + 0.3)
         await asyncio.sleep(1.0)
@@ -254,8 +249,6 @@ async def test_without_inotify_an_idle_worker_s_watcher_polls(
         assert _reads_over(reads, 1.0) >= 0.5 / watcher.IDLE_POLL_INTERVAL_S
         await asyncio.to_thread(_commit_from_another_process, path)
         await asyncio.wait_for(waiting, NEVER_S / 2)
-    finally:
-        await backend.stop()
 
 
 @needs_inotify
@@ -300,10 +293,7 @@ async def test_a_lone_commit_costs_an_idle_watcher_a_few_reads(
     # 100 ms of reads every 2 ms (the busy window) were most of its idle reads.
     monkeypatch.setattr(watcher, "IDLE_FALLBACK_INTERVAL_S", NEVER_S)
     path = tmp_path / "lone.db"
-    backend = SqliteBackend(str(path))
-    try:
-        notifier = notifier_of(backend)
-        assert notifier is not None
+    async with _watched(path) as notifier:
         waiting = asyncio.ensure_future(notifier.wait_for_work(NEVER_S))
         await asyncio.sleep(watcher.BURST_GAP_S + 0.2)  # idle, and no change for a while
         started = len(reads)
@@ -316,5 +306,3 @@ async def test_a_lone_commit_costs_an_idle_watcher_a_few_reads(
         await asyncio.to_thread(_commit_from_another_connection, path)
         await asyncio.wait_for(waiting, NEVER_S / 2)
         waiting.cancel()
-    finally:
-        await backend.stop()
